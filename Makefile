@@ -1,0 +1,64 @@
+# ktape — two commands from a fresh clone: `make demo` and `make test`.
+# Everything either needs is installed here (never by hand): Python deps into .venv,
+# the pinned QuestDB jar and buf into .tools/, generated stubs into the package tree.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install deps questdb buf gen lint fmt test test-unit demo up bench clean help
+
+help:
+	@echo "make demo   install everything and run the whole stack on the simulator"
+	@echo "make test   install everything and run lint + the full test suite"
+	@echo "make bench  run the benchmarks (bench/), results in bench/results/"
+
+install: deps questdb buf gen
+
+deps: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "ktape needs Python >= 3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+questdb:
+	bash infra/install_questdb.sh
+
+buf:
+	bash infra/install_buf.sh >/dev/null
+
+gen: deps
+	$(PY) infra/gen_protos.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+	bash infra/buf.sh lint
+	bash infra/buf.sh breaking
+
+fmt: deps
+	$(VENV)/bin/ruff check --fix .
+
+test: install lint
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-unit: install
+	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/ktape up --simulator
+
+up: install
+	$(VENV)/bin/ktape up
+
+bench: install
+	@mkdir -p bench/results
+	@for b in bench/*.py bench/*/run.py; do [ -f "$$b" ] || continue; echo "== $$b"; $(PY) "$$b" || exit 1; done
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache ktape/marketdata ktape/billing

@@ -1,0 +1,151 @@
+"""The `ktape` command: up, sim, status, keys, backfill.
+
+Each subcommand parses its own flags and hands off to the module that owns the work; this
+file only wires them together and turns configuration errors into one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+
+from ktape.config import ConfigError, Settings, load_settings
+from ktape.log import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ktape",
+        description="ktape: complete Kalshi order-book history, recorded and served.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run every service under one supervisor (foreground)")
+    up.add_argument("--simulator", action="store_true",
+                    help="start `ktape sim` and point ingestd at it instead of Kalshi")
+    up.add_argument("--sim-seed", type=int, default=42, help="simulator seed (default 42)")
+    up.add_argument("--sim-markets", type=int, default=200,
+                    help="simulated markets (default 200)")
+    up.add_argument("--sim-rate", type=int, default=200,
+                    help="simulated book changes per second (default 200)")
+
+    sub.add_parser("sim", help="the Kalshi-compatible exchange simulator (see `ktape sim --help`)",
+                   add_help=False)
+
+    status = sub.add_parser("status", help="health of every component")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser("keys", help="API keys (see `ktape keys --help`)", add_help=False)
+    sub.add_parser("backfill", help="fill history from Kalshi REST (see `ktape backfill --help`)",
+                   add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # Subcommands owned elsewhere get their raw arguments (their own --help included).
+    if args_list and args_list[0] in ("sim", "keys", "backfill"):
+        return _delegate(args_list[0], args_list[1:])
+    args = build_parser().parse_args(args_list)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"ktape: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "up":
+        configure_logging(component="supervisor")
+        return asyncio.run(_up(settings, args))
+    if args.command == "status":
+        configure_logging(component="cli")
+        return asyncio.run(_status(settings, as_json=args.json))
+    raise AssertionError(args.command)
+
+
+def _delegate(command: str, rest: list[str]) -> int:
+    if command == "sim":
+        from ktape.sim.cli import main as sim_main
+
+        return sim_main(rest)
+    if command == "backfill":
+        from ingestd.backfill import main as backfill_main
+
+        return backfill_main(rest)
+    from ktape.keys import main as keys_main
+
+    return keys_main(rest)
+
+
+async def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from ktape.stack import StackOptions, build_stack
+    from ktape.supervisor import ChildFailed, Supervisor
+
+    options = StackOptions(
+        simulator=args.simulator, sim_seed=args.sim_seed, sim_markets=args.sim_markets,
+        sim_rate=args.sim_rate,
+    )
+    try:
+        specs = build_stack(settings, options)
+    except (FileNotFoundError, RuntimeError) as exc:
+        log.error("supervisor.setup_failed", error=str(exc))
+        return 1
+    supervisor = Supervisor(specs)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def announce() -> None:
+        while not all(c.ready for c in supervisor.children.values()):
+            if stop.is_set():
+                return
+            await asyncio.sleep(0.2)
+        log.info(
+            "stack.ready",
+            rest_base_url=f"http://127.0.0.1:{settings.http_port}",
+            grpc_address=f"127.0.0.1:{settings.http_port}",
+            queryd=str(settings.queryd_addr),
+            billingd=str(settings.billingd_addr),
+        )
+        print(
+            f"\nktape ready\n  REST  http://127.0.0.1:{settings.http_port}/v1/markets\n"
+            f"  gRPC  127.0.0.1:{settings.http_port} (via Envoy) or {settings.queryd_addr}\n"
+            f"  health http://127.0.0.1:{settings.http_port}/healthz\n"
+            "  Ctrl-C stops everything.\n",
+            file=sys.stderr, flush=True,
+        )
+
+    announcer = asyncio.create_task(announce(), name="announce-ready")
+    try:
+        await supervisor.run(stop)
+    except ChildFailed as exc:
+        log.error("supervisor.start_failed", component=exc.name, returncode=exc.returncode,
+                  last_output=exc.tail[-10:])
+        return 1
+    finally:
+        announcer.cancel()
+    return 0
+
+
+async def _status(settings: Settings, *, as_json: bool) -> int:
+    from ktape.status import collect_status
+
+    report = await collect_status(settings)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        for comp in report["components"]:
+            mark = "ok  " if comp["healthy"] else "DOWN"
+            print(f"{mark} {comp['name']:<9} {comp['address']:<28} {comp['detail']}")
+            for key, value in (comp.get("data") or {}).items():
+                print(f"       {key}: {value}")
+    return 0 if all(c["healthy"] for c in report["components"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Configuration read once from the environment into frozen, validated settings.
+
+Why: CONTRACT.md fixes the variable names and defaults; every process reads the same
+variables, so one module parses them and fails at startup with the variable's name, the
+bad value and the expected form, instead of a stack trace deep inside a service. Secrets
+are wrapped in `Secret` so they never reach a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KALSHI_PRODUCTION_WS_URL = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
+KALSHI_PRODUCTION_REST_URL = "https://external-api.kalshi.com/trade-api/v2"
+
+DEFAULTS: Mapping[str, str] = {
+    "KTAPE_DATA_DIR": "./.ktape",
+    "KTAPE_HTTP_PORT": "8080",
+    "KTAPE_QUERYD_ADDR": "127.0.0.1:50051",
+    "KTAPE_BILLINGD_ADDR": "127.0.0.1:50052",
+    "KTAPE_QUESTDB_HTTP": "127.0.0.1:9000",
+    "KTAPE_QUESTDB_PG": "127.0.0.1:8812",
+    "KTAPE_KALSHI_WS_URL": KALSHI_PRODUCTION_WS_URL,
+    "KTAPE_KALSHI_REST_URL": KALSHI_PRODUCTION_REST_URL,
+    "KTAPE_MARKETS": "all",
+    # Internal ports (not part of CONTRACT.md; documented in docs/operations.md).
+    "KTAPE_INGESTD_METRICS_ADDR": "127.0.0.1:9101",
+    "KTAPE_ENVOY_ADMIN_PORT": "9901",
+    "KTAPE_SIM_PORT": "8790",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or malformed; the message names it."""
+
+    def __init__(self, variable: str, value: str | None, expected: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.expected = expected
+        shown = "<unset>" if value is None else repr(value)
+        super().__init__(f"{variable}={shown} is invalid: expected {expected}")
+
+
+class Secret:
+    """A string that never prints itself (repr, str and logs show `***`)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A `host:port` address; host is kept as given (IPv6 in brackets)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MarketFilter:
+    """Which markets ingestd records: everything, or listed tickers and series."""
+
+    all: bool
+    tickers: frozenset[str] = frozenset()
+    series: frozenset[str] = frozenset()
+
+    def matches(self, ticker: str, series_ticker: str | None) -> bool:
+        if self.all:
+            return True
+        return ticker in self.tickers or (series_ticker is not None and series_ticker in self.series)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every variable from CONTRACT.md, parsed. Services take the fields they need."""
+
+    data_dir: Path
+    http_port: int
+    queryd_addr: HostPort
+    billingd_addr: HostPort
+    questdb_http: HostPort
+    questdb_pg: HostPort
+    kalshi_ws_url: str
+    kalshi_rest_url: str
+    kalshi_key_id: str | None
+    kalshi_private_key_path: Path | None
+    markets: MarketFilter
+    billing_dsn: str | None
+    stripe_api_key: Secret | None
+    stripe_webhook_secret: Secret | None
+    stripe_api_base: str | None
+    ingestd_metrics_addr: HostPort
+    envoy_admin_port: int
+    sim_port: int
+    raw: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def questdb_dir(self) -> Path:
+        return self.data_dir / "questdb"
+
+    @property
+    def spill_dir(self) -> Path:
+        return self.data_dir / "spill"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def billing_dsn_effective(self) -> str:
+        """The billing store: KTAPE_BILLING_DSN, else a SQLite file in the data dir."""
+        return self.billing_dsn or f"sqlite:///{(self.data_dir / 'billing.sqlite3').resolve()}"
+
+    @property
+    def questdb_ilp_conf(self) -> str:
+        """py-questdb-client connection string for ILP over HTTP."""
+        return f"http::addr={self.questdb_http};"
+
+    @property
+    def questdb_pg_conninfo(self) -> str:
+        """psycopg conninfo for QuestDB's PostgreSQL wire (default credentials)."""
+        return (
+            f"host={self.questdb_pg.host} port={self.questdb_pg.port} "
+            "user=admin password=quest dbname=qdb"
+        )
+
+    def effective(self) -> dict[str, str]:
+        """The effective configuration for `ktape status`, secrets redacted."""
+        shown: dict[str, str] = {}
+        for name in sorted(set(DEFAULTS) | set(self.raw)):
+            value = self.raw.get(name, DEFAULTS.get(name, ""))
+            if any(word in name for word in ("KEY", "SECRET", "DSN")) and value:
+                value = "***"
+            shown[name] = value
+        return shown
+
+
+def parse_port(variable: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigError(variable, value, "a TCP port number 1-65535") from None
+    if not 0 < port < 65536:
+        raise ConfigError(variable, value, "a TCP port number 1-65535")
+    return port
+
+
+def parse_hostport(variable: str, value: str) -> HostPort:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(variable, value, "host:port, e.g. 127.0.0.1:9000")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(variable, value, "host:port with a numeric port") from None
+    if not 0 < port < 65536:
+        raise ConfigError(variable, value, "host:port with a port 1-65535")
+    return HostPort(host, port)
+
+
+def parse_url(variable: str, value: str, schemes: tuple[str, ...]) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in schemes or not rest or rest.startswith("/"):
+        raise ConfigError(variable, value, f"a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    return value.rstrip("/")
+
+
+def parse_markets(variable: str, value: str) -> MarketFilter:
+    text = value.strip()
+    if text.lower() == "all":
+        return MarketFilter(all=True)
+    tickers: set[str] = set()
+    series: set[str] = set()
+    for raw_item in text.split(","):
+        item = raw_item.strip()
+        if not item:
+            continue
+        if item.startswith("series:"):
+            name = item.removeprefix("series:").strip()
+            if not name:
+                raise ConfigError(variable, value, "'all' or a comma list of TICKER / series:SERIES")
+            series.add(name)
+        elif any(c.isspace() for c in item):
+            raise ConfigError(variable, value, "'all' or a comma list of TICKER / series:SERIES")
+        else:
+            tickers.add(item)
+    if not tickers and not series:
+        raise ConfigError(variable, value, "'all' or a comma list of TICKER / series:SERIES")
+    return MarketFilter(all=False, tickers=frozenset(tickers), series=frozenset(series))
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse the environment (default `os.environ`); raise ConfigError on the first bad one."""
+    env = dict(os.environ if environ is None else environ)
+    ktape_env = {k: v for k, v in env.items() if k.startswith("KTAPE_")}
+
+    def get(name: str) -> str:
+        return env.get(name) or DEFAULTS[name]
+
+    def optional(name: str) -> str | None:
+        value = env.get(name)
+        return value if value else None
+
+    key_path_text = optional("KTAPE_KALSHI_PRIVATE_KEY")
+    key_path = Path(key_path_text) if key_path_text else None
+    if key_path is not None and not key_path.is_file():
+        raise ConfigError("KTAPE_KALSHI_PRIVATE_KEY", key_path_text, "the path of a readable PEM file")
+    key_id = optional("KTAPE_KALSHI_KEY_ID")
+    if (key_id is None) != (key_path is None):
+        missing = "KTAPE_KALSHI_KEY_ID" if key_id is None else "KTAPE_KALSHI_PRIVATE_KEY"
+        raise ConfigError(missing, None, "set together with its partner (Kalshi key id + PEM path)")
+
+    dsn = optional("KTAPE_BILLING_DSN")
+    if dsn is not None and not dsn.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        raise ConfigError("KTAPE_BILLING_DSN", "***", "postgresql://... or sqlite:///path")
+
+    stripe_base = optional("KTAPE_STRIPE_API_BASE")
+    if stripe_base is not None:
+        stripe_base = parse_url("KTAPE_STRIPE_API_BASE", stripe_base, ("http", "https"))
+
+    stripe_key = optional("KTAPE_STRIPE_API_KEY")
+    webhook_secret = optional("KTAPE_STRIPE_WEBHOOK_SECRET")
+    return Settings(
+        data_dir=Path(get("KTAPE_DATA_DIR")).expanduser(),
+        http_port=parse_port("KTAPE_HTTP_PORT", get("KTAPE_HTTP_PORT")),
+        queryd_addr=parse_hostport("KTAPE_QUERYD_ADDR", get("KTAPE_QUERYD_ADDR")),
+        billingd_addr=parse_hostport("KTAPE_BILLINGD_ADDR", get("KTAPE_BILLINGD_ADDR")),
+        questdb_http=parse_hostport("KTAPE_QUESTDB_HTTP", get("KTAPE_QUESTDB_HTTP")),
+        questdb_pg=parse_hostport("KTAPE_QUESTDB_PG", get("KTAPE_QUESTDB_PG")),
+        kalshi_ws_url=parse_url("KTAPE_KALSHI_WS_URL", get("KTAPE_KALSHI_WS_URL"), ("ws", "wss")),
+        kalshi_rest_url=parse_url(
+            "KTAPE_KALSHI_REST_URL", get("KTAPE_KALSHI_REST_URL"), ("http", "https")
+        ),
+        kalshi_key_id=key_id,
+        kalshi_private_key_path=key_path,
+        markets=parse_markets("KTAPE_MARKETS", get("KTAPE_MARKETS")),
+        billing_dsn=dsn,
+        stripe_api_key=Secret(stripe_key) if stripe_key else None,
+        stripe_webhook_secret=Secret(webhook_secret) if webhook_secret else None,
+        stripe_api_base=stripe_base,
+        ingestd_metrics_addr=parse_hostport(
+            "KTAPE_INGESTD_METRICS_ADDR", get("KTAPE_INGESTD_METRICS_ADDR")
+        ),
+        envoy_admin_port=parse_port("KTAPE_ENVOY_ADMIN_PORT", get("KTAPE_ENVOY_ADMIN_PORT")),
+        sim_port=parse_port("KTAPE_SIM_PORT", get("KTAPE_SIM_PORT")),
+        raw=ktape_env,
+    )

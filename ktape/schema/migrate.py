@@ -1,0 +1,89 @@
+"""Apply the numbered QuestDB migrations, idempotently, at service startup.
+
+Why versioned and idempotent both: QuestDB has no transactional DDL, so a crash between
+a CREATE and the version row must be safe to re-run (every statement uses IF NOT
+EXISTS / is a no-op when already applied), while the version table tells an operator
+which schema a database holds and lets later migrations (ALTER ...) run exactly once.
+Concurrent starters (ingestd and queryd at once) are safe for the same reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from ktape.log import get_logger
+from ktape.schema import tables
+
+log = get_logger(__name__)
+
+VERSION_TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    ts TIMESTAMP,
+    version INT,
+    name VARCHAR,
+    checksum VARCHAR,
+    applied_at TIMESTAMP
+) TIMESTAMP(ts) PARTITION BY YEAR WAL
+DEDUP UPSERT KEYS(ts, version)
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: Sequence[str]
+
+    @property
+    def checksum(self) -> str:
+        text = "\n;\n".join(" ".join(s.split()) for s in self.statements)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial tables", tables.V0001_INITIAL),
+)
+
+
+def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
+    """Version -> checksum of every migration recorded as applied."""
+    rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+    return {int(version): str(checksum) for version, checksum in rows}
+
+
+def apply_migrations(
+    conn: psycopg.Connection, migrations: Sequence[Migration] = MIGRATIONS
+) -> list[int]:
+    """Apply what is missing; return the versions applied now (empty when up to date).
+
+    `conn` must be in autocommit mode (QuestDB DDL is not transactional).
+    """
+    conn.execute(VERSION_TABLE_DDL)
+    done = applied_versions(conn)
+    applied_now: list[int] = []
+    for migration in sorted(migrations, key=lambda m: m.version):
+        if migration.version in done:
+            if done[migration.version] != migration.checksum:
+                log.warning(
+                    "schema.migration_changed",
+                    version=migration.version,
+                    recorded=done[migration.version],
+                    current=migration.checksum,
+                )
+            continue
+        for statement in migration.statements:
+            conn.execute(statement)
+        # ts is derived from the version (not the clock) so the dedup key makes a re-run
+        # that could not yet see the previous run's WAL row write the same row again.
+        conn.execute(
+            "INSERT INTO schema_migrations (ts, version, name, checksum, applied_at) "
+            "VALUES (CAST(%s AS TIMESTAMP), %s, %s, %s, now())",
+            (migration.version, migration.version, migration.name, migration.checksum),
+        )
+        applied_now.append(migration.version)
+        log.info("schema.migration_applied", version=migration.version, name=migration.name)
+    return applied_now

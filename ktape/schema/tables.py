@@ -1,0 +1,173 @@
+"""The QuestDB tables, as numbered migrations.
+
+Conventions every reader of these tables relies on:
+- Prices are LONG in units of $0.0001 (`*_e4`), quantities LONG in units of 0.01
+  contract (`*_e2`): exact, no floats anywhere. NO-side book prices are NO prices
+  (Kalshi's `use_yes_price: false` convention, same as REST).
+- `ts` is the designated timestamp. It is exchange time when Kalshi sent one; rows whose
+  message carries no exchange time (order-book snapshots, lifecycle, metadata) say where
+  their `ts` came from in `ts_source` (`exchange` | `sending` = Kalshi's `sending_ts_ms`
+  | `receive` = our clock). `recv_ts` is always our receive clock. One never silently
+  stands in for the other.
+- Every table is WAL, partitioned by DAY, with DEDUP UPSERT KEYS that include `ts`, so a
+  spill replay or a restart that re-sends rows is exactly-once.
+- Tickers are SYMBOL with a large capacity and no cache (hundreds of thousands over time).
+- Order-book ladders in checkpoints are VARCHAR `price_e4:qty_e2` pairs, ascending price,
+  comma separated (`4200:15000,4300:100`); empty string = empty side. Exact and compact.
+"""
+
+from __future__ import annotations
+
+TICKER = "SYMBOL CAPACITY 262144 NOCACHE"
+SMALL_SYMBOL = "SYMBOL CAPACITY 256 CACHE"
+
+V0001_INITIAL = [
+    f"""
+    CREATE TABLE IF NOT EXISTS book_changes (
+        ts TIMESTAMP,
+        ticker {TICKER},
+        side {SMALL_SYMBOL},
+        price_e4 LONG,
+        qty_after_e2 LONG,
+        delta_e2 LONG,
+        kind {SMALL_SYMBOL},
+        seq LONG,
+        sid LONG,
+        recv_ts TIMESTAMP,
+        ts_source {SMALL_SYMBOL}
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, ticker, sid, seq, side, price_e4)
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS book_checkpoints (
+        ts TIMESTAMP,
+        ticker {TICKER},
+        reason {SMALL_SYMBOL},
+        seq LONG,
+        sid LONG,
+        recv_ts TIMESTAMP,
+        ts_source {SMALL_SYMBOL},
+        yes_levels VARCHAR,
+        no_levels VARCHAR,
+        continuous_since TIMESTAMP
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, ticker, sid, seq, reason)
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS gaps (
+        ts TIMESTAMP,
+        ticker {TICKER},
+        reason {SMALL_SYMBOL},
+        start_ts TIMESTAMP,
+        end_ts TIMESTAMP,
+        expected_seq LONG,
+        got_seq LONG,
+        sid LONG,
+        detail VARCHAR
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, ticker, reason)
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS trades (
+        ts TIMESTAMP,
+        ticker {TICKER},
+        trade_id VARCHAR,
+        yes_price_e4 LONG,
+        no_price_e4 LONG,
+        count_e2 LONG,
+        taker_side {SMALL_SYMBOL},
+        is_block BOOLEAN,
+        seq LONG,
+        sid LONG,
+        recv_ts TIMESTAMP,
+        source {SMALL_SYMBOL}
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, ticker, trade_id)
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS lifecycle (
+        ts TIMESTAMP,
+        ticker {TICKER},
+        event_type {SMALL_SYMBOL},
+        event_ticker {TICKER},
+        payload VARCHAR,
+        seq LONG,
+        sid LONG,
+        recv_ts TIMESTAMP,
+        ts_source {SMALL_SYMBOL}
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, ticker, event_type)
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS markets (
+        ts TIMESTAMP,
+        ticker {TICKER},
+        event_ticker {TICKER},
+        series_ticker {TICKER},
+        status {SMALL_SYMBOL},
+        market_type {SMALL_SYMBOL},
+        title VARCHAR,
+        subtitle VARCHAR,
+        yes_sub_title VARCHAR,
+        no_sub_title VARCHAR,
+        open_time TIMESTAMP,
+        close_time TIMESTAMP,
+        expiration_time TIMESTAMP,
+        result {SMALL_SYMBOL},
+        price_level_structure {SMALL_SYMBOL},
+        price_ranges VARCHAR,
+        raw VARCHAR,
+        source {SMALL_SYMBOL}
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, ticker)
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS events (
+        ts TIMESTAMP,
+        event_ticker {TICKER},
+        series_ticker {TICKER},
+        title VARCHAR,
+        sub_title VARCHAR,
+        category {SMALL_SYMBOL},
+        mutually_exclusive BOOLEAN,
+        raw VARCHAR,
+        source {SMALL_SYMBOL}
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, event_ticker)
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS series (
+        ts TIMESTAMP,
+        series_ticker {TICKER},
+        title VARCHAR,
+        category {SMALL_SYMBOL},
+        frequency {SMALL_SYMBOL},
+        raw VARCHAR,
+        source {SMALL_SYMBOL}
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, series_ticker)
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS settlements (
+        ts TIMESTAMP,
+        ticker {TICKER},
+        event_ticker {TICKER},
+        series_ticker {TICKER},
+        result {SMALL_SYMBOL},
+        settlement_value_e4 LONG,
+        recv_ts TIMESTAMP,
+        ts_source {SMALL_SYMBOL}
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, ticker)
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS ingest_sessions (
+        ts TIMESTAMP,
+        session_id {SMALL_SYMBOL},
+        feed {SMALL_SYMBOL},
+        state {SMALL_SYMBOL},
+        detail VARCHAR
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, session_id, state)
+    """,
+]

@@ -1,0 +1,131 @@
+"""What `ktape up` runs: the five components (plus the simulator) as supervisor specs.
+
+Dependency order: QuestDB → (simulator) → ingestd, queryd, billingd → Envoy. Each child
+gets the same KTAPE_* environment, so every process agrees on ports and paths; with
+`--simulator` the two Kalshi URLs point at the local `ktape sim`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ktape.config import Settings
+from ktape.probes import grpc_health_probe, http_probe
+from ktape.runtime.questdb import server_command, write_server_conf
+from ktape.supervisor import ChildSpec
+
+PYTHON = sys.executable
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    simulator: bool = False
+    sim_seed: int = 42
+    sim_markets: int = 200
+    sim_rate: int = 200
+
+
+def sim_urls(settings: Settings) -> dict[str, str]:
+    base = f"127.0.0.1:{settings.sim_port}"
+    return {
+        "KTAPE_KALSHI_WS_URL": f"ws://{base}/trade-api/ws/v2",
+        "KTAPE_KALSHI_REST_URL": f"http://{base}/trade-api/v2",
+    }
+
+
+def component_names(options: StackOptions) -> list[str]:
+    names = ["questdb", "ingestd", "queryd", "billingd", "envoy"]
+    if options.simulator:
+        names.insert(1, "sim")
+    return names
+
+
+def build_stack(settings: Settings, options: StackOptions) -> list[ChildSpec]:
+    """Specs for every child; writes the QuestDB and Envoy config files as a side effect."""
+    data_dir = settings.data_dir.resolve()
+    for sub in ("questdb", "spill", "logs", "envoy"):
+        (data_dir / sub).mkdir(parents=True, exist_ok=True)
+    env = {**settings.raw, "KTAPE_DATA_DIR": str(data_dir)}
+    if options.simulator:
+        env.update(sim_urls(settings))
+
+    qdb_root = data_dir / "questdb"
+    (qdb_root / "log").mkdir(parents=True, exist_ok=True)
+    write_server_conf(qdb_root, settings.questdb_http, settings.questdb_pg, memory_limited=False)
+
+    async def questdb_ready() -> bool:
+        return (await http_probe(f"http://{settings.questdb_http}/exec?query=SELECT%201")).healthy
+
+    specs = [
+        ChildSpec(
+            "questdb", server_command(qdb_root), questdb_ready, env=env,
+            ready_timeout_secs=120, stop_timeout_secs=10,
+        )
+    ]
+    feed_deps: list[str] = ["questdb"]
+    if options.simulator:
+        async def sim_ready() -> bool:
+            url = f"http://127.0.0.1:{settings.sim_port}/trade-api/v2/exchange/status"
+            return (await http_probe(url)).healthy
+
+        specs.append(
+            ChildSpec(
+                "sim",
+                [PYTHON, "-m", "ktape", "sim", "--host", "127.0.0.1",
+                 "--port", str(settings.sim_port), "--seed", str(options.sim_seed),
+                 "--markets", str(options.sim_markets), "--rate", str(options.sim_rate)],
+                sim_ready, env=env, ready_timeout_secs=60,
+            )
+        )
+        feed_deps.append("sim")
+
+    async def ingestd_ready() -> bool:
+        return (await http_probe(f"http://{settings.ingestd_metrics_addr}/healthz")).healthy
+
+    async def queryd_ready() -> bool:
+        return (await grpc_health_probe(str(settings.queryd_addr))).healthy
+
+    async def billingd_ready() -> bool:
+        return (await grpc_health_probe(str(settings.billingd_addr))).healthy
+
+    async def envoy_ready() -> bool:
+        return (await http_probe(f"http://127.0.0.1:{settings.http_port}/healthz")).healthy
+
+    envoy_config = write_envoy_config(settings, data_dir / "envoy")
+    specs += [
+        ChildSpec("ingestd", [PYTHON, "-m", "ingestd"], ingestd_ready, env=env,
+                  depends_on=feed_deps, ready_timeout_secs=90, stop_timeout_secs=12),
+        ChildSpec("queryd", [PYTHON, "-m", "queryd"], queryd_ready, env=env,
+                  depends_on=["questdb"]),
+        ChildSpec("billingd", [PYTHON, "-m", "billingd"], billingd_ready, env=env),
+        ChildSpec("envoy", envoy_command(envoy_config), envoy_ready, env=env,
+                  depends_on=["queryd", "billingd"], ready_timeout_secs=60),
+    ]
+    return specs
+
+
+def write_envoy_config(settings: Settings, envoy_dir: Path) -> Path:
+    from ktape.envoy import render_envoy_config
+    from ktape.runtime.pins import REPO_ROOT
+
+    envoy_dir.mkdir(parents=True, exist_ok=True)
+    config = render_envoy_config(
+        http_port=settings.http_port,
+        admin_port=settings.envoy_admin_port,
+        queryd_addr=str(settings.queryd_addr),
+        billingd_addr=str(settings.billingd_addr),
+        descriptor_path=REPO_ROOT / "build" / "api.pb",
+        access_log_path=str(envoy_dir / "access.log"),
+    )
+    path = envoy_dir / "envoy.yaml"
+    path.write_text(config)
+    return path
+
+
+def envoy_command(config_path: Path) -> list[str]:
+    from ktape.envoy import envoy_binary
+
+    return [str(envoy_binary()), "-c", str(config_path), "--disable-hot-restart",
+            "--log-level", "warn", "--log-format", '{"component":"envoy","level":"%l","event":"envoy.log","message":"%j"}']

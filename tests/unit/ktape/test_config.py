@@ -1,0 +1,90 @@
+"""Config validation: every bad variable is named in the error, good values parse exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from ktape.config import ConfigError, HostPort, Secret, load_settings
+
+
+def test_defaults_match_contract():
+    s = load_settings({})
+    assert s.http_port == 8080
+    assert s.queryd_addr == HostPort("127.0.0.1", 50051)
+    assert s.billingd_addr == HostPort("127.0.0.1", 50052)
+    assert s.questdb_http == HostPort("127.0.0.1", 9000)
+    assert s.questdb_pg == HostPort("127.0.0.1", 8812)
+    assert s.kalshi_ws_url.startswith("wss://") and s.kalshi_ws_url.endswith("/trade-api/ws/v2")
+    assert s.kalshi_rest_url.endswith("/trade-api/v2")
+    assert s.markets.all
+    assert str(s.data_dir) == ".ktape"
+    assert s.billing_dsn_effective.startswith("sqlite:///")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("KTAPE_HTTP_PORT", "eighty"),
+        ("KTAPE_HTTP_PORT", "70000"),
+        ("KTAPE_QUERYD_ADDR", "localhost"),
+        ("KTAPE_BILLINGD_ADDR", "127.0.0.1:x"),
+        ("KTAPE_QUESTDB_HTTP", ":9000"),
+        ("KTAPE_QUESTDB_PG", "127.0.0.1:0"),
+        ("KTAPE_KALSHI_WS_URL", "https://example/trade-api/ws/v2"),
+        ("KTAPE_KALSHI_REST_URL", "ftp://x"),
+        ("KTAPE_MARKETS", "series:"),
+        ("KTAPE_MARKETS", " , "),
+        ("KTAPE_BILLING_DSN", "mysql://db"),
+        ("KTAPE_STRIPE_API_BASE", "localhost:12111"),
+        ("KTAPE_INGESTD_METRICS_ADDR", "9101"),
+    ],
+)
+def test_bad_value_names_the_variable(variable, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings({variable: value})
+    assert info.value.variable == variable
+    assert variable in str(info.value)
+
+
+def test_kalshi_key_needs_both_parts(tmp_path):
+    pem = tmp_path / "k.pem"
+    pem.write_text("-----BEGIN PRIVATE KEY-----\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings({"KTAPE_KALSHI_PRIVATE_KEY": str(pem)})
+    assert info.value.variable == "KTAPE_KALSHI_KEY_ID"
+    with pytest.raises(ConfigError) as info:
+        load_settings({"KTAPE_KALSHI_KEY_ID": "abc", "KTAPE_KALSHI_PRIVATE_KEY": str(tmp_path)})
+    assert info.value.variable == "KTAPE_KALSHI_PRIVATE_KEY"
+    s = load_settings({"KTAPE_KALSHI_KEY_ID": "abc", "KTAPE_KALSHI_PRIVATE_KEY": str(pem)})
+    assert s.kalshi_private_key_path == pem
+
+
+def test_market_filter_tickers_and_series():
+    s = load_settings({"KTAPE_MARKETS": "KXBTC-25DEC31-T100000, series:KXETH ,KXA"})
+    assert not s.markets.all
+    assert s.markets.tickers == {"KXBTC-25DEC31-T100000", "KXA"}
+    assert s.markets.series == {"KXETH"}
+    assert s.markets.matches("KXETH-1", "KXETH")
+    assert s.markets.matches("KXA", None)
+    assert not s.markets.matches("KXB", "KXB")
+
+
+def test_secrets_never_print():
+    s = load_settings({"KTAPE_STRIPE_API_KEY": "sk_test_123", "KTAPE_STRIPE_WEBHOOK_SECRET": "whsec_1",
+                       "KTAPE_BILLING_DSN": "postgresql://u:pw@h/db"})
+    assert isinstance(s.stripe_api_key, Secret)
+    assert "sk_test_123" not in repr(s)
+    assert "whsec_1" not in repr(s)
+    assert s.stripe_api_key.reveal() == "sk_test_123"
+    shown = s.effective()
+    assert shown["KTAPE_STRIPE_API_KEY"] == "***"
+    assert shown["KTAPE_BILLING_DSN"] == "***"
+    assert shown["KTAPE_HTTP_PORT"] == "8080"
+
+
+def test_cli_reports_bad_variable(monkeypatch, capsys):
+    from ktape.cli import main
+
+    monkeypatch.setenv("KTAPE_HTTP_PORT", "nope")
+    assert main(["status"]) == 2
+    assert "KTAPE_HTTP_PORT" in capsys.readouterr().err
