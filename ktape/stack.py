@@ -127,5 +127,6 @@ def write_envoy_config(settings: Settings, envoy_dir: Path) -> Path:
 def envoy_command(config_path: Path) -> list[str]:
     from ktape.envoy import envoy_binary
 
+    log_format = '{"component":"envoy","level":"%l","event":"envoy.log","message":"%j"}'
     return [str(envoy_binary()), "-c", str(config_path), "--disable-hot-restart",
-            "--log-level", "warn", "--log-format", '{"component":"envoy","level":"%l","event":"envoy.log","message":"%j"}']
+            "--log-level", "warn", "--log-format", log_format]
