@@ -64,3 +64,62 @@ SELECT ticker FROM markets WHERE ticker = %(ticker)s LIMIT 1
 TICKER_RECORDED = """
 SELECT ticker FROM book_checkpoints WHERE ticker = %(ticker)s LIMIT 1
 """
+
+# Trades in [start, end) after a keyset position, in (ts, seq, trade_id) order.
+# trades: DEDUP(ts, ticker, trade_id), so (ts, trade_id) is unique; seq orders the
+# prints of one subscription within a millisecond and is null for backfilled trades.
+TRADES_PAGE = """
+SELECT ts, coalesce(seq, -1) AS seq_order, trade_id, yes_price_e4, no_price_e4, count_e2,
+       taker_side, is_block, recv_ts
+FROM trades
+WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
+  AND (ts > %(after_ts)s
+       OR (ts = %(after_ts)s AND (coalesce(seq, -1) > %(after_seq)s
+           OR (coalesce(seq, -1) = %(after_seq)s AND trade_id > %(after_id)s))))
+ORDER BY ts, seq_order, trade_id
+LIMIT %(limit)s
+"""
+
+# Book changes in [start, end) after a keyset position, in application order.
+# book_changes: DEDUP(ts, ticker, sid, seq, side, price_e4) makes the order total.
+CHANGES_PAGE = """
+SELECT ts, sid, seq, side, price_e4, qty_after_e2, delta_e2, kind, recv_ts
+FROM book_changes
+WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
+  AND (ts > %(after_ts)s
+       OR (ts = %(after_ts)s AND (sid > %(after_sid)s
+           OR (sid = %(after_sid)s AND (seq > %(after_seq)s
+               OR (seq = %(after_seq)s AND (side > %(after_side)s
+                   OR (side = %(after_side)s AND price_e4 > %(after_price)s))))))))
+ORDER BY ts, sid, seq, side, price_e4
+LIMIT %(limit)s
+"""
+
+# Gaps overlapping [start, end) (by their span), for inline gap markers.
+GAPS_OVERLAPPING = """
+SELECT ts, reason, coalesce(start_ts, ts) AS gap_start, end_ts, expected_seq, got_seq, sid
+FROM gaps
+WHERE ticker = %(ticker)s AND coalesce(start_ts, ts) < %(end)s
+  AND (end_ts IS NULL OR end_ts >= %(start)s)
+ORDER BY gap_start
+"""
+
+# OHLCV candles from trades. The inner ORDER BY fixes first()/last() to the documented
+# trade order (ts, seq, trade_id): several prints share a millisecond when a taker sweeps
+# levels, and without it QuestDB's first()/last() follow storage order. The SAMPLE BY
+# unit is one of CANDLE_UNITS (a constant chosen by the code, never request text).
+_CANDLES = """
+SELECT ts, first(yes_price_e4) AS open_e4, max(yes_price_e4) AS high_e4,
+       min(yes_price_e4) AS low_e4, last(yes_price_e4) AS close_e4,
+       sum(count_e2) AS volume_e2, count() AS trade_count
+FROM (
+    SELECT ts, coalesce(seq, -1) AS seq_order, trade_id, yes_price_e4, count_e2
+    FROM trades
+    WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
+    ORDER BY ts, seq_order, trade_id
+) timestamp(ts)
+SAMPLE BY {unit} ALIGN TO CALENDAR
+"""
+
+CANDLE_UNITS = {"1m": "1m", "1h": "1h", "1d": "1d"}
+CANDLES = {name: _CANDLES.format(unit=unit) for name, unit in CANDLE_UNITS.items()}

@@ -1,0 +1,98 @@
+"""How fast is GetOrderbook's core, and does its cost grow with history length?
+
+Intent: "how fast" — p50/p99 of the book-at-an-instant query (checkpoint + changes +
+gap lookup, the same code queryd runs) at random markets and instants, measured at 1M
+and at 10M stored changes on a private QuestDB. The 10M/1M ratio must stay ≤ 1.5.
+Saves bench/results/query_orderbook_core.json.
+
+Run: .venv/bin/python bench/query/orderbook_latency.py [--sizes 1000000,10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.common import percentiles, save  # noqa: E402
+from bench.query.synthetic import START, generate  # noqa: E402
+from ktape.config import HostPort  # noqa: E402
+from ktape.runtime.ports import free_port  # noqa: E402
+from ktape.runtime.questdb import QuestDBProcess  # noqa: E402
+from ktape.schema import apply_migrations  # noqa: E402
+from queryd.orderbook import orderbook_at  # noqa: E402
+
+
+async def measure(conninfo: str, markets: int, span_days: int, samples: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    span_us = span_days * 86_400 * 1_000_000
+    timings: list[float] = []
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        for i in range(samples + 50):
+            ticker = f"KXBENCH-{rng.randrange(markets)}"
+            at = START + dt.timedelta(microseconds=rng.randrange(span_us // 10, span_us))
+            began = time.perf_counter()
+            result = await orderbook_at(conn, ticker, at)
+            elapsed = (time.perf_counter() - began) * 1000
+            if i >= 50:  # warm-up excluded
+                timings.append(elapsed)
+            assert result.book.yes or result.book.no, (ticker, at)
+    return percentiles(timings)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1000000,10000000")
+    parser.add_argument("--markets", type=int, default=1000)
+    parser.add_argument("--span-days", type=int, default=7)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--extra-sql", action="append", default=[],
+                        help="DDL to run after migrations (e.g. an index under test)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    root = Path(tempfile.mkdtemp(prefix="ktape-bench-q-"))
+    results: dict[str, dict] = {}
+    try:
+        with QuestDBProcess(root, HostPort("127.0.0.1", free_port()),
+                            HostPort("127.0.0.1", free_port()), heap_mb=2048) as qdb:
+            conninfo = (f"host=127.0.0.1 port={qdb.pg.port} user=admin password=quest "
+                        "dbname=qdb")
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                apply_migrations(conn)
+                for statement in args.extra_sql:
+                    conn.execute(statement)
+                generated = 0
+                for size in sizes:
+                    began = time.monotonic()
+                    info = generate(conn, changes=size - generated, markets=args.markets, first=generated == 0,
+                                    span_days=args.span_days)
+                    generated = size
+                    print(f"generated {info} in {time.monotonic() - began:.1f}s", flush=True)
+                    stats = asyncio.run(measure(conninfo, args.markets, args.span_days,
+                                                args.samples, seed=size))
+                    results[str(size)] = {**stats, "stored_changes": info["changes"],
+                                          "checkpoints": info["checkpoints"]}
+                    print(f"{size}: {stats}", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    out: dict = {"markets": args.markets, "span_days": args.span_days, "by_size": results}
+    if len(sizes) >= 2:
+        small, large = results[str(sizes[0])], results[str(sizes[-1])]
+        out["p50_ratio_largest_to_smallest"] = round(large["p50_ms"] / small["p50_ms"], 3)
+        out["p99_ratio_largest_to_smallest"] = round(large["p99_ms"] / small["p99_ms"], 3)
+    save("query_orderbook_core", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

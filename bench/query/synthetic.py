@@ -1,0 +1,75 @@
+"""Synthetic order-book history generated inside QuestDB (INSERT ... SELECT).
+
+Why SQL-side: 10M rows through the Python ILP client would take minutes; QuestDB's own
+generators write them in seconds. The data is shaped like ktape's (ticker symbols, both
+sides, an initial checkpoint per market then one about every CHECKPOINT_EVERY of its
+changes) but its values are not a consistent book — it exists to measure query cost
+against history length, not to check correctness (the tests do that with simulator data).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+
+from ktape.schema.wal import wait_for_wal
+
+START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+START_US = int(START.timestamp()) * 1_000_000
+CHECKPOINT_EVERY = 1000
+LEVELS = ",".join(f"{p}00:{1000 + p}" for p in range(10, 60, 2))
+
+
+def generate(conn: psycopg.Connection, *, changes: int, markets: int, span_days: int = 7,
+             first: bool = True) -> dict:
+    """Append `changes` book changes over `span_days` for `markets` tickers + checkpoints."""
+    span_us = span_days * 86_400 * 1_000_000
+    step_us = max(1, span_us // changes)
+    conn.execute(
+        f"""
+        INSERT INTO book_changes
+        SELECT timestamp_sequence({START_US + 1000}, {step_us}) AS ts,
+               cast(concat('KXBENCH-', x % {markets}) AS SYMBOL) AS ticker,
+               rnd_symbol('yes', 'no') AS side,
+               100 * (1 + rnd_long(1, 98, 0)) AS price_e4,
+               rnd_long(0, 500000, 0) AS qty_after_e2,
+               rnd_long(-5000, 5000, 0) AS delta_e2,
+               cast('delta' AS SYMBOL) AS kind,
+               x AS seq,
+               1L AS sid,
+               timestamp_sequence({START_US + 1000}, {step_us}) AS recv_ts,
+               cast('exchange' AS SYMBOL) AS ts_source
+        FROM long_sequence({changes})
+        """
+    )
+    if first:  # ingestd's first snapshot of every market
+        _insert_checkpoints(conn, count=markets, step_us=1, markets=markets)
+    periodic = max(markets, changes // CHECKPOINT_EVERY)
+    _insert_checkpoints(conn, count=periodic, step_us=max(1, span_us // periodic),
+                        markets=markets)
+    wait_for_wal(conn, ["book_changes", "book_checkpoints"], timeout_secs=600)
+    (n_changes,) = conn.execute("SELECT count() FROM book_changes").fetchone()
+    (n_checkpoints,) = conn.execute("SELECT count() FROM book_checkpoints").fetchone()
+    return {"changes": n_changes, "checkpoints": n_checkpoints, "markets": markets,
+            "span_days": span_days}
+
+
+def _insert_checkpoints(conn: psycopg.Connection, *, count: int, step_us: int,
+                        markets: int) -> None:
+    conn.execute(
+        f"""
+        INSERT INTO book_checkpoints
+        SELECT timestamp_sequence({START_US}, {step_us}) AS ts,
+               cast(concat('KXBENCH-', x % {markets}) AS SYMBOL) AS ticker,
+               cast('periodic' AS SYMBOL) AS reason,
+               x AS seq,
+               1L AS sid,
+               timestamp_sequence({START_US}, {step_us}) AS recv_ts,
+               cast('exchange' AS SYMBOL) AS ts_source,
+               '{LEVELS}' AS yes_levels,
+               '{LEVELS}' AS no_levels,
+               cast({START_US} AS TIMESTAMP) AS continuous_since
+        FROM long_sequence({count})
+        """
+    )
