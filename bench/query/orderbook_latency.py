@@ -24,13 +24,13 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import percentiles, save  # noqa: E402
-from bench.query.synthetic import START, generate  # noqa: E402
-from ktape.config import HostPort  # noqa: E402
-from ktape.runtime.ports import free_port  # noqa: E402
-from ktape.runtime.questdb import QuestDBProcess  # noqa: E402
-from ktape.schema import apply_migrations  # noqa: E402
-from queryd.orderbook import orderbook_at  # noqa: E402
+from bench.common import percentiles, save
+from bench.query.synthetic import START, generate
+from ktape.config import HostPort
+from ktape.runtime.ports import free_port
+from ktape.runtime.questdb import QuestDBProcess
+from ktape.schema import apply_migrations
+from queryd.orderbook import orderbook_at
 
 
 async def measure(conninfo: str, markets: int, span_days: int, samples: int, seed: int) -> dict:
@@ -74,7 +74,8 @@ def main() -> int:
                 generated = 0
                 for size in sizes:
                     began = time.monotonic()
-                    info = generate(conn, changes=size - generated, markets=args.markets, first=generated == 0,
+                    info = generate(conn, changes=size - generated, markets=args.markets,
+                                    first=generated == 0,
                                     span_days=args.span_days)
                     generated = size
                     print(f"generated {info} in {time.monotonic() - began:.1f}s", flush=True)
