@@ -123,3 +123,93 @@ SAMPLE BY {unit} ALIGN TO CALENDAR
 
 CANDLE_UNITS = {"1m": "1m", "1h": "1h", "1d": "1d"}
 CANDLES = {name: _CANDLES.format(unit=unit) for name, unit in CANDLE_UNITS.items()}
+
+# Reference data: the latest version of each row (markets/events/series are appended on
+# every change, DEDUP(ts, key)); keyset pagination by the key. Optional filters are
+# whole clauses picked from constants by the code — values are always parameters.
+MARKETS_LATEST = """
+SELECT ts, ticker, event_ticker, series_ticker, status, market_type, title, subtitle,
+       yes_sub_title, no_sub_title, open_time, close_time, expiration_time, result,
+       price_level_structure, price_ranges
+FROM (
+    SELECT * FROM markets LATEST ON ts PARTITION BY ticker
+)
+WHERE ticker > %(after)s {filters}
+ORDER BY ticker
+LIMIT %(limit)s
+"""
+MARKET_FILTERS = {
+    "event_ticker": "AND event_ticker = %(event_ticker)s",
+    "series_ticker": "AND series_ticker = %(series_ticker)s",
+    "status": "AND status = %(status)s",
+}
+
+MARKET_ONE = """
+SELECT ts, ticker, event_ticker, series_ticker, status, market_type, title, subtitle,
+       yes_sub_title, no_sub_title, open_time, close_time, expiration_time, result,
+       price_level_structure, price_ranges
+FROM markets
+WHERE ticker = %(ticker)s
+LATEST ON ts PARTITION BY ticker
+"""
+
+EVENTS_LATEST = """
+SELECT ts, event_ticker, series_ticker, title, sub_title, category, mutually_exclusive
+FROM (SELECT * FROM events LATEST ON ts PARTITION BY event_ticker)
+WHERE event_ticker > %(after)s {filters}
+ORDER BY event_ticker
+LIMIT %(limit)s
+"""
+EVENT_FILTERS = {"series_ticker": "AND series_ticker = %(series_ticker)s"}
+
+EVENT_ONE = """
+SELECT ts, event_ticker, series_ticker, title, sub_title, category, mutually_exclusive
+FROM events WHERE event_ticker = %(event_ticker)s
+LATEST ON ts PARTITION BY event_ticker
+"""
+
+SERIES_LATEST = """
+SELECT ts, series_ticker, title, category, frequency
+FROM (SELECT * FROM series LATEST ON ts PARTITION BY series_ticker)
+WHERE series_ticker > %(after)s
+ORDER BY series_ticker
+LIMIT %(limit)s
+"""
+
+SERIES_ONE = """
+SELECT ts, series_ticker, title, category, frequency
+FROM series WHERE series_ticker = %(series_ticker)s
+LATEST ON ts PARTITION BY series_ticker
+"""
+
+SETTLEMENTS_PAGE = """
+SELECT ts, ticker, event_ticker, series_ticker, result, settlement_value_e4
+FROM (SELECT * FROM settlements LATEST ON ts PARTITION BY ticker)
+WHERE ticker > %(after)s {filters}
+ORDER BY ticker
+LIMIT %(limit)s
+"""
+SETTLEMENT_FILTERS = {
+    "event_ticker": "AND event_ticker = %(event_ticker)s",
+    "result": "AND result = %(result)s",
+}
+
+# Coverage of one market: recorded span from checkpoints/changes, gaps count and time.
+COVERAGE_SPAN = """
+SELECT min(ts), max(ts) FROM book_checkpoints WHERE ticker = %(ticker)s
+"""
+COVERAGE_LAST_CHANGE = """
+SELECT max(ts) FROM book_changes WHERE ticker = %(ticker)s
+"""
+COVERAGE_GAPS = """
+SELECT count(), sum(datediff('u', coalesce(start_ts, ts), coalesce(end_ts, now())))
+FROM gaps WHERE ticker = %(ticker)s
+"""
+
+
+def with_filters(template: str, clauses: dict[str, str], present: set[str]) -> str:
+    """Insert the constant clauses of the filters that are present (never request text)."""
+    unknown = present - set(clauses)
+    if unknown:
+        raise KeyError(f"unknown filters {sorted(unknown)}")
+    return template.format(filters=" ".join(clauses[name] for name in sorted(present)))
