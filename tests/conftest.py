@@ -1,3 +1,3 @@
 """Shared pytest configuration: fixtures live in tests/fixtures/ and are registered here."""
 
-pytest_plugins = ["tests.fixtures.questdb"]
+pytest_plugins = ["tests.fixtures.questdb", "tests.fixtures.services"]

@@ -1,0 +1,1 @@
+"""billingd: accounts, API keys, credits, plans and Stripe (ktape.billing.v1)."""

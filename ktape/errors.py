@@ -1,0 +1,201 @@
+"""Domain errors and their one mapping to gRPC statuses (AIP-193).
+
+Tree:
+
+    KtapeError                      base: grpc code + UPPER_SNAKE reason + metadata
+    ├── InvalidArgument             INVALID_ARGUMENT, with BadRequest field violations
+    │   └── PageTokenMismatch       a page token from another query
+    ├── NotFound                    NOT_FOUND (unknown ticker / event / series / key)
+    ├── AlreadyExists               ALREADY_EXISTS
+    ├── Unauthenticated             UNAUTHENTICATED (missing / unknown / revoked key)
+    ├── PermissionDenied            PERMISSION_DENIED (suspended account, not admin)
+    ├── ResourceExhausted           RESOURCE_EXHAUSTED, with QuotaFailure and RetryInfo
+    │   ├── InsufficientCredits
+    │   └── RateLimited
+    ├── FailedPrecondition          FAILED_PRECONDITION
+    └── Unavailable                 UNAVAILABLE (store down; retry), with RetryInfo
+
+Handlers raise these; exactly one place (`abort_with`) turns them into a
+`google.rpc.Status` with an ErrorInfo (domain "ktape.dev", metadata holding every
+variable of the message) plus the typed details, sent with `abort_with_status`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "ktape.dev"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class KtapeError(Exception):
+    """Base of every error a ktape RPC returns on purpose."""
+
+    grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None,
+                 metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+
+    def details(self) -> list[any_pb2.Any]:
+        """Typed details beyond ErrorInfo (subclasses add BadRequest, QuotaFailure, ...)."""
+        return []
+
+    def to_status(self) -> status_pb2.Status:
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
+        )
+        packed = [_pack(info), *self.details()]
+        return status_pb2.Status(
+            code=_CODE_NUMBERS[self.grpc_code], message=self.message, details=packed
+        )
+
+
+class InvalidArgument(KtapeError):
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, message: str, *, violations: Sequence[FieldViolation] = (),
+                 reason: str | None = None, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.violations = list(violations)
+
+    @classmethod
+    def field(cls, field: str, description: str, **metadata: str) -> InvalidArgument:
+        return cls(f"{field}: {description}", violations=[FieldViolation(field, description)],
+                   metadata={"field": field, **metadata})
+
+    def details(self) -> list[any_pb2.Any]:
+        if not self.violations:
+            return []
+        bad = error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in self.violations
+        ])
+        return [_pack(bad)]
+
+
+class PageTokenMismatch(InvalidArgument):
+    reason = "PAGE_TOKEN_INVALID"
+
+
+class NotFound(KtapeError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class UnknownTicker(NotFound):
+    reason = "UNKNOWN_TICKER"
+
+    def __init__(self, ticker: str) -> None:
+        super().__init__(f"unknown ticker {ticker!r}", metadata={"ticker": ticker})
+
+
+class AlreadyExists(KtapeError):
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
+class Unauthenticated(KtapeError):
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "API_KEY_INVALID"
+
+
+class PermissionDenied(KtapeError):
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+
+class FailedPrecondition(KtapeError):
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(KtapeError):
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, subject: str = "", quota_description: str = "",
+                 retry_after_secs: float | None = None, reason: str | None = None,
+                 metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.subject = subject
+        self.quota_description = quota_description or message
+        self.retry_after_secs = retry_after_secs
+
+    def details(self) -> list[any_pb2.Any]:
+        out = [_pack(error_details_pb2.QuotaFailure(violations=[
+            error_details_pb2.QuotaFailure.Violation(
+                subject=self.subject, description=self.quota_description)
+        ]))]
+        if self.retry_after_secs is not None:
+            out.append(_pack(_retry_info(self.retry_after_secs)))
+        return out
+
+
+class InsufficientCredits(ResourceExhausted):
+    reason = "INSUFFICIENT_CREDITS"
+
+
+class RateLimited(ResourceExhausted):
+    reason = "RATE_LIMITED"
+
+
+class Unavailable(KtapeError):
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
+
+    def __init__(self, message: str, *, retry_after_secs: float = 1.0,
+                 reason: str | None = None, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_secs = retry_after_secs
+
+    def details(self) -> list[any_pb2.Any]:
+        return [_pack(_retry_info(self.retry_after_secs))]
+
+
+def _retry_info(secs: float) -> error_details_pb2.RetryInfo:
+    whole = int(secs)
+    return error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=whole, nanos=int((secs - whole) * 1e9))
+    )
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
+}
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: KtapeError) -> None:
+    """Abort the RPC with `error` as a rich google.rpc.Status (never returns)."""
+    await context.abort_with_status(rpc_status.to_status(error.to_status()))

@@ -1,0 +1,66 @@
+"""Conversions between queryd's domain values and the generated protobuf messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from ktape.marketdata.v1 import marketdata_pb2 as pb
+from queryd.ladder import Book, format_price, format_quantity
+from queryd.orderbook import Continuity, OrderbookAt
+from queryd.timeutil import UTC, as_utc
+
+SIDES = {"yes": pb.SIDE_YES, "no": pb.SIDE_NO}
+TAKER_SIDES = {"yes": pb.TAKER_SIDE_YES, "no": pb.TAKER_SIDE_NO}
+CONTINUITY = {
+    Continuity.CONTINUOUS: pb.CONTINUITY_STATUS_CONTINUOUS,
+    Continuity.GAP: pb.CONTINUITY_STATUS_GAP,
+    Continuity.NOT_RECORDED: pb.CONTINUITY_STATUS_NOT_RECORDED,
+}
+
+
+def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(as_utc(value))
+    return ts
+
+
+def from_timestamp(ts: timestamp_pb2.Timestamp) -> dt.datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def duration_us(us: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def ladder(book: Book, side: str, depth: int) -> list[pb.PriceLevel]:
+    return [pb.PriceLevel(price=format_price(p), quantity=format_quantity(q))
+            for p, q in book.best_first(side, depth or None)]
+
+
+def orderbook_response(result: OrderbookAt, depth: int) -> pb.GetOrderbookResponse:
+    continuity = pb.Continuity(status=CONTINUITY[result.continuity])
+    if result.continuous_since is not None:
+        continuity.since.CopyFrom(timestamp(result.continuous_since))
+    if result.gap is not None:
+        if result.gap.start is not None:
+            continuity.gap_start_time.CopyFrom(timestamp(result.gap.start))
+        if result.gap.end is not None:
+            continuity.gap_end_time.CopyFrom(timestamp(result.gap.end))
+        continuity.reason = result.gap.reason
+    elif result.detail:
+        continuity.reason = result.detail
+    response = pb.GetOrderbookResponse(
+        ticker=result.ticker,
+        yes=ladder(result.book, "yes", depth),
+        no=ladder(result.book, "no", depth),
+        seq=result.seq or 0,
+        continuity=continuity,
+    )
+    response.at.CopyFrom(timestamp(result.at))
+    if result.last_change is not None:
+        response.last_change_time.CopyFrom(timestamp(result.last_change))
+    return response

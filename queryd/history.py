@@ -1,0 +1,101 @@
+"""ListOrderbookDeltas and ListTrades: ordered, keyset-paged history with inline gaps.
+
+Keyset pagination (position = the sort key of the last entry served) makes every page
+cost the same. Deltas and gap markers come from two tables; both are ordered by the same
+key, gap markers sorting before changes at the same instant (sid = seq = -1), and merged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from ktape.marketdata.v1 import marketdata_pb2 as pb
+from queryd import sql
+from queryd.convert import SIDES, TAKER_SIDES, timestamp
+from queryd.ladder import format_price, format_quantity
+from queryd.timeutil import as_utc, from_us, to_us
+
+# Sort keys: (ts_us, sid, seq, side, price_e4) for deltas; gap markers use sid = seq = -1.
+DeltaKey = tuple[int, int, int, str, int]
+TradeKey = tuple[int, int, str]
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    last_key: list[Any] | None  # None when this is the last page
+
+
+async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, end: dt.datetime,
+                      after: list[Any] | None, limit: int) -> Page:
+    after_key: DeltaKey = (
+        tuple(after) if after is not None else (to_us(start) - 1, 2**62, 2**62, "~", 2**62)
+    )  # type: ignore[assignment]
+    a_ts, a_sid, a_seq, a_side, a_price = after_key
+    rows = await (await conn.execute(sql.CHANGES_PAGE, {
+        "ticker": ticker, "start": start, "end": end, "after_ts": from_us(a_ts),
+        "after_sid": a_sid, "after_seq": a_seq, "after_side": a_side,
+        "after_price": a_price, "limit": limit + 1,
+    })).fetchall()
+    entries: list[tuple[DeltaKey, pb.OrderbookDelta]] = []
+    for ts, sid, seq, side, price, qty, delta, kind, recv_ts in rows:
+        key: DeltaKey = (to_us(ts), int(sid), int(seq), str(side), int(price))
+        entry = pb.OrderbookDelta(
+            kind=pb.DELTA_KIND_SNAPSHOT if kind == "snapshot" else pb.DELTA_KIND_DELTA,
+            ts=timestamp(ts), seq=int(seq), sid=int(sid), side=SIDES.get(side, 0),
+            price=format_price(int(price)),
+            delta=format_quantity(int(delta if delta is not None else qty)),
+            quantity=format_quantity(int(qty)),
+        )
+        if recv_ts is not None:
+            entry.receive_time.CopyFrom(timestamp(recv_ts))
+        entries.append((key, entry))
+
+    gap_rows = await (await conn.execute(
+        sql.GAPS_OVERLAPPING, {"ticker": ticker, "start": start, "end": end})).fetchall()
+    start_us = to_us(start)
+    for g_ts, reason, g_start, g_end, expected, got, _sid in gap_rows:
+        marker_us = max(to_us(g_start), start_us)
+        key = (marker_us, -1, -1, "", -1)
+        if key <= after_key:
+            continue
+        gap = pb.Gap(reason=str(reason), expected_seq=int(expected or 0), got_seq=int(got or 0))
+        gap.start_time.CopyFrom(timestamp(g_start))
+        if g_end is not None:
+            gap.end_time.CopyFrom(timestamp(g_end))
+        entry = pb.OrderbookDelta(kind=pb.DELTA_KIND_GAP, ts=timestamp(from_us(marker_us)),
+                                  gap=gap)
+        entry.receive_time.CopyFrom(timestamp(g_ts))
+        entries.append((key, entry))
+
+    entries.sort(key=lambda e: e[0])
+    more = len(entries) > limit
+    page = entries[:limit]
+    return Page([e for _, e in page], list(page[-1][0]) if more and page else None)
+
+
+async def trades_page(conn: AsyncConnection, ticker: str, start: dt.datetime, end: dt.datetime,
+                      after: list[Any] | None, limit: int) -> Page:
+    a_ts, a_seq, a_id = (
+        tuple(after) if after is not None else (to_us(start) - 1, 2**62, "")
+    )
+    rows = await (await conn.execute(sql.TRADES_PAGE, {
+        "ticker": ticker, "start": start, "end": end, "after_ts": from_us(a_ts),
+        "after_seq": a_seq, "after_id": a_id, "limit": limit + 1,
+    })).fetchall()
+    trades: list[pb.Trade] = []
+    keys: list[TradeKey] = []
+    for ts, seq_order, trade_id, yes_p, no_p, count, taker, is_block, _recv in rows[:limit]:
+        trades.append(pb.Trade(
+            trade_id=str(trade_id), ts=timestamp(as_utc(ts)), yes_price=format_price(int(yes_p)),
+            no_price=format_price(int(no_p)) if no_p is not None else "",
+            count=format_quantity(int(count)), taker_side=TAKER_SIDES.get(taker, 0),
+            is_block_trade=bool(is_block), seq=max(0, int(seq_order)),
+        ))
+        keys.append((to_us(ts), int(seq_order), str(trade_id)))
+    more = len(rows) > limit
+    return Page(trades, list(keys[-1]) if more and keys else None)

@@ -1,0 +1,88 @@
+"""Reference data: markets (with coverage), events, series, settlements."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from ktape.marketdata.v1 import marketdata_pb2 as pb
+from queryd import sql
+from queryd.convert import duration_us, timestamp
+from queryd.ladder import format_price
+from queryd.timeutil import as_utc
+
+
+def _price_ranges(raw: str | None) -> list[pb.PriceRange]:
+    """Kalshi `price_ranges` as stored by ingestd (JSON list of dollar strings)."""
+    if not raw:
+        return []
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        return []
+    return [pb.PriceRange(start=str(i.get("start", "")), end=str(i.get("end", "")),
+                          step=str(i.get("step", "")))
+            for i in items if isinstance(i, dict)]
+
+
+def market_message(row: tuple[Any, ...]) -> pb.Market:
+    (ts, ticker, event_ticker, series_ticker, status, market_type, title, subtitle,
+     yes_sub, no_sub, open_time, close_time, expiration_time, result, structure,
+     price_ranges) = row
+    market = pb.Market(
+        ticker=ticker, event_ticker=event_ticker or "", series_ticker=series_ticker or "",
+        status=status or "", market_type=market_type or "", title=title or "",
+        subtitle=subtitle or "", yes_sub_title=yes_sub or "", no_sub_title=no_sub or "",
+        result=result or "", price_level_structure=structure or "",
+        price_ranges=_price_ranges(price_ranges),
+    )
+    for field, value in (("open_time", open_time), ("close_time", close_time),
+                         ("expiration_time", expiration_time), ("update_time", ts)):
+        if value is not None:
+            getattr(market, field).CopyFrom(timestamp(as_utc(value)))
+    return market
+
+
+async def coverage(conn: AsyncConnection, ticker: str) -> pb.Coverage:
+    params = {"ticker": ticker}
+    first, last_cp = await (await conn.execute(sql.COVERAGE_SPAN, params)).fetchone()
+    (last_change,) = await (await conn.execute(sql.COVERAGE_LAST_CHANGE, params)).fetchone()
+    gap_count, gap_us = await (await conn.execute(sql.COVERAGE_GAPS, params)).fetchone()
+    cov = pb.Coverage(gap_count=int(gap_count or 0))
+    if first is not None:
+        cov.first_recorded_time.CopyFrom(timestamp(as_utc(first)))
+    last = max((v for v in (last_cp, last_change) if v is not None), default=None)
+    if last is not None:
+        cov.last_recorded_time.CopyFrom(timestamp(as_utc(last)))
+    cov.total_gap_duration.CopyFrom(duration_us(abs(int(gap_us or 0))))
+    return cov
+
+
+def event_message(row: tuple[Any, ...]) -> pb.Event:
+    ts, event_ticker, series_ticker, title, sub_title, category, exclusive = row
+    event = pb.Event(event_ticker=event_ticker, series_ticker=series_ticker or "",
+                     title=title or "", sub_title=sub_title or "", category=category or "",
+                     mutually_exclusive=bool(exclusive))
+    event.update_time.CopyFrom(timestamp(as_utc(ts)))
+    return event
+
+
+def series_message(row: tuple[Any, ...]) -> pb.Series:
+    ts, series_ticker, title, category, frequency = row
+    series = pb.Series(series_ticker=series_ticker, title=title or "", category=category or "",
+                       frequency=frequency or "")
+    series.update_time.CopyFrom(timestamp(as_utc(ts)))
+    return series
+
+
+def settlement_message(row: tuple[Any, ...]) -> pb.Settlement:
+    ts, ticker, event_ticker, series_ticker, result, value_e4 = row
+    settlement = pb.Settlement(
+        ticker=ticker, event_ticker=event_ticker or "", series_ticker=series_ticker or "",
+        result=result or "",
+        settlement_value=format_price(int(value_e4)) if value_e4 is not None else "",
+    )
+    settlement.settle_time.CopyFrom(timestamp(as_utc(ts)))
+    return settlement

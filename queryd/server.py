@@ -1,0 +1,96 @@
+"""queryd's process: config, store pool, migrations, gRPC server, health, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+
+import grpc
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from ktape.config import ConfigError, Settings, load_settings
+from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
+from ktape.log import configure_logging, get_logger
+from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
+from ktape.schema import apply_migrations
+from queryd.paging import PageTokens, load_key
+from queryd.service import MarketDataService
+
+log = get_logger(__name__)
+
+SERVICE_NAME = "ktape.marketdata.v1.MarketDataService"
+STORE_PROBE_INTERVAL_SECS = 2.0
+
+
+def open_pool(settings: Settings, *, min_size: int = 2, max_size: int = 16) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
+        settings.questdb_pg_conninfo, min_size=min_size, max_size=max_size, open=False,
+        kwargs={"autocommit": True}, timeout=5.0, name="questdb",
+    )
+
+
+async def build_server(settings: Settings, addr: str | None = None,
+                       interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+                       ) -> tuple[RunningServer, AsyncConnectionPool]:
+    """Start queryd on `addr` (default KTAPE_QUERYD_ADDR; port 0 allowed)."""
+    with psycopg.connect(settings.questdb_pg_conninfo, autocommit=True, connect_timeout=10) as c:
+        apply_migrations(c)
+    pool = open_pool(settings)
+    await pool.open(wait=True, timeout=30)
+    service = MarketDataService(pool, PageTokens(load_key(settings.data_dir)))
+    running = await start_server(
+        addr or str(settings.queryd_addr),
+        [lambda server: pb_grpc.add_MarketDataServiceServicer_to_server(service, server)],
+        [SERVICE_NAME],
+        interceptors=interceptors,
+    )
+    return running, pool
+
+
+async def watch_store(running: RunningServer, pool: AsyncConnectionPool) -> None:
+    """Report NOT_SERVING while QuestDB is unreachable, SERVING once it is back."""
+    serving = True
+    while True:
+        await asyncio.sleep(STORE_PROBE_INTERVAL_SECS)
+        try:
+            async with pool.connection(timeout=2.0) as conn:
+                await conn.execute("SELECT 1")
+            healthy = True
+        except Exception as exc:  # any failure means "not serving"; logged below
+            healthy = False
+            error = str(exc)
+        if healthy != serving:
+            serving = healthy
+            await running.set_serving([SERVICE_NAME], serving)
+            if serving:
+                log.info("store.recovered", component="queryd")
+            else:
+                log.warning("store.lost", component="queryd", error=error)
+
+
+async def _main(settings: Settings) -> int:
+    running, pool = await build_server(settings)
+    log.info("server.started", component="queryd", port=running.port,
+             addr=str(settings.queryd_addr))
+    watcher = asyncio.create_task(watch_store(running, pool), name="queryd-store-watch")
+    try:
+        await serve_until_signalled(running, "queryd")
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await pool.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"queryd: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(component="queryd")
+    return asyncio.run(_main(settings))

@@ -1,0 +1,298 @@
+"""The MarketDataService servicer: validation, paging, error mapping — the thin layer.
+
+The work lives in orderbook.py, history.py, candles.py and reference.py; this module
+turns requests into calls on them, validates every argument (INVALID_ARGUMENT with a
+BadRequest field violation naming it) and maps failures to AIP-193 statuses in one
+place (`_rpc`): domain errors as they are, a store that cannot be reached as UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ktape.errors import (
+    InvalidArgument,
+    KtapeError,
+    NotFound,
+    PageTokenMismatch,
+    Unavailable,
+    UnknownTicker,
+    abort_with,
+)
+from ktape.log import get_logger
+from ktape.marketdata.v1 import marketdata_pb2 as pb
+from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
+from queryd import reference, sql
+from queryd.candles import INTERVAL_US, MAX_BUCKETS, candles
+from queryd.convert import from_timestamp, orderbook_response
+from queryd.history import deltas_page, trades_page
+from queryd.orderbook import orderbook_at
+from queryd.paging import PageTokenError, PageTokens, page_size, query_digest
+from queryd.timeutil import now_utc
+
+log = get_logger(__name__)
+
+MAX_RANGE = dt.timedelta(days=31)
+FUTURE_SLACK = dt.timedelta(seconds=5)
+_TICKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_WORD_RE = re.compile(r"^[a-z_]{1,40}$")
+
+R = TypeVar("R")
+
+
+def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Run a handler; map domain errors and store outages to rich statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(self: MarketDataService, request: Any,
+                      context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except KtapeError as error:
+            await abort_with(context, error)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            log.warning("store.unavailable", method=method.__name__, error=str(exc))
+            await abort_with(context, Unavailable(
+                "the history store is unreachable; retry shortly", retry_after_secs=2.0,
+                reason="STORE_UNAVAILABLE"))
+        raise AssertionError("unreachable")  # abort_with raises
+
+    return wrapper
+
+
+def _ticker(value: str, field: str = "ticker") -> str:
+    if not value:
+        raise InvalidArgument.field(field, "is required")
+    if not _TICKER_RE.match(value):
+        raise InvalidArgument.field(field, "is not a valid Kalshi ticker")
+    return value
+
+
+def _range(request: Any) -> tuple[dt.datetime, dt.datetime]:
+    if not request.HasField("start_time"):
+        raise InvalidArgument.field("start_time", "is required")
+    if not request.HasField("end_time"):
+        raise InvalidArgument.field("end_time", "is required")
+    start, end = from_timestamp(request.start_time), from_timestamp(request.end_time)
+    if end <= start:
+        raise InvalidArgument.field("end_time", "must be after start_time")
+    if end - start > MAX_RANGE:
+        raise InvalidArgument.field("end_time", "the range may span at most 31 days")
+    return start, end
+
+
+def _page_size(value: int) -> int:
+    try:
+        return page_size(value)
+    except ValueError as exc:
+        raise InvalidArgument.field("page_size", str(exc)) from None
+
+
+def _filter_word(value: str, field: str) -> str:
+    if value and not _WORD_RE.match(value):
+        raise InvalidArgument.field(field, "must be a lower-case Kalshi value like 'active'")
+    return value
+
+
+class MarketDataService(pb_grpc.MarketDataServiceServicer):
+    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens) -> None:
+        self.pool = pool
+        self.tokens = tokens
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _position(self, token: str, digest: str) -> list[Any] | None:
+        if not token:
+            return None
+        try:
+            return self.tokens.open(token, digest)
+        except PageTokenError as exc:
+            raise PageTokenMismatch(str(exc), violations=[],
+                                    metadata={"field": "page_token"}) from None
+
+    def _next_token(self, digest: str, position: list[Any] | None) -> str:
+        return self.tokens.seal(digest, position) if position is not None else ""
+
+    async def _require_ticker(self, conn: psycopg.AsyncConnection, ticker: str) -> None:
+        for query in (sql.TICKER_KNOWN, sql.TICKER_RECORDED):
+            if await (await conn.execute(query, {"ticker": ticker})).fetchone():
+                return
+        raise UnknownTicker(ticker)
+
+    # -- book --------------------------------------------------------------------------
+
+    @_rpc
+    async def GetOrderbook(self, request: pb.GetOrderbookRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GetOrderbookResponse:
+        ticker = _ticker(request.ticker)
+        if request.depth < 0:
+            raise InvalidArgument.field("depth", "must not be negative")
+        now = now_utc()
+        at = from_timestamp(request.at) if request.HasField("at") else now
+        if at > now + FUTURE_SLACK:
+            raise InvalidArgument.field("at", "is in the future")
+        async with self.pool.connection() as conn:
+            await self._require_ticker(conn, ticker)
+            result = await orderbook_at(conn, ticker, at)
+        return orderbook_response(result, request.depth)
+
+    @_rpc
+    async def ListOrderbookDeltas(self, request: pb.ListOrderbookDeltasRequest,
+                                  context: grpc.aio.ServicerContext
+                                  ) -> pb.ListOrderbookDeltasResponse:
+        ticker = _ticker(request.ticker)
+        start, end = _range(request)
+        size = _page_size(request.page_size)
+        digest = query_digest("ListOrderbookDeltas", {"t": ticker, "s": start, "e": end})
+        after = self._position(request.page_token, digest)
+        async with self.pool.connection() as conn:
+            await self._require_ticker(conn, ticker)
+            page = await deltas_page(conn, ticker, start, end, after, size)
+        return pb.ListOrderbookDeltasResponse(
+            deltas=page.items, next_page_token=self._next_token(digest, page.last_key))
+
+    @_rpc
+    async def ListTrades(self, request: pb.ListTradesRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListTradesResponse:
+        ticker = _ticker(request.ticker)
+        start, end = _range(request)
+        size = _page_size(request.page_size)
+        digest = query_digest("ListTrades", {"t": ticker, "s": start, "e": end})
+        after = self._position(request.page_token, digest)
+        async with self.pool.connection() as conn:
+            await self._require_ticker(conn, ticker)
+            page = await trades_page(conn, ticker, start, end, after, size)
+        return pb.ListTradesResponse(
+            trades=page.items, next_page_token=self._next_token(digest, page.last_key))
+
+    @_rpc
+    async def ListCandles(self, request: pb.ListCandlesRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ListCandlesResponse:
+        ticker = _ticker(request.ticker)
+        if request.interval not in INTERVAL_US:
+            raise InvalidArgument.field("interval", "must be one of 1m, 1h, 1d")
+        if not request.HasField("start_time") or not request.HasField("end_time"):
+            raise InvalidArgument.field(
+                "start_time" if not request.HasField("start_time") else "end_time",
+                "is required")
+        start, end = from_timestamp(request.start_time), from_timestamp(request.end_time)
+        if end <= start:
+            raise InvalidArgument.field("end_time", "must be after start_time")
+        span_us = int((end - start).total_seconds() * 1_000_000)
+        if span_us // INTERVAL_US[request.interval] > MAX_BUCKETS:
+            raise InvalidArgument.field("end_time", f"at most {MAX_BUCKETS} buckets per call")
+        async with self.pool.connection() as conn:
+            await self._require_ticker(conn, ticker)
+            result = await candles(conn, ticker, start, end, request.interval)
+        return pb.ListCandlesResponse(candles=result)
+
+    # -- reference data ----------------------------------------------------------------
+
+    async def _keyed_page(self, method: str, template: str, clauses: dict[str, str],
+                          filters: dict[str, str], token: str, requested_size: int,
+                          build: Callable[[tuple[Any, ...]], Any]) -> tuple[list[Any], str]:
+        size = _page_size(requested_size)
+        present = {k: v for k, v in filters.items() if v}
+        digest = query_digest(method, present)
+        after = self._position(token, digest)
+        query = sql.with_filters(template, clauses, set(present))
+        params = {**present, "after": after[0] if after else "", "limit": size + 1}
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(query, params)).fetchall()
+        items = [build(r) for r in rows[:size]]
+        next_token = self._next_token(digest, [rows[size - 1][1]]) if len(rows) > size else ""
+        return items, next_token
+
+    @_rpc
+    async def ListMarkets(self, request: pb.ListMarketsRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ListMarketsResponse:
+        filters = {"event_ticker": request.event_ticker, "series_ticker": request.series_ticker,
+                   "status": _filter_word(request.status, "status")}
+        for field in ("event_ticker", "series_ticker"):
+            if filters[field]:
+                _ticker(filters[field], field)
+        items, token = await self._keyed_page(
+            "ListMarkets", sql.MARKETS_LATEST, sql.MARKET_FILTERS, filters, request.page_token,
+            request.page_size, reference.market_message)
+        return pb.ListMarketsResponse(markets=items, next_page_token=token)
+
+    @_rpc
+    async def GetMarket(self, request: pb.GetMarketRequest,
+                        context: grpc.aio.ServicerContext) -> pb.GetMarketResponse:
+        ticker = _ticker(request.ticker)
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(sql.MARKET_ONE, {"ticker": ticker})).fetchone()
+            if row is None:
+                if not await (await conn.execute(sql.TICKER_RECORDED,
+                                                 {"ticker": ticker})).fetchone():
+                    raise UnknownTicker(ticker)
+                market = pb.Market(ticker=ticker)
+            else:
+                market = reference.market_message(row)
+            market.coverage.CopyFrom(await reference.coverage(conn, ticker))
+        return pb.GetMarketResponse(market=market)
+
+    @_rpc
+    async def ListEvents(self, request: pb.ListEventsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListEventsResponse:
+        filters = {"series_ticker": request.series_ticker}
+        if filters["series_ticker"]:
+            _ticker(filters["series_ticker"], "series_ticker")
+        items, token = await self._keyed_page(
+            "ListEvents", sql.EVENTS_LATEST, sql.EVENT_FILTERS, filters, request.page_token,
+            request.page_size, reference.event_message)
+        return pb.ListEventsResponse(events=items, next_page_token=token)
+
+    @_rpc
+    async def GetEvent(self, request: pb.GetEventRequest,
+                       context: grpc.aio.ServicerContext) -> pb.GetEventResponse:
+        event_ticker = _ticker(request.event_ticker, "event_ticker")
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(sql.EVENT_ONE,
+                                            {"event_ticker": event_ticker})).fetchone()
+        if row is None:
+            raise NotFound(f"unknown event {event_ticker!r}", reason="UNKNOWN_EVENT",
+                           metadata={"event_ticker": event_ticker})
+        return pb.GetEventResponse(event=reference.event_message(row))
+
+    @_rpc
+    async def ListSeries(self, request: pb.ListSeriesRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListSeriesResponse:
+        items, token = await self._keyed_page(
+            "ListSeries", sql.SERIES_LATEST, {}, {},
+            request.page_token, request.page_size, reference.series_message)
+        return pb.ListSeriesResponse(series=items, next_page_token=token)
+
+    @_rpc
+    async def GetSeries(self, request: pb.GetSeriesRequest,
+                        context: grpc.aio.ServicerContext) -> pb.GetSeriesResponse:
+        series_ticker = _ticker(request.series_ticker, "series_ticker")
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(sql.SERIES_ONE,
+                                            {"series_ticker": series_ticker})).fetchone()
+        if row is None:
+            raise NotFound(f"unknown series {series_ticker!r}", reason="UNKNOWN_SERIES",
+                           metadata={"series_ticker": series_ticker})
+        return pb.GetSeriesResponse(series=reference.series_message(row))
+
+    @_rpc
+    async def ListSettlements(self, request: pb.ListSettlementsRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> pb.ListSettlementsResponse:
+        if request.result and request.result not in ("yes", "no", "scalar"):
+            raise InvalidArgument.field("result", "must be one of yes, no, scalar")
+        filters = {"event_ticker": request.event_ticker, "result": request.result}
+        if filters["event_ticker"]:
+            _ticker(filters["event_ticker"], "event_ticker")
+        items, token = await self._keyed_page(
+            "ListSettlements", sql.SETTLEMENTS_PAGE, sql.SETTLEMENT_FILTERS, filters,
+            request.page_token, request.page_size, reference.settlement_message)
+        return pb.ListSettlementsResponse(settlements=items, next_page_token=token)
