@@ -16,8 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from google.api import annotations_pb2
 import grpc_tools
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2
 from grpc_tools import protoc
