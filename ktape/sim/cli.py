@@ -1,0 +1,74 @@
+"""`ktape sim`: run the Kalshi-compatible exchange simulator in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ktape.log import configure_logging
+from ktape.sim.server import FaultConfig, SimConfig, SimServer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ktape sim",
+        description=(
+            "Kalshi-compatible exchange simulator: WebSocket v2 at /trade-api/ws/v2 and a "
+            "REST subset at /trade-api/v2 on one port, driven by a seeded market model. "
+            "Prints one JSON line {\"event\": \"sim.ready\", \"port\": N} when listening. "
+            "One-shot faults on demand: GET /_sim/control?action=drop|duplicate|reorder|"
+            "malformed|unknown_type|disconnect|rest_429|rest_500&n=N (status: action=status)."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0,
+                        help="TCP port; 0 picks a free one and prints it (default 0)")
+    parser.add_argument("--seed", type=int, default=42, help="model seed (default 42)")
+    parser.add_argument("--markets", type=int, default=50,
+                        help="markets open at start (default 50; 10,000 works)")
+    parser.add_argument("--rate", type=float, default=200.0,
+                        help="model events per second: book changes, trades, lifecycle (default 200)")
+    parser.add_argument("--faults", default="",
+                        help="random faults, comma list of NAME=VALUE: drop, duplicate, reorder, "
+                             "malformed, unknown_type, rest_429, rest_500 (probability per "
+                             "message/request, 0-1) and disconnect_every_secs (seconds); "
+                             "e.g. drop=0.001,disconnect_every_secs=30")
+    parser.add_argument("--journal", type=Path, default=None,
+                        help="append the ground-truth journal (NDJSON) to this file")
+    parser.add_argument("--public-key", type=Path, default=None,
+                        help="RSA public key PEM: verify Kalshi request signatures (401 otherwise)")
+    return parser
+
+
+async def _run(config: SimConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with SimServer(config) as sim:
+        print(json.dumps({"event": "sim.ready", "port": sim.port, "host": config.host,
+                          "seed": config.seed, "markets": config.markets}), flush=True)
+        await stop.wait()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        faults = FaultConfig.parse(args.faults)
+    except ValueError as exc:
+        print(f"ktape sim: --faults: {exc}", file=sys.stderr)
+        return 2
+    if args.markets < 1 or args.rate < 0:
+        print("ktape sim: --markets must be >= 1 and --rate >= 0", file=sys.stderr)
+        return 2
+    configure_logging(component="sim")
+    config = SimConfig(host=args.host, port=args.port, seed=args.seed, markets=args.markets,
+                       rate=args.rate, faults=faults, journal_path=args.journal,
+                       public_key_path=args.public_key)
+    return asyncio.run(_run(config))

@@ -1,0 +1,722 @@
+"""The simulator's server: Kalshi WebSocket v2 and a REST subset on one port, with faults.
+
+    async with SimServer(SimConfig(port=0, seed=1, markets=20)) as sim:
+        sim.port, sim.journal, sim.inject("drop", n=1)
+
+WebSocket at `/trade-api/ws/v2`, REST under `/trade-api/v2`, a control endpoint at
+`/_sim/control?action=...` (drop|duplicate|malformed|unknown_type|disconnect|rest_429|
+rest_500, with `n`) that tests use to trigger one fault on demand. Every injected fault is
+journaled. Exchange time is the wall clock in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import http
+import itertools
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ktape.log import get_logger
+from ktape.sim.auth import SignatureVerifier
+from ktape.sim.fixed import contracts, dollars
+from ktape.sim.journal import Journal
+from ktape.sim.model import BookChange, BookCleared, Event, LifecycleEvent, Market, MarketModel, TradeEvent
+
+log = get_logger(__name__)
+
+WS_PATH = "/trade-api/ws/v2"
+REST_PREFIX = "/trade-api/v2"
+CHANNELS = {"orderbook_delta", "trade", "ticker", "market_lifecycle_v2"}
+REMOVED_CHANNELS = {"ticker_v2", "multivariate", "multivariate_lookup"}
+PING_INTERVAL_SECS = 10.0
+TICK_SECS = 0.01
+FAULT_NAMES = ("drop", "duplicate", "malformed", "unknown_type", "disconnect", "rest_429",
+               "rest_500", "reorder")
+STATUS_FILTER = {"unopened": {"initialized"}, "open": {"active"}, "paused": {"inactive"},
+                 "closed": {"closed", "determined"}, "settled": {"finalized"}}
+
+
+@dataclass
+class FaultConfig:
+    """Random fault probabilities per message (0 = off) and a periodic disconnect."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    malformed: float = 0.0
+    unknown_type: float = 0.0
+    rest_429: float = 0.0
+    rest_500: float = 0.0
+    disconnect_every_secs: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> FaultConfig:
+        """`drop=0.001,disconnect_every_secs=30` -> FaultConfig (errors name the key)."""
+        config = cls()
+        for item in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or key not in cls.__dataclass_fields__:
+                raise ValueError(f"unknown fault {key!r}; known: {', '.join(cls.__dataclass_fields__)}")
+            number = float(value)
+            if number < 0 or (key != "disconnect_every_secs" and number > 1):
+                raise ValueError(f"fault {key}={value}: probability must be in [0, 1]")
+            setattr(config, key, number)
+        return config
+
+
+@dataclass
+class SimConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    seed: int = 42
+    markets: int = 50
+    rate: float = 200.0  # model events per second
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    journal_path: Path | None = None
+    public_key_path: Path | None = None
+    ok_takes_seq: bool = True
+    send_queue_limit: int = 100_000
+
+
+@dataclass
+class Subscription:
+    sid: int
+    channel: str
+    tickers: set[str] | None  # None = every market
+    use_yes_price: bool = False
+    seq: int = 0
+
+    def wants(self, ticker: str) -> bool:
+        return self.tickers is None or ticker in self.tickers
+
+
+class Client:
+    """One WebSocket connection: its subscriptions and an ordered, bounded send queue."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, ws: ServerConnection, limit: int) -> None:
+        self.id = next(self._ids)
+        self.ws = ws
+        self.subs: dict[int, Subscription] = {}
+        self.next_sid = 1
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.limit = limit
+        self.held: bytes | None = None  # for reorder faults
+
+    def put(self, frame: bytes) -> None:
+        self.queue.put_nowait(frame)
+
+
+class SimServer:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed ^ 0x5EED)
+        self.model = MarketModel(seed=config.seed, markets=config.markets, start_ms=_now_ms())
+        self.journal = Journal(config.journal_path)
+        self.verifier = (SignatureVerifier.from_pem(config.public_key_path)
+                         if config.public_key_path else None)
+        self.clients: dict[int, Client] = {}
+        self.pending: dict[str, int] = {}  # one-shot faults requested via control
+        self.server: Server | None = None
+        self.port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.messages_sent = 0
+        for market in self.model.markets.values():
+            self.journal.initial_book(self.model.start_ms, market)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> SimServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.server = await serve(
+            self._handle_ws, self.config.host, self.config.port,
+            process_request=self._process_request, ping_interval=None, compression=None,
+            max_size=1 << 20, max_queue=64, write_limit=1 << 20,
+        )
+        self.port = self.server.sockets[0].getsockname()[1] if self.server.sockets else 0
+        self._tasks.append(asyncio.create_task(self._generate(), name="sim-generate"))
+        if self.config.faults.disconnect_every_secs > 0:
+            self._tasks.append(asyncio.create_task(self._disconnect_loop(), name="sim-disc"))
+        log.info("sim.started", port=self.port, seed=self.config.seed,
+                 markets=self.config.markets, rate=self.config.rate)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        self.journal.close()
+
+    def inject(self, fault: str, n: int = 1) -> None:
+        """Arm a one-shot fault for the next `n` eligible messages (or now: disconnect)."""
+        if fault not in FAULT_NAMES:
+            raise ValueError(f"unknown fault {fault!r}")
+        if fault == "disconnect":
+            for client in list(self.clients.values()):
+                self._disconnect(client, "control")
+            return
+        self.pending[fault] = self.pending.get(fault, 0) + n
+
+    # -- generation and fan-out --------------------------------------------------------
+
+    async def _generate(self) -> None:
+        carry = 0.0
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(TICK_SECS)
+            now = time.monotonic()
+            carry += (now - last) * self.config.rate
+            last = now
+            count = int(carry)
+            carry -= count
+            now_ms = _now_ms()
+            for _ in range(count):
+                for event in self.model.step(now_ms):
+                    self.journal.event(event)
+                    self._broadcast(event)
+            if count:
+                self.journal.flush()
+
+    def _broadcast(self, event: Event) -> None:
+        for client in list(self.clients.values()):
+            for sub in list(client.subs.values()):
+                frame = self._frame_for(sub, event)
+                if frame is not None:
+                    self._send_sequenced(client, sub, frame)
+
+    def _frame_for(self, sub: Subscription, event: Event) -> dict[str, Any] | None:
+        if isinstance(event, BookChange) and sub.channel == "orderbook_delta":
+            if not sub.wants(event.ticker):
+                return None
+            market = self.model.markets[event.ticker]
+            price = event.price_e4
+            if sub.use_yes_price and event.side == "no":
+                price = 10_000 - price
+            stamp = dt.datetime.fromtimestamp(event.ts_ms / 1000, dt.UTC)
+            return {"type": "orderbook_delta", "msg": {
+                "market_ticker": event.ticker, "market_id": market.market_id,
+                "price_dollars": dollars(price), "delta_fp": contracts(event.delta_e2),
+                "side": event.side, "ts": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "ts_ms": event.ts_ms}}
+        if isinstance(event, BookCleared) and sub.channel == "orderbook_delta":
+            if not sub.wants(event.ticker):
+                return None
+            return self._snapshot(sub, self.model.markets[event.ticker])
+        if isinstance(event, TradeEvent) and sub.channel == "trade":
+            if not sub.wants(event.ticker):
+                return None
+            return {"type": "trade", "msg": {
+                "trade_id": event.trade_id, "market_ticker": event.ticker,
+                "yes_price_dollars": dollars(event.yes_price_e4),
+                "no_price_dollars": dollars(10_000 - event.yes_price_e4),
+                "count_fp": contracts(event.count_e2), "taker_outcome_side": event.taker_side,
+                "taker_book_side": "bid" if event.taker_side == "yes" else "ask",
+                "taker_side": event.taker_side, "is_block_trade": event.is_block,
+                "ts": event.ts_ms // 1000, "ts_ms": event.ts_ms}}
+        if isinstance(event, LifecycleEvent) and sub.channel == "market_lifecycle_v2":
+            return self._lifecycle_msg(event)
+        return None
+
+    def _lifecycle_msg(self, event: LifecycleEvent) -> dict[str, Any]:
+        market = self.model.markets[event.ticker]
+        msg: dict[str, Any] = {"market_ticker": event.ticker, "event_type": event.event_type}
+        if event.event_type == "created":
+            msg.update(open_ts=event.fields["open_ts"], close_ts=event.fields["close_ts"],
+                       exchange_index=0, price_level_structure=market.grid_label,
+                       price_ranges=market.price_ranges(),
+                       additional_metadata={
+                           "name": market.title, "title": market.title,
+                           "yes_sub_title": market.title, "no_sub_title": market.title,
+                           "rules_primary": "Simulated.", "rules_secondary": "",
+                           "can_close_early": True, "event_ticker": market.event_ticker,
+                           "expected_expiration_ts": market.close_ms // 1000})
+        elif event.event_type == "determined":
+            msg.update(result=event.fields["result"],
+                       settlement_value=dollars(event.fields["settlement_value_e4"]),
+                       determination_ts=event.fields["determination_ts"])
+        elif event.event_type == "settled":
+            msg.update(settled_ts=event.fields["settled_ts"])
+        return {"type": "market_lifecycle_v2", "msg": msg}
+
+    def _snapshot(self, sub: Subscription, market: Market) -> dict[str, Any]:
+        msg: dict[str, Any] = {"market_ticker": market.ticker, "market_id": market.market_id}
+        if market.yes:
+            msg["yes_dollars_fp"] = [[dollars(p), contracts(q)] for p, q in sorted(market.yes.items())]
+        if market.no:
+            no_levels = sorted(
+                ((10_000 - p if sub.use_yes_price else p), q) for p, q in market.no.items())
+            msg["no_dollars_fp"] = [[dollars(p), contracts(q)] for p, q in no_levels]
+        return {"type": "orderbook_snapshot", "msg": msg}
+
+    def _take(self, fault: str) -> bool:
+        if self.pending.get(fault, 0) > 0:
+            self.pending[fault] -= 1
+            return True
+        probability = getattr(self.config.faults, fault, 0.0)
+        return probability > 0 and self.rng.random() < probability
+
+    def _send_sequenced(self, client: Client, sub: Subscription, body: dict[str, Any],
+                        reply_id: int | None = None) -> None:
+        sub.seq += 1
+        frame = {**({"id": reply_id} if reply_id else {}), "type": body["type"],
+                 "sid": sub.sid, "seq": sub.seq, "msg": body["msg"],
+                 "sending_ts_ms": _now_ms()}
+        if self._take("drop"):
+            self.journal.fault(_now_ms(), "drop", client=client.id, sid=sub.sid, seq=sub.seq,
+                               type=body["type"], ticker=body["msg"].get("market_ticker"))
+            return
+        data = orjson.dumps(frame)
+        if self._take("malformed"):
+            self.journal.fault(_now_ms(), "malformed", client=client.id, sid=sub.sid)
+            self._enqueue(client, data[: len(data) // 2])
+        if self._take("unknown_type"):
+            self.journal.fault(_now_ms(), "unknown_type", client=client.id, sid=sub.sid)
+            self._enqueue(client, orjson.dumps({"type": "sim_mystery", "sid": sub.sid,
+                                                "msg": {"note": "unknown type"}}))
+        if self._take("reorder") and client.held is None:
+            self.journal.fault(_now_ms(), "reorder", client=client.id, sid=sub.sid, seq=sub.seq)
+            client.held = data
+            return
+        self._enqueue(client, data)
+        if client.held is not None:
+            held, client.held = client.held, None
+            self._enqueue(client, held)
+        if self._take("duplicate"):
+            self.journal.fault(_now_ms(), "duplicate", client=client.id, sid=sub.sid, seq=sub.seq)
+            self._enqueue(client, data)
+
+    def _send(self, client: Client, body: dict[str, Any]) -> None:
+        self._enqueue(client, orjson.dumps({**body, "sending_ts_ms": _now_ms()}))
+
+    def _enqueue(self, client: Client, data: bytes) -> None:
+        if client.queue.qsize() >= client.limit:
+            # Slow consumer: Kalshi's error 25 drops every subscription of the reader.
+            for sub in list(client.subs.values()):
+                client.subs.pop(sub.sid, None)
+                self.journal.fault(_now_ms(), "slow_consumer", client=client.id, sid=sub.sid)
+                client.put(orjson.dumps({"type": "error", "sid": sub.sid, "msg": {
+                    "code": 25, "msg": "Subscription buffer overflow"}}))
+            return
+        client.put(data)
+
+    def _disconnect(self, client: Client, why: str) -> None:
+        self.journal.fault(_now_ms(), "disconnect", client=client.id, why=why,
+                           sids=sorted(client.subs))
+        client.subs.clear()
+        client.put(None)
+
+    async def _disconnect_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.faults.disconnect_every_secs)
+            for client in list(self.clients.values()):
+                self._disconnect(client, "periodic")
+
+    # -- WebSocket ---------------------------------------------------------------------
+
+    async def _handle_ws(self, ws: ServerConnection) -> None:
+        client = Client(ws, self.config.send_queue_limit)
+        self.clients[client.id] = client
+        log.info("sim.client_connected", client=client.id)
+        writer = asyncio.create_task(self._writer(client), name=f"sim-writer-{client.id}")
+        pinger = asyncio.create_task(self._pinger(client), name=f"sim-ping-{client.id}")
+        try:
+            async for raw in ws:
+                self._command(client, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.clients.pop(client.id, None)
+            pinger.cancel()
+            writer.cancel()
+            for task in (pinger, writer):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            log.info("sim.client_disconnected", client=client.id)
+
+    async def _writer(self, client: Client) -> None:
+        while True:
+            data = await client.queue.get()
+            if data is None:
+                await client.ws.close(1011, "simulated disconnect")
+                return
+            try:
+                await client.ws.send(data.decode())
+            except ConnectionClosed:
+                return
+            self.messages_sent += 1
+
+    async def _pinger(self, client: Client) -> None:
+        while True:
+            await asyncio.sleep(PING_INTERVAL_SECS)
+            with contextlib.suppress(ConnectionClosed):
+                await client.ws.ping(b"heartbeat")
+
+    def _error(self, client: Client, cmd_id: int | None, code: int, text: str,
+               sub: Subscription | None = None) -> None:
+        body: dict[str, Any] = {"type": "error", "msg": {"code": code, "msg": text}}
+        if cmd_id:
+            body["id"] = cmd_id
+        if sub is not None:
+            body["sid"] = sub.sid
+        self._send(client, body)
+
+    def _command(self, client: Client, raw: str | bytes) -> None:
+        try:
+            command = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self._error(client, None, 1, "Unable to process message")
+            return
+        if not isinstance(command, dict):
+            self._error(client, None, 1, "Unable to process message")
+            return
+        cmd_id = command.get("id") if isinstance(command.get("id"), int) else None
+        name = command.get("cmd")
+        params = command.get("params")
+        if name == "list_subscriptions":
+            self._send(client, {**({"id": cmd_id} if cmd_id else {}), "type": "ok", "msg": [
+                {"channel": s.channel, "sid": s.sid} for s in client.subs.values()]})
+            return
+        if name not in ("subscribe", "unsubscribe", "update_subscription"):
+            self._error(client, cmd_id, 5, "Unknown command")
+            return
+        if not isinstance(params, dict):
+            self._error(client, cmd_id, 2, "Params required")
+            return
+        if name == "subscribe":
+            self._subscribe(client, cmd_id, params)
+        elif name == "unsubscribe":
+            self._unsubscribe(client, cmd_id, params)
+        else:
+            self._update(client, cmd_id, params)
+
+    @staticmethod
+    def _tickers(params: dict[str, Any]) -> list[str] | None:
+        if isinstance(params.get("market_tickers"), list):
+            return [str(t) for t in params["market_tickers"]]
+        if isinstance(params.get("market_ticker"), str):
+            return [params["market_ticker"]]
+        return None
+
+    def _subscribe(self, client: Client, cmd_id: int | None, params: dict[str, Any]) -> None:
+        channels = params.get("channels")
+        if not isinstance(channels, list) or not channels:
+            self._error(client, cmd_id, 3, "Channels required")
+            return
+        for channel in channels:
+            if channel not in CHANNELS:
+                self._error(client, cmd_id, 8, "Unknown channel name")
+                return
+        tickers = self._tickers(params)
+        if "orderbook_delta" in channels and not tickers:
+            self._error(client, cmd_id, 14, "Market Ticker required")
+            return
+        for channel in channels:
+            existing = next((s for s in client.subs.values() if s.channel == channel), None)
+            if existing is not None:  # idempotent: add new tickers to it
+                new = [t for t in (tickers or []) if existing.tickers is not None
+                       and t not in existing.tickers]
+                if existing.tickers is not None:
+                    existing.tickers.update(new)
+                self._send(client, {**({"id": cmd_id} if cmd_id else {}), "type": "subscribed",
+                                    "msg": {"channel": channel, "sid": existing.sid}})
+                if channel == "orderbook_delta":
+                    self._snapshots(client, existing, new, None)
+                continue
+            sub = Subscription(
+                client.next_sid, channel,
+                set(tickers) if tickers is not None and channel != "market_lifecycle_v2" else None,
+                use_yes_price=bool(params.get("use_yes_price", False)))
+            client.next_sid += 1
+            client.subs[sub.sid] = sub
+            self._send(client, {**({"id": cmd_id} if cmd_id else {}), "type": "subscribed",
+                                "msg": {"channel": channel, "sid": sub.sid}})
+            if channel == "orderbook_delta":
+                self._snapshots(client, sub, sorted(sub.tickers or ()), None)
+
+    def _snapshots(self, client: Client, sub: Subscription, tickers: list[str],
+                   reply_id: int | None) -> None:
+        for ticker in tickers:
+            market = self.model.markets.get(ticker)
+            if market is not None:
+                self._send_sequenced(client, sub, self._snapshot(sub, market), reply_id)
+
+    def _unsubscribe(self, client: Client, cmd_id: int | None, params: dict[str, Any]) -> None:
+        sids = params.get("sids")
+        if not isinstance(sids, list) or not sids:
+            self._error(client, cmd_id, 4, "Subscription IDs required")
+            return
+        for sid in sids:
+            sub = client.subs.pop(sid, None) if isinstance(sid, int) else None
+            if sub is None:
+                self._error(client, cmd_id, 7, "Unknown subscription ID")
+                continue
+            sub.seq += 1
+            body: dict[str, Any] = {"type": "unsubscribed", "sid": sub.sid}
+            if self.config.ok_takes_seq:
+                body["seq"] = sub.seq
+            if cmd_id:
+                body["id"] = cmd_id
+            self._send(client, body)
+
+    def _update(self, client: Client, cmd_id: int | None, params: dict[str, Any]) -> None:
+        sids = params.get("sids") if "sids" in params else (
+            [params["sid"]] if "sid" in params else None)
+        if not isinstance(sids, list) or len(sids) != 1:
+            self._error(client, cmd_id, 12, "Exactly one subscription ID is required")
+            return
+        action = params.get("action")
+        if not action:
+            self._error(client, cmd_id, 15, "Action required")
+            return
+        sub = client.subs.get(sids[0]) if isinstance(sids[0], int) else None
+        if sub is None:
+            self._error(client, cmd_id, 7, "Unknown subscription ID")
+            return
+        tickers = self._tickers(params) or []
+        if action == "get_snapshot":
+            if sub.channel != "orderbook_delta":
+                self._error(client, cmd_id, 13, "Unsupported action", sub)
+                return
+            self._snapshots(client, sub, tickers, cmd_id)
+            return
+        if action not in ("add_markets", "delete_markets") or sub.tickers is None:
+            self._error(client, cmd_id, 13, "Unsupported action", sub)
+            return
+        added = [t for t in tickers if t not in sub.tickers]
+        if action == "add_markets":
+            sub.tickers.update(tickers)
+        else:
+            sub.tickers.difference_update(tickers)
+        sub.seq += 1
+        reply: dict[str, Any] = {"type": "ok", "sid": sub.sid,
+                                 "msg": {"market_tickers": sorted(sub.tickers)}}
+        if self.config.ok_takes_seq:
+            reply["seq"] = sub.seq
+        else:
+            sub.seq -= 1
+        if cmd_id:
+            reply["id"] = cmd_id
+        self._send(client, reply)
+        if action == "add_markets" and sub.channel == "orderbook_delta":
+            self._snapshots(client, sub, added, None)
+
+    # -- HTTP (REST + control + auth) --------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        headers = {k: v for k, v in request.headers.raw_items()}
+        if url.path == WS_PATH:
+            if self.verifier is not None:
+                reason = self.verifier.check(headers, "GET", url.path)
+                if reason is not None:
+                    log.warning("sim.auth_rejected", path=url.path, reason=reason)
+                    return _json(401, {"code": "unauthorized", "message": reason})
+            return None
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if url.path == "/_sim/control":
+            return self._control(query)
+        if not url.path.startswith(REST_PREFIX):
+            return _json(404, {"code": "not_found", "message": "no such path"})
+        if self.verifier is not None and "KALSHI-ACCESS-SIGNATURE" in request.headers:
+            reason = self.verifier.check(headers, "GET", url.path)
+            if reason is not None:
+                return _json(401, {"code": "unauthorized", "message": reason})
+        if self._take("rest_429"):
+            self.journal.fault(_now_ms(), "rest_429", path=url.path)
+            return _json(429, {"error": "too many requests"})
+        if self._take("rest_500"):
+            self.journal.fault(_now_ms(), "rest_500", path=url.path)
+            return _json(500, {"code": "internal_server_error", "message": "simulated"})
+        try:
+            return self._rest(url.path[len(REST_PREFIX):], query)
+        except _RestError as err:
+            return _json(err.status, {"code": err.code, "message": err.message})
+
+    def _control(self, query: dict[str, str]) -> Response:
+        action = query.get("action", "")
+        try:
+            n = int(query.get("n", "1"))
+            if action == "status":
+                return _json(200, {"port": self.port, "clients": len(self.clients),
+                                   "messages_sent": self.messages_sent,
+                                   "pending": self.pending})
+            self.inject(action, n)
+        except ValueError as exc:
+            return _json(400, {"ok": False, "error": str(exc)})
+        return _json(200, {"ok": True, "action": action, "n": n})
+
+    def _rest(self, path: str, query: dict[str, str]) -> Response:
+        parts = [p for p in path.split("/") if p]
+        markets = self.model.markets
+        if parts == ["exchange", "status"]:
+            return _json(200, {"exchange_active": True, "trading_active": True})
+        if parts == ["markets"]:
+            return self._list_markets(query)
+        if parts == ["markets", "trades"]:
+            return self._list_trades(query)
+        if len(parts) == 2 and parts[0] == "markets":
+            market = markets.get(parts[1])
+            if market is None:
+                raise _RestError(404, "not_found", f"market {parts[1]} not found")
+            return _json(200, {"market": _market_json(market)})
+        if len(parts) == 3 and parts[0] == "markets" and parts[2] == "orderbook":
+            market = markets.get(parts[1])
+            if market is None:
+                raise _RestError(404, "not_found", f"market {parts[1]} not found")
+            depth = _int(query, "depth", 0, 0, 100)
+            yes = sorted(market.yes.items())
+            no = sorted(market.no.items())
+            if depth:
+                yes, no = yes[-depth:], no[-depth:]
+            return _json(200, {"orderbook_fp": {
+                "yes_dollars": [[dollars(p), contracts(q)] for p, q in yes],
+                "no_dollars": [[dollars(p), contracts(q)] for p, q in no]}})
+        if parts == ["events"]:
+            items = sorted(self.model.events.values(), key=lambda e: e["event_ticker"])
+            if "series_ticker" in query:
+                items = [e for e in items if e["series_ticker"] == query["series_ticker"]]
+            page, cursor = _page(items, query, 200, 200)
+            return _json(200, {"events": page, "cursor": cursor})
+        if len(parts) == 2 and parts[0] == "events":
+            event = self.model.events.get(parts[1])
+            if event is None:
+                raise _RestError(404, "not_found", f"event {parts[1]} not found")
+            nested = [_market_json(m) for m in markets.values() if m.event_ticker == parts[1]]
+            return _json(200, {"event": event, "markets": nested})
+        if parts == ["series"]:
+            return _json(200, {"series": sorted(self.model.series.values(),
+                                                key=lambda s: s["ticker"])})
+        if len(parts) == 2 and parts[0] == "series":
+            series = self.model.series.get(parts[1])
+            if series is None:
+                raise _RestError(404, "not_found", f"series {parts[1]} not found")
+            return _json(200, {"series": series})
+        raise _RestError(404, "not_found", "no such endpoint")
+
+    def _list_markets(self, query: dict[str, str]) -> Response:
+        items = sorted(self.model.markets.values(), key=lambda m: m.ticker)
+        status = query.get("status")
+        if status is not None:
+            if status not in STATUS_FILTER:
+                raise _RestError(400, "bad_request", f"unknown status {status!r}")
+            items = [m for m in items if m.status in STATUS_FILTER[status]]
+        for key in ("event_ticker", "series_ticker"):
+            if key in query:
+                items = [m for m in items if getattr(m, key) == query[key]]
+        if "tickers" in query:
+            wanted = set(query["tickers"].split(","))
+            items = [m for m in items if m.ticker in wanted]
+        page, cursor = _page(items, query, 100, 1000)
+        return _json(200, {"markets": [_market_json(m) for m in page], "cursor": cursor})
+
+    def _list_trades(self, query: dict[str, str]) -> Response:
+        trades = self.journal.trades(query.get("ticker"))[::-1]  # newest first
+        page, cursor = _page(trades, query, 100, 1000)
+        return _json(200, {"cursor": cursor, "trades": [{
+            "trade_id": t["id"], "ticker": t["m"], "count_fp": contracts(t["c"]),
+            "yes_price_dollars": dollars(t["p"]), "no_price_dollars": dollars(10_000 - t["p"]),
+            "taker_outcome_side": t["side"], "taker_book_side": "bid" if t["side"] == "yes"
+            else "ask", "taker_side": t["side"], "is_block_trade": False,
+            "created_time": _rfc3339(t["t"])} for t in page]})
+
+
+class _RestError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _int(query: dict[str, str], key: str, default: int, low: int, high: int) -> int:
+    if key not in query:
+        return default
+    try:
+        value = int(query[key])
+    except ValueError:
+        raise _RestError(400, "bad_request", f"{key} must be an integer") from None
+    if not low <= value <= high:
+        raise _RestError(400, "bad_request", f"{key} must be in [{low}, {high}]")
+    return value
+
+
+def _page(items: list[Any], query: dict[str, str], default: int, maximum: int
+          ) -> tuple[list[Any], str]:
+    limit = _int(query, "limit", default, 1, maximum)
+    start = 0
+    if query.get("cursor"):
+        try:
+            start = int(base64.urlsafe_b64decode(query["cursor"].encode()).decode())
+        except ValueError:
+            raise _RestError(400, "bad_request", "bad cursor") from None
+    page = items[start:start + limit]
+    end = start + len(page)
+    cursor = base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(items) else ""
+    return page, cursor
+
+
+def _rfc3339(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _market_json(m: Market) -> dict[str, Any]:
+    status = {"finalized": "finalized"}.get(m.status, m.status)
+    best_yes, best_no = m.best("yes"), m.best("no")
+    body: dict[str, Any] = {
+        "ticker": m.ticker, "event_ticker": m.event_ticker, "market_type": "binary",
+        "title": m.title, "subtitle": "", "yes_sub_title": m.title, "no_sub_title": m.title,
+        "created_time": _rfc3339(m.created_ms), "updated_time": _rfc3339(m.created_ms),
+        "open_time": _rfc3339(m.open_ms), "close_time": _rfc3339(m.close_ms),
+        "latest_expiration_time": _rfc3339(m.close_ms), "settlement_timer_seconds": 60,
+        "status": status, "notional_value_dollars": "1.0000",
+        "yes_bid_dollars": dollars(best_yes or 0),
+        "yes_ask_dollars": dollars(10_000 - best_no if best_no is not None else 10_000),
+        "no_bid_dollars": dollars(best_no or 0),
+        "no_ask_dollars": dollars(10_000 - best_yes if best_yes is not None else 10_000),
+        "yes_bid_size_fp": contracts(m.yes.get(best_yes, 0) if best_yes else 0),
+        "yes_ask_size_fp": contracts(m.no.get(best_no, 0) if best_no else 0),
+        "last_price_dollars": dollars(m.last_price_e4 or 0),
+        "volume_fp": contracts(m.volume_e2), "volume_24h_fp": contracts(m.volume_e2),
+        "open_interest_fp": "0.00", "result": m.result, "can_close_early": True,
+        "expiration_value": "", "rules_primary": "Simulated.", "rules_secondary": "",
+        "price_level_structure": m.grid_label, "price_ranges": m.price_ranges(),
+    }
+    if m.settlement_value_e4 is not None:
+        body["settlement_value_dollars"] = dollars(m.settlement_value_e4)
+    return body
+
+
+def _json(status: int, body: Any) -> Response:
+    data = orjson.dumps(body)
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                       ("Connection", "close")])
+    return Response(status, http.HTTPStatus(status).phrase, headers, data)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
