@@ -1,0 +1,168 @@
+"""ingestd's process: config, migrations, discovery, the feed, the writer, health/metrics.
+
+Shutdown (SIGTERM/SIGINT): stop intake (close the socket) -> flush every buffered row
+(or spill it) -> close. `GET /healthz` is 200 while the feed is connected and the writer
+is either committing or spilling; `GET /metrics` is Prometheus text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import psycopg
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ingestd import metrics
+from ingestd.config import IngestSettings, load_ingest_settings
+from ingestd.feed import Feed, now_us
+from ingestd.kalshi.auth import KalshiSigner
+from ingestd.kalshi.rest import KalshiRest, RestError
+from ingestd.spill import SpillFile
+from ingestd.writer import IlpWriter
+from ktape.config import ConfigError, Settings, load_settings
+from ktape.log import configure_logging, get_logger
+from ktape.schema import apply_migrations
+
+log = get_logger(__name__)
+
+LAST_RECORDED = "SELECT ticker, ts FROM book_changes LATEST ON ts PARTITION BY ticker"
+
+
+def last_recorded(conninfo: str) -> dict[str, int]:
+    """Last exchange time recorded per market (before this process started)."""
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+        rows = conn.execute(LAST_RECORDED).fetchall()
+    # QuestDB returns naive datetimes that are UTC.
+    return {str(t): int(ts.replace(tzinfo=dt.UTC).timestamp() * 1_000_000)
+            for t, ts in rows if ts is not None}
+
+
+class Recorder:
+    def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
+        self.settings = settings
+        self.ingest = ingest
+        signer = (KalshiSigner.from_pem_file(settings.kalshi_key_id,
+                                             settings.kalshi_private_key_path)
+                  if settings.kalshi_key_id and settings.kalshi_private_key_path else None)
+        self.rest = KalshiRest(settings.kalshi_rest_url, signer)
+        self.writer = IlpWriter(str(settings.questdb_http),
+                                SpillFile(settings.spill_dir / "ilp.spill", ingest.spill_max_bytes),
+                                flush_rows=ingest.flush_rows,
+                                flush_interval_ms=ingest.flush_interval_ms)
+        self.feed = Feed(settings.kalshi_ws_url, self.writer, settings.markets, signer=signer,
+                         checkpoint_every_changes=ingest.checkpoint_every_changes,
+                         checkpoint_interval_secs=ingest.checkpoint_interval_secs)
+        self.started_us = now_us()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        lag = None
+        if self.feed.last_message_us is not None:
+            lag = round((now_us() - self.feed.last_message_us) / 1e6, 3)
+        body = {
+            "feed_connected": self.feed.connected,
+            "writer": "committing" if self.writer.healthy else "spilling",
+            "writer_error": self.writer.last_error,
+            "spill_bytes": self.writer.spill.size,
+            "markets_recorded": sum(1 for b in self.feed.books.values()
+                                    if not b.awaiting_snapshot),
+            "markets_wanted": len(self.feed.wanted),
+            "secs_since_last_message": lag,
+            "rows_committed": self.writer.committed_rows,
+        }
+        return self.feed.connected, body
+
+    async def discover(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                markets = await self.rest.markets(status="open")
+                added = self.feed.add_markets(markets)
+                log.info("markets.discovered", markets=len(markets), recording=len(added))
+                return
+            except RestError as exc:
+                attempt += 1
+                log.warning("markets.discovery_failed", error=str(exc), attempt=attempt)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(30, 2**attempt))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            self.feed.note_restart(await asyncio.to_thread(
+                last_recorded, self.settings.questdb_pg_conninfo))
+        except psycopg.Error as exc:
+            log.warning("restart.lookup_failed", error=str(exc))
+        await self.discover(stop)
+        writer_stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.writer.run(writer_stop), name="ilp-writer")
+            feed = tasks.create_task(self.feed.run(stop), name="feed")
+            await feed
+            writer_stop.set()
+        await self.writer.close()
+        await self.rest.close()
+        log.info("ingestd.stopped", rows_committed=self.writer.committed_rows,
+                 spill_bytes=self.writer.spill.size)
+
+
+async def serve_http(recorder: Recorder, host: str, port: int) -> asyncio.AbstractServer:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request_line.decode("latin-1").split()
+            path = parts[1] if len(parts) > 1 else "/"
+            if path == "/metrics":
+                status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(metrics.REGISTRY)
+            elif path == "/healthz":
+                ok, info = recorder.health()
+                status, ctype, body = (200 if ok else 503), "application/json", orjson.dumps(info)
+            else:
+                status, ctype, body = 404, "application/json", b'{"error":"not found"}'
+            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+            writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                         + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)
+
+
+async def _main(settings: Settings, ingest: IngestSettings) -> int:
+    with psycopg.connect(settings.questdb_pg_conninfo, autocommit=True, connect_timeout=10) as c:
+        apply_migrations(c)
+    recorder = Recorder(settings, ingest)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    addr = settings.ingestd_metrics_addr
+    server = await serve_http(recorder, addr.host, addr.port)
+    log.info("ingestd.started", metrics=str(addr), ws_url=settings.kalshi_ws_url)
+    try:
+        await recorder.run(stop)
+    finally:
+        server.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+        ingest = load_ingest_settings()
+    except ConfigError as exc:
+        print(f"ingestd: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(component="ingestd")
+    return asyncio.run(_main(settings, ingest))

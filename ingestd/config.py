@@ -1,0 +1,42 @@
+"""ingestd's own settings (beyond ktape.config), validated like the shared ones."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ktape.config import ConfigError
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    checkpoint_every_changes: int = 500
+    checkpoint_interval_secs: float = 60.0
+    flush_interval_ms: int = 200
+    flush_rows: int = 20_000
+    spill_max_bytes: int = 2 * 1024**3
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, cast: type) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = cast(text)
+    except ValueError:
+        raise ConfigError(name, text, "a positive number") from None
+    if value <= 0:
+        raise ConfigError(name, text, "a positive number")
+    return value
+
+
+def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSettings:
+    env = os.environ if environ is None else environ
+    return IngestSettings(
+        checkpoint_every_changes=int(_positive(env, "KTAPE_CHECKPOINT_EVERY_CHANGES", 500, int)),
+        checkpoint_interval_secs=_positive(env, "KTAPE_CHECKPOINT_INTERVAL_SECS", 60.0, float),
+        flush_interval_ms=int(_positive(env, "KTAPE_FLUSH_INTERVAL_MS", 200, int)),
+        flush_rows=int(_positive(env, "KTAPE_FLUSH_ROWS", 20_000, int)),
+        spill_max_bytes=int(_positive(env, "KTAPE_SPILL_MAX_BYTES", 2 * 1024**3, int)),
+    )

@@ -1,0 +1,524 @@
+"""One Kalshi WebSocket feed: subscribe, keep every book, write every change, heal gaps.
+
+Sequence rules (PROTOCOL.md §5.5, §9): `seq` belongs to the subscription (sid). A jump
+means any market of that sid may have lost a change, so every market of the sid gets a
+`gaps` row (written before anything else) and a `get_snapshot`; deltas for a market that
+awaits its snapshot are not applied. A snapshot replaces the book; one that disagrees with
+the book we held records a `snapshot_mismatch` gap. A reconnect records a `reconnect` gap
+for every market, bounded by the last exchange time we saw and the new snapshot.
+
+A gap row is written when the gap is detected (end_ts null = still open) and written again
+with the same dedup key (ts, ticker, reason) once the healing snapshot arrives, which
+upserts the end bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from ingestd import metrics
+from ingestd.book import MarketBook, NegativeLevel, ladder_text
+from ingestd.kalshi.auth import KalshiSigner
+from ingestd.kalshi.normalize import NormalizeError, price_e4, qty_e2
+from ingestd.writer import IlpWriter, TimestampMicros
+from ktape.config import MarketFilter
+from ktape.log import get_logger
+
+log = get_logger(__name__)
+
+SUBSCRIBE_BATCH = 500
+MAX_BACKOFF_SECS = 30.0
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Feed:
+    def __init__(self, ws_url: str, writer: IlpWriter, markets: MarketFilter, *,
+                 signer: KalshiSigner | None = None, checkpoint_every_changes: int = 500,
+                 checkpoint_interval_secs: float = 60.0, rng: random.Random | None = None
+                 ) -> None:
+        self.ws_url = ws_url
+        self.writer = writer
+        self.filter = markets
+        self.signer = signer
+        self.checkpoint_every = checkpoint_every_changes
+        self.checkpoint_interval_us = int(checkpoint_interval_secs * 1_000_000)
+        self.rng = rng or random.Random()
+        self.books: dict[str, MarketBook] = {}
+        self.wanted: set[str] = set()  # tickers we record
+        self.series_of: dict[str, str] = {}
+        self.sids: dict[int, str] = {}  # sid -> channel
+        self.last_seq: dict[int, int] = {}
+        self.book_sid: int | None = None
+        self.ws: ClientConnection | None = None
+        self.connected = False
+        self.last_message_us: int | None = None
+        self._cmd_id = 0
+        self._pending_restart_gaps: dict[str, int] = {}  # ticker -> last recorded exchange µs
+
+    # -- market set --------------------------------------------------------------------
+
+    def add_markets(self, markets: Iterable[dict[str, Any]]) -> list[str]:
+        """Record markets (REST market objects); returns the tickers newly wanted."""
+        added: list[str] = []
+        for market in markets:
+            ticker = market.get("ticker")
+            if not isinstance(ticker, str):
+                continue
+            series = market.get("series_ticker") or str(market.get("event_ticker", "")).split("-")[0]
+            if not self.filter.matches(ticker, series):
+                continue
+            self.series_of[ticker] = series
+            if ticker not in self.wanted:
+                self.wanted.add(ticker)
+                added.append(ticker)
+            self._write_market(market, source="rest")
+        return added
+
+    def note_restart(self, last_recorded_us: dict[str, int]) -> None:
+        """Markets recorded before this process started: their downtime becomes a gap."""
+        self._pending_restart_gaps.update(last_recorded_us)
+
+    # -- connection loop -----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        first = True
+        while not stop.is_set():
+            try:
+                headers = self.signer.headers("GET", _path(self.ws_url)) if self.signer else {}
+                async with websockets.connect(self.ws_url, additional_headers=headers,
+                                              max_size=64 * 1024 * 1024, ping_interval=20,
+                                              ping_timeout=30, compression=None) as ws:
+                    self.ws = ws
+                    self.connected = True
+                    if not first:
+                        self._reconnected()
+                    first = False
+                    attempt = 0
+                    await self._subscribe_all()
+                    await self._read(ws, stop)
+            except (OSError, websockets.WebSocketException) as exc:
+                log.warning("feed.disconnected", error=str(exc), url=self.ws_url)
+            finally:
+                self.connected = False
+                self.ws = None
+            if stop.is_set():
+                return
+            metrics.RECONNECTS.inc()
+            self._mark_all_disconnected()
+            delay = min(MAX_BACKOFF_SECS, 0.5 * 2**attempt)
+            delay = delay / 2 + self.rng.uniform(0, delay / 2)
+            attempt += 1
+            log.info("feed.reconnecting", delay_secs=round(delay, 2), attempt=attempt)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _read(self, ws: ClientConnection, stop: asyncio.Event) -> None:
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                receiver = asyncio.create_task(ws.recv())
+                done, _ = await asyncio.wait({receiver, stopper},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done:
+                    receiver.cancel()
+                    await ws.close()
+                    return
+                raw = receiver.result()
+                self.handle(raw, now_us())
+                if self.writer.wants_flush:
+                    await self.writer.flush()
+        finally:
+            stopper.cancel()
+
+    async def _command(self, cmd: str, params: dict[str, Any] | None = None) -> int:
+        self._cmd_id += 1
+        body: dict[str, Any] = {"id": self._cmd_id, "cmd": cmd}
+        if params is not None:
+            body["params"] = params
+        if self.ws is not None:
+            await self.ws.send(orjson.dumps(body).decode())
+        return self._cmd_id
+
+    async def _subscribe_all(self) -> None:
+        self.sids.clear()
+        self.last_seq.clear()
+        self.book_sid = None
+        await self._command("subscribe", {"channels": ["market_lifecycle_v2"]})
+        trade_params: dict[str, Any] = {"channels": ["trade"]}
+        if not self.filter.all:
+            trade_params["market_tickers"] = sorted(self.wanted) or ["-"]
+        await self._command("subscribe", trade_params)
+        tickers = sorted(self.wanted)
+        for i in range(0, max(1, len(tickers)), SUBSCRIBE_BATCH):
+            batch = tickers[i:i + SUBSCRIBE_BATCH]
+            if not batch:
+                break
+            # Subscribe is idempotent: later batches join the same orderbook sid.
+            await self._command("subscribe", {"channels": ["orderbook_delta"],
+                                              "market_tickers": batch, "use_yes_price": False})
+
+    async def request_snapshots(self, tickers: list[str]) -> None:
+        if self.book_sid is None or not tickers:
+            return
+        for i in range(0, len(tickers), SUBSCRIBE_BATCH):
+            await self._command("update_subscription", {
+                "sids": [self.book_sid], "action": "get_snapshot",
+                "market_tickers": tickers[i:i + SUBSCRIBE_BATCH]})
+
+    async def add_to_subscription(self, tickers: list[str]) -> None:
+        if self.book_sid is None or not tickers:
+            return
+        await self._command("update_subscription", {
+            "sids": [self.book_sid], "action": "add_markets", "market_tickers": tickers})
+
+    # -- message handling ----------------------------------------------------------------
+
+    def handle(self, raw: str | bytes, recv_us: int) -> None:
+        """Process one frame; never raises for bad input (logged and counted)."""
+        self.last_message_us = recv_us
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            metrics.BAD_INPUT.labels(reason="malformed_json").inc()
+            log.warning("feed.malformed_json", raw=str(raw)[:300])
+            return
+        if not isinstance(message, dict):
+            metrics.BAD_INPUT.labels(reason="not_an_object").inc()
+            log.warning("feed.not_an_object", raw=str(raw)[:300])
+            return
+        kind = message.get("type")
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+        metrics.MESSAGES.labels(type=kind if handler else "unknown").inc()
+        if handler is None:
+            metrics.BAD_INPUT.labels(reason="unknown_type").inc()
+            log.warning("feed.unknown_type", type=kind, raw=str(raw)[:300])
+            return
+        sid, seq = message.get("sid"), message.get("seq")
+        if isinstance(sid, int) and isinstance(seq, int) and kind != "subscribed":
+            if not self._check_seq(sid, seq, kind):
+                return
+        try:
+            handler(self, message, recv_us)
+        except (NormalizeError, KeyError, TypeError, ValueError) as exc:
+            metrics.BAD_INPUT.labels(reason="invalid_field").inc()
+            log.warning("feed.invalid_message", type=kind, sid=sid, seq=seq, error=str(exc),
+                        raw=str(raw)[:300])
+
+    def _check_seq(self, sid: int, seq: int, kind: str) -> bool:
+        """True to process; False for a duplicate. A jump records gaps for the sid."""
+        last = self.last_seq.get(sid)
+        if last is not None and seq <= last:
+            metrics.BAD_INPUT.labels(reason="duplicate_seq").inc()
+            log.warning("feed.duplicate_seq", sid=sid, seq=seq, last_seq=last, type=kind)
+            return False
+        self.last_seq[sid] = seq
+        if last is not None and seq > last + 1:
+            channel = self.sids.get(sid, "unknown")
+            log.warning("feed.seq_gap", sid=sid, expected_seq=last + 1, got_seq=seq,
+                        channel=channel)
+            if sid == self.book_sid:
+                tickers = [t for t, b in self.books.items() if not b.awaiting_snapshot]
+                for ticker in tickers:
+                    self._open_gap(self.books[ticker], "seq_jump", expected=last + 1, got=seq,
+                                   sid=sid)
+                asyncio.get_event_loop().create_task(self.request_snapshots(sorted(tickers)))
+            else:
+                # trade/lifecycle sids: record one sid-wide gap row (ticker "*")
+                self._gap_row("*", now_us(), f"seq_jump_{channel}", None, None, last + 1, seq, sid)
+        return True
+
+    # handlers -----------------------------------------------------------------------
+
+    def _on_subscribed(self, message: dict[str, Any], recv_us: int) -> None:
+        msg = message["msg"]
+        sid, channel = int(msg["sid"]), str(msg["channel"])
+        self.sids[sid] = channel
+        if channel == "orderbook_delta":
+            self.book_sid = sid
+        log.info("feed.subscribed", sid=sid, channel=channel)
+
+    def _on_snapshot(self, message: dict[str, Any], recv_us: int) -> None:
+        msg = message["msg"]
+        ticker = msg["market_ticker"]
+        yes = {price_e4(p): qty_e2(q) for p, q in msg.get("yes_dollars_fp") or []}
+        no = {price_e4(p): qty_e2(q) for p, q in msg.get("no_dollars_fp") or []}
+        sending = message.get("sending_ts_ms")
+        ts_us, source = (int(sending) * 1000, "sending") if isinstance(sending, int) else (
+            recv_us, "receive")
+        sid, seq = int(message["sid"]), int(message["seq"])
+        book = self.books.get(ticker)
+        if book is None:
+            book = self.books[ticker] = MarketBook(ticker)
+        restart_from = self._pending_restart_gaps.pop(ticker, None)
+        if restart_from is not None:
+            self._gap_row(ticker, recv_us, "ingest_restart", restart_from, ts_us, None, None, sid)
+        if not book.awaiting_snapshot and book.gap_detected_us is None:
+            if (yes, no) != (book.yes, book.no):
+                self._gap_row(ticker, recv_us, "snapshot_mismatch", book.last_exchange_us,
+                              ts_us, None, seq, sid)
+        if book.gap_detected_us is not None:
+            # heal: same dedup key as the detection row, now with its end bound
+            self._gap_row(ticker, book.gap_detected_us, book.gap_reason or "gap",
+                          book.gap_start_us, ts_us, book.gap_expected_seq, book.gap_got_seq, sid)
+            book.gap_detected_us = None
+        book.replace(yes, no)
+        book.awaiting_snapshot = False
+        book.last_seq, book.last_sid = seq, sid
+        book.last_exchange_us = ts_us
+        book.continuous_since_us = ts_us
+        for side, ladder in (("yes", yes), ("no", no)):
+            for price, qty in ladder.items():
+                self.writer.row("book_changes", symbols={
+                    "ticker": ticker, "side": side, "kind": "snapshot", "ts_source": source},
+                    columns={"price_e4": price, "qty_after_e2": qty, "delta_e2": qty,
+                             "seq": seq, "sid": sid, "recv_ts": TimestampMicros(recv_us)},
+                    at_us=ts_us)
+        self._checkpoint(book, ts_us, recv_us, "snapshot", source)
+        metrics.MARKETS.set(sum(1 for b in self.books.values() if not b.awaiting_snapshot))
+
+    def _on_delta(self, message: dict[str, Any], recv_us: int) -> None:
+        msg = message["msg"]
+        ticker = msg["market_ticker"]
+        book = self.books.get(ticker)
+        if book is None:
+            metrics.BAD_INPUT.labels(reason="unknown_market").inc()
+            log.warning("feed.delta_unknown_market", ticker=ticker, seq=message.get("seq"))
+            return
+        if book.awaiting_snapshot:
+            metrics.BAD_INPUT.labels(reason="delta_before_snapshot").inc()
+            return  # inside a recorded gap; the snapshot will replace the book
+        side = msg["side"]
+        if side not in ("yes", "no"):
+            raise ValueError(f"side {side!r}")
+        price, delta = price_e4(msg["price_dollars"]), qty_e2(msg["delta_fp"])
+        ts_ms = msg.get("ts_ms")
+        if isinstance(ts_ms, int):
+            ts_us, source = ts_ms * 1000, "exchange"
+        elif isinstance(msg.get("ts"), str):
+            ts_us = int(dt.datetime.fromisoformat(msg["ts"].replace("Z", "+00:00"))
+                        .timestamp() * 1_000_000)
+            source = "exchange"
+        else:
+            ts_us, source = recv_us, "receive"
+        sid, seq = int(message["sid"]), int(message["seq"])
+        try:
+            after = book.apply_delta(side, price, delta)
+        except NegativeLevel as exc:
+            metrics.BAD_INPUT.labels(reason="negative_level").inc()
+            log.warning("book.negative_level", ticker=ticker, sid=sid, seq=seq, error=str(exc))
+            self._open_gap(book, "negative_level", expected=None, got=seq, sid=sid)
+            asyncio.get_event_loop().create_task(self.request_snapshots([ticker]))
+            return
+        self.writer.row("book_changes", symbols={
+            "ticker": ticker, "side": side, "kind": "delta", "ts_source": source},
+            columns={"price_e4": price, "qty_after_e2": after, "delta_e2": delta, "seq": seq,
+                     "sid": sid, "recv_ts": TimestampMicros(recv_us)},
+            at_us=ts_us, exchange_ms=ts_us // 1000)
+        book.last_seq, book.last_sid, book.last_exchange_us = seq, sid, ts_us
+        book.changes_since_checkpoint += 1
+        if (book.changes_since_checkpoint >= self.checkpoint_every
+                or ts_us - book.last_checkpoint_us >= self.checkpoint_interval_us):
+            self._checkpoint(book, ts_us, recv_us, "periodic", source)
+
+    def _on_trade(self, message: dict[str, Any], recv_us: int) -> None:
+        msg = message["msg"]
+        ticker = msg["market_ticker"]
+        if not self.filter.all and ticker not in self.wanted:
+            return
+        ts_ms = msg.get("ts_ms")
+        ts_us = ts_ms * 1000 if isinstance(ts_ms, int) else int(msg["ts"]) * 1_000_000
+        yes = price_e4(msg["yes_price_dollars"])
+        no = price_e4(msg["no_price_dollars"]) if msg.get("no_price_dollars") else 10_000 - yes
+        side = msg.get("taker_outcome_side") or msg.get("taker_side") or ""
+        self.writer.row("trades", symbols={"ticker": ticker, "taker_side": side,
+                                           "source": "ws"},
+                        columns={"trade_id": str(msg["trade_id"]), "yes_price_e4": yes,
+                                 "no_price_e4": no, "count_e2": qty_e2(msg["count_fp"]),
+                                 "is_block": bool(msg.get("is_block_trade", False)),
+                                 "seq": int(message.get("seq", 0)),
+                                 "sid": int(message.get("sid", 0)),
+                                 "recv_ts": TimestampMicros(recv_us)},
+                        at_us=ts_us, exchange_ms=ts_us // 1000)
+
+    def _on_lifecycle(self, message: dict[str, Any], recv_us: int) -> None:
+        msg = message["msg"]
+        ticker = msg.get("market_ticker") or msg.get("event_ticker")
+        event_type = msg.get("event_type") or message["type"]
+        sending = message.get("sending_ts_ms")
+        ts_us, source = (int(sending) * 1000, "sending") if isinstance(sending, int) else (
+            recv_us, "receive")
+        event_ticker = msg.get("event_ticker") or (msg.get("additional_metadata") or {}).get(
+            "event_ticker") or ""
+        self.writer.row("lifecycle", symbols={"ticker": str(ticker), "event_type": str(event_type),
+                                              "event_ticker": str(event_ticker),
+                                              "ts_source": source},
+                        columns={"payload": orjson.dumps(msg).decode(),
+                                 "seq": int(message.get("seq", 0)),
+                                 "sid": int(message.get("sid", 0)),
+                                 "recv_ts": TimestampMicros(recv_us)}, at_us=ts_us)
+        if message["type"] != "market_lifecycle_v2" or not isinstance(ticker, str):
+            return
+        if event_type == "created":
+            meta = msg.get("additional_metadata") or {}
+            market = {"ticker": ticker, "event_ticker": meta.get("event_ticker", ""),
+                      "title": meta.get("title", ""), "yes_sub_title": meta.get("yes_sub_title", ""),
+                      "no_sub_title": meta.get("no_sub_title", ""), "status": "initialized",
+                      "price_level_structure": msg.get("price_level_structure", ""),
+                      "price_ranges": msg.get("price_ranges") or [],
+                      "open_ts": msg.get("open_ts"), "close_ts": msg.get("close_ts")}
+            added = self.add_markets([market])
+            if added:
+                self.books.setdefault(ticker, MarketBook(ticker))
+                asyncio.get_event_loop().create_task(self.add_to_subscription(added))
+        elif event_type == "determined":
+            value = msg.get("settlement_value")
+            det = msg.get("determination_ts")
+            self.writer.row("settlements", symbols={
+                "ticker": ticker, "event_ticker": "", "series_ticker": self.series_of.get(ticker, ""),
+                "result": str(msg.get("result", "")),
+                "ts_source": "exchange" if isinstance(det, int) else source},
+                columns={"settlement_value_e4": price_e4(value) if value else None,
+                         "recv_ts": TimestampMicros(recv_us)},
+                at_us=det * 1_000_000 if isinstance(det, int) else ts_us)
+        elif event_type == "settled" and ticker in self.wanted:
+            self.wanted.discard(ticker)
+            self.books.pop(ticker, None)
+            if self.book_sid is not None:
+                asyncio.get_event_loop().create_task(self._command("update_subscription", {
+                    "sids": [self.book_sid], "action": "delete_markets",
+                    "market_tickers": [ticker]}))
+
+    def _on_reply(self, message: dict[str, Any], recv_us: int) -> None:
+        if message.get("type") == "error":
+            msg = message.get("msg") or {}
+            code = msg.get("code")
+            log.warning("feed.error_reply", code=code, error=msg.get("msg"), sid=message.get("sid"),
+                        id=message.get("id"))
+            if code in (10, 25) and message.get("sid") == self.book_sid:
+                # terminal for the subscription: record a gap and resubscribe everything
+                for book in self.books.values():
+                    if not book.awaiting_snapshot:
+                        self._open_gap(book, f"error_{code}", expected=None, got=None,
+                                       sid=self.book_sid)
+                if self.ws is not None:
+                    asyncio.get_event_loop().create_task(self.ws.close())
+
+    def _on_ticker(self, message: dict[str, Any], recv_us: int) -> None:
+        """Ticker updates are derived data; counted, not stored."""
+
+    # -- gaps and checkpoints --------------------------------------------------------------
+
+    def _open_gap(self, book: MarketBook, reason: str, *, expected: int | None,
+                  got: int | None, sid: int | None) -> None:
+        detected = now_us()
+        if book.gap_detected_us is not None and book.gap_detected_us >= detected:
+            detected = book.gap_detected_us + 1
+        book.awaiting_snapshot = True
+        book.gap_detected_us, book.gap_reason = detected, reason
+        book.gap_start_us = book.last_exchange_us
+        book.gap_expected_seq, book.gap_got_seq = expected, got
+        self._gap_row(book.ticker, detected, reason, book.last_exchange_us, None, expected, got,
+                      sid)
+
+    def _gap_row(self, ticker: str, detected_us: int, reason: str, start_us: int | None,
+                 end_us: int | None, expected: int | None, got: int | None,
+                 sid: int | None) -> None:
+        if end_us is None:
+            metrics.GAPS.labels(reason=reason).inc()
+            log.warning("book.gap_detected", ticker=ticker, reason=reason, sid=sid,
+                        expected_seq=expected, got_seq=got)
+        columns: dict[str, Any] = {"expected_seq": expected, "got_seq": got, "sid": sid}
+        if start_us is not None:
+            columns["start_ts"] = TimestampMicros(start_us)
+        if end_us is not None:
+            columns["end_ts"] = TimestampMicros(end_us)
+        self.writer.row("gaps", symbols={"ticker": ticker, "reason": reason},
+                        columns={k: v for k, v in columns.items() if v is not None},
+                        at_us=detected_us)
+
+    def _checkpoint(self, book: MarketBook, ts_us: int, recv_us: int, reason: str,
+                    source: str) -> None:
+        self.writer.row("book_checkpoints", symbols={
+            "ticker": book.ticker, "reason": reason, "ts_source": source},
+            columns={"seq": book.last_seq, "sid": book.last_sid,
+                     "recv_ts": TimestampMicros(recv_us), "yes_levels": ladder_text(book.yes),
+                     "no_levels": ladder_text(book.no),
+                     **({"continuous_since": TimestampMicros(book.continuous_since_us)}
+                        if book.continuous_since_us is not None else {})},
+            at_us=ts_us)
+        book.changes_since_checkpoint = 0
+        book.last_checkpoint_us = ts_us
+
+    def _mark_all_disconnected(self) -> None:
+        for book in self.books.values():
+            if not book.awaiting_snapshot:
+                self._open_gap(book, "reconnect", expected=None, got=None, sid=book.last_sid)
+
+    def _reconnected(self) -> None:
+        log.info("feed.reconnected", markets=len(self.books))
+
+    def _write_market(self, market: dict[str, Any], source: str) -> None:
+        def ts_field(name: str, seconds_name: str) -> TimestampMicros | None:
+            value = market.get(name)
+            if isinstance(value, str) and value:
+                return TimestampMicros(int(dt.datetime.fromisoformat(
+                    value.replace("Z", "+00:00")).timestamp() * 1_000_000))
+            seconds = market.get(seconds_name)
+            return TimestampMicros(int(seconds) * 1_000_000) if isinstance(seconds, int) else None
+
+        columns: dict[str, Any] = {
+            "title": market.get("title") or "", "subtitle": market.get("subtitle") or "",
+            "yes_sub_title": market.get("yes_sub_title") or "",
+            "no_sub_title": market.get("no_sub_title") or "",
+            "price_ranges": orjson.dumps(market.get("price_ranges") or []).decode(),
+            "raw": orjson.dumps(market).decode(),
+        }
+        for column, name, seconds in (("open_time", "open_time", "open_ts"),
+                                      ("close_time", "close_time", "close_ts"),
+                                      ("expiration_time", "latest_expiration_time", "-")):
+            value = ts_field(name, seconds)
+            if value is not None:
+                columns[column] = value
+        self.writer.row("markets", symbols={
+            "ticker": market["ticker"], "event_ticker": market.get("event_ticker") or "",
+            "series_ticker": self.series_of.get(market["ticker"], ""),
+            "status": market.get("status") or "", "market_type": market.get("market_type") or "",
+            "result": market.get("result") or "",
+            "price_level_structure": market.get("price_level_structure") or "",
+            "source": source}, columns=columns, at_us=now_us())
+
+
+_HANDLERS: dict[str, Any] = {
+    "subscribed": Feed._on_subscribed,
+    "orderbook_snapshot": Feed._on_snapshot,
+    "orderbook_delta": Feed._on_delta,
+    "trade": Feed._on_trade,
+    "market_lifecycle_v2": Feed._on_lifecycle,
+    "event_lifecycle": Feed._on_lifecycle,
+    "event_fee_update": Feed._on_lifecycle,
+    "ok": Feed._on_reply,
+    "unsubscribed": Feed._on_reply,
+    "error": Feed._on_reply,
+    "ticker": Feed._on_ticker,
+}
+
+
+def _path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path

@@ -1,0 +1,1 @@
+"""Kalshi-specific parts of ingestd (wire formats, auth, REST, WebSocket)."""

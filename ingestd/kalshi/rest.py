@@ -1,0 +1,95 @@
+"""Kalshi REST: market discovery (all pages), with 429/5xx backoff and a token budget.
+
+Kalshi sends no Retry-After on 429 (PROTOCOL.md §6.1/§8): back off exponentially with
+jitter. A small token bucket keeps us inside the Basic tier's read budget (~20 GETs/s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ingestd.kalshi.auth import KalshiSigner
+from ktape.log import get_logger
+
+log = get_logger(__name__)
+
+
+class RestError(RuntimeError):
+    pass
+
+
+class TokenBucket:
+    def __init__(self, rate_per_sec: float, capacity: float) -> None:
+        self.rate, self.capacity = rate_per_sec, capacity
+        self.tokens, self.updated = capacity, time.monotonic()
+
+    async def take(self, cost: float = 1.0) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= cost:
+                self.tokens -= cost
+                return
+            await asyncio.sleep((cost - self.tokens) / self.rate)
+
+
+class KalshiRest:
+    def __init__(self, base_url: str, signer: KalshiSigner | None = None, *,
+                 requests_per_sec: float = 15.0, max_attempts: int = 8,
+                 rng: random.Random | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.base_path = urlsplit(self.base_url).path
+        self.signer = signer
+        self.bucket = TokenBucket(requests_per_sec, requests_per_sec)
+        self.max_attempts = max_attempts
+        self.rng = rng or random.Random()
+        self.client = httpx.AsyncClient(timeout=20.0)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def backoff_secs(self, attempt: int) -> float:
+        ceiling = min(30.0, 0.5 * 2**attempt)
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+    async def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        for attempt in range(self.max_attempts):
+            await self.bucket.take()
+            headers = self.signer.headers("GET", self.base_path + path) if self.signer else {}
+            try:
+                resp = await self.client.get(self.base_url + path, params=params, headers=headers)
+            except httpx.HTTPError as exc:
+                log.warning("rest.request_failed", path=path, error=str(exc), attempt=attempt)
+                await asyncio.sleep(self.backoff_secs(attempt))
+                continue
+            if resp.status_code == 429 or resp.status_code >= 500:
+                delay = self.backoff_secs(attempt)
+                log.warning("rest.retrying", path=path, status=resp.status_code,
+                            attempt=attempt, delay_secs=round(delay, 2))
+                await asyncio.sleep(delay)
+                continue
+            if resp.status_code != 200:
+                raise RestError(f"GET {path}: HTTP {resp.status_code} {resp.text[:200]}")
+            return resp.json()
+        raise RestError(f"GET {path}: gave up after {self.max_attempts} attempts")
+
+    async def markets(self, **filters: str) -> list[dict[str, Any]]:
+        """Every market matching `filters`, following the cursor to the last page."""
+        out: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            params: dict[str, Any] = {"limit": 1000, **filters}
+            if cursor:
+                params["cursor"] = cursor
+            page = await self.get("/markets", params)
+            out.extend(page.get("markets") or [])
+            cursor = page.get("cursor") or ""
+            if not cursor:
+                return out

@@ -1,0 +1,25 @@
+"""ingestd's Prometheus metrics (own registry; label sets bounded — never a ticker)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+
+MESSAGES = Counter("ingestd_messages_total", "WebSocket messages received, by type",
+                   ["type"], registry=REGISTRY)
+BAD_INPUT = Counter("ingestd_bad_input_total", "Rejected input, by reason", ["reason"],
+                    registry=REGISTRY)
+ROWS = Counter("ingestd_ilp_rows_total", "Rows written over ILP, by table", ["table"],
+               registry=REGISTRY)
+FLUSH_SECONDS = Histogram("ingestd_flush_seconds", "ILP flush latency", registry=REGISTRY,
+                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+FLUSH_FAILURES = Counter("ingestd_flush_failures_total", "ILP flushes that failed",
+                         registry=REGISTRY)
+LAG_SECONDS = Histogram("ingestd_ingest_lag_seconds",
+                        "Exchange time to committed in QuestDB", registry=REGISTRY,
+                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+GAPS = Counter("ingestd_gaps_total", "Gaps recorded, by reason", ["reason"], registry=REGISTRY)
+SPILL_BYTES = Gauge("ingestd_spill_bytes", "Bytes waiting in the spill file", registry=REGISTRY)
+RECONNECTS = Counter("ingestd_reconnects_total", "Feed reconnects", registry=REGISTRY)
+MARKETS = Gauge("ingestd_markets_recorded", "Markets with a live book", registry=REGISTRY)
