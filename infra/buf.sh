@@ -29,8 +29,8 @@ case "${1:-}" in
     git archive "$against_ref" proto buf.yaml | tar -x -C "$tmp"
     mkdir -p "$tmp/build"
     cp -r build/proto-deps "$tmp/build/proto-deps"
-    "$buf" build "$tmp" -o "$tmp/against.binpb"
-    "$buf" breaking --against "$tmp/against.binpb"
+    # Both sides are the same two-module workspace (proto + proto-deps).
+    "$buf" breaking --against "$tmp"
     echo "buf breaking: no breaking change against $against_ref"
     ;;
   *)

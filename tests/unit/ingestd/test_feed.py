@@ -1,0 +1,110 @@
+"""Feed message handling with a recording writer: sequencing, gaps, bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from structlog.testing import capture_logs
+
+from ingestd.feed import Feed
+from ktape.config import MarketFilter
+
+
+class RecordingWriter:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, dict[str, Any], dict[str, Any], int]] = []
+        self.wants_flush = False
+
+    def row(self, table, *, symbols, columns, at_us, exchange_ms=None):
+        self.rows.append((table, symbols, columns, at_us))
+
+    def table(self, name):
+        return [r for r in self.rows if r[0] == name]
+
+
+def _feed() -> tuple[Feed, RecordingWriter]:
+    writer = RecordingWriter()
+    feed = Feed("ws://127.0.0.1:1/trade-api/ws/v2", writer, MarketFilter(all=True))  # type: ignore[arg-type]
+    feed.handle(orjson.dumps({"id": 1, "type": "subscribed",
+                              "msg": {"channel": "orderbook_delta", "sid": 3}}), 1)
+    return feed, writer
+
+
+def _snap(seq, ticker="KX-A", yes=(("0.4200", "150.00"),), no=(("0.5700", "20.00"),), sid=3):
+    msg = {"market_ticker": ticker, "market_id": "x"}
+    if yes:
+        msg["yes_dollars_fp"] = [list(level) for level in yes]
+    if no:
+        msg["no_dollars_fp"] = [list(level) for level in no]
+    return orjson.dumps({"type": "orderbook_snapshot", "sid": sid, "seq": seq, "msg": msg,
+                         "sending_ts_ms": 1_700_000_000_000 + seq})
+
+
+def _delta(seq, price="0.4200", delta="-50.00", side="yes", ticker="KX-A", sid=3):
+    return orjson.dumps({"type": "orderbook_delta", "sid": sid, "seq": seq, "msg": {
+        "market_ticker": ticker, "market_id": "x", "price_dollars": price, "delta_fp": delta,
+        "side": side, "ts_ms": 1_700_000_000_000 + seq}})
+
+
+async def test_snapshot_then_deltas_write_resulting_sizes():
+    feed, writer = _feed()
+    feed.handle(_snap(1), 10)
+    feed.handle(_delta(2), 11)
+    feed.handle(_delta(3, price="0.4300", delta="5.25"), 12)
+    changes = writer.table("book_changes")
+    kinds = [(c[1]["kind"], c[2]["price_e4"], c[2]["qty_after_e2"]) for c in changes]
+    assert kinds == [("snapshot", 4200, 15000), ("snapshot", 5700, 2000),
+                     ("delta", 4200, 10000), ("delta", 4300, 525)]
+    assert feed.books["KX-A"].yes == {4200: 10000, 4300: 525}
+    assert writer.table("book_checkpoints")[0][2]["yes_levels"] == "4200:15000"
+    assert changes[2][3] == (1_700_000_000_000 + 2) * 1000  # exchange time, µs
+
+
+async def test_seq_jump_records_gap_drops_deltas_until_snapshot_heals():
+    feed, writer = _feed()
+    feed.handle(_snap(1), 10)
+    with capture_logs() as logs:
+        feed.handle(_delta(5), 11)  # 2..4 lost
+    assert any(e["event"] == "feed.seq_gap" for e in logs)
+    gaps = writer.table("gaps")
+    assert len(gaps) == 1
+    assert gaps[0][1] == {"ticker": "KX-A", "reason": "seq_jump"}
+    assert gaps[0][2]["expected_seq"] == 2 and gaps[0][2]["got_seq"] == 5
+    assert "end_ts" not in gaps[0][2]
+    assert feed.books["KX-A"].awaiting_snapshot
+    assert feed.books["KX-A"].yes == {4200: 15000}  # the delta after the jump not applied
+    feed.handle(_snap(6, yes=(("0.4000", "1.00"),), no=()), 12)
+    healed = writer.table("gaps")[-1]
+    assert healed[3] == gaps[0][3]  # same dedup key -> upsert of the end bound
+    assert healed[2]["end_ts"] is not None
+    assert feed.books["KX-A"].yes == {4000: 100} and feed.books["KX-A"].no == {}
+
+
+async def test_duplicates_malformed_unknown_and_negative_are_survived():
+    feed, writer = _feed()
+    feed.handle(_snap(1), 10)
+    feed.handle(_delta(2), 11)
+    with capture_logs() as logs:
+        feed.handle(_delta(2), 12)  # duplicate
+        feed.handle(b'{"type": "orderbook_delta", "sid": 3', 13)  # malformed
+        feed.handle(orjson.dumps({"type": "mystery", "msg": {}}), 14)
+        feed.handle(_delta(3, ticker="KX-NOPE"), 15)  # unknown market
+        feed.handle(_delta(4, price="0.42000001"), 16)  # not exact
+        feed.handle(_delta(5, delta="-999.00"), 17)  # would go negative
+    events = [e["event"] for e in logs]
+    for expected in ("feed.duplicate_seq", "feed.malformed_json", "feed.unknown_type",
+                     "feed.delta_unknown_market", "book.negative_level",
+                     "feed.invalid_message"):
+        assert expected in events, expected
+    assert feed.books["KX-A"].yes == {4200: 10000}
+    assert [g[1]["reason"] for g in writer.table("gaps")] == ["negative_level"]
+
+
+async def test_snapshot_that_disagrees_records_a_mismatch_gap():
+    feed, writer = _feed()
+    feed.handle(_snap(1), 10)
+    feed.handle(_snap(2, yes=(("0.4200", "149.00"),)), 11)
+    assert [g[1]["reason"] for g in writer.table("gaps")] == ["snapshot_mismatch"]
+    feed.handle(_snap(3, yes=(("0.4200", "149.00"),)), 12)
+    assert len(writer.table("gaps")) == 1  # identical snapshot: no gap
