@@ -1,0 +1,201 @@
+"""The simulator over real loopback sockets, checked against PROTOCOL.md with a plain
+websockets client (no simulator internals used for the protocol)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+
+import httpx
+import pytest
+import websockets
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from ktape.sim.server import SimConfig, SimServer
+
+
+async def _get(url: str, **kwargs) -> httpx.Response:
+    """The server runs in this event loop: never block it with a sync client."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.get(url, **kwargs)
+
+
+async def _recv_until(ws, predicate, limit=2000):
+    for _ in range(limit):
+        message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        if predicate(message):
+            return message
+    raise AssertionError("message not seen")
+
+
+def _apply(book, message):
+    msg = message["msg"]
+    if message["type"] == "orderbook_snapshot":
+        book.clear()
+        for side in ("yes", "no"):
+            for price, qty in msg.get(f"{side}_dollars_fp", []):
+                book[(side, price)] = round(float(qty) * 100)  # test-only arithmetic
+    elif message["type"] == "orderbook_delta":
+        key = (msg["side"], msg["price_dollars"])
+        book[key] = book.get(key, 0) + round(float(msg["delta_fp"]) * 100)
+        if book[key] == 0:
+            del book[key]
+
+
+async def test_commands_replies_and_error_codes():
+    async with SimServer(SimConfig(markets=5, rate=50)) as sim:
+        markets = (await _get(f"http://127.0.0.1:{sim.port}/trade-api/v2/markets")).json()["markets"]
+        tickers = [m["ticker"] for m in markets]
+        async with websockets.connect(f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2") as ws:
+            cases = [
+                ("not json", 1), (json.dumps({"id": 1, "cmd": "dance"}), 5),
+                (json.dumps({"id": 2, "cmd": "subscribe"}), 2),
+                (json.dumps({"id": 3, "cmd": "subscribe", "params": {}}), 3),
+                (json.dumps({"id": 4, "cmd": "subscribe", "params": {"channels": ["ticker_v2"]}}), 8),
+                (json.dumps({"id": 5, "cmd": "subscribe",
+                             "params": {"channels": ["orderbook_delta"]}}), 14),
+                (json.dumps({"id": 6, "cmd": "unsubscribe", "params": {}}), 4),
+                (json.dumps({"id": 7, "cmd": "unsubscribe", "params": {"sids": [99]}}), 7),
+                (json.dumps({"id": 8, "cmd": "update_subscription",
+                             "params": {"sids": [1, 2], "action": "add_markets"}}), 12),
+                (json.dumps({"id": 9, "cmd": "update_subscription", "params": {"sid": 1}}), 15),
+            ]
+            for text, code in cases:
+                await ws.send(text)
+                reply = await _recv_until(ws, lambda m: m["type"] == "error")
+                assert reply["msg"]["code"] == code, text
+            await ws.send(json.dumps({"id": 10, "cmd": "subscribe", "params": {
+                "channels": ["orderbook_delta", "trade"], "market_tickers": tickers[:2],
+                "use_yes_price": False}}))
+            subscribed = [await _recv_until(ws, lambda m: m["type"] == "subscribed")
+                          for _ in range(2)]
+            assert {s["msg"]["channel"] for s in subscribed} == {"orderbook_delta", "trade"}
+            book_sid = next(s["msg"]["sid"] for s in subscribed
+                            if s["msg"]["channel"] == "orderbook_delta")
+            await ws.send(json.dumps({"id": 11, "cmd": "update_subscription", "params": {
+                "sids": [book_sid], "action": "bogus"}}))
+            reply = await _recv_until(ws, lambda m: m["type"] == "error")
+            assert reply["msg"]["code"] == 13 and reply["sid"] == book_sid
+            await ws.send(json.dumps({"id": 12, "cmd": "update_subscription", "params": {
+                "sids": [book_sid], "action": "add_markets", "market_tickers": [tickers[2]]}}))
+            ok = await _recv_until(ws, lambda m: m["type"] == "ok")
+            assert ok["id"] == 12 and set(ok["msg"]["market_tickers"]) == set(tickers[:3])
+            await ws.send(json.dumps({"id": 13, "cmd": "list_subscriptions"}))
+            listed = await _recv_until(ws, lambda m: m["type"] == "ok" and m.get("id") == 13)
+            assert {s["channel"] for s in listed["msg"]} == {"orderbook_delta", "trade"}
+
+
+async def test_a_plain_client_rebuilds_books_detects_a_gap_recovers_and_matches_journal():
+    """The issue's 'done when': subscribe, rebuild, injected gap, get_snapshot, match."""
+    async with SimServer(SimConfig(markets=4, rate=400, seed=9)) as sim:
+        base = f"http://127.0.0.1:{sim.port}/trade-api/v2"
+        tickers = [m["ticker"] for m in (await _get(f"{base}/markets")).json()["markets"]
+                   if m["status"] == "active"]
+        books: dict[str, dict] = {t: {} for t in tickers}
+        async with websockets.connect(f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2") as ws:
+            await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": {
+                "channels": ["orderbook_delta"], "market_tickers": tickers,
+                "use_yes_price": False}}))
+            sid = (await _recv_until(ws, lambda m: m["type"] == "subscribed"))["msg"]["sid"]
+            last_seq = 0
+            gap_seen = healed = False
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                if message.get("sid") != sid or "seq" not in message:
+                    continue
+                if message["seq"] != last_seq + 1 and last_seq:
+                    gap_seen = True
+                    await ws.send(json.dumps({"id": 2, "cmd": "update_subscription", "params": {
+                        "sids": [sid], "action": "get_snapshot", "market_tickers": tickers}}))
+                last_seq = message["seq"]
+                if message["type"] in ("orderbook_snapshot", "orderbook_delta"):
+                    _apply(books[message["msg"]["market_ticker"]], message)
+                if message["type"] == "orderbook_snapshot" and message.get("id") == 2:
+                    healed = True
+                if last_seq == 200:
+                    await _get(f"http://127.0.0.1:{sim.port}/_sim/control",
+                               params={"action": "drop", "n": 1})
+                if healed and last_seq > 400:
+                    break
+            assert gap_seen and healed
+            assert [f["what"] for f in sim.journal.faults()] == ["drop"]
+            # Quiesce the exchange, drain what is in flight, then compare exactly.
+            sim.config.rate = 0
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), 1.0))
+                    if message["type"] in ("orderbook_snapshot", "orderbook_delta"):
+                        _apply(books[message["msg"]["market_ticker"]], message)
+        for ticker in tickers:
+            yes, no = sim.journal.book_at(ticker, 2**62)
+            expected = {("yes", f"{p // 10000}.{p % 10000:04d}"): q for p, q in yes.items()}
+            expected |= {("no", f"{p // 10000}.{p % 10000:04d}"): q for p, q in no.items()}
+            assert books[ticker] == expected, ticker
+
+
+async def test_journal_book_equals_rest_orderbook():
+    async with SimServer(SimConfig(markets=10, rate=300, seed=3)) as sim:
+        await asyncio.sleep(1.0)
+        sim_port = sim.port
+        for market in list(sim.model.markets.values())[:5]:
+            rest = (await _get(f"http://127.0.0.1:{sim_port}/trade-api/v2/markets/"
+                               f"{market.ticker}/orderbook")).json()["orderbook_fp"]
+            yes, no = sim.journal.book_at(market.ticker, 2**62)
+            assert [[p, q] for p, q in rest["yes_dollars"]] == [
+                [f"0.{p:04d}", f"{q // 100}.{q % 100:02d}"] for p, q in sorted(yes.items())]
+            assert len(rest["no_dollars"]) == len(no)
+
+
+async def test_rest_pagination_returns_every_market_once_and_404s():
+    async with SimServer(SimConfig(markets=2500, rate=0)) as sim:
+        base = f"http://127.0.0.1:{sim.port}/trade-api/v2"
+        seen, cursor = [], ""
+        async with httpx.AsyncClient() as client:
+            while True:
+                page = (await client.get(f"{base}/markets",
+                                         params={"limit": 1000, "cursor": cursor})).json()
+                seen += [m["ticker"] for m in page["markets"]]
+                cursor = page["cursor"]
+                if not cursor:
+                    break
+            assert len(seen) == len(set(seen)) == 2500
+            assert (await client.get(f"{base}/markets/NOPE")).status_code == 404
+            assert (await client.get(f"{base}/markets", params={"limit": 1001})).status_code == 400
+
+
+async def test_signed_requests_are_verified(tmp_path):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "pub.pem"
+    pem.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    def headers(path: str, stamp_ms: int) -> dict[str, str]:
+        sig = key.sign(f"{stamp_ms}GET{path}".encode(),
+                       padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                       hashes.SHA256())
+        return {"KALSHI-ACCESS-KEY": "k", "KALSHI-ACCESS-TIMESTAMP": str(stamp_ms),
+                "KALSHI-ACCESS-SIGNATURE": base64.b64encode(sig).decode()}
+
+    async with SimServer(SimConfig(markets=2, rate=0, public_key_path=pem)) as sim:
+        url = f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2"
+        now = int(time.time() * 1000)
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with websockets.connect(url):
+                pass
+        assert info.value.response.status_code == 401
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(url, additional_headers=headers(
+                    "/trade-api/ws/v2", now - 10 * 60 * 1000)):
+                pass
+        async with websockets.connect(url, additional_headers=headers("/trade-api/ws/v2", now)):
+            pass
+        rest = f"http://127.0.0.1:{sim.port}/trade-api/v2/markets"
+        bad = headers("/trade-api/v2/other", now)
+        assert (await _get(rest, headers=bad)).status_code == 401
+        assert (await _get(rest, headers=headers("/trade-api/v2/markets", now))).status_code == 200
+        assert (await _get(rest)).status_code == 200  # unsigned public GET
