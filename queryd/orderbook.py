@@ -85,7 +85,7 @@ async def orderbook_at(conn: AsyncConnection, ticker: str, at: dt.datetime) -> O
             since_us = change.ts_us
 
     gap_row = await (
-        await conn.execute(sql.GAP_AT, {"ticker": ticker, "at": at, "horizon": at})
+        await conn.execute(sql.GAP_AT, {"ticker": ticker, "at": at})
     ).fetchone()
     last_change = from_us(rebuilt.last_change_us)
     if gap_row is not None:

@@ -35,11 +35,12 @@ ORDER BY ts, sid, seq
 """
 
 # Gaps whose span contains T: start_ts <= T < end_ts, an open gap (end_ts null) extends
-# to now; a gap with unknown start counts from its detection time (ts).
+# to now; a gap with unknown start counts from its detection time (ts). Detection time is
+# not bounded by T: a gap is usually detected after the instants it covers.
 GAP_AT = """
 SELECT ts, reason, start_ts, end_ts, expected_seq, got_seq
 FROM gaps
-WHERE ticker = %(ticker)s AND ts <= %(horizon)s
+WHERE ticker = %(ticker)s
   AND coalesce(start_ts, ts) <= %(at)s
   AND (end_ts IS NULL OR end_ts > %(at)s)
 ORDER BY ts DESC
