@@ -56,9 +56,11 @@ demo: install
 up: install
 	$(VENV)/bin/ktape up
 
+BENCHES := bench/sim/throughput.py bench/ingest/pipeline.py bench/query/orderbook_latency.py
+
 bench: install
 	@mkdir -p bench/results
-	@for b in bench/*.py bench/*/run.py; do [ -f "$$b" ] || continue; echo "== $$b"; $(PY) "$$b" || exit 1; done
+	@for b in $(BENCHES); do echo "== $$b"; KTAPE_LOG_LEVEL=WARNING $(PY) "$$b" || exit 1; done
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache ktape/marketdata ktape/billing

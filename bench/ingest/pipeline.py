@@ -1,0 +1,144 @@
+"""How fast can one ingestd process turn Kalshi frames into committed QuestDB rows?
+
+Intent: "how fast", three numbers on one private QuestDB:
+1. `raw_ilp_rows_per_sec` — the ceiling: prebuilt book_changes ILP batches POSTed as fast
+   as QuestDB takes them (no parsing, no book).
+2. `handle_msgs_per_sec` — ingestd's CPU cost alone: JSON frames through `Feed.handle`
+   (parse, exact normalisation, sequence check, book update, ILP row), no network.
+3. `end_to_end_msgs_per_sec` — frames through `Feed.handle` with the real writer flushing
+   to QuestDB (what a feed at full speed would see), and the ratio to the ceiling.
+Saves bench/results/ingest_pipeline.json.
+
+Run: .venv/bin/python bench/ingest/pipeline.py [--messages 300000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.common import save
+from ingestd.feed import Feed
+from ingestd.spill import SpillFile
+from ingestd.writer import IlpWriter, TimestampMicros
+from ktape.config import HostPort, MarketFilter
+from ktape.runtime.ports import free_port
+from ktape.runtime.questdb import QuestDBProcess
+from ktape.schema import apply_migrations
+
+T0_MS = 1_790_000_000_000
+
+
+def frames(messages: int, markets: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    out = [orjson.dumps({"type": "subscribed", "id": 1,
+                         "msg": {"channel": "orderbook_delta", "sid": 1}})]
+    books: dict[str, dict[tuple[str, int], int]] = {}
+    seq = 0
+    for m in range(markets):
+        seq += 1
+        ticker = f"KXBENCH-{m}"
+        books[ticker] = {("yes", 4000): 10_000, ("no", 5000): 10_000}
+        out.append(orjson.dumps({"type": "orderbook_snapshot", "sid": 1, "seq": seq, "msg": {
+            "market_ticker": ticker, "market_id": "x", "yes_dollars_fp": [["0.4000", "100.00"]],
+            "no_dollars_fp": [["0.5000", "100.00"]]}, "sending_ts_ms": T0_MS}))
+    for i in range(messages):
+        seq += 1
+        ticker = f"KXBENCH-{rng.randrange(markets)}"
+        side = rng.choice(("yes", "no"))
+        price = (rng.randrange(10, 40) if side == "yes" else rng.randrange(50, 90)) * 100
+        current = books[ticker].get((side, price), 0)
+        delta = -rng.randrange(1, current + 1) if current and rng.random() < 0.4 else \
+            rng.randrange(1, 50_000)
+        books[ticker][(side, price)] = current + delta
+        out.append(orjson.dumps({"type": "orderbook_delta", "sid": 1, "seq": seq, "msg": {
+            "market_ticker": ticker, "market_id": "x", "price_dollars": f"0.{price:04d}",
+            "delta_fp": f"{'-' if delta < 0 else ''}{abs(delta) // 100}.{abs(delta) % 100:02d}",
+            "side": side, "ts_ms": T0_MS + i // 10}}))
+    return out
+
+
+async def run(messages: int, markets: int) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="ktape-bench-ingest-"))
+    try:
+        with QuestDBProcess(root / "qdb", HostPort("127.0.0.1", free_port()),
+                            HostPort("127.0.0.1", free_port()), heap_mb=2048) as qdb:
+            import psycopg
+
+            conninfo = f"host=127.0.0.1 port={qdb.pg.port} user=admin password=quest dbname=qdb"
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                apply_migrations(conn)
+            data = frames(messages, markets)
+
+            # 2. handle only (writer buffer is discarded, never sent)
+            sink = IlpWriter(f"127.0.0.1:{free_port()}", SpillFile(root / "a.spill", 1 << 34),
+                             flush_rows=10**12)
+            feed = Feed("ws://x/trade-api/ws/v2", sink, MarketFilter(all=True))
+            began = time.perf_counter()
+            for i, frame in enumerate(data):
+                feed.handle(frame, T0_MS * 1000 + i)
+                if i % 50_000 == 0:
+                    sink._reset()
+            handle_rate = len(data) / (time.perf_counter() - began)
+
+            # 1. raw ILP ceiling: the same number of book_changes rows, prebuilt
+            raw = IlpWriter(str(qdb.http), SpillFile(root / "b.spill", 1 << 34))
+            batches = []
+            for start in range(0, messages, 20_000):
+                for i in range(start, min(messages, start + 20_000)):
+                    raw.row("book_changes", symbols={"ticker": f"KXRAW-{i % markets}",
+                                                     "side": "yes", "kind": "delta",
+                                                     "ts_source": "exchange"},
+                            columns={"price_e4": 4000, "qty_after_e2": i, "delta_e2": 1,
+                                     "seq": i, "sid": 2, "recv_ts": TimestampMicros(i)},
+                            at_us=(T0_MS + i // 10) * 1000)
+                batches.append(bytes(raw.buffer))
+                raw._reset()
+            began = time.perf_counter()
+            for payload in batches:
+                assert await raw._send(payload)
+            raw_rate = messages / (time.perf_counter() - began)
+            await raw.client.aclose()
+
+            # 3. end to end with the real writer
+            writer = IlpWriter(str(qdb.http), SpillFile(root / "c.spill", 1 << 34),
+                               flush_rows=20_000)
+            feed = Feed("ws://x/trade-api/ws/v2", writer, MarketFilter(all=True))
+            began = time.perf_counter()
+            for i, frame in enumerate(data):
+                feed.handle(frame, T0_MS * 1000 + i)
+                if writer.wants_flush:
+                    await writer.flush()
+            await writer.close()
+            e2e_rate = len(data) / (time.perf_counter() - began)
+            assert writer.spill.size == 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"messages": len(data), "markets": markets,
+            "raw_ilp_rows_per_sec": round(raw_rate),
+            "handle_msgs_per_sec": round(handle_rate),
+            "end_to_end_msgs_per_sec": round(e2e_rate),
+            "end_to_end_vs_raw_ilp": round(e2e_rate / raw_rate, 3)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=300_000)
+    parser.add_argument("--markets", type=int, default=500)
+    args = parser.parse_args()
+    save("ingest_pipeline", asyncio.run(run(args.messages, args.markets)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
