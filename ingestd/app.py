@@ -24,6 +24,7 @@ from ingestd.config import IngestSettings, load_ingest_settings
 from ingestd.feed import Feed, now_us
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.rest import KalshiRest, RestError
+from ingestd.metadata import record_reference_data
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter
 from ktape.config import ConfigError, Settings, load_settings
@@ -85,6 +86,7 @@ class Recorder:
                 markets = await self.rest.markets(status="open")
                 added = self.feed.add_markets(markets)
                 log.info("markets.discovered", markets=len(markets), recording=len(added))
+                await record_reference_data(self.rest, self.writer, now_us())
                 return
             except RestError as exc:
                 attempt += 1

@@ -80,16 +80,28 @@ class KalshiRest:
             return resp.json()
         raise RestError(f"GET {path}: gave up after {self.max_attempts} attempts")
 
-    async def markets(self, **filters: str) -> list[dict[str, Any]]:
-        """Every market matching `filters`, following the cursor to the last page."""
+    async def _paged(self, path: str, key: str, limit: int, **filters: str
+                     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         cursor = ""
         while True:
-            params: dict[str, Any] = {"limit": 1000, **filters}
+            params: dict[str, Any] = {"limit": limit, **filters}
             if cursor:
                 params["cursor"] = cursor
-            page = await self.get("/markets", params)
-            out.extend(page.get("markets") or [])
+            page = await self.get(path, params)
+            out.extend(page.get(key) or [])
             cursor = page.get("cursor") or ""
             if not cursor:
                 return out
+
+    async def markets(self, **filters: str) -> list[dict[str, Any]]:
+        """Every market matching `filters`, following the cursor to the last page."""
+        return await self._paged("/markets", "markets", 1000, **filters)
+
+    async def events(self, **filters: str) -> list[dict[str, Any]]:
+        """Every event (limit 200 per page, Kalshi's maximum)."""
+        return await self._paged("/events", "events", 200, **filters)
+
+    async def series(self) -> list[dict[str, Any]]:
+        """Every series (one unpaginated list)."""
+        return list((await self.get("/series")).get("series") or [])
