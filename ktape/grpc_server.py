@@ -71,14 +71,20 @@ async def start_server(
     return running
 
 
-async def serve_until_signalled(running: RunningServer, component: str) -> None:
-    """Block until SIGTERM/SIGINT, then stop with a grace period (in-flight calls finish)."""
+async def serve_until_signalled(running: RunningServer, component: str,
+                                before_stop: Callable[[], None] | None = None) -> None:
+    """Block until SIGTERM/SIGINT, then stop with a grace period (in-flight calls finish).
+
+    `before_stop` runs first, e.g. to tell open streams to send their final message.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("server.stopping", component=component, grace_secs=GRACE_SECS)
+    if before_stop is not None:
+        before_stop()
     await running.set_serving([], False)
     await running.stop()
     log.info("server.stopped", component=component)

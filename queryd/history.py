@@ -31,7 +31,7 @@ class Page:
 
 
 async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, end: dt.datetime,
-                      after: list[Any] | None, limit: int) -> Page:
+                      after: list[Any] | None, limit: int, *, include_gaps: bool = True) -> Page:
     after_key: DeltaKey = (
         tuple(after) if after is not None else (to_us(start) - 1, 2**62, 2**62, "~", 2**62)
     )  # type: ignore[assignment]
@@ -56,26 +56,32 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
         entries.append((key, entry))
 
     gap_rows = await (await conn.execute(
-        sql.GAPS_OVERLAPPING, {"ticker": ticker, "start": start, "end": end})).fetchall()
+        sql.GAPS_OVERLAPPING, {"ticker": ticker, "start": start, "end": end})).fetchall() \
+        if include_gaps else []
     start_us = to_us(start)
-    for g_ts, reason, g_start, g_end, expected, got, _sid in gap_rows:
-        marker_us = max(to_us(g_start), start_us)
+    for row in gap_rows:
+        marker_us = max(to_us(row[2]), start_us)
         key = (marker_us, -1, -1, "", -1)
         if key <= after_key:
             continue
-        gap = pb.Gap(reason=str(reason), expected_seq=int(expected or 0), got_seq=int(got or 0))
-        gap.start_time.CopyFrom(timestamp(g_start))
-        if g_end is not None:
-            gap.end_time.CopyFrom(timestamp(g_end))
-        entry = pb.OrderbookDelta(kind=pb.DELTA_KIND_GAP, ts=timestamp(from_us(marker_us)),
-                                  gap=gap)
-        entry.receive_time.CopyFrom(timestamp(g_ts))
-        entries.append((key, entry))
+        entries.append((key, gap_marker(row, marker_us)))
 
     entries.sort(key=lambda e: e[0])
     more = len(entries) > limit
     page = entries[:limit]
     return Page([e for _, e in page], list(page[-1][0]) if more and page else None)
+
+
+def gap_marker(row: tuple[Any, ...], marker_us: int) -> pb.OrderbookDelta:
+    """A GAP entry from a `gaps` row (ts, reason, gap_start, end_ts, expected, got, sid)."""
+    g_ts, reason, g_start, g_end, expected, got, _sid = row
+    gap = pb.Gap(reason=str(reason), expected_seq=int(expected or 0), got_seq=int(got or 0))
+    gap.start_time.CopyFrom(timestamp(g_start))
+    if g_end is not None:
+        gap.end_time.CopyFrom(timestamp(g_end))
+    entry = pb.OrderbookDelta(kind=pb.DELTA_KIND_GAP, ts=timestamp(from_us(marker_us)), gap=gap)
+    entry.receive_time.CopyFrom(timestamp(g_ts))
+    return entry
 
 
 async def trades_page(conn: AsyncConnection, ticker: str, start: dt.datetime, end: dt.datetime,

@@ -34,7 +34,7 @@ def open_pool(settings: Settings, *, min_size: int = 2, max_size: int = 16) -> A
 
 async def build_server(settings: Settings, addr: str | None = None,
                        interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
-                       ) -> tuple[RunningServer, AsyncConnectionPool]:
+                       ) -> tuple[RunningServer, AsyncConnectionPool, MarketDataService]:
     """Start queryd on `addr` (default KTAPE_QUERYD_ADDR; port 0 allowed)."""
     with psycopg.connect(settings.questdb_pg_conninfo, autocommit=True, connect_timeout=10) as c:
         apply_migrations(c)
@@ -47,7 +47,7 @@ async def build_server(settings: Settings, addr: str | None = None,
         [SERVICE_NAME],
         interceptors=interceptors,
     )
-    return running, pool
+    return running, pool, service
 
 
 async def watch_store(running: RunningServer, pool: AsyncConnectionPool) -> None:
@@ -72,12 +72,12 @@ async def watch_store(running: RunningServer, pool: AsyncConnectionPool) -> None
 
 
 async def _main(settings: Settings) -> int:
-    running, pool = await build_server(settings)
+    running, pool, service = await build_server(settings)
     log.info("server.started", component="queryd", port=running.port,
              addr=str(settings.queryd_addr))
     watcher = asyncio.create_task(watch_store(running, pool), name="queryd-store-watch")
     try:
-        await serve_until_signalled(running, "queryd")
+        await serve_until_signalled(running, "queryd", before_stop=service.stopping.set)
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -8,10 +8,11 @@ place (`_rpc`): domain errors as they are, a store that cannot be reached as UNA
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -36,6 +37,7 @@ from queryd.convert import from_timestamp, orderbook_response
 from queryd.history import deltas_page, trades_page
 from queryd.orderbook import orderbook_at
 from queryd.paging import PageTokenError, PageTokens, page_size, query_digest
+from queryd.stream import stream_orderbook
 from queryd.timeutil import now_utc
 
 log = get_logger(__name__)
@@ -106,6 +108,7 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
     def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens) -> None:
         self.pool = pool
         self.tokens = tokens
+        self.stopping = asyncio.Event()  # set at shutdown: streams end with a message
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -296,3 +299,42 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
             "ListSettlements", sql.SETTLEMENTS_PAGE, sql.SETTLEMENT_FILTERS, filters,
             request.page_token, request.page_size, reference.settlement_message)
         return pb.ListSettlementsResponse(settlements=items, next_page_token=token)
+
+    # -- streaming ----------------------------------------------------------------------
+
+    async def StreamOrderbook(self, request: pb.StreamOrderbookRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> AsyncIterator[pb.StreamOrderbookResponse]:
+        try:
+            ticker = _ticker(request.ticker)
+            if request.depth < 0:
+                raise InvalidArgument.field("depth", "must not be negative")
+            start = from_timestamp(request.start_time) if request.HasField("start_time") else None
+            if start is not None and start > now_utc() + FUTURE_SLACK:
+                raise InvalidArgument.field("start_time", "is in the future")
+            async with self.pool.connection() as conn:
+                await self._require_ticker(conn, ticker)
+        except KtapeError as error:
+            await abort_with(context, error)
+            return
+        except (psycopg.OperationalError, PoolTimeout):
+            await abort_with(context, Unavailable("the history store is unreachable; retry "
+                                                  "shortly", reason="STORE_UNAVAILABLE"))
+            return
+        log.info("stream.opened", ticker=ticker, replay=start is not None)
+        try:
+            async for message in stream_orderbook(self.pool, ticker, start, request.depth,
+                                                  self.stopping):
+                yield message
+                if message.HasField("end"):
+                    return
+            yield pb.StreamOrderbookResponse(end=pb.StreamEnd(
+                code="UNAVAILABLE", message="the server is shutting down; reconnect with "
+                                            "start_time to resume"))
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            log.warning("stream.store_lost", ticker=ticker, error=str(exc))
+            yield pb.StreamOrderbookResponse(end=pb.StreamEnd(
+                code="UNAVAILABLE", message="the history store became unreachable; reconnect "
+                                            "with start_time to resume"))
+        finally:
+            log.info("stream.closed", ticker=ticker)

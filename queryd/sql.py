@@ -214,3 +214,12 @@ def with_filters(template: str, clauses: dict[str, str], present: set[str]) -> s
     if unknown:
         raise KeyError(f"unknown filters {sorted(unknown)}")
     return template.format(filters=" ".join(clauses[name] for name in sorted(present)))
+
+# Gap rows detected (written) after a moment, for live streams: a gap is detected after
+# the instants it covers, so a stream cursor positioned by exchange time would miss it.
+GAPS_DETECTED_AFTER = """
+SELECT ts, reason, coalesce(start_ts, ts) AS gap_start, end_ts, expected_seq, got_seq, sid
+FROM gaps
+WHERE ticker = %(ticker)s AND ts > %(after)s
+ORDER BY ts
+"""
