@@ -62,9 +62,13 @@ def test_grpc_health_reaches_each_backend_through_envoy(edge):
 
 
 def test_rest_routes_are_transcoded_with_json_errors(edge):
-    resp = httpx.get(f"{edge.http_url}/v1/markets", params={"page_size": 5}, timeout=10)
+    resp = httpx.get(f"{edge.http_url}/v1/markets",
+                     params={"page_size": 5, "event_ticker": "KX-NO-SUCH-EVENT"}, timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"markets": [], "next_page_token": ""}
+    resp = httpx.get(f"{edge.http_url}/v1/markets", params={"bogus": "1"}, timeout=10)
+    assert resp.status_code == 400
+    assert resp.headers["content-type"].startswith("application/json")
 
     resp = httpx.get(f"{edge.http_url}/v1/markets/KXNOPE-1/orderbook", timeout=10)
     assert resp.status_code == 404
