@@ -38,6 +38,8 @@ def render_envoy_config(
     descriptor_path: Path,
     access_log_path: str | None = None,
     listen_address: str = "127.0.0.1",
+    rate_limit_per_sec: int = 1000,
+    rate_limit_burst: int = 2000,
 ) -> str:
     """The Envoy YAML for one ktape edge."""
     queryd: HostPort = parse_hostport("KTAPE_QUERYD_ADDR", queryd_addr)
@@ -52,4 +54,6 @@ def render_envoy_config(
         billingd_port=billingd.port,
         descriptor_path=_quoted(str(descriptor_path)),
         access_log_path=_quoted(access_log_path or "/dev/stdout"),
+        rate_limit_per_sec=rate_limit_per_sec,
+        rate_limit_burst=rate_limit_burst,
     )
