@@ -9,14 +9,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install deps questdb buf gen lint fmt test test-unit demo up bench clean help
+.PHONY: install deps questdb buf openapiv2 gen docs lint fmt test test-unit demo up bench clean help
 
 help:
 	@echo "make demo   install everything and run the whole stack on the simulator"
 	@echo "make test   install everything and run lint + the full test suite"
 	@echo "make bench  run the benchmarks (bench/), results in bench/results/"
 
-install: deps questdb buf gen
+install: deps questdb buf openapiv2 gen
 
 deps: $(STAMP)
 
@@ -33,13 +33,21 @@ questdb:
 buf:
 	bash infra/install_buf.sh >/dev/null
 
+openapiv2:
+	bash infra/install_openapiv2.sh >/dev/null
+
 gen: deps
 	$(PY) infra/gen_protos.py
+	$(PY) infra/gen_docs.py
+
+docs: gen
+	$(PY) infra/gen_docs.py --write-docs
 
 lint: install
 	$(VENV)/bin/ruff check .
 	bash infra/buf.sh lint
 	bash infra/buf.sh breaking
+	$(PY) infra/gen_docs.py --check
 
 fmt: deps
 	$(VENV)/bin/ruff check --fix .

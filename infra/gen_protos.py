@@ -27,6 +27,8 @@ PROTO_DIR = ROOT / "proto"
 BUILD_DIR = ROOT / "build"
 DEPS_DIR = BUILD_DIR / "proto-deps"
 DESCRIPTOR = BUILD_DIR / "api.pb"
+OPENAPI = BUILD_DIR / "openapi.json"
+OPENAPI_PLUGIN = ROOT / ".tools" / "go" / "bin" / "protoc-gen-openapiv2"
 GOOGLEAPIS_ROOT = Path(annotations_pb2.__file__).resolve().parents[2]  # site-packages
 WELL_KNOWN_ROOT = Path(grpc_tools.__file__).resolve().parent / "_proto"
 GOOGLE_DEPS = [
@@ -74,8 +76,25 @@ def main() -> int:
     if all(f.name != health.name for f in fds.file):
         fds.file.append(health)
     DESCRIPTOR.write_bytes(fds.SerializeToString())
-    print(f"generated stubs for {len(sources)} files and {DESCRIPTOR.relative_to(ROOT)}")
+    generate_openapi(sources)
+    print(f"generated stubs for {len(sources)} files, {DESCRIPTOR.relative_to(ROOT)} and "
+          f"{OPENAPI.relative_to(ROOT)}")
     return 0
+
+
+def generate_openapi(sources: list[str]) -> None:
+    """One merged OpenAPI (Swagger 2.0) document from the google.api.http annotations."""
+    if not OPENAPI_PLUGIN.exists():
+        raise SystemExit(f"{OPENAPI_PLUGIN} missing: run infra/install_openapiv2.sh (make install)")
+    out_dir = BUILD_DIR / "openapi"
+    out_dir.mkdir(exist_ok=True)
+    # The plugin insists on Go import paths; ours are nominal (no Go code is generated).
+    go_paths = ",".join(f"M{src}=ktape.dev/gen/{Path(src).parent}" for src in sources)
+    _protoc([f"--plugin=protoc-gen-openapiv2={OPENAPI_PLUGIN}", f"--openapiv2_out={out_dir}",
+             "--openapiv2_opt=allow_merge=true,merge_file_name=ktape,json_names_for_fields=false,"
+             f"enums_as_ints=false,{go_paths}",
+             *sources])
+    shutil.copyfile(out_dir / "ktape.swagger.json", OPENAPI)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,11 @@ def render_envoy_config(
     rate_limit_per_sec: int = 1000,
     rate_limit_burst: int = 2000,
 ) -> str:
-    """The Envoy YAML for one ktape edge."""
+    """The Envoy YAML for one ktape edge.
+
+    `/openapi.json` and `/llms*.txt` are served from the files generated next to the
+    descriptor (build/) at install time.
+    """
     queryd: HostPort = parse_hostport("KTAPE_QUERYD_ADDR", queryd_addr)
     billingd: HostPort = parse_hostport("KTAPE_BILLINGD_ADDR", billingd_addr)
     return Template(TEMPLATE.read_text()).substitute(
@@ -56,4 +60,7 @@ def render_envoy_config(
         access_log_path=_quoted(access_log_path or "/dev/stdout"),
         rate_limit_per_sec=rate_limit_per_sec,
         rate_limit_burst=rate_limit_burst,
+        openapi_path=_quoted(str(descriptor_path.parent / "openapi.json")),
+        llms_path=_quoted(str(descriptor_path.parent / "llms.txt")),
+        llms_full_path=_quoted(str(descriptor_path.parent / "llms-full.txt")),
     )
