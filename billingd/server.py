@@ -7,14 +7,13 @@ health, reflection, routing and lifecycle are the real ones the full service wil
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import Sequence
 
 from ktape.billing.v1 import billing_pb2_grpc as pb_grpc
-from ktape.config import ConfigError, Settings, load_settings
+from ktape.config import Settings
+from ktape.entrypoint import run_service
 from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
-from ktape.log import configure_logging, get_logger
+from ktape.log import get_logger
 
 log = get_logger(__name__)
 
@@ -43,10 +42,4 @@ async def _main(settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"billingd: configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(component="billingd")
-    return asyncio.run(_main(settings))
+    return run_service("billingd", _main)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import signal
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +26,9 @@ from ingestd.kalshi.rest import KalshiRest, RestError
 from ingestd.metadata import record_reference_data
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter
-from ktape.config import ConfigError, Settings, load_settings
-from ktape.log import configure_logging, get_logger
+from ktape.config import Settings
+from ktape.entrypoint import run_service
+from ktape.log import get_logger
 from ktape.schema import apply_migrations
 
 log = get_logger(__name__)
@@ -141,7 +141,8 @@ async def serve_http(recorder: Recorder, host: str, port: int) -> asyncio.Abstra
     return await asyncio.start_server(handle, host, port)
 
 
-async def _main(settings: Settings, ingest: IngestSettings) -> int:
+async def _main(settings: Settings) -> int:
+    ingest = load_ingest_settings()
     with psycopg.connect(settings.questdb_pg_conninfo, autocommit=True, connect_timeout=10) as c:
         apply_migrations(c)
     recorder = Recorder(settings, ingest)
@@ -160,11 +161,4 @@ async def _main(settings: Settings, ingest: IngestSettings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        settings = load_settings()
-        ingest = load_ingest_settings()
-    except ConfigError as exc:
-        print(f"ingestd: configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(component="ingestd")
-    return asyncio.run(_main(settings, ingest))
+    return run_service("ingestd", _main, validate=load_ingest_settings)

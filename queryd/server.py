@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import Sequence
 
 import grpc
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ktape.config import ConfigError, Settings, load_settings
+from ktape.config import Settings
+from ktape.entrypoint import run_service
 from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
-from ktape.log import configure_logging, get_logger
+from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.schema import apply_migrations
 from queryd.paging import PageTokens, load_key
@@ -87,10 +87,4 @@ async def _main(settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"queryd: configuration error: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(component="queryd")
-    return asyncio.run(_main(settings))
+    return run_service("queryd", _main)

@@ -254,16 +254,20 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
             request.page_size, reference.event_message)
         return pb.ListEventsResponse(events=items, next_page_token=token)
 
+    async def _one(self, query: str, field: str, value: str, what: str) -> tuple[Any, ...]:
+        """The latest row of one keyed reference entity, or NOT_FOUND naming it."""
+        _ticker(value, field)
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(query, {field: value})).fetchone()
+        if row is None:
+            raise NotFound(f"unknown {what} {value!r}", reason=f"UNKNOWN_{what.upper()}",
+                           metadata={field: value})
+        return row
+
     @_rpc
     async def GetEvent(self, request: pb.GetEventRequest,
                        context: grpc.aio.ServicerContext) -> pb.GetEventResponse:
-        event_ticker = _ticker(request.event_ticker, "event_ticker")
-        async with self.pool.connection() as conn:
-            row = await (await conn.execute(sql.EVENT_ONE,
-                                            {"event_ticker": event_ticker})).fetchone()
-        if row is None:
-            raise NotFound(f"unknown event {event_ticker!r}", reason="UNKNOWN_EVENT",
-                           metadata={"event_ticker": event_ticker})
+        row = await self._one(sql.EVENT_ONE, "event_ticker", request.event_ticker, "event")
         return pb.GetEventResponse(event=reference.event_message(row))
 
     @_rpc
@@ -277,13 +281,7 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
     @_rpc
     async def GetSeries(self, request: pb.GetSeriesRequest,
                         context: grpc.aio.ServicerContext) -> pb.GetSeriesResponse:
-        series_ticker = _ticker(request.series_ticker, "series_ticker")
-        async with self.pool.connection() as conn:
-            row = await (await conn.execute(sql.SERIES_ONE,
-                                            {"series_ticker": series_ticker})).fetchone()
-        if row is None:
-            raise NotFound(f"unknown series {series_ticker!r}", reason="UNKNOWN_SERIES",
-                           metadata={"series_ticker": series_ticker})
+        row = await self._one(sql.SERIES_ONE, "series_ticker", request.series_ticker, "series")
         return pb.GetSeriesResponse(series=reference.series_message(row))
 
     @_rpc

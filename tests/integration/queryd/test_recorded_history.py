@@ -77,6 +77,17 @@ async def recorded(questdb, tmp_path_factory) -> AsyncIterator[dict]:
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+async def _all_pages(call, request, field: str) -> list:
+    """Follow next_page_token to the end, collecting `field` of every page."""
+    items: list = []
+    while True:
+        page = await call(request)
+        items += getattr(page, field)
+        if not page.next_page_token:
+            return items
+        request.page_token = page.next_page_token
+
+
 def _busiest(journal) -> str:
     counts: dict[str, int] = defaultdict(int)
     for record in journal.records:
@@ -90,13 +101,7 @@ async def test_trade_pages_return_every_trade_once_in_order(recorded):
     ticker = _busiest(journal)
     request = pb.ListTradesRequest(ticker=ticker, start_time=ts(recorded["start"]),
                                    end_time=ts(recorded["end"]), page_size=7)
-    seen: list[pb.Trade] = []
-    while True:
-        page = await stub.ListTrades(request)
-        seen += page.trades
-        if not page.next_page_token:
-            break
-        request.page_token = page.next_page_token
+    seen: list[pb.Trade] = await _all_pages(stub.ListTrades, request, "trades")
     expected = journal.trades(ticker)
     assert len(seen) == len(expected) > 7
     assert [t.trade_id for t in seen] == [t["id"] for t in sorted(
@@ -110,14 +115,8 @@ async def test_delta_pages_are_exactly_the_unpaged_list(recorded):
     base = dict(ticker=ticker, start_time=ts(recorded["start"]), end_time=ts(recorded["end"]))
     whole = await stub.ListOrderbookDeltas(pb.ListOrderbookDeltasRequest(**base, page_size=1000))
     assert not whole.next_page_token
-    request = pb.ListOrderbookDeltasRequest(**base, page_size=13)
-    paged: list[pb.OrderbookDelta] = []
-    while True:
-        page = await stub.ListOrderbookDeltas(request)
-        paged += page.deltas
-        if not page.next_page_token:
-            break
-        request.page_token = page.next_page_token
+    paged = await _all_pages(stub.ListOrderbookDeltas,
+                             pb.ListOrderbookDeltasRequest(**base, page_size=13), "deltas")
     assert [d.SerializeToString() for d in paged] == [d.SerializeToString() for d in whole.deltas]
     assert sum(d.kind == pb.DELTA_KIND_SNAPSHOT for d in paged) >= 1
 

@@ -1,0 +1,28 @@
+"""The common start of every service process: settings, logging, asyncio.run.
+
+One place turns a configuration error into a single line naming the variable (exit 2)
+instead of a traceback, for queryd, billingd, ingestd and the CLI helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+
+from ktape.config import ConfigError, Settings, load_settings
+from ktape.log import configure_logging
+
+
+def run_service(component: str, main: Callable[[Settings], Awaitable[int]],
+                validate: Callable[[], object] | None = None) -> int:
+    """Load settings (and `validate` extra ones), configure logging, run `main`."""
+    try:
+        settings = load_settings()
+        if validate is not None:
+            validate()
+    except ConfigError as exc:
+        print(f"{component}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(component=component)
+    return asyncio.run(main(settings))
