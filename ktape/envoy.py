@@ -40,6 +40,7 @@ def render_envoy_config(
     listen_address: str = "127.0.0.1",
     rate_limit_per_sec: int = 1000,
     rate_limit_burst: int = 2000,
+    ingestd_metrics_addr: str = "127.0.0.1:9101",
 ) -> str:
     """The Envoy YAML for one ktape edge.
 
@@ -48,6 +49,7 @@ def render_envoy_config(
     """
     queryd: HostPort = parse_hostport("KTAPE_QUERYD_ADDR", queryd_addr)
     billingd: HostPort = parse_hostport("KTAPE_BILLINGD_ADDR", billingd_addr)
+    metrics: HostPort = parse_hostport("KTAPE_INGESTD_METRICS_ADDR", ingestd_metrics_addr)
     return Template(TEMPLATE.read_text()).substitute(
         http_port=http_port,
         admin_port=admin_port,
@@ -60,6 +62,8 @@ def render_envoy_config(
         access_log_path=_quoted(access_log_path or "/dev/stdout"),
         rate_limit_per_sec=rate_limit_per_sec,
         rate_limit_burst=rate_limit_burst,
+        ingestd_metrics_host=metrics.host,
+        ingestd_metrics_port=metrics.port,
         openapi_path=_quoted(str(descriptor_path.parent / "openapi.json")),
         llms_path=_quoted(str(descriptor_path.parent / "llms.txt")),
         llms_full_path=_quoted(str(descriptor_path.parent / "llms-full.txt")),

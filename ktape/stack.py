@@ -118,6 +118,7 @@ def write_envoy_config(settings: Settings, envoy_dir: Path) -> Path:
         billingd_addr=str(settings.billingd_addr),
         descriptor_path=REPO_ROOT / "build" / "api.pb",
         access_log_path=str(envoy_dir / "access.log"),
+        ingestd_metrics_addr=str(settings.ingestd_metrics_addr),
     )
     path = envoy_dir / "envoy.yaml"
     path.write_text(config)

@@ -81,6 +81,9 @@ def test_stack_comes_up_healthy_and_stops_cleanly(tmp_path):
         http_port = env["KTAPE_HTTP_PORT"]
         resp = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=5)
         assert resp.status_code == 200
+        metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5)
+        assert metrics.status_code == 200
+        assert "ingestd_messages_total" in metrics.text
 
         # The standard gRPC health service of each backend, reached through Envoy.
         with grpc.insecure_channel(f"127.0.0.1:{http_port}") as channel:
