@@ -33,7 +33,12 @@ from ktape.schema import apply_migrations
 
 log = get_logger(__name__)
 
-LAST_RECORDED = "SELECT ticker, ts FROM book_changes LATEST ON ts PARTITION BY ticker"
+# Markets with a change in the last day: the ones a restart can have interrupted (older
+# ones were settled or idle; bounding the scan also keeps LATEST ON cheap).
+LAST_RECORDED = """
+SELECT ticker, ts FROM book_changes WHERE ts > dateadd('d', -1, now())
+LATEST ON ts PARTITION BY ticker
+"""
 
 
 def last_recorded(conninfo: str) -> dict[str, int]:

@@ -65,7 +65,6 @@ class Feed:
         self.connected = False
         self.last_message_us: int | None = None
         self._cmd_id = 0
-        self._pending_restart_gaps: dict[str, int] = {}  # ticker -> last recorded exchange µs
 
     # -- market set --------------------------------------------------------------------
 
@@ -87,8 +86,18 @@ class Feed:
         return added
 
     def note_restart(self, last_recorded_us: dict[str, int]) -> None:
-        """Markets recorded before this process started: their downtime becomes a gap."""
-        self._pending_restart_gaps.update(last_recorded_us)
+        """Markets recorded before this process started: their downtime is a gap from
+        the last recorded change, written now and closed by the market's next snapshot.
+
+        A market that closed while nobody recorded never gets that snapshot, so its gap
+        stays open: nothing is known about it after the last recorded change.
+        """
+        detected = now_us()
+        for ticker, last_us in sorted(last_recorded_us.items()):
+            book = self.books.setdefault(ticker, MarketBook(ticker))
+            book.last_exchange_us = last_us
+            self._open_gap(book, "ingest_restart", expected=None, got=None, sid=None,
+                           detected_us=detected)
 
     # -- connection loop -----------------------------------------------------------------
 
@@ -264,9 +273,6 @@ class Feed:
         book = self.books.get(ticker)
         if book is None:
             book = self.books[ticker] = MarketBook(ticker)
-        restart_from = self._pending_restart_gaps.pop(ticker, None)
-        if restart_from is not None:
-            self._gap_row(ticker, recv_us, "ingest_restart", restart_from, ts_us, None, None, sid)
         if not book.awaiting_snapshot and book.gap_detected_us is None:
             if (yes, no) != (book.yes, book.no):
                 self._gap_row(ticker, recv_us, "snapshot_mismatch", book.last_exchange_us,
@@ -424,8 +430,8 @@ class Feed:
     # -- gaps and checkpoints --------------------------------------------------------------
 
     def _open_gap(self, book: MarketBook, reason: str, *, expected: int | None,
-                  got: int | None, sid: int | None) -> None:
-        detected = now_us()
+                  got: int | None, sid: int | None, detected_us: int | None = None) -> None:
+        detected = detected_us or now_us()
         if book.gap_detected_us is not None and book.gap_detected_us >= detected:
             detected = book.gap_detected_us + 1
         book.awaiting_snapshot = True
