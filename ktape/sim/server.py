@@ -44,6 +44,8 @@ CHANNELS = {"orderbook_delta", "trade", "ticker", "market_lifecycle_v2"}
 REMOVED_CHANNELS = {"ticker_v2", "multivariate", "multivariate_lookup"}
 PING_INTERVAL_SECS = 10.0
 TICK_SECS = 0.01
+MAX_CATCH_UP_SECS = 0.05
+GENERATE_CHUNK = 200
 FAULT_NAMES = ("drop", "duplicate", "malformed", "unknown_type", "disconnect", "rest_429",
                "rest_500", "reorder")
 STATUS_FILTER = {"unopened": {"initialized"}, "open": {"active"}, "paused": {"inactive"},
@@ -187,20 +189,29 @@ class SimServer:
     # -- generation and fan-out --------------------------------------------------------
 
     async def _generate(self) -> None:
+        """Run the model at `config.rate` events/s of wall-clock time.
+
+        Work per tick is capped (MAX_CATCH_UP_SECS of events) and the loop yields between
+        chunks: when the model cannot keep up, the rate drops instead of the generator
+        starving the senders (which would turn a fast run into a slow-consumer storm).
+        """
         carry = 0.0
         last = time.monotonic()
         while True:
             await asyncio.sleep(TICK_SECS)
             now = time.monotonic()
-            carry += (now - last) * self.config.rate
+            rate = self.config.rate
+            carry = min(carry + (now - last) * rate, rate * MAX_CATCH_UP_SECS)
             last = now
             count = int(carry)
             carry -= count
             now_ms = _now_ms()
-            for _ in range(count):
+            for done in range(count):
                 for event in self.model.step(now_ms):
                     self.journal.event(event)
                     self._broadcast(event)
+                if done % GENERATE_CHUNK == GENERATE_CHUNK - 1:
+                    await asyncio.sleep(0)  # let the writers drain
             if count:
                 self.journal.flush()
 
