@@ -150,7 +150,8 @@ class Feed:
                 raw = receiver.result()
                 self.handle(raw, now_us())
                 if self.writer.wants_flush:
-                    await self.writer.flush()
+                    self.writer.kick()
+                    await self.writer.backpressure()
         finally:
             stopper.cancel()
 

@@ -49,6 +49,7 @@ class IlpWriter:
         self.last_error: str | None = None
         self.committed_rows = 0
         self._lock = asyncio.Lock()
+        self._in_flight: asyncio.Task[None] | None = None
         metrics.SPILL_BYTES.set(self.spill.size)
 
     def row(self, table: str, *, symbols: dict[str, str], columns: dict[str, Any],
@@ -63,6 +64,17 @@ class IlpWriter:
     @property
     def wants_flush(self) -> bool:
         return self.rows >= self.flush_rows
+
+    def kick(self) -> None:
+        """Start a flush in the background so parsing overlaps the HTTP round trip."""
+        if self._in_flight is None or self._in_flight.done():
+            self._in_flight = asyncio.create_task(self.flush(), name="ilp-flush")
+
+    async def backpressure(self) -> None:
+        """Wait for the flush in flight once three batches are buffered: memory stays
+        bounded, and a slow QuestDB slows the reader instead of growing the buffer."""
+        if self.rows >= 3 * self.flush_rows and self._in_flight is not None:
+            await self._in_flight
 
     async def flush(self) -> None:
         """Send what is buffered (after any spilled batches), or spill it."""
@@ -163,5 +175,7 @@ class IlpWriter:
             await self.flush()
 
     async def close(self) -> None:
+        if self._in_flight is not None:
+            await self._in_flight
         await self.flush()
         await self.client.aclose()

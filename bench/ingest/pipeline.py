@@ -117,8 +117,11 @@ async def run(messages: int, markets: int) -> dict:
             began = time.perf_counter()
             for i, frame in enumerate(data):
                 feed.handle(frame, T0_MS * 1000 + i)
-                if writer.wants_flush:
-                    await writer.flush()
+                if writer.wants_flush:  # as Feed._read does
+                    writer.kick()
+                    await writer.backpressure()
+                if i % 500 == 0:
+                    await asyncio.sleep(0)  # the socket read would yield here
             await writer.close()
             e2e_rate = len(data) / (time.perf_counter() - began)
             assert writer.spill.size == 0
