@@ -11,7 +11,7 @@ from ktape.config import ConfigError
 
 @dataclass(frozen=True)
 class IngestSettings:
-    checkpoint_every_changes: int = 500
+    checkpoint_every_changes: int = 200
     checkpoint_interval_secs: float = 60.0
     flush_interval_ms: int = 200
     flush_rows: int = 20_000
@@ -34,7 +34,7 @@ def _positive(env: Mapping[str, str], name: str, default: float, cast: type) -> 
 def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSettings:
     env = os.environ if environ is None else environ
     return IngestSettings(
-        checkpoint_every_changes=int(_positive(env, "KTAPE_CHECKPOINT_EVERY_CHANGES", 500, int)),
+        checkpoint_every_changes=int(_positive(env, "KTAPE_CHECKPOINT_EVERY_CHANGES", 200, int)),
         checkpoint_interval_secs=_positive(env, "KTAPE_CHECKPOINT_INTERVAL_SECS", 60.0, float),
         flush_interval_ms=int(_positive(env, "KTAPE_FLUSH_INTERVAL_MS", 200, int)),
         flush_rows=int(_positive(env, "KTAPE_FLUSH_ROWS", 20_000, int)),

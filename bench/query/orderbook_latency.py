@@ -56,6 +56,8 @@ def main() -> int:
     parser.add_argument("--markets", type=int, default=1000)
     parser.add_argument("--span-days", type=int, default=7)
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--checkpoint-every", type=int, default=200,
+                        help="changes per market between checkpoints (ingestd's default)")
     parser.add_argument("--extra-sql", action="append", default=[],
                         help="DDL to run after migrations (e.g. an index under test)")
     args = parser.parse_args()
@@ -75,8 +77,8 @@ def main() -> int:
                 for size in sizes:
                     began = time.monotonic()
                     info = generate(conn, changes=size - generated, markets=args.markets,
-                                    first=generated == 0,
-                                    span_days=args.span_days)
+                                    first=generated == 0, span_days=args.span_days,
+                                    checkpoint_every=args.checkpoint_every)
                     generated = size
                     print(f"generated {info} in {time.monotonic() - began:.1f}s", flush=True)
                     stats = asyncio.run(measure(conninfo, args.markets, args.span_days,

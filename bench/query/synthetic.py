@@ -22,7 +22,7 @@ LEVELS = ",".join(f"{p}00:{1000 + p}" for p in range(10, 60, 2))
 
 
 def generate(conn: psycopg.Connection, *, changes: int, markets: int, span_days: int = 7,
-             first: bool = True) -> dict:
+             first: bool = True, checkpoint_every: int = CHECKPOINT_EVERY) -> dict:
     """Append `changes` book changes over `span_days` for `markets` tickers + checkpoints."""
     span_us = span_days * 86_400 * 1_000_000
     step_us = max(1, span_us // changes)
@@ -45,14 +45,14 @@ def generate(conn: psycopg.Connection, *, changes: int, markets: int, span_days:
     )
     if first:  # ingestd's first snapshot of every market
         _insert_checkpoints(conn, count=markets, step_us=1, markets=markets)
-    periodic = max(markets, changes // CHECKPOINT_EVERY)
+    periodic = max(markets, changes // checkpoint_every)
     _insert_checkpoints(conn, count=periodic, step_us=max(1, span_us // periodic),
                         markets=markets)
     wait_for_wal(conn, ["book_changes", "book_checkpoints"], timeout_secs=600)
     (n_changes,) = conn.execute("SELECT count() FROM book_changes").fetchone()
     (n_checkpoints,) = conn.execute("SELECT count() FROM book_checkpoints").fetchone()
     return {"changes": n_changes, "checkpoints": n_checkpoints, "markets": markets,
-            "span_days": span_days}
+            "span_days": span_days, "checkpoint_every": checkpoint_every}
 
 
 def _insert_checkpoints(conn: psycopg.Connection, *, count: int, step_us: int,
