@@ -45,7 +45,7 @@ def now_us() -> int:
 
 class Feed:
     def __init__(self, ws_url: str, writer: IlpWriter, markets: MarketFilter, *,
-                 signer: KalshiSigner | None = None, checkpoint_every_changes: int = 500,
+                 signer: KalshiSigner | None = None, checkpoint_every_changes: int = 200,
                  checkpoint_interval_secs: float = 60.0, rng: random.Random | None = None
                  ) -> None:
         self.ws_url = ws_url
