@@ -216,11 +216,48 @@ class SimServer:
                 self.journal.flush()
 
     def _broadcast(self, event: Event) -> None:
+        ticker_msg: dict[str, Any] | None = None
         for client in list(self.clients.values()):
             for sub in list(client.subs.values()):
+                if sub.channel == "ticker":
+                    # the ticker channel is not sequenced (PROTOCOL.md §5.5)
+                    if isinstance(event, (BookChange, TradeEvent)) and sub.wants(event.ticker):
+                        ticker_msg = ticker_msg or self._ticker_msg(event)
+                        self._send(client, {"type": "ticker", "sid": sub.sid, "msg": ticker_msg})
+                    continue
                 frame = self._frame_for(sub, event)
                 if frame is not None:
                     self._send_sequenced(client, sub, frame)
+                    if (isinstance(event, LifecycleEvent) and event.event_type == "created"
+                            and sub.channel == "market_lifecycle_v2"):
+                        self._send_sequenced(client, sub, self._event_lifecycle(event))
+
+    def _ticker_msg(self, event: BookChange | TradeEvent) -> dict[str, Any]:
+        market = self.model.markets[event.ticker]
+        best_yes, best_no = market.best("yes"), market.best("no")
+        stamp = dt.datetime.fromtimestamp(event.ts_ms / 1000, dt.UTC)
+        return {
+            "market_ticker": market.ticker, "market_id": market.market_id,
+            "price_dollars": dollars(market.last_price_e4) if market.last_price_e4 else "",
+            "yes_bid_dollars": dollars(best_yes or 0),
+            "yes_ask_dollars": dollars(10_000 - best_no if best_no is not None else 10_000),
+            "yes_bid_size_fp": contracts(market.yes.get(best_yes, 0) if best_yes else 0),
+            "yes_ask_size_fp": contracts(market.no.get(best_no, 0) if best_no else 0),
+            "last_trade_size_fp": contracts(event.count_e2 if isinstance(event, TradeEvent)
+                                            else 0),
+            "volume_fp": contracts(market.volume_e2), "open_interest_fp": "0.00",
+            "dollar_volume": market.volume_e2 // 100, "dollar_open_interest": 0,
+            "ts": event.ts_ms // 1000, "ts_ms": event.ts_ms,
+            "time": stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z",
+        }
+
+    def _event_lifecycle(self, event: LifecycleEvent) -> dict[str, Any]:
+        market = self.model.markets[event.ticker]
+        info = self.model.events[market.event_ticker]
+        return {"type": "event_lifecycle", "msg": {
+            "event_ticker": market.event_ticker, "exchange_index": 0, "title": info["title"],
+            "subtitle": info["sub_title"], "collateral_return_type": "MECNET",
+            "series_ticker": market.series_ticker}}
 
     def _frame_for(self, sub: Subscription, event: Event) -> dict[str, Any] | None:
         if isinstance(event, BookChange) and sub.channel == "orderbook_delta":

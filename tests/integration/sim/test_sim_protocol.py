@@ -199,3 +199,34 @@ async def test_signed_requests_are_verified(tmp_path):
         assert (await _get(rest, headers=bad)).status_code == 401
         assert (await _get(rest, headers=headers("/trade-api/v2/markets", now))).status_code == 200
         assert (await _get(rest)).status_code == 200  # unsigned public GET
+
+
+async def test_ticker_channel_is_unsequenced_with_the_documented_fields():
+    async with (
+        SimServer(SimConfig(markets=3, rate=300, seed=12)) as sim,
+        websockets.connect(f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2") as ws,
+    ):
+        await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": {
+            "channels": ["ticker", "market_lifecycle_v2"]}}))
+        tickers = []
+        lifecycle = []
+        deadline = time.monotonic() + 5
+        while len(tickers) < 20 and time.monotonic() < deadline:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if message["type"] == "ticker":
+                tickers.append(message)
+            elif message["type"] in ("market_lifecycle_v2", "event_lifecycle"):
+                lifecycle.append(message)
+    assert len(tickers) == 20
+    required = {"market_ticker", "market_id", "price_dollars", "yes_bid_dollars",
+                "yes_ask_dollars", "yes_bid_size_fp", "yes_ask_size_fp", "last_trade_size_fp",
+                "volume_fp", "open_interest_fp", "dollar_volume", "dollar_open_interest", "ts",
+                "ts_ms", "time"}
+    for message in tickers:
+        assert "seq" not in message and isinstance(message["sid"], int)
+        assert required <= set(message["msg"])
+        assert isinstance(message["msg"]["dollar_volume"], int)
+    for i, message in enumerate(lifecycle):
+        if message["msg"].get("event_type") == "created" and i + 1 < len(lifecycle):
+            assert lifecycle[i + 1]["type"] == "event_lifecycle"
+            assert lifecycle[i + 1]["seq"] == message["seq"] + 1
