@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ktape.aio import cancel_and_wait
 from ktape.log import get_logger
 
 log = get_logger(__name__)
@@ -165,11 +166,7 @@ class Supervisor:
     async def stop(self) -> None:
         """Stop in reverse dependency order within `stop_budget_secs` in total."""
         self._stopping = True
-        for watcher in self._watchers:
-            watcher.cancel()
-        for watcher in self._watchers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        await cancel_and_wait(self._watchers)
         self._watchers.clear()
         deadline = time.monotonic() + self.stop_budget_secs
         for spec in reversed(self.order):

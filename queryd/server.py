@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 
 import grpc
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from ktape.aio import cancel_and_wait
 from ktape.config import Settings
 from ktape.entrypoint import run_service
 from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
@@ -79,9 +79,7 @@ async def _main(settings: Settings) -> int:
     try:
         await serve_until_signalled(running, "queryd", before_stop=service.stopping.set)
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await cancel_and_wait([watcher])
         await pool.close()
     return 0
 

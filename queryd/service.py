@@ -34,7 +34,7 @@ from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from queryd import reference, sql
 from queryd.candles import INTERVAL_US, MAX_BUCKETS, candles
 from queryd.convert import from_timestamp, orderbook_response
-from queryd.history import deltas_page, trades_page
+from queryd.history import Page, deltas_page, trades_page
 from queryd.orderbook import orderbook_at
 from queryd.paging import PageTokenError, PageTokens, page_size, query_digest
 from queryd.stream import stream_orderbook
@@ -147,34 +147,31 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
             result = await orderbook_at(conn, ticker, at)
         return orderbook_response(result, request.depth)
 
+    async def _history(self, method: str, request: Any, fetch: Callable[..., Awaitable[Page]]
+                       ) -> tuple[list[Any], str]:
+        """One page of a ticker's history in [start_time, end_time), keyset-paged."""
+        ticker = _ticker(request.ticker)
+        start, end = _range(request)
+        size = _page_size(request.page_size)
+        digest = query_digest(method, {"t": ticker, "s": start, "e": end})
+        after = self._position(request.page_token, digest)
+        async with self.pool.connection() as conn:
+            await self._require_ticker(conn, ticker)
+            page = await fetch(conn, ticker, start, end, after, size)
+        return page.items, self._next_token(digest, page.last_key)
+
     @_rpc
     async def ListOrderbookDeltas(self, request: pb.ListOrderbookDeltasRequest,
                                   context: grpc.aio.ServicerContext
                                   ) -> pb.ListOrderbookDeltasResponse:
-        ticker = _ticker(request.ticker)
-        start, end = _range(request)
-        size = _page_size(request.page_size)
-        digest = query_digest("ListOrderbookDeltas", {"t": ticker, "s": start, "e": end})
-        after = self._position(request.page_token, digest)
-        async with self.pool.connection() as conn:
-            await self._require_ticker(conn, ticker)
-            page = await deltas_page(conn, ticker, start, end, after, size)
-        return pb.ListOrderbookDeltasResponse(
-            deltas=page.items, next_page_token=self._next_token(digest, page.last_key))
+        items, token = await self._history("ListOrderbookDeltas", request, deltas_page)
+        return pb.ListOrderbookDeltasResponse(deltas=items, next_page_token=token)
 
     @_rpc
     async def ListTrades(self, request: pb.ListTradesRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListTradesResponse:
-        ticker = _ticker(request.ticker)
-        start, end = _range(request)
-        size = _page_size(request.page_size)
-        digest = query_digest("ListTrades", {"t": ticker, "s": start, "e": end})
-        after = self._position(request.page_token, digest)
-        async with self.pool.connection() as conn:
-            await self._require_ticker(conn, ticker)
-            page = await trades_page(conn, ticker, start, end, after, size)
-        return pb.ListTradesResponse(
-            trades=page.items, next_page_token=self._next_token(digest, page.last_key))
+        items, token = await self._history("ListTrades", request, trades_page)
+        return pb.ListTradesResponse(trades=items, next_page_token=token)
 
     @_rpc
     async def ListCandles(self, request: pb.ListCandlesRequest,

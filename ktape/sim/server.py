@@ -30,6 +30,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from ktape.aio import cancel_and_wait
 from ktape.log import get_logger
 from ktape.sim.auth import SignatureVerifier
 from ktape.sim.fixed import contracts, dollars
@@ -164,11 +165,7 @@ class SimServer:
                  markets=self.config.markets, rate=self.config.rate)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self.server is not None:
             self.server.close()
@@ -401,11 +398,7 @@ class SimServer:
             pass
         finally:
             self.clients.pop(client.id, None)
-            pinger.cancel()
-            writer.cancel()
-            for task in (pinger, writer):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait((pinger, writer))
             log.info("sim.client_disconnected", client=client.id)
 
     async def _writer(self, client: Client) -> None:
