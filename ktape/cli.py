@@ -105,6 +105,12 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
             if stop.is_set():
                 return
             await asyncio.sleep(0.2)
+        demo_key = ""
+        if args.simulator and settings.billing_dsn_effective.startswith("sqlite:///"):
+            from ktape.keys import create_key
+
+            _, demo_key = create_key(settings.billing_dsn_effective, "demo", env="dev",
+                                     credits=1000, name="make demo")
         log.info(
             "stack.ready",
             rest_base_url=f"http://127.0.0.1:{settings.http_port}",
@@ -116,7 +122,8 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
             f"\nktape ready\n  REST  http://127.0.0.1:{settings.http_port}/v1/markets\n"
             f"  gRPC  127.0.0.1:{settings.http_port} (via Envoy) or {settings.queryd_addr}\n"
             f"  health http://127.0.0.1:{settings.http_port}/healthz\n"
-            "  Ctrl-C stops everything.\n",
+            + (f"  demo API key (shown once): {demo_key}\n" if demo_key else "")
+            + "  Ctrl-C stops everything.\n",
             file=sys.stderr, flush=True,
         )
 

@@ -1,17 +1,58 @@
-"""`ktape keys`: API key management.
+"""`ktape keys create --account NAME [--credits N] [--env dev|prod] [--name LABEL]`.
 
-Keys, accounts and credits belong to billingd (issue 8), which is not implemented yet:
-until then the stack runs without authentication and this command says so plainly
-instead of pretending to create a key.
+Creates the account on first use, a key (printed once; only its SHA-256 is stored) and,
+with --credits, an idempotent grant. Writes to the billing store named by
+KTAPE_BILLING_DSN (default: SQLite in KTAPE_DATA_DIR).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
+from ktape.config import ConfigError, load_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ktape keys", description="Manage API keys.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create", help="create an API key (shown once)")
+    create.add_argument("--account", required=True, help="account name (created if new)")
+    create.add_argument("--credits", type=int, default=0, help="credits to grant with the key")
+    create.add_argument("--env", choices=("dev", "prod"), default="prod")
+    create.add_argument("--name", default="", help="a label for the key")
+    return parser
+
+
+def create_key(dsn: str, account: str, *, env: str, credits: int, name: str) -> tuple[str, str]:
+    """Returns (account_id, full key)."""
+    from billingd.store import SqliteStore
+
+    store = SqliteStore.from_dsn(dsn)
+    acct = store.account_for_name(account)
+    key = store.create_key(acct.account_id, env=env, name=name)
+    if credits:
+        store.append(acct.account_id, credits, kind="grant", reason="ktape keys create",
+                     idempotency_key=f"grant-with-key:{key.key_id}")
+    return acct.account_id, key.full
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    print("ktape keys: API keys arrive with billingd (issue 8); this build serves every "
-          "call without a key.", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"ktape keys: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.credits < 0:
+        print("ktape keys: --credits must not be negative", file=sys.stderr)
+        return 2
+    if not settings.billing_dsn_effective.startswith("sqlite:///"):
+        print("ktape keys: only the SQLite billing store is supported so far", file=sys.stderr)
+        return 2
+    account_id, full = create_key(settings.billing_dsn_effective, args.account, env=args.env,
+                                  credits=args.credits, name=args.name)
+    print(full)
+    print(f"account {args.account} ({account_id}); the key is shown only now", file=sys.stderr)
+    return 0

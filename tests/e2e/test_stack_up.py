@@ -96,6 +96,10 @@ def test_stack_comes_up_healthy_and_stops_cleanly(tmp_path):
                 )
                 assert answer.status == health_pb2.HealthCheckResponse.SERVING, backend
 
+        deadline = time.monotonic() + 10
+        while "demo API key (shown once): kt_dev_" not in log_path.read_text():
+            assert time.monotonic() < deadline, "no demo key printed"
+            time.sleep(0.2)
         children = _started_children(log_path)
         pids = {c["pid"] for c in children}
         assert {c["component"] for c in children} >= {
