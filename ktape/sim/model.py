@@ -266,8 +266,10 @@ class MarketModel:
             market = self.rng.choice(determined)
             market.status = "finalized"
             market.settled_ms = now_ms
-            return [LifecycleEvent(now_ms, market.ticker, "settled",
-                                   {"settled_ts": now_ms // 1000})]
+            settled = LifecycleEvent(now_ms, market.ticker, "settled",
+                                     {"settled_ts": now_ms // 1000})
+            # Kalshi has been seen repeating `settled` for one market (PROTOCOL.md §5.9).
+            return [settled, settled] if self.rng.random() < 0.5 else [settled]
         if closed and roll < 0.6:
             market = self.rng.choice(closed)
             market.status = "determined"
@@ -277,6 +279,12 @@ class MarketModel:
             return [LifecycleEvent(now_ms, market.ticker, "determined", {
                 "result": market.result, "settlement_value_e4": market.settlement_value_e4,
                 "determination_ts": now_ms // 1000})]
+        coarse = [t for t in self._active if self.markets[t].grid_label == "linear_cent"]
+        if coarse and 0.8 <= roll < 0.9:
+            # A grid change mid-life, always to a finer grid so resting levels stay valid.
+            market = self.markets[self.rng.choice(coarse)]
+            market.grid_label = "deci_cent"
+            return [LifecycleEvent(now_ms, market.ticker, "price_level_structure_updated", {})]
         if self._active and roll < 0.8:
             market = self.markets[self.rng.choice(self._active)]
             market.status = "closed"

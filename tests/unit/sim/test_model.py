@@ -29,12 +29,20 @@ def test_books_never_cross_and_stay_on_grid():
 
 
 def test_lifecycle_happens_and_new_markets_appear():
+    from collections import Counter
+
     model = MarketModel(seed=5, markets=10, start_ms=0, lifecycle_rate=0.05)
     kinds = set()
+    settled: Counter[str] = Counter()
     for i in range(5000):
         for event in model.step(i):
-            kinds.add(getattr(event, "event_type", type(event).__name__))
-    assert {"created", "determined", "settled", "BookCleared"} <= kinds
+            kind = getattr(event, "event_type", type(event).__name__)
+            kinds.add(kind)
+            if kind == "settled":
+                settled[event.ticker] += 1
+    assert max(settled.values()) == 2  # duplicated `settled`, as Kalshi does
+    assert {"created", "determined", "settled", "BookCleared",
+            "price_level_structure_updated"} <= kinds
     assert len(model.markets) > 10
 
 
