@@ -35,7 +35,7 @@ from queryd import reference, sql
 from queryd.candles import INTERVAL_US, MAX_BUCKETS, candles
 from queryd.convert import from_timestamp, orderbook_response
 from queryd.history import Page, deltas_page, trades_page
-from queryd.orderbook import orderbook_at
+from queryd.orderbook import Continuity, orderbook_at
 from queryd.paging import PageTokenError, PageTokens, page_size, query_digest
 from queryd.stream import stream_orderbook
 from queryd.timeutil import now_utc
@@ -143,8 +143,11 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
         if at > now + FUTURE_SLACK:
             raise InvalidArgument.field("at", "is in the future")
         async with self.pool.connection() as conn:
-            await self._require_ticker(conn, ticker)
             result = await orderbook_at(conn, ticker, at)
+            if result.continuity is Continuity.NOT_RECORDED and result.seq is None:
+                # Only a book never recorded needs the existence check: one round trip
+                # fewer on the hot path.
+                await self._require_ticker(conn, ticker)
         return orderbook_response(result, request.depth)
 
     async def _history(self, method: str, request: Any, fetch: Callable[..., Awaitable[Page]]
