@@ -65,6 +65,7 @@ class Feed:
         self.connected = False
         self.last_message_us: int | None = None
         self._cmd_id = 0
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- market set --------------------------------------------------------------------
 
@@ -98,6 +99,18 @@ class Feed:
             book.last_exchange_us = last_us
             self._open_gap(book, "ingest_restart", expected=None, got=None, sid=None,
                            detected_us=detected)
+
+    def _spawn(self, coro: Any) -> None:
+        """Run a command send in the background, keeping a reference until it is done
+        (the loop holds tasks weakly) and logging a failure instead of losing it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("feed.command_failed", error=repr(task.exception()))
 
     # -- connection loop -----------------------------------------------------------------
 
@@ -246,7 +259,7 @@ class Feed:
                 for ticker in tickers:
                     self._open_gap(self.books[ticker], "seq_jump", expected=last + 1, got=seq,
                                    sid=sid)
-                asyncio.get_event_loop().create_task(self.request_snapshots(sorted(tickers)))
+                self._spawn(self.request_snapshots(sorted(tickers)))
             else:
                 # trade/lifecycle sids: record one sid-wide gap row (ticker "*")
                 self._gap_row("*", now_us(), f"seq_jump_{channel}", None, None, last + 1, seq, sid)
@@ -329,7 +342,7 @@ class Feed:
             metrics.BAD_INPUT.labels(reason="negative_level").inc()
             log.warning("book.negative_level", ticker=ticker, sid=sid, seq=seq, error=str(exc))
             self._open_gap(book, "negative_level", expected=None, got=seq, sid=sid)
-            asyncio.get_event_loop().create_task(self.request_snapshots([ticker]))
+            self._spawn(self.request_snapshots([ticker]))
             return
         self.writer.row("book_changes", symbols={
             "ticker": ticker, "side": side, "kind": "delta", "ts_source": source},
@@ -391,7 +404,7 @@ class Feed:
             added = self.add_markets([market])
             if added:
                 self.books.setdefault(ticker, MarketBook(ticker))
-                asyncio.get_event_loop().create_task(self.add_to_subscription(added))
+                self._spawn(self.add_to_subscription(added))
         elif event_type == "determined":
             value = msg.get("settlement_value")
             det = msg.get("determination_ts")
@@ -406,7 +419,7 @@ class Feed:
             self.wanted.discard(ticker)
             self.books.pop(ticker, None)
             if self.book_sid is not None:
-                asyncio.get_event_loop().create_task(self._command("update_subscription", {
+                self._spawn(self._command("update_subscription", {
                     "sids": [self.book_sid], "action": "delete_markets",
                     "market_tickers": [ticker]}))
 
@@ -423,7 +436,7 @@ class Feed:
                         self._open_gap(book, f"error_{code}", expected=None, got=None,
                                        sid=self.book_sid)
                 if self.ws is not None:
-                    asyncio.get_event_loop().create_task(self.ws.close())
+                    self._spawn(self.ws.close())
 
     def _on_ticker(self, message: dict[str, Any], recv_us: int) -> None:
         """Ticker updates are derived data; counted, not stored."""
