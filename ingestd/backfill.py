@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Sequence
 
 import psycopg
@@ -20,7 +19,8 @@ from ingestd.kalshi.rest import KalshiRest, RestError
 from ingestd.metadata import record_reference_data
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter
-from ktape.config import ConfigError, load_settings
+from ktape.config import load_settings
+from ktape.entrypoint import settings_or_report
 from ktape.log import configure_logging, get_logger
 from ktape.schema import apply_migrations
 
@@ -74,10 +74,7 @@ async def _run(statuses: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        load_settings()
-    except ConfigError as exc:
-        print(f"ktape backfill: configuration error: {exc}", file=sys.stderr)
+    if settings_or_report("ktape backfill") is None:
         return 2
     configure_logging(component="backfill")
     return asyncio.run(_run(args.status or STATUSES))

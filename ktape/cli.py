@@ -13,7 +13,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ktape.config import ConfigError, Settings, load_settings
+from ktape.config import Settings
+from ktape.entrypoint import settings_or_report
 from ktape.log import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -53,10 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0] in ("sim", "keys", "backfill"):
         return _delegate(args_list[0], args_list[1:])
     args = build_parser().parse_args(args_list)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"ktape: configuration error: {exc}", file=sys.stderr)
+    settings = settings_or_report("ktape")
+    if settings is None:
         return 2
     if args.command == "up":
         configure_logging(component="supervisor")

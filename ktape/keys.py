@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ktape.config import ConfigError, load_settings
+from ktape.entrypoint import settings_or_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,10 +40,8 @@ def create_key(dsn: str, account: str, *, env: str, credits: int, name: str) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"ktape keys: configuration error: {exc}", file=sys.stderr)
+    settings = settings_or_report("ktape keys")
+    if settings is None:
         return 2
     if args.credits < 0:
         print("ktape keys: --credits must not be negative", file=sys.stderr)
