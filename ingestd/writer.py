@@ -50,6 +50,9 @@ class IlpWriter:
         self.committed_rows = 0
         self._lock = asyncio.Lock()
         self._in_flight: asyncio.Task[None] | None = None
+        # Batches that could neither be sent nor spilled (spill file full). Kept in order
+        # in memory while the reader is held back (`backpressure`), never dropped.
+        self.held: list[bytes] = []
         metrics.SPILL_BYTES.set(self.spill.size)
 
     def row(self, table: str, *, symbols: dict[str, str], columns: dict[str, Any],
@@ -72,9 +75,15 @@ class IlpWriter:
 
     async def backpressure(self) -> None:
         """Wait for the flush in flight once three batches are buffered: memory stays
-        bounded, and a slow QuestDB slows the reader instead of growing the buffer."""
+        bounded, and a slow QuestDB slows the reader instead of growing the buffer.
+        With the spill file full, hold the reader until QuestDB takes the held batches
+        (Kalshi may then drop the slow subscription: a recorded gap, not a silent loss)."""
         if self.rows >= 3 * self.flush_rows and self._in_flight is not None:
             await self._in_flight
+        while self.held:
+            await self.flush()
+            if self.held:
+                await asyncio.sleep(1.0)
 
     async def flush(self) -> None:
         """Send what is buffered (after any spilled batches), or spill it."""
@@ -82,6 +91,11 @@ class IlpWriter:
             if self.spill.size and not await self._replay_spill():
                 self._spill_current()
                 return
+            while self.held:  # newer than the spill file, older than the buffer
+                if not await self._send(self.held[0]):
+                    self._spill_current()
+                    return
+                self.held.pop(0)
             if not self.rows:
                 return
             payload = bytes(self.buffer)
@@ -140,11 +154,15 @@ class IlpWriter:
             self._spill(payload)
 
     def _spill(self, payload: bytes) -> None:
+        if self.held:  # keep order: once holding, everything newer is held too
+            self.held.append(payload)
+            return
         try:
             self.spill.append(payload)
         except SpillFull:
-            log.critical("spill.full", path=str(self.spill.path), bytes=self.spill.size)
-            raise
+            log.critical("spill.full", path=str(self.spill.path), bytes=self.spill.size,
+                         action="holding batches in memory and pausing the reader")
+            self.held.append(payload)
         metrics.SPILL_BYTES.set(self.spill.size)
 
     def _quarantine(self, payload: bytes) -> None:

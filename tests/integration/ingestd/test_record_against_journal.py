@@ -119,3 +119,28 @@ async def test_writer_spills_while_questdb_is_unreachable_and_replays_once(clean
         rows = conn.execute("SELECT trade_id, yes_price_e4 FROM trades WHERE ticker = 'KX-SPILL'"
                             " ORDER BY trade_id").fetchall()
     assert rows == [("t0", 4200), ("t1", 4201), ("t2", 4202)]
+
+
+async def test_full_spill_holds_batches_and_loses_nothing(clean_questdb, tmp_path):
+    from ingestd.spill import SpillFile
+    from ingestd.writer import IlpWriter, TimestampMicros
+    from ktape.runtime.ports import free_port
+
+    writer = IlpWriter(f"127.0.0.1:{free_port()}", SpillFile(tmp_path / "s.spill", 600))
+    base_us = 1_764_100_000_000_000
+    for i in range(6):
+        writer.row("trades", symbols={"ticker": "KX-FULL", "taker_side": "no", "source": "ws"},
+                   columns={"trade_id": f"f{i}", "yes_price_e4": 5000 + i, "no_price_e4": 5000 - i,
+                            "count_e2": 100, "is_block": False, "seq": i, "sid": 1,
+                            "recv_ts": TimestampMicros(base_us)}, at_us=base_us + i)
+        await writer.flush()
+    assert writer.spill.size > 0 and writer.held  # the spill bound was hit: held, not dropped
+    writer.url = f"http://{clean_questdb.http}/write?precision=n"
+    await writer.backpressure()  # returns once everything held is in QuestDB
+    await writer.close()
+    assert not writer.held and writer.spill.size == 0
+    with clean_questdb.connect() as conn:
+        wait_for_wal(conn)
+        rows = conn.execute("SELECT trade_id FROM trades WHERE ticker = 'KX-FULL' "
+                            "ORDER BY trade_id").fetchall()
+    assert [r for (r,) in rows] == [f"f{i}" for i in range(6)]
