@@ -58,6 +58,7 @@ class Feed:
         self.books: dict[str, MarketBook] = {}
         self.wanted: set[str] = set()  # tickers we record
         self.series_of: dict[str, str] = {}
+        self.close_us: dict[str, int] = {}  # known close time per market (REST, lifecycle)
         self.sids: dict[int, str] = {}  # sid -> channel
         self.last_seq: dict[int, int] = {}
         self.book_sid: int | None = None
@@ -80,6 +81,9 @@ class Feed:
             if not self.filter.matches(ticker, series):
                 continue
             self.series_of[ticker] = series
+            close = _close_us(market)
+            if close is not None:
+                self.close_us[ticker] = close
             if ticker not in self.wanted:
                 self.wanted.add(ticker)
                 added.append(ticker)
@@ -288,7 +292,15 @@ class Feed:
         if book is None:
             book = self.books[ticker] = MarketBook(ticker)
         if not book.awaiting_snapshot and book.gap_detected_us is None:
-            if (yes, no) != (book.yes, book.no):
+            closing = not yes and not no and self._closed_by(ticker, ts_us)
+            if closing:
+                # The empty book Kalshi sends at close (resting orders cancelled) is an
+                # expected change, not a lost delta; but when between the close time and
+                # this snapshot the book emptied is unknown, so that span is recorded as
+                # a short `market_close` gap rather than claimed continuous.
+                start = max(book.last_exchange_us or 0, self.close_us[ticker])
+                self._gap_row(ticker, recv_us, "market_close", start, ts_us, None, seq, sid)
+            elif (yes, no) != (book.yes, book.no):
                 self._gap_row(ticker, recv_us, "snapshot_mismatch", book.last_exchange_us,
                               ts_us, None, seq, sid)
         if book.gap_detected_us is not None:
@@ -393,6 +405,9 @@ class Feed:
                                  "recv_ts": TimestampMicros(recv_us)}, at_us=ts_us)
         if message["type"] != "market_lifecycle_v2" or not isinstance(ticker, str):
             return
+        if event_type in ("created", "close_date_updated") and isinstance(
+                msg.get("close_ts"), int):
+            self.close_us[ticker] = msg["close_ts"] * 1_000_000
         if event_type == "created":
             meta = msg.get("additional_metadata") or {}
             market = {"ticker": ticker, "event_ticker": meta.get("event_ticker", ""),
@@ -442,6 +457,12 @@ class Feed:
         """Ticker updates are derived data; counted, not stored."""
 
     # -- gaps and checkpoints --------------------------------------------------------------
+
+    def _closed_by(self, ticker: str, ts_us: int) -> bool:
+        """True when the market's known close time has come (1 s of clock slack; Kalshi
+        sends close times in whole seconds)."""
+        close = self.close_us.get(ticker)
+        return close is not None and ts_us + 1_000_000 >= close
 
     def _open_gap(self, book: MarketBook, reason: str, *, expected: int | None,
                   got: int | None, sid: int | None, detected_us: int | None = None) -> None:
@@ -536,6 +557,19 @@ _HANDLERS: dict[str, Any] = {
     "error": Feed._on_reply,
     "ticker": Feed._on_ticker,
 }
+
+
+def _close_us(market: dict[str, Any]) -> int | None:
+    """A market's close time in µs from a REST object (`close_time`) or lifecycle (`close_ts`)."""
+    value = market.get("close_time")
+    if isinstance(value, str) and value:
+        try:
+            return int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+                       * 1_000_000)
+        except ValueError:
+            return None
+    seconds = market.get("close_ts")
+    return int(seconds) * 1_000_000 if isinstance(seconds, int) else None
 
 
 def _path(url: str) -> str:

@@ -295,7 +295,11 @@ class MarketModel:
             # A new market takes its place (created now, trading at once).
             new = self._new_market(now_ms, status="active")
             self._active.append(new.ticker)
-            return [BookCleared(now_ms, market.ticker),
+            # Kalshi announces an early close with close_date_updated, then the book
+            # empties (resting orders cancelled) with an empty snapshot.
+            return [LifecycleEvent(now_ms, market.ticker, "close_date_updated",
+                                   {"close_ts": now_ms // 1000}),
+                    BookCleared(now_ms, market.ticker),
                     LifecycleEvent(now_ms, new.ticker, "created", {
                         "open_ts": new.open_ms // 1000, "close_ts": new.close_ms // 1000})]
         return []

@@ -308,6 +308,8 @@ class SimServer:
                        determination_ts=event.fields["determination_ts"])
         elif event.event_type == "settled":
             msg.update(settled_ts=event.fields["settled_ts"])
+        elif event.event_type == "close_date_updated":
+            msg.update(close_ts=event.fields["close_ts"])
         elif event.event_type == "price_level_structure_updated":
             msg.update(price_level_structure=market.grid_label,
                        price_ranges=market.price_ranges())

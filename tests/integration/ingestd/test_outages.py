@@ -77,10 +77,10 @@ async def test_questdb_restart_mid_run_loses_nothing(tmp_path):
         with psycopg.connect(conninfo, autocommit=True) as conn:
             wait_for_wal(conn)
             gaps = conn.execute("SELECT ticker, reason FROM gaps").fetchall()
-        # A store outage is not a gap in the book. The only gaps allowed are the empty
-        # snapshots Kalshi sends when a market closes (recorded as snapshot_mismatch).
+        # A store outage is not a gap in the book. The only gaps allowed are the short
+        # spans in which a closing market's book emptied (market_close).
         closed = {r["m"] for r in journal.records if r["k"] == "clr"}
-        assert all(reason == "snapshot_mismatch" and ticker in closed
+        assert all(reason == "market_close" and ticker in closed
                    for ticker, reason in gaps), gaps
         assert await _compare_with_journal(conninfo, journal) > 80
     finally:

@@ -108,3 +108,20 @@ async def test_snapshot_that_disagrees_records_a_mismatch_gap():
     assert [g[1]["reason"] for g in writer.table("gaps")] == ["snapshot_mismatch"]
     feed.handle(_snap(3, yes=(("0.4200", "149.00"),)), 12)
     assert len(writer.table("gaps")) == 1  # identical snapshot: no gap
+
+
+async def test_empty_snapshot_at_close_is_not_a_gap_but_before_close_is():
+    feed, writer = _feed()
+    feed.add_markets([{"ticker": "KX-A", "event_ticker": "KX", "close_time":
+                       "2023-11-14T22:13:20Z"}])  # 1_700_000_000 s: closes at seq 0's time
+    feed.add_markets([{"ticker": "KX-B", "event_ticker": "KX", "close_time":
+                       "2030-01-01T00:00:00Z"}])
+    feed.handle(_snap(1), 10)
+    feed.handle(_snap(2, ticker="KX-B"), 11)
+    feed.handle(_snap(3, yes=(), no=()), 12)  # KX-A closed: expected empty book
+    feed.handle(_snap(4, ticker="KX-B", yes=(), no=()), 13)  # KX-B still open: a loss
+    gaps = [(g[1]["ticker"], g[1]["reason"]) for g in writer.table("gaps")]
+    assert gaps == [("KX-A", "market_close"), ("KX-B", "snapshot_mismatch")]
+    close_gap = writer.table("gaps")[0][2]
+    assert close_gap["end_ts"].value - close_gap["start_ts"].value < 10_000  # a short span
+    assert feed.books["KX-A"].yes == {} and feed.books["KX-A"].no == {}

@@ -41,7 +41,7 @@ def test_lifecycle_happens_and_new_markets_appear():
             if kind == "settled":
                 settled[event.ticker] += 1
     assert max(settled.values()) == 2  # duplicated `settled`, as Kalshi does
-    assert {"created", "determined", "settled", "BookCleared",
+    assert {"created", "determined", "settled", "BookCleared", "close_date_updated",
             "price_level_structure_updated"} <= kinds
     assert len(model.markets) > 10
 
