@@ -64,7 +64,8 @@ demo: install
 up: install
 	$(VENV)/bin/ktape up
 
-BENCHES := bench/sim/throughput.py bench/ingest/pipeline.py bench/query/orderbook_latency.py
+BENCHES := bench/sim/throughput.py bench/ingest/pipeline.py bench/ingest/live_lag.py \
+	bench/query/orderbook_latency.py
 
 bench: install
 	@mkdir -p bench/results

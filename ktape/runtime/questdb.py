@@ -50,6 +50,10 @@ def write_server_conf(root: Path, http: HostPort, pg: HostPort, *, memory_limite
         "line.udp.enabled=false",
         "http.min.enabled=false",
         "telemetry.enabled=false",
+        # Tables and columns come only from ktape's migrations (types, DEDUP keys): an ILP
+        # row for a missing table or column is an error to see, not a table to invent.
+        "line.auto.create.new.tables=false",
+        "line.auto.create.new.columns=false",
         "telemetry.disable.completely=true",
         f"cairo.commit.mode={commit_mode}",
         # Tickers are symbols; size the symbol tables for years of markets.
