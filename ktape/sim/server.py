@@ -585,7 +585,9 @@ class SimServer:
                     log.warning("sim.auth_rejected", path=url.path, reason=reason)
                     return _json(401, {"code": "unauthorized", "message": reason})
             return None
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        # `tickers` may repeat (?tickers=A&tickers=B) or be a comma list; both are accepted.
+        query = {k: ",".join(v) if k == "tickers" else v[-1]
+                 for k, v in parse_qs(url.query).items()}
         if url.path == "/_sim/control":
             return self._control(query)
         if not url.path.startswith(REST_PREFIX):
@@ -627,6 +629,19 @@ class SimServer:
             return self._list_markets(query)
         if parts == ["markets", "trades"]:
             return self._list_trades(query)
+        if parts == ["markets", "orderbooks"]:
+            tickers = [t for t in query.get("tickers", "").split(",") if t]
+            if not 1 <= len(tickers) <= 100:
+                raise _RestError(400, "bad_request", "tickers: 1 to 100 required")
+            books = []
+            for ticker in tickers:
+                market = markets.get(ticker)
+                if market is None:
+                    raise _RestError(404, "not_found", f"market {ticker} not found")
+                books.append({"ticker": ticker, "orderbook_fp": {
+                    "yes_dollars": [[dollars(p), contracts(q)] for p, q in sorted(market.yes.items())],
+                    "no_dollars": [[dollars(p), contracts(q)] for p, q in sorted(market.no.items())]}})
+            return _json(200, {"orderbooks": books})
         if len(parts) == 2 and parts[0] == "markets":
             market = markets.get(parts[1])
             if market is None:
@@ -673,6 +688,15 @@ class SimServer:
             if status not in STATUS_FILTER:
                 raise _RestError(400, "bad_request", f"unknown status {status!r}")
             items = [m for m in items if m.status in STATUS_FILTER[status]]
+        _check_ts_filters(query, status)
+        for name, attr in (("min_created_ts", "created_ms"), ("max_created_ts", "created_ms"),
+                           ("min_close_ts", "close_ms"), ("max_close_ts", "close_ms"),
+                           ("min_settled_ts", "settled_ms"), ("max_settled_ts", "settled_ms")):
+            if name in query:
+                bound_ms = _int(query, name, 0, 0, 2**40) * 1000
+                keep_min = name.startswith("min_")
+                items = [m for m in items if getattr(m, attr) is not None and (
+                    getattr(m, attr) >= bound_ms if keep_min else getattr(m, attr) <= bound_ms)]
         for key in ("event_ticker", "series_ticker"):
             if key in query:
                 items = [m for m in items if getattr(m, key) == query[key]]
@@ -697,6 +721,23 @@ class _RestError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+# PROTOCOL.md §6.2: timestamp filter families are mutually exclusive and combine only
+# with some statuses.
+_TS_FAMILIES = {"created": {None, "unopened", "open"}, "close": {None, "closed"},
+                "settled": {None, "settled"}}
+
+
+def _check_ts_filters(query: dict[str, str], status: str | None) -> None:
+    used = [family for family in _TS_FAMILIES
+            if f"min_{family}_ts" in query or f"max_{family}_ts" in query]
+    if len(used) > 1:
+        raise _RestError(400, "bad_request",
+                         f"timestamp filters {', '.join(used)} cannot be combined")
+    if used and status not in _TS_FAMILIES[used[0]]:
+        raise _RestError(400, "bad_request",
+                         f"{used[0]} timestamp filters cannot be combined with status={status}")
 
 
 def _int(query: dict[str, str], key: str, default: int, low: int, high: int) -> int:

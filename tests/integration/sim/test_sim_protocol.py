@@ -230,3 +230,20 @@ async def test_ticker_channel_is_unsequenced_with_the_documented_fields():
         if message["msg"].get("event_type") == "created" and i + 1 < len(lifecycle):
             assert lifecycle[i + 1]["type"] == "event_lifecycle"
             assert lifecycle[i + 1]["seq"] == message["seq"] + 1
+
+
+async def test_rest_filter_rules_and_orderbooks_endpoint():
+    async with SimServer(SimConfig(markets=5, rate=0, seed=8)) as sim:
+        base = f"http://127.0.0.1:{sim.port}/trade-api/v2"
+        bad = await _get(f"{base}/markets", params={"min_close_ts": 1, "min_created_ts": 1})
+        assert bad.status_code == 400
+        bad = await _get(f"{base}/markets", params={"status": "settled", "min_close_ts": 1})
+        assert bad.status_code == 400
+        ok = await _get(f"{base}/markets", params={"status": "open", "min_created_ts": 1})
+        assert ok.status_code == 200 and len(ok.json()["markets"]) == 5
+        tickers = [m["ticker"] for m in ok.json()["markets"][:2]]
+        books = await _get(f"{base}/markets/orderbooks", params=[("tickers", t) for t in tickers])
+        assert books.status_code == 200
+        assert [b["ticker"] for b in books.json()["orderbooks"]] == tickers
+        assert set(books.json()["orderbooks"][0]["orderbook_fp"]) == {"yes_dollars", "no_dollars"}
+        assert (await _get(f"{base}/markets/orderbooks")).status_code == 400
