@@ -26,6 +26,7 @@ class MarketBook:
     gap_start_us: int | None = None
     gap_expected_seq: int | None = None
     gap_got_seq: int | None = None
+    snapshot_requested_us: int | None = None  # when we last asked for a snapshot
 
     def ladder(self, side: str) -> dict[int, int]:
         return self.yes if side == "yes" else self.no

@@ -30,6 +30,7 @@ from ingestd.book import MarketBook, NegativeLevel, ladder_text
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.normalize import NormalizeError, price_e4, qty_e2
 from ingestd.writer import IlpWriter, TimestampMicros
+from ktape.aio import cancel_and_wait
 from ktape.config import MarketFilter
 from ktape.log import get_logger
 
@@ -37,6 +38,7 @@ log = get_logger(__name__)
 
 SUBSCRIBE_BATCH = 500
 MAX_BACKOFF_SECS = 30.0
+SNAPSHOT_TIMEOUT_SECS = 15.0
 
 
 def now_us() -> int:
@@ -153,7 +155,33 @@ class Feed:
             except TimeoutError:
                 pass
 
+    def overdue_snapshots(self, now: int) -> list[str]:
+        """Markets whose requested snapshot has not come within SNAPSHOT_TIMEOUT_SECS."""
+        limit = int(SNAPSHOT_TIMEOUT_SECS * 1_000_000)
+        return sorted(t for t, b in self.books.items()
+                      if b.awaiting_snapshot and b.snapshot_requested_us is not None
+                      and now - b.snapshot_requested_us > limit)
+
+    async def _snapshot_watchdog(self, ws: ClientConnection) -> None:
+        """`get_snapshot` is young on Kalshi (2026-04) and its replies are not all
+        documented: if a requested snapshot never comes, reconnect, which resubscribes
+        every market and rebuilds each book from a fresh subscription snapshot."""
+        while True:
+            await asyncio.sleep(SNAPSHOT_TIMEOUT_SECS / 3)
+            overdue = self.overdue_snapshots(now_us())
+            if overdue:
+                log.warning("feed.snapshot_timeout", markets=len(overdue), first=overdue[0])
+                await ws.close()
+                return
+
     async def _read(self, ws: ClientConnection, stop: asyncio.Event) -> None:
+        watchdog = asyncio.create_task(self._snapshot_watchdog(ws), name="snapshot-watchdog")
+        try:
+            await self._read_frames(ws, stop)
+        finally:
+            await cancel_and_wait([watchdog])
+
+    async def _read_frames(self, ws: ClientConnection, stop: asyncio.Event) -> None:
         stopper = asyncio.create_task(stop.wait())
         try:
             while True:
@@ -202,6 +230,10 @@ class Feed:
     async def request_snapshots(self, tickers: list[str]) -> None:
         if self.book_sid is None or not tickers:
             return
+        asked = now_us()
+        for ticker in tickers:
+            if ticker in self.books:
+                self.books[ticker].snapshot_requested_us = asked
         for i in range(0, len(tickers), SUBSCRIBE_BATCH):
             await self._command("update_subscription", {
                 "sids": [self.book_sid], "action": "get_snapshot",
@@ -310,6 +342,7 @@ class Feed:
             book.gap_detected_us = None
         book.replace(yes, no)
         book.awaiting_snapshot = False
+        book.snapshot_requested_us = None
         book.last_seq, book.last_sid = seq, sid
         book.last_exchange_us = ts_us
         book.continuous_since_us = ts_us

@@ -125,3 +125,20 @@ async def test_empty_snapshot_at_close_is_not_a_gap_but_before_close_is():
     close_gap = writer.table("gaps")[0][2]
     assert close_gap["end_ts"].value - close_gap["start_ts"].value < 10_000  # a short span
     assert feed.books["KX-A"].yes == {} and feed.books["KX-A"].no == {}
+
+
+async def test_a_requested_snapshot_that_never_comes_is_overdue():
+    from ingestd.feed import SNAPSHOT_TIMEOUT_SECS
+
+    feed, _writer = _feed()
+    feed.handle(_snap(1), 10)
+    feed.handle(_snap(2, ticker="KX-B"), 11)
+    feed.handle(_delta(9), 12)  # seq jump: both markets await a snapshot
+    await feed.request_snapshots(["KX-A", "KX-B"])
+    asked = feed.books["KX-A"].snapshot_requested_us
+    assert asked is not None
+    assert feed.overdue_snapshots(asked + 1_000_000) == []
+    late = asked + int(SNAPSHOT_TIMEOUT_SECS * 1_000_000) + 1
+    assert feed.overdue_snapshots(late) == ["KX-A", "KX-B"]
+    feed.handle(_snap(10), 13)  # KX-A healed
+    assert feed.overdue_snapshots(late) == ["KX-B"]
