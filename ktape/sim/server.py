@@ -101,6 +101,7 @@ class Subscription:
     channel: str
     tickers: set[str] | None  # None = every market
     use_yes_price: bool = False
+    skip_ticker_ack: bool = False  # `ok` replies omit the market list
     seq: int = 0
 
     def wants(self, ticker: str) -> bool:
@@ -494,17 +495,33 @@ class SimServer:
                                     "msg": {"channel": channel, "sid": existing.sid}})
                 if channel == "orderbook_delta":
                     self._snapshots(client, existing, new, None)
+                elif channel == "ticker" and params.get("send_initial_snapshot"):
+                    self._initial_tickers(client, existing, new)
                 continue
             sub = Subscription(
                 client.next_sid, channel,
                 set(tickers) if tickers is not None and channel != "market_lifecycle_v2" else None,
-                use_yes_price=bool(params.get("use_yes_price", False)))
+                use_yes_price=bool(params.get("use_yes_price", False)),
+                skip_ticker_ack=bool(params.get("skip_ticker_ack", False)))
             client.next_sid += 1
             client.subs[sub.sid] = sub
             self._send(client, {**({"id": cmd_id} if cmd_id else {}), "type": "subscribed",
                                 "msg": {"channel": channel, "sid": sub.sid}})
             if channel == "orderbook_delta":
                 self._snapshots(client, sub, sorted(sub.tickers or ()), None)
+            elif channel == "ticker" and params.get("send_initial_snapshot"):
+                self._initial_tickers(client, sub, sorted(sub.tickers or self.model.markets))
+
+    def _initial_tickers(self, client: Client, sub: Subscription, tickers: list[str]) -> None:
+        """`send_initial_snapshot` on the ticker channel: the current ticker of each
+        market at once (unsequenced, like every ticker message)."""
+        now_ms = _now_ms()
+        for ticker in tickers:
+            market = self.model.markets.get(ticker)
+            if market is not None:
+                probe = TradeEvent(now_ms, ticker, "", market.last_price_e4 or 0, 0, "yes")
+                self._send(client, {"type": "ticker", "sid": sub.sid,
+                                    "msg": self._ticker_msg(probe)})
 
     def _snapshots(self, client: Client, sub: Subscription, tickers: list[str],
                    reply_id: int | None) -> None:
@@ -561,8 +578,8 @@ class SimServer:
         else:
             sub.tickers.difference_update(tickers)
         sub.seq += 1
-        reply: dict[str, Any] = {"type": "ok", "sid": sub.sid,
-                                 "msg": {"market_tickers": sorted(sub.tickers)}}
+        reply: dict[str, Any] = {"type": "ok", "sid": sub.sid, "msg": (
+            {} if sub.skip_ticker_ack else {"market_tickers": sorted(sub.tickers)})}
         if self.config.ok_takes_seq:
             reply["seq"] = sub.seq
         else:

@@ -247,3 +247,28 @@ async def test_rest_filter_rules_and_orderbooks_endpoint():
         assert [b["ticker"] for b in books.json()["orderbooks"]] == tickers
         assert set(books.json()["orderbooks"][0]["orderbook_fp"]) == {"yes_dollars", "no_dollars"}
         assert (await _get(f"{base}/markets/orderbooks")).status_code == 400
+
+
+async def test_skip_ticker_ack_and_initial_ticker_snapshot():
+    async with (
+        SimServer(SimConfig(markets=4, rate=0, seed=13)) as sim,
+        websockets.connect(f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2") as ws,
+    ):
+        tickers = sorted(sim.model.markets)
+        await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": {
+            "channels": ["ticker"], "market_tickers": tickers[:2],
+            "send_initial_snapshot": True}}))
+        sub = await _recv_until(ws, lambda m: m["type"] == "subscribed")
+        initial = [await _recv_until(ws, lambda m: m["type"] == "ticker") for _ in range(2)]
+        assert sorted(m["msg"]["market_ticker"] for m in initial) == tickers[:2]
+        await ws.send(json.dumps({"id": 2, "cmd": "subscribe", "params": {
+            "channels": ["orderbook_delta"], "market_tickers": tickers[:1],
+            "skip_ticker_ack": True}}))
+        book_sid = (await _recv_until(
+            ws, lambda m: m["type"] == "subscribed" and m["msg"]["channel"] == "orderbook_delta"
+        ))["msg"]["sid"]
+        assert book_sid != sub["msg"]["sid"]
+        await ws.send(json.dumps({"id": 3, "cmd": "update_subscription", "params": {
+            "sids": [book_sid], "action": "add_markets", "market_tickers": tickers[1:2]}}))
+        ok = await _recv_until(ws, lambda m: m["type"] == "ok")
+        assert ok["msg"] == {} and ok["id"] == 3
