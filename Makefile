@@ -9,14 +9,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install deps questdb buf openapiv2 gen docs lint fmt test test-unit demo up bench clean help
+.PHONY: install deps questdb buf openapiv2 stripe-mock postgres gen docs lint fmt test test-unit demo up bench clean help
 
 help:
 	@echo "make demo   install everything and run the whole stack on the simulator"
 	@echo "make test   install everything and run lint + the full test suite"
 	@echo "make bench  run the benchmarks (bench/), results in bench/results/"
 
-install: deps questdb buf openapiv2 gen
+install: deps questdb buf openapiv2 stripe-mock postgres gen
 
 deps: $(STAMP)
 
@@ -35,6 +35,12 @@ buf:
 
 openapiv2:
 	bash infra/install_openapiv2.sh >/dev/null
+
+stripe-mock:
+	bash infra/install_stripe_mock.sh >/dev/null
+
+postgres:
+	bash infra/install_postgres.sh >/dev/null
 
 gen: deps
 	$(PY) infra/gen_protos.py

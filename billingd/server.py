@@ -1,53 +1,84 @@
-"""billingd's process: serves BillingService and BillingAdminService with gRPC health.
+"""billingd's process: BillingService, BillingAdminService and the internal
+MeteringService with gRPC health, plus the Stripe meter reporter when Stripe is set up.
 
-The store is SQLite in KTAPE_DATA_DIR (KTAPE_BILLING_DSN=sqlite:///...). RPCs of issue 8
-not built yet answer UNIMPLEMENTED (see billingd/service.py).
+The store is SQLite in KTAPE_DATA_DIR by default, PostgreSQL with
+KTAPE_BILLING_DSN=postgresql://...; migrations run at start.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from billingd.metering_service import MeteringService
 from billingd.service import BillingAdminService, BillingService
-from billingd.store import SqliteStore
+from billingd.store import BillingStore
+from billingd.stripe_gateway import StripeGateway
+from ktape.aio import cancel_and_wait
 from ktape.billing.v1 import billing_pb2_grpc as pb_grpc
-from ktape.config import ConfigError, Settings, load_settings
+from ktape.billing.v1 import metering_pb2_grpc as metering_grpc
+from ktape.config import Settings
 from ktape.entrypoint import run_service
 from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
 from ktape.log import get_logger
+from ktape.paging import PageTokens, load_key
 
 log = get_logger(__name__)
 
-SERVICE_NAMES = ["ktape.billing.v1.BillingService", "ktape.billing.v1.BillingAdminService"]
+SERVICE_NAMES = ["ktape.billing.v1.BillingService", "ktape.billing.v1.BillingAdminService",
+                 "ktape.billing.v1.MeteringService"]
 
 
-async def build_server(settings: Settings, addr: str | None = None) -> RunningServer:
-    store = SqliteStore.from_dsn(settings.billing_dsn_effective)
-    return await start_server(
+@dataclass
+class Billingd:
+    running: RunningServer
+    store: BillingStore
+    stripe: StripeGateway | None
+
+
+def stripe_gateway(settings: Settings, store: BillingStore) -> StripeGateway | None:
+    api_key = settings.stripe_api_key.reveal() if settings.stripe_api_key else None
+    secret = settings.stripe_webhook_secret.reveal() if settings.stripe_webhook_secret else None
+    if not api_key and not secret:
+        return None
+    return StripeGateway(store, api_key=api_key, webhook_secret=secret,
+                         api_base=settings.stripe_api_base)
+
+
+async def build_server(settings: Settings, addr: str | None = None) -> Billingd:
+    store = await asyncio.to_thread(BillingStore.from_dsn, settings.billing_dsn_effective)
+    tokens = PageTokens(load_key(settings.data_dir))
+    stripe = stripe_gateway(settings, store)
+    running = await start_server(
         addr or str(settings.billingd_addr),
         [
-            lambda s: pb_grpc.add_BillingServiceServicer_to_server(BillingService(store), s),
+            lambda s: pb_grpc.add_BillingServiceServicer_to_server(
+                BillingService(store, tokens, stripe), s),
             lambda s: pb_grpc.add_BillingAdminServiceServicer_to_server(
-                BillingAdminService(store), s),
+                BillingAdminService(store, tokens), s),
+            lambda s: metering_grpc.add_MeteringServiceServicer_to_server(MeteringService(store), s),
         ],
         SERVICE_NAMES,
     )
+    return Billingd(running, store, stripe)
 
 
 async def _main(settings: Settings) -> int:
-    running = await build_server(settings)
-    log.info("server.started", component="billingd", port=running.port,
-             addr=str(settings.billingd_addr))
-    await serve_until_signalled(running, "billingd")
+    billingd = await build_server(settings)
+    log.info("server.started", component="billingd", port=billingd.running.port,
+             addr=str(settings.billingd_addr), stripe=billingd.stripe is not None)
+    tasks = []
+    if billingd.stripe is not None and billingd.stripe.client is not None:
+        tasks.append(asyncio.create_task(billingd.stripe.run_meter_reporter(),
+                                         name="billingd-meter-reporter"))
+    try:
+        await serve_until_signalled(billingd.running, "billingd")
+    finally:
+        await cancel_and_wait(tasks)
+        billingd.store.close()
     return 0
 
 
-def _check_store_dsn() -> None:
-    dsn = load_settings().billing_dsn_effective
-    if not dsn.startswith("sqlite:///"):
-        raise ConfigError("KTAPE_BILLING_DSN", "***",
-                          "sqlite:///PATH (the PostgreSQL store is not built yet)")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_service("billingd", _main, validate=_check_store_dsn)
+    return run_service("billingd", _main)

@@ -27,14 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def create_key(dsn: str, account: str, *, env: str, credits: int, name: str) -> tuple[str, str]:
     """Returns (account_id, full key)."""
-    from billingd.store import SqliteStore
+    from billingd.store import BillingStore
 
-    store = SqliteStore.from_dsn(dsn)
-    acct = store.account_for_name(account)
-    key = store.create_key(acct.account_id, env=env, name=name)
-    if credits:
-        store.append(acct.account_id, credits, kind="grant", reason="ktape keys create",
-                     idempotency_key=f"grant-with-key:{key.key_id}")
+    store = BillingStore.from_dsn(dsn)
+    try:
+        acct = store.account_for_name(account)
+        key = store.create_key(acct.account_id, env=env, name=name)
+        if credits:
+            store.append(acct.account_id, credits, kind="grant", reason="ktape keys create",
+                         idempotency_key=f"grant-with-key:{key.key_id}")
+    finally:
+        store.close()
     return acct.account_id, key.full
 
 
@@ -45,9 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.credits < 0:
         print("ktape keys: --credits must not be negative", file=sys.stderr)
-        return 2
-    if not settings.billing_dsn_effective.startswith("sqlite:///"):
-        print("ktape keys: only the SQLite billing store is supported so far", file=sys.stderr)
         return 2
     account_id, full = create_key(settings.billing_dsn_effective, args.account, env=args.env,
                                   credits=args.credits, name=args.name)

@@ -10,13 +10,17 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ktape.aio import cancel_and_wait
+from ktape.billing.v1 import metering_pb2_grpc as metering_grpc
 from ktape.config import Settings
 from ktape.entrypoint import run_service
 from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
 from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
+from ktape.paging import PageTokens, load_key
 from ktape.schema import apply_migrations
-from queryd.paging import PageTokens, load_key
+from queryd.metering.interceptor import MeteringInterceptor
+from queryd.metering.usage import UsageRecorder
+from queryd.metering.verifier import KeyVerifier
 from queryd.service import MarketDataService
 
 log = get_logger(__name__)
@@ -71,15 +75,26 @@ async def watch_store(running: RunningServer, pool: AsyncConnectionPool) -> None
                 log.warning("store.lost", component="queryd", error=error)
 
 
+def build_metering(settings: Settings, channel: grpc.aio.Channel) -> MeteringInterceptor:
+    """The interceptor that authenticates and meters every call, talking to billingd."""
+    stub = metering_grpc.MeteringServiceStub(channel)
+    return MeteringInterceptor(KeyVerifier(stub), UsageRecorder(stub, settings.data_dir / "usage-spool"))
+
+
 async def _main(settings: Settings) -> int:
-    running, pool, service = await build_server(settings)
+    channel = grpc.aio.insecure_channel(str(settings.billingd_addr))
+    metering = build_metering(settings, channel)
+    running, pool, service = await build_server(settings, interceptors=[metering])
     log.info("server.started", component="queryd", port=running.port,
-             addr=str(settings.queryd_addr))
-    watcher = asyncio.create_task(watch_store(running, pool), name="queryd-store-watch")
+             addr=str(settings.queryd_addr), billingd=str(settings.billingd_addr))
+    tasks = [asyncio.create_task(watch_store(running, pool), name="queryd-store-watch"),
+             asyncio.create_task(metering.recorder.run(), name="queryd-usage-recorder")]
     try:
         await serve_until_signalled(running, "queryd", before_stop=service.stopping.set)
     finally:
-        await cancel_and_wait([watcher])
+        await cancel_and_wait(tasks)
+        await metering.recorder.close()
+        await channel.close()
         await pool.close()
     return 0
 

@@ -31,12 +31,12 @@ from ktape.errors import (
 from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
+from ktape.paging import PageTokenError, PageTokens, page_size, query_digest
 from queryd import reference, sql
 from queryd.candles import INTERVAL_US, MAX_BUCKETS, candles
 from queryd.convert import from_timestamp, orderbook_response
 from queryd.history import Page, deltas_page, trades_page
 from queryd.orderbook import Continuity, orderbook_at
-from queryd.paging import PageTokenError, PageTokens, page_size, query_digest
 from queryd.stream import stream_orderbook
 from queryd.timeutil import now_utc
 

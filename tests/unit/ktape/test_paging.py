@@ -4,7 +4,7 @@ import secrets
 
 import pytest
 
-from queryd.paging import PageTokenError, PageTokens, page_size, query_digest
+from ktape.paging import PageTokenError, PageTokens, page_size, query_digest
 
 
 def test_round_trip_and_binding():

@@ -1,0 +1,161 @@
+"""One transactional interface over SQLite and PostgreSQL for the billing store.
+
+Why a thin layer of our own rather than an ORM: the store is a dozen hand-written
+statements whose locking matters more than their mapping. Statements are written once
+with `?` placeholders; the PostgreSQL side rewrites them to `%s`. Every store operation
+runs in `tx()`; `lock_account()` serialises writers of one account — SQLite already
+serialises all writers (`BEGIN IMMEDIATE`), PostgreSQL takes the account row
+`FOR UPDATE` — so a balance check and the debit that follows are atomic on both.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+Row = tuple[Any, ...]
+
+
+class Tx(Protocol):
+    dialect: str
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    def lock_account(self, account_id: str) -> None: ...
+
+
+class Database(Protocol):
+    dialect: str
+
+    def tx(self) -> Any: ...  # context manager yielding a Tx
+
+    def close(self) -> None: ...
+
+
+class _SqliteTx:
+    dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        return self._conn.execute(sql, tuple(params)).fetchone()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(sql, tuple(params)).rowcount
+
+    def lock_account(self, account_id: str) -> None:
+        """BEGIN IMMEDIATE already holds the database's single write lock."""
+
+
+class SqliteDb:
+    """One connection per thread (SQLite connections are not shareable), WAL journal so
+    readers never wait for the writer, `BEGIN IMMEDIATE` so writers queue up front
+    instead of failing on lock upgrade."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL-safe
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def tx(self) -> Iterator[_SqliteTx]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SqliteTx(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+class _PgTx:
+    dialect = "postgres"
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._conn.execute(self._sql(sql), tuple(params)).fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        return self._conn.execute(self._sql(sql), tuple(params)).fetchone()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(self._sql(sql), tuple(params)).rowcount
+
+    def lock_account(self, account_id: str) -> None:
+        self._conn.execute("SELECT 1 FROM accounts WHERE account_id = %s FOR UPDATE",
+                           (account_id,))
+
+
+class PostgresDb:
+    """A psycopg 3 connection pool; each `tx()` is one READ COMMITTED transaction with
+    account rows locked explicitly where a balance decides the outcome."""
+
+    dialect = "postgres"
+
+    def __init__(self, dsn: str, *, max_size: int = 16) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self._pool = ConnectionPool(dsn, min_size=1, max_size=max_size, open=True,
+                                    timeout=30, name="billing")
+        self._pool.wait(timeout=30)
+
+    @contextmanager
+    def tx(self) -> Iterator[_PgTx]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield _PgTx(conn)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def open_database(dsn: str) -> SqliteDb | PostgresDb:
+    """`sqlite:///ABSOLUTE/PATH` or `postgresql://...` (also `postgres://`)."""
+    if dsn.startswith("sqlite:///"):
+        return SqliteDb(Path(dsn.removeprefix("sqlite:///")))
+    if dsn.startswith(("postgresql://", "postgres://")):
+        return PostgresDb(dsn)
+    raise ValueError("billing DSN must be sqlite:///PATH or postgresql://...")

@@ -1,0 +1,67 @@
+"""MeteringService: the internal RPCs queryd's metering interceptor calls.
+
+VerifyApiKey answers with everything the interceptor needs to admit calls on its own for
+a few seconds (account, plan, rate limit, credits available now); RecordUsage takes the
+served calls in batches and applies each once (event_id is the idempotency key), so a
+batch retried after a timeout never double-charges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import grpc
+
+from billingd.service import ENV_ENUM, _rpc
+from billingd.store import BillingStore, UsageIn
+from ktape.billing.v1 import metering_pb2 as pb
+from ktape.billing.v1 import metering_pb2_grpc as pb_grpc
+from ktape.errors import InvalidArgument
+from ktape.log import get_logger
+from ktape.pricing import DEFAULT_PLAN, PLANS
+
+log = get_logger(__name__)
+
+MAX_BATCH = 10_000
+
+
+class MeteringService(pb_grpc.MeteringServiceServicer):
+    def __init__(self, store: BillingStore) -> None:
+        self.store = store
+
+    def _verify(self, api_key: str) -> pb.VerifyApiKeyResponse:
+        account, key = self.store.authenticate(api_key)
+        standing = self.store.standing(account.account_id)
+        plan = PLANS.get(account.plan, PLANS[DEFAULT_PLAN])
+        return pb.VerifyApiKeyResponse(
+            account_id=account.account_id, key_id=key.key_id, env=ENV_ENUM[key.env],
+            plan=account.plan, admin=account.admin,
+            available_credits=standing.available(account, key.env),
+            postpaid=plan.postpaid and key.env == "prod",
+            rate_limit_per_minute=plan.rate_limit_per_minute)
+
+    @_rpc
+    async def VerifyApiKey(self, request: pb.VerifyApiKeyRequest,
+                           context: grpc.aio.ServicerContext) -> pb.VerifyApiKeyResponse:
+        return await asyncio.to_thread(self._verify, request.api_key)
+
+    @_rpc
+    async def RecordUsage(self, request: pb.RecordUsageRequest,
+                          context: grpc.aio.ServicerContext) -> pb.RecordUsageResponse:
+        if len(request.events) > MAX_BATCH:
+            raise InvalidArgument.field("events", f"at most {MAX_BATCH} per batch")
+        events = []
+        for index, event in enumerate(request.events):
+            if not event.event_id or not event.key_id or event.credits < 0:
+                raise InvalidArgument.field(f"events[{index}]",
+                                            "needs event_id, key_id and credits >= 0")
+            events.append(UsageIn(
+                event_id=event.event_id, key_id=event.key_id, method=event.method,
+                credits=event.credits, served_at=event.time.ToDatetime(tzinfo=dt.UTC),
+                ticker=event.ticker, in_gap=event.in_gap, continuation=event.continuation))
+        result = await asyncio.to_thread(self.store.record_usage, events)
+        log.info("usage.recorded", events=len(events), applied=result.applied,
+                 duplicates=result.duplicates, unknown_keys=len(result.unknown_keys))
+        return pb.RecordUsageResponse(applied=result.applied, duplicates=result.duplicates)
+

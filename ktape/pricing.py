@@ -1,0 +1,87 @@
+"""What every call costs and what every plan allows: the one table billing reads.
+
+Why one table: the metering interceptor (which charges), billingd (which books and
+reports the charge), the docs and the tests all read prices from here, so a price
+change is one edit and cannot disagree between components. Credits are integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MARKETDATA = "/ktape.marketdata.v1.MarketDataService/"
+
+# Credits per call, by full gRPC method name. A method missing here is not metered only
+# if it is in FREE_METHODS; anything else is refused by the interceptor (fail closed).
+PRICES: dict[str, int] = {
+    MARKETDATA + "GetOrderbook": 2,
+    MARKETDATA + "ListOrderbookDeltas": 1,
+    MARKETDATA + "ListTrades": 1,
+    MARKETDATA + "ListCandles": 1,
+    MARKETDATA + "ListMarkets": 1,
+    MARKETDATA + "GetMarket": 1,
+    MARKETDATA + "ListEvents": 1,
+    MARKETDATA + "GetEvent": 1,
+    MARKETDATA + "ListSeries": 1,
+    MARKETDATA + "GetSeries": 1,
+    MARKETDATA + "ListSettlements": 1,
+}
+
+# Server streams cost this much per started minute open (charged at open, then at the
+# start of every further minute).
+STREAM_PRICES_PER_MINUTE: dict[str, int] = {
+    MARKETDATA + "StreamOrderbook": 1,
+}
+
+# Infrastructure methods every client (and every load balancer) may call without a key.
+FREE_PREFIXES: tuple[str, ...] = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+# dev keys draw on a sandbox quota instead of credits: this many calls per account and
+# UTC day, never billed.
+SANDBOX_CALLS_PER_DAY = 1_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    monthly_allowance_credits: int  # free credits granted each UTC month, expiring at its end
+    rate_limit_per_minute: int  # per key
+    postpaid: bool  # usage beyond the balance is billed through Stripe Billing Meters
+
+
+PLANS: dict[str, Plan] = {
+    "free": Plan("free", 1_000, 120, postpaid=False),
+    "payg": Plan("payg", 1_000, 600, postpaid=True),
+    "pro": Plan("pro", 50_000, 1_200, postpaid=True),
+}
+
+DEFAULT_PLAN = "free"
+
+
+@dataclass(frozen=True)
+class CreditPack:
+    pack_id: str
+    credits: int
+    price_cents: int  # USD
+
+
+CREDIT_PACKS: dict[str, CreditPack] = {
+    "credits_10k": CreditPack("credits_10k", 10_000, 1_000),
+    "credits_100k": CreditPack("credits_100k", 100_000, 9_000),
+    "credits_1m": CreditPack("credits_1m", 1_000_000, 80_000),
+}
+
+
+def price_of(method: str) -> int | None:
+    """Credits for one unary call, or per started minute of a stream; None if unknown."""
+    if method in PRICES:
+        return PRICES[method]
+    return STREAM_PRICES_PER_MINUTE.get(method)
+
+
+def is_free(method: str) -> bool:
+    return method.startswith(FREE_PREFIXES)

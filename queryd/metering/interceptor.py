@@ -1,0 +1,209 @@
+"""The metering interceptor: authenticate, rate limit, check credits, record usage.
+
+Order per call (before the handler runs): bearer key from metadata `authorization`
+-> cached verification (UNAUTHENTICATED / PERMISSION_DENIED relayed from billingd with
+their details) -> per-key token bucket (RESOURCE_EXHAUSTED + RetryInfo + QuotaFailure)
+-> credits or sandbox calls available, counting usage this process has served but
+billingd has not yet booked (RESOURCE_EXHAUSTED + QuotaFailure; a paging request gets
+its page_token back in ErrorInfo metadata `resume_page_token`). After the handler
+succeeds, one usage event is queued; a failed call costs nothing. Streams pay per
+started minute and are re-checked as they run: a key revoked or out of credits ends
+its open streams too. Health and reflection are free and need no key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import message as pb_message
+from google.protobuf import timestamp_pb2
+
+from ktape.billing.v1 import metering_pb2
+from ktape.errors import InsufficientCredits, KtapeError, RateLimited, Unauthenticated, abort_with
+from ktape.log import get_logger
+from ktape.marketdata.v1 import marketdata_pb2
+from ktape.pricing import STREAM_PRICES_PER_MINUTE, is_free, price_of
+from queryd.metering.ratelimit import RateLimiter
+from queryd.metering.usage import UsageRecorder
+from queryd.metering.verifier import Grant, KeyVerifier
+
+log = get_logger(__name__)
+
+STREAM_MINUTE_SECS = 60.0
+
+
+def bearer_key(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise Unauthenticated("missing API key: send 'Authorization: Bearer kt_...'",
+                          reason="API_KEY_MISSING")
+
+
+def answer_in_gap(response: pb_message.Message) -> bool:
+    """Whether an answer fell inside a recorded gap (then its credits are refundable)."""
+    if response.DESCRIPTOR.fields_by_name.get("continuity") is not None:
+        return response.continuity.status == marketdata_pb2.CONTINUITY_STATUS_GAP  # type: ignore[attr-defined]
+    if response.DESCRIPTOR.fields_by_name.get("deltas") is not None:
+        return any(d.kind == marketdata_pb2.DELTA_KIND_GAP for d in response.deltas)  # type: ignore[attr-defined]
+    return False
+
+
+def _now_timestamp() -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(dt.datetime.now(dt.UTC))
+    return out
+
+
+def _seconds_to_utc_midnight() -> float:
+    now = dt.datetime.now(dt.UTC)
+    tomorrow = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (tomorrow - now).total_seconds()
+
+
+class MeteringInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, verifier: KeyVerifier, recorder: UsageRecorder,
+                 limiter: RateLimiter | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.verifier = verifier
+        self.recorder = recorder
+        self.limiter = limiter or RateLimiter()
+        self._clock = clock
+        # (account, env) -> (snapshot time it belongs to, units spent here since then)
+        self._spent: dict[tuple[str, str], tuple[float, int]] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or is_free(method):
+            return handler
+        metadata = handler_call_details.invocation_metadata
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, metadata, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, metadata, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler  # no client-streaming RPCs exist; never reached
+
+    # -- admission -------------------------------------------------------------------
+
+    def _available(self, grant: Grant) -> int:
+        owner = (grant.account_id, grant.env)
+        snapshot, spent = self._spent.get(owner, (-1.0, 0))
+        if snapshot != grant.fetched:
+            # A newer snapshot from billingd: it already counts what billingd booked, so
+            # only what is still queued here comes off it.
+            spent = self.recorder.pending(owner)
+            self._spent[owner] = (grant.fetched, spent)
+        return grant.available - spent
+
+    def _charge(self, grant: Grant, method: str, credits: int, *, ticker: str = "",
+                in_gap: bool = False, continuation: bool = False) -> None:
+        owner = (grant.account_id, grant.env)
+        units = 1 if grant.env == "dev" else credits
+        snapshot, spent = self._spent.get(owner, (grant.fetched, 0))
+        self._spent[owner] = (snapshot, spent + units)
+        self.recorder.add(metering_pb2.UsageEvent(
+            event_id=uuid.uuid4().hex, key_id=grant.key_id, method=method, credits=credits,
+            time=_now_timestamp(), ticker=ticker, in_gap=in_gap, continuation=continuation),
+            owner, units)
+
+    def _check_funds(self, grant: Grant, credits: int, request: Any) -> None:
+        need = 1 if grant.env == "dev" else credits
+        available = self._available(grant)
+        if available >= need:
+            return
+        metadata = {"account_id": grant.account_id, "needed": str(need),
+                    "available": str(max(0, available))}
+        token = getattr(request, "page_token", "")
+        if token:
+            metadata["resume_page_token"] = token
+        if grant.env == "dev":
+            raise InsufficientCredits(
+                "sandbox quota of this dev key's account is used up for today",
+                reason="SANDBOX_QUOTA_EXCEEDED", subject=f"account:{grant.account_id}",
+                retry_after_secs=_seconds_to_utc_midnight(), metadata=metadata)
+        if grant.postpaid:
+            raise InsufficientCredits("monthly spending cap reached", reason="SPENDING_CAP_REACHED",
+                                      subject=f"account:{grant.account_id}", metadata=metadata)
+        raise InsufficientCredits(f"{need} credits needed, {max(0, available)} available; "
+                                  "buy credits or wait for next month's allowance",
+                                  subject=f"account:{grant.account_id}", metadata=metadata)
+
+    async def _admit(self, method: str, metadata: Any, request: Any) -> tuple[Grant, int]:
+        credits = price_of(method)
+        if credits is None:
+            raise KtapeError(f"method {method} has no price; refusing to serve it unmetered",
+                             reason="METHOD_NOT_PRICED", metadata={"method": method})
+        grant = await self.verifier.verify(bearer_key(metadata))
+        wait = self.limiter.take(grant.key_id, grant.rate_limit_per_minute)
+        if wait > 0:
+            raise RateLimited(f"rate limit of {grant.rate_limit_per_minute} calls per minute "
+                              "exceeded", subject=f"key:{grant.key_id}",
+                              retry_after_secs=wait,
+                              metadata={"key_id": grant.key_id,
+                                        "limit_per_minute": str(grant.rate_limit_per_minute)})
+        self._check_funds(grant, credits, request)
+        return grant, credits
+
+    # -- wrappers --------------------------------------------------------------------
+
+    def _unary(self, method: str, metadata: Any, inner: Callable[..., Awaitable[Any]]
+               ) -> Callable[..., Awaitable[Any]]:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                grant, credits = await self._admit(method, metadata, request)
+            except KtapeError as error:
+                await abort_with(context, error)
+            response = await inner(request, context)
+            self._charge(grant, method, credits, ticker=getattr(request, "ticker", ""),
+                         in_gap=answer_in_gap(response))
+            return response
+
+        return behavior
+
+    def _stream(self, method: str, metadata: Any, inner: Callable[..., AsyncIterator[Any]]
+                ) -> Callable[..., AsyncIterator[Any]]:
+        per_minute = STREAM_PRICES_PER_MINUTE.get(method)
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            key = ""
+            try:
+                grant, credits = await self._admit(method, metadata, request)
+                key = bearer_key(metadata)
+            except KtapeError as error:
+                await abort_with(context, error)
+            ticker = getattr(request, "ticker", "")
+            self._charge(grant, method, credits, ticker=ticker)
+            opened = self._clock()
+            minutes = 1
+            async for item in inner(request, context):
+                try:
+                    grant = await self.verifier.verify(key)  # revocation ends open streams
+                    if per_minute and self._clock() - opened >= minutes * STREAM_MINUTE_SECS:
+                        self._check_funds(grant, per_minute, request)
+                        self._charge(grant, method, per_minute, ticker=ticker, continuation=True)
+                        minutes += 1
+                except KtapeError as error:
+                    log.info("metering.stream_ended", key_id=grant.key_id, reason=error.reason,
+                             minutes=minutes)
+                    await abort_with(context, error)
+                yield item
+
+        return behavior
