@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # A curl session against a running ktape (make demo): discover a market, read its book
 # now and a minute ago, page through its recent changes and trades, get candles.
-#   BASE=http://127.0.0.1:8080 bash examples/curl_session.sh
+#   BASE=http://127.0.0.1:8080 KTAPE_KEY=kt_... bash examples/curl_session.sh
 set -euo pipefail
 BASE=${BASE:-http://127.0.0.1:8080}
-AUTH=()
-[ -n "${KTAPE_KEY:-}" ] && AUTH=(-H "Authorization: Bearer $KTAPE_KEY")
+: "${KTAPE_KEY:?set KTAPE_KEY to your API key (make demo prints one)}"
+AUTH=(-H "Authorization: Bearer $KTAPE_KEY")
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 echo "== health"; curl -fsS "$BASE/healthz" >/dev/null && echo ok
@@ -30,4 +30,6 @@ echo "== trades and 1m candles"
 curl -fsS "${AUTH[@]}" "$BASE/v1/markets/$ticker/trades?start_time=$ago&end_time=$now&page_size=3" | json "len(d['trades'])"
 curl -fsS "${AUTH[@]}" "$BASE/v1/markets/$ticker/candles?start_time=$ago&end_time=$now&interval=1m" | json "d['candles']"
 echo "== an error is JSON"
+curl -sS "${AUTH[@]}" "$BASE/v1/markets/NO-SUCH-TICKER/orderbook"; echo
+echo "== without a key"
 curl -sS "$BASE/v1/markets/NO-SUCH-TICKER/orderbook"; echo

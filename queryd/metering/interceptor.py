@@ -190,11 +190,13 @@ class MeteringInterceptor(grpc.aio.ServerInterceptor):
             except KtapeError as error:
                 await abort_with(context, error)
             ticker = getattr(request, "ticker", "")
-            self._charge(grant, method, credits, ticker=ticker)
             opened = self._clock()
-            minutes = 1
+            minutes = 0  # charged when the first message goes out: a refused stream is free
             async for item in inner(request, context):
                 try:
+                    if minutes == 0:
+                        self._charge(grant, method, credits, ticker=ticker)
+                        minutes = 1
                     grant = await self.verifier.verify(key)  # revocation ends open streams
                     if per_minute and self._clock() - opened >= minutes * STREAM_MINUTE_SECS:
                         self._check_funds(grant, per_minute, request)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,16 @@ def test_stack_comes_up_healthy_and_stops_cleanly(tmp_path):
         while "demo API key (shown once): kt_dev_" not in log_path.read_text():
             assert time.monotonic() < deadline, "no demo key printed"
             time.sleep(0.2)
+        demo_key = re.search(r"demo API key \(shown once\): (kt_dev_\w+)",
+                             log_path.read_text()).group(1)
+        # The demo account works out of the box: a metered call and the account view.
+        auth = {"Authorization": f"Bearer {demo_key}"}
+        markets = httpx.get(f"http://127.0.0.1:{http_port}/v1/markets", headers=auth, timeout=10)
+        assert markets.status_code == 200, markets.text
+        assert httpx.get(f"http://127.0.0.1:{http_port}/v1/markets",
+                         timeout=10).status_code == 401
+        account = httpx.get(f"http://127.0.0.1:{http_port}/v1/account", headers=auth, timeout=10)
+        assert account.json()["account"]["name"] == "demo", account.text
         children = _started_children(log_path)
         pids = {c["pid"] for c in children}
         assert {c["component"] for c in children} >= {

@@ -19,7 +19,9 @@ def test_key_lifecycle_over_rest(edge):
     account = httpx.get(f"{edge.http_url}/v1/account", headers=auth, timeout=5)
     assert account.status_code == 200, account.text
     body = account.json()["account"]
-    assert body["name"] == "rest-user" and body["balance_credits"] == "250"
+    # 250 granted + this month's free allowance of the free plan
+    assert body["name"] == "rest-user" and body["balance_credits"] == "1250"
+    assert body["free_allowance_remaining"] == "1000" and body["plan"] == "free"
     assert body["state"] == "ACCOUNT_STATE_ACTIVE"
 
     created = httpx.post(f"{edge.http_url}/v1/account/keys", headers=auth,

@@ -21,7 +21,7 @@ def test_cors_preflight_is_answered_by_envoy(edge):
     assert "GET" in resp.headers["access-control-allow-methods"]
     assert "authorization" in resp.headers["access-control-allow-headers"]
     simple = httpx.get(f"{edge.http_url}/v1/markets", params={"event_ticker": "KX-NONE"},
-                       headers={"Origin": "https://app.example"}, timeout=5)
+                       headers={**edge.auth, "Origin": "https://app.example"}, timeout=5)
     assert simple.headers["access-control-allow-origin"] == "https://app.example"
 
 
@@ -40,11 +40,11 @@ def test_local_rate_limit_answers_json_429(edge, tmp_path):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if httpx.get(url, timeout=2).status_code in (200, 429, 503):
+                if httpx.get(url, headers=edge.auth, timeout=2).status_code in (200, 429, 503):
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        statuses = [httpx.get(url, timeout=5) for _ in range(8)]
+        statuses = [httpx.get(url, headers=edge.auth, timeout=5) for _ in range(8)]
         limited = [r for r in statuses if r.status_code == 429]
         assert limited, [r.status_code for r in statuses]
         assert limited[0].headers["content-type"].startswith("application/json")

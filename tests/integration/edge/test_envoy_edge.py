@@ -62,21 +62,21 @@ def test_grpc_health_reaches_each_backend_through_envoy(edge):
 
 
 def test_rest_routes_are_transcoded_with_json_errors(edge):
-    resp = httpx.get(f"{edge.http_url}/v1/markets",
+    resp = httpx.get(f"{edge.http_url}/v1/markets", headers=edge.auth,
                      params={"page_size": 5, "event_ticker": "KX-NO-SUCH-EVENT"}, timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"markets": [], "next_page_token": ""}
-    resp = httpx.get(f"{edge.http_url}/v1/markets", params={"bogus": "1"}, timeout=10)
+    resp = httpx.get(f"{edge.http_url}/v1/markets", headers=edge.auth, params={"bogus": "1"}, timeout=10)
     assert resp.status_code == 400
     assert resp.headers["content-type"].startswith("application/json")
 
-    resp = httpx.get(f"{edge.http_url}/v1/markets/KXNOPE-1/orderbook", timeout=10)
+    resp = httpx.get(f"{edge.http_url}/v1/markets/KXNOPE-1/orderbook", headers=edge.auth, timeout=10)
     assert resp.status_code == 404
     body = resp.json()
     assert body["code"] == 5 and "KXNOPE-1" in body["message"]
     assert body["details"][0]["reason"] == "UNKNOWN_TICKER"
 
-    resp = httpx.get(f"{edge.http_url}/v1/markets/KX-A/deltas",
+    resp = httpx.get(f"{edge.http_url}/v1/markets/KX-A/deltas", headers=edge.auth,
                      params={"start_time": "2026-11-24T00:00:00Z"}, timeout=10)
     assert resp.status_code == 400
     assert resp.json()["details"][-1]["field_violations"][0]["field"] == "end_time"

@@ -36,7 +36,8 @@ async def test_examples_run_against_recorded_data(edge, questdb, tmp_path):
                      key=lambda t: len(recorder.feed.books[t].yes) + len(recorder.feed.books[t].no))
         stream = asyncio.create_task(asyncio.to_thread(
             _run, [sys.executable, "examples/rest_stream_orderbook.py", ticker,
-                   "--base", edge.http_url, "--max-messages", "5"]))
+                   "--base", edge.http_url, "--max-messages", "5",
+                   "--key", edge.api_key]))
         await asyncio.sleep(2)
         sim.config.rate = 0
         await asyncio.sleep(0.5)
@@ -50,11 +51,12 @@ async def test_examples_run_against_recorded_data(edge, questdb, tmp_path):
     assert len(streamed.splitlines()) == 5
 
     book = await asyncio.to_thread(_run, [sys.executable, "examples/grpc_get_orderbook.py",
-                                          ticker, "--addr", edge.grpc_addr])
+                                          ticker, "--addr", edge.grpc_addr, "--key", edge.api_key])
     assert book.startswith(f"{ticker} at ") and "CONTINUITY_STATUS_" in book
     levels = [line for line in book.splitlines()[1:] if line.strip()]
     assert len(levels) == min(5, len(yes)) + min(5, len(no)), book
 
-    env = {**os.environ, "BASE": edge.http_url}
+    env = {**os.environ, "BASE": edge.http_url, "KTAPE_KEY": edge.api_key}
     session = await asyncio.to_thread(_run, ["bash", "examples/curl_session.sh"], env)
     assert "== book now" in session and "UNKNOWN_TICKER" in session
+    assert "API_KEY_MISSING" in session.split("== without a key")[1]

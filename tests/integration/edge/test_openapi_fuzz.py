@@ -30,7 +30,7 @@ def test_generated_requests_get_no_server_errors(edge):
         @settings(max_examples=20, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def check(case: schemathesis.Case) -> None:
-            response = case.call(base_url=edge.http_url, timeout=20)
+            response = case.call(base_url=edge.http_url, headers=edge.auth, timeout=20)
             case.validate_response(response, checks=[not_a_server_error])
             content_type = response.headers.get("content-type") or [""]
             assert content_type[0].startswith("application/json"), (case.path, response.status_code)

@@ -35,7 +35,7 @@ def test_stream_replays_then_goes_live_with_gap_markers(edge, questdb):
     start = (now - dt.timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     def read() -> None:
-        with httpx.stream("GET", f"{edge.http_url}/v1/markets/{ticker}/orderbook:stream",
+        with httpx.stream("GET", f"{edge.http_url}/v1/markets/{ticker}/orderbook:stream", headers=edge.auth,
                           params={"start_time": start}, timeout=30) as resp:
             assert resp.status_code == 200
             for line in resp.iter_lines():
@@ -75,6 +75,7 @@ def test_stream_replays_then_goes_live_with_gap_markers(edge, questdb):
 
 
 def test_stream_of_unknown_ticker_is_a_json_404(edge):
-    resp = httpx.get(f"{edge.http_url}/v1/markets/KX-NOPE-STREAM/orderbook:stream", timeout=10)
+    resp = httpx.get(f"{edge.http_url}/v1/markets/KX-NOPE-STREAM/orderbook:stream",
+                     headers=edge.auth, timeout=10)
     assert resp.status_code == 404
     assert "KX-NOPE-STREAM" in resp.text

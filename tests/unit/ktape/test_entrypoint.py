@@ -11,7 +11,7 @@ import pytest
     ("billingd", "KTAPE_BILLINGD_ADDR", "1.2.3.4:notaport"),
     ("ingestd", "KTAPE_FLUSH_ROWS", "-1"),
     ("ingestd", "KTAPE_MARKETS", "series:"),
-    ("billingd", "KTAPE_BILLING_DSN", "postgresql://user@db/billing"),
+    ("billingd", "KTAPE_BILLING_DSN", "mysql://user@db/billing"),
 ])
 def test_bad_configuration_is_one_clear_line(module, variable, value):
     proc = subprocess.run([sys.executable, "-m", module], env={variable: value, "PATH": ""},
