@@ -31,8 +31,10 @@ from ktape.errors import (
     Unavailable,
     abort_with,
 )
+from ktape.log import get_logger
 from ktape.paging import PageTokenError, PageTokens, page_size, query_digest
 
+log = get_logger(__name__)
 R = TypeVar("R")
 ENVS = {pb.KEY_ENV_DEV: "dev", pb.KEY_ENV_PROD: "prod", pb.KEY_ENV_UNSPECIFIED: "prod"}
 ENV_ENUM = {"dev": pb.KEY_ENV_DEV, "prod": pb.KEY_ENV_PROD}
@@ -100,6 +102,12 @@ def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
             return await method(self, request, context)
         except KtapeError as error:
             await abort_with(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # a bug: log it whole, answer INTERNAL without internals
+            log.exception("rpc.failed", method=method.__name__)
+            await abort_with(context, KtapeError(f"internal error in {method.__name__}",
+                                                 reason="INTERNAL"))
         raise AssertionError("unreachable")
 
     return wrapper

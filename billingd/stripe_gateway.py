@@ -128,7 +128,7 @@ class StripeGateway:
     async def _grant_for(self, event: Any) -> tuple[str, int, str, str] | None:
         if event.type not in GRANTING_EVENTS:
             return None
-        session = event.data.object
+        session = event.data.object.to_dict()
         if event.type == "checkout.session.completed" and session.get("payment_status") != "paid":
             return None  # async payment pending: async_payment_succeeded will grant
         session_id = session.get("id", "")
