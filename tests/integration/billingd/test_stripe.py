@@ -31,10 +31,12 @@ WEBHOOK_SECRET = "whsec_ktape_tests"
 
 
 @pytest_asyncio.fixture
-async def billing(tmp_path, stripe_mock) -> AsyncIterator[tuple[Billingd, pb_grpc.BillingServiceStub,
-                                                                 RecordingProxy]]:
+async def billing(tmp_path, stripe_mock, billing_dsn
+                  ) -> AsyncIterator[tuple[Billingd, pb_grpc.BillingServiceStub, RecordingProxy]]:
+    """billingd on each store backend, Stripe behind a recording proxy."""
     proxy = RecordingProxy(stripe_mock).start()
-    settings = load_settings({"KTAPE_DATA_DIR": str(tmp_path), "KTAPE_STRIPE_API_KEY": "sk_test_123",
+    settings = load_settings({"KTAPE_DATA_DIR": str(tmp_path), "KTAPE_BILLING_DSN": billing_dsn,
+                              "KTAPE_STRIPE_API_KEY": "sk_test_123",
                               "KTAPE_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
                               "KTAPE_STRIPE_API_BASE": proxy.url})
     billingd = await build_server(settings, addr="127.0.0.1:0")
