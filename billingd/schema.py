@@ -42,6 +42,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             reason TEXT NOT NULL,
             idempotency_key TEXT NOT NULL,
             created_at TEXT NOT NULL,
+            balance_after BIGINT NOT NULL,
             UNIQUE (account_id, idempotency_key))""",
         "CREATE INDEX IF NOT EXISTS ledger_account ON ledger(account_id, seq)",
         """CREATE TABLE IF NOT EXISTS usage_events (
@@ -65,6 +66,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             meter_reported_at TEXT)""",
         "CREATE INDEX IF NOT EXISTS usage_account_day ON usage_events(account_id, day)",
         "CREATE INDEX IF NOT EXISTS usage_served ON usage_events(served_at)",
+        """CREATE TABLE IF NOT EXISTS usage_totals (
+            account_id TEXT NOT NULL REFERENCES accounts(account_id),
+            period TEXT NOT NULL,
+            calls BIGINT NOT NULL DEFAULT 0,
+            allowance_credits BIGINT NOT NULL DEFAULT 0,
+            paid_credits BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (account_id, period))""",
         """CREATE TABLE IF NOT EXISTS audit_events (
             seq {serial},
             event_id TEXT NOT NULL UNIQUE,
@@ -120,9 +128,10 @@ def migrate(db: Database) -> None:
             if version == 1 and tx.dialect == "sqlite" and tx.one(
                     "SELECT 1 FROM sqlite_master WHERE name = 'ledger_unversioned'"):
                 tx.run("INSERT INTO ledger (entry_id, account_id, credits, kind, reason, "
-                       "idempotency_key, created_at) SELECT entry_id, account_id, credits, "
-                       "kind, reason, idempotency_key, created_at FROM ledger_unversioned "
-                       "ORDER BY rowid")
+                       "idempotency_key, created_at, balance_after) SELECT entry_id, "
+                       "account_id, credits, kind, reason, idempotency_key, created_at, "
+                       "sum(credits) OVER (PARTITION BY account_id ORDER BY rowid) "
+                       "FROM ledger_unversioned ORDER BY rowid")
                 tx.run("DROP TABLE ledger_unversioned")
             tx.run("INSERT INTO schema_migrations (version, applied_at) VALUES (?, "
                    "CURRENT_TIMESTAMP)", (version,))

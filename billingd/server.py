@@ -8,6 +8,7 @@ KTAPE_BILLING_DSN=postgresql://...; migrations run at start.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,11 +65,35 @@ async def build_server(settings: Settings, addr: str | None = None) -> Billingd:
     return Billingd(running, store, stripe)
 
 
+GAP_REFUND_INTERVAL_SECS = 60.0
+GAP_REFUND_LOOKBACK = dt.timedelta(days=2)
+
+
+async def refund_gap_calls_forever(store: BillingStore,
+                                   interval_secs: float = GAP_REFUND_INTERVAL_SECS) -> None:
+    """Refund, automatically, the credits of calls whose answer fell in a recorded gap.
+
+    Usage arrives in batches (and after outages, late), so each pass looks back
+    GAP_REFUND_LOOKBACK; refunds are idempotent per call, so overlapping passes are safe.
+    """
+    while True:
+        now = dt.datetime.now(dt.UTC)
+        try:
+            calls, credits = await asyncio.to_thread(store.refund_gap_calls,
+                                                     now - GAP_REFUND_LOOKBACK, now)
+            if calls:
+                log.info("billing.gap_refunds", calls=calls, credits=credits)
+        except Exception:  # keep refunding on the next pass; the store may be back
+            log.exception("billing.gap_refunds_failed")
+        await asyncio.sleep(interval_secs)
+
+
 async def _main(settings: Settings) -> int:
     billingd = await build_server(settings)
     log.info("server.started", component="billingd", port=billingd.running.port,
              addr=str(settings.billingd_addr), stripe=billingd.stripe is not None)
-    tasks = []
+    tasks = [asyncio.create_task(refund_gap_calls_forever(billingd.store),
+                                 name="billingd-gap-refunds")]
     if billingd.stripe is not None and billingd.stripe.client is not None:
         tasks.append(asyncio.create_task(billingd.stripe.run_meter_reporter(),
                                          name="billingd-meter-reporter"))

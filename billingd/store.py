@@ -344,8 +344,8 @@ class BillingStore:
 
     def entries(self, account_id: str) -> list[LedgerEntry]:
         with self.db.tx() as tx:
-            rows = tx.all(f"SELECT {_ENTRY_COLUMNS}, sum(credits) OVER (ORDER BY seq) "
-                          "FROM ledger WHERE account_id = ? ORDER BY seq", (account_id,))
+            rows = tx.all(f"SELECT {_ENTRY_COLUMNS}, balance_after FROM ledger "
+                          "WHERE account_id = ? ORDER BY seq", (account_id,))
         return [LedgerEntry(*row[:7], balance_after=int(row[7])) for row in rows]
 
     def standing(self, account_id: str, *, now: dt.datetime | None = None) -> Standing:
@@ -389,47 +389,57 @@ class BillingStore:
 
     def _charge(self, tx: Tx, account_id: str, items: list[tuple[UsageIn, str]],
                 now: dt.datetime, result: RecordResult) -> None:
+        """Book one account's events: allowance first, then the balance, then (postpaid)
+        the Stripe meter or (prepaid) a logged write-off; one ledger entry per batch."""
         account = _get_account(tx, account_id)
         tx.lock_account(account_id)
         plan = PLANS.get(account.plan, PLANS[DEFAULT_PLAN])
         _ensure_month(tx, account, now)
         balance = _balance(tx, account_id)
         allowance_left: dict[str, int] = {}
+        totals: dict[str, list[int]] = {}  # period -> [calls, allowance, paid]
         charged = 0
         first_event = ""
         for event, env in sorted(items, key=lambda pair: pair[0].served_at):
-            if tx.one("SELECT 1 FROM usage_events WHERE event_id = ?", (event.event_id,)):
-                result.duplicates += 1
-                continue
             served = event.served_at
+            credits = event.credits if env == "prod" else 0
             allowance = ledger = metered = unpaid = 0
-            if env == "prod" and event.credits > 0:
+            if credits > 0:
                 month = month_of(served)
                 if month not in allowance_left:
                     allowance_left[month] = _allowance_left(tx, account_id, month)
-                ledger = min(event.credits, max(0, balance - charged))
+                ledger = min(credits, max(0, balance - charged))
                 allowance = min(ledger, allowance_left[month])
-                allowance_left[month] -= allowance
-                rest = event.credits - ledger
-                if plan.postpaid:
-                    metered = rest
-                else:
-                    unpaid = rest
+                rest = credits - ledger
+                metered, unpaid = (rest, 0) if plan.postpaid else (0, rest)
+            calls = 0 if event.continuation else 1
+            inserted = tx.run(
+                "INSERT INTO usage_events (event_id, account_id, key_id, env, method, calls, "
+                "credits, allowance_credits, ledger_credits, metered_credits, unpaid_credits, "
+                "day, served_at, recorded_at, ticker, in_gap) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                (event.event_id, account_id, event.key_id, env, event.method, calls, credits,
+                 allowance, ledger, metered, unpaid, stamp(served)[:10], stamp(served),
+                 stamp(now), event.ticker, int(event.in_gap)))
+            if not inserted:  # seen before: the first delivery was booked
+                result.duplicates += 1
+                continue
+            if credits > 0:
+                allowance_left[month_of(served)] -= allowance
                 charged += ledger
-                if unpaid:
-                    log.warning("usage.unpaid", account_id=account_id, event_id=event.event_id,
-                                method=event.method, credits=unpaid)
-            tx.run("INSERT INTO usage_events (event_id, account_id, key_id, env, method, calls, "
-                   "credits, allowance_credits, ledger_credits, metered_credits, unpaid_credits, "
-                   "day, served_at, recorded_at, ticker, in_gap) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (event.event_id, account_id, event.key_id, env, event.method,
-                    0 if event.continuation else 1, event.credits if env == "prod" else 0,
-                    allowance, ledger, metered,
-                    unpaid, stamp(served)[:10], stamp(served), stamp(now), event.ticker,
-                    int(event.in_gap)))
+            if unpaid:
+                log.warning("usage.unpaid", account_id=account_id, event_id=event.event_id,
+                            method=event.method, credits=unpaid)
+            period = month_of(served) if env == "prod" else f"dev:{stamp(served)[:10]}"
+            total = totals.setdefault(period, [0, 0, 0])
+            total[0] += calls
+            total[1] += allowance
+            total[2] += credits - allowance
             first_event = first_event or event.event_id
             result.applied += 1
+        for period, (calls, allowance, paid) in totals.items():
+            _add_totals(tx, account_id, period, calls=calls, allowance=allowance, paid=paid)
         if charged:
             _insert_entry(tx, account_id, -charged, "usage", "metered API calls",
                           f"usage:{first_event}", now)
@@ -585,26 +595,44 @@ def _get_account(tx: Tx, account_id: str) -> Account:
 
 
 def _balance(tx: Tx, account_id: str) -> int:
-    row = tx.one("SELECT coalesce(sum(credits), 0) FROM ledger WHERE account_id = ?",
-                 (account_id,))
+    """The running balance of the newest entry (= the sum of the ledger, kept per entry
+    so a balance is one index lookup, not a scan of the account's history)."""
+    row = tx.one("SELECT balance_after FROM ledger WHERE account_id = ? ORDER BY seq DESC "
+                 "LIMIT 1", (account_id,))
     return int(row[0]) if row else 0
 
 
 def _entry(tx: Tx, account_id: str, key: str) -> LedgerEntry | None:
-    row = tx.one(f"SELECT {_ENTRY_COLUMNS}, seq FROM ledger WHERE account_id = ? AND "
+    row = tx.one(f"SELECT {_ENTRY_COLUMNS}, balance_after FROM ledger WHERE account_id = ? AND "
                  "idempotency_key = ?", (account_id, key))
-    if row is None:
-        return None
-    after = tx.one("SELECT coalesce(sum(credits), 0) FROM ledger WHERE account_id = ? AND "
-                   "seq <= ?", (account_id, row[7]))
-    return LedgerEntry(*row[:7], balance_after=int(after[0]) if after else 0)
+    return LedgerEntry(*row[:7], balance_after=int(row[7])) if row else None
 
 
 def _insert_entry(tx: Tx, account_id: str, credits: int, kind: str, reason: str, key: str,
                   now: dt.datetime) -> None:
+    """Append one entry; callers hold the account lock, so the running balance is exact."""
     tx.run("INSERT INTO ledger (entry_id, account_id, credits, kind, reason, idempotency_key, "
-           "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-           (f"le_{uuid.uuid4().hex}", account_id, credits, kind, reason, key, stamp(now)))
+           "created_at, balance_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+           (f"le_{uuid.uuid4().hex}", account_id, credits, kind, reason, key, stamp(now),
+            _balance(tx, account_id) + credits))
+
+
+def _add_totals(tx: Tx, account_id: str, period: str, *, calls: int = 0, allowance: int = 0,
+                paid: int = 0) -> None:
+    tx.run("INSERT INTO usage_totals (account_id, period, calls, allowance_credits, "
+           "paid_credits) VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, period) DO UPDATE SET "
+           "calls = usage_totals.calls + excluded.calls, "
+           "allowance_credits = usage_totals.allowance_credits + excluded.allowance_credits, "
+           "paid_credits = usage_totals.paid_credits + excluded.paid_credits",
+           (account_id, period, calls, allowance, paid))
+
+
+def _totals(tx: Tx, account_id: str, period: str) -> tuple[int, int, int]:
+    """(calls, allowance credits, paid credits) of a month ("YYYY-MM", prod keys) or a
+    sandbox day ("dev:YYYY-MM-DD")."""
+    row = tx.one("SELECT calls, allowance_credits, paid_credits FROM usage_totals WHERE "
+                 "account_id = ? AND period = ?", (account_id, period))
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
 
 
 def _allowance_granted(tx: Tx, account_id: str, month: str) -> int:
@@ -614,10 +642,7 @@ def _allowance_granted(tx: Tx, account_id: str, month: str) -> int:
 
 
 def _allowance_used(tx: Tx, account_id: str, month: str) -> int:
-    row = tx.one("SELECT coalesce(sum(allowance_credits), 0) FROM usage_events WHERE "
-                 "account_id = ? AND day >= ? AND day < ?",
-                 (account_id, f"{month}-01", f"{month}-99"))
-    return int(row[0]) if row else 0
+    return _totals(tx, account_id, month)[1]
 
 
 def _allowance_left(tx: Tx, account_id: str, month: str) -> int:
@@ -651,12 +676,7 @@ def _ensure_month(tx: Tx, account: Account, now: dt.datetime) -> None:
 
 def _standing(tx: Tx, account_id: str, now: dt.datetime) -> Standing:
     month = month_of(now)
-    spent = tx.one("SELECT coalesce(sum(credits - allowance_credits), 0) FROM usage_events "
-                   "WHERE account_id = ? AND env = 'prod' AND day >= ? AND day < ?",
-                   (account_id, f"{month}-01", f"{month}-99"))
-    dev = tx.one("SELECT coalesce(sum(calls), 0) FROM usage_events WHERE account_id = ? AND "
-                 "env = 'dev' AND day = ?", (account_id, stamp(now)[:10]))
     return Standing(balance=_balance(tx, account_id),
                     allowance_remaining=_allowance_left(tx, account_id, month),
-                    spent_this_month=int(spent[0]) if spent else 0,
-                    dev_calls_today=int(dev[0]) if dev else 0)
+                    spent_this_month=_totals(tx, account_id, month)[2],
+                    dev_calls_today=_totals(tx, account_id, f"dev:{stamp(now)[:10]}")[0])

@@ -65,10 +65,14 @@ class UsageRecorder:
     # -- sending ---------------------------------------------------------------------
 
     async def flush(self) -> bool:
-        """Send everything queued now; True when the queue was emptied."""
+        """Send everything queued when called; False if billingd did not take it all."""
         async with self._lock:
-            while self._queue:
-                batch = self._queue[: self.batch_size]
+            # Only what is queued now: events added while a batch is in flight wait for the
+            # next flush instead of being chased in a stream of tiny batches.
+            remaining = len(self._queue)
+            while remaining > 0:
+                batch = self._queue[: min(self.batch_size, remaining)]
+                remaining -= len(batch)
                 request = metering_pb2.RecordUsageRequest(events=[e for e, _, _ in batch])
                 try:
                     await self._stub.RecordUsage(request, timeout=self._timeout)
@@ -106,9 +110,10 @@ class UsageRecorder:
 
     async def close(self) -> None:
         """Last flush at shutdown; whatever billingd does not take is spooled to disk."""
-        if not await self.flush():
-            async with self._lock:
-                self._spool_queue("billing unreachable at shutdown")
+        while self._queue and await self.flush():
+            pass
+        async with self._lock:
+            self._spool_queue("billing unreachable at shutdown")  # no-op when all were sent
 
     # -- the spool -------------------------------------------------------------------
 

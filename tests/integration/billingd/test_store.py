@@ -9,6 +9,7 @@ import pytest
 from billingd.keys import parse_key, secret_digest
 from billingd.store import BillingStore
 from ktape.errors import AlreadyExists, InsufficientCredits, Unauthenticated
+from tests.fixtures.billing import assert_ledger_consistent
 
 
 @pytest.fixture
@@ -96,6 +97,7 @@ def test_fifty_concurrent_debits_never_overdraw(store):
         t.join()
     assert results.count(True) == 33  # 33 * 3 = 99 <= 100 < 34 * 3
     assert store.balance(account.account_id) == 1
+    assert_ledger_consistent(store, account.account_id)
 
 
 def test_ktape_keys_create_prints_the_key_once(billing_dsn, tmp_path, monkeypatch, capsys):

@@ -8,6 +8,7 @@ import pytest
 
 from billingd.store import BillingStore, UsageIn
 from ktape.errors import InvalidArgument
+from tests.fixtures.billing import assert_ledger_consistent
 
 NOV = dt.datetime(2026, 11, 10, 12, 0, tzinfo=dt.UTC)
 DEC = dt.datetime(2026, 12, 2, 9, 0, tzinfo=dt.UTC)
@@ -41,6 +42,7 @@ def test_allowance_is_spent_first_and_expires_at_month_end(billing_store: Billin
     assert kinds == [("grant", 500), ("allowance", 1000), ("usage", -300), ("usage", -800),
                      ("allowance_expiry", 0), ("allowance", 1000)]
     assert billing_store.entries(account.account_id)[-1].balance_after == 1400
+    assert_ledger_consistent(billing_store, account.account_id)
 
 
 def test_unused_allowance_expires(billing_store: BillingStore):
@@ -106,6 +108,7 @@ def test_gap_calls_are_refunded_once(billing_store: BillingStore):
     assert billing_store.refund_gap_calls(*window) == (1, 2)
     assert billing_store.refund_gap_calls(*window) == (0, 0)
     assert billing_store.standing(account.account_id, now=NOV).balance == 998
+    assert_ledger_consistent(billing_store, account.account_id)
 
 
 def test_stripe_events_apply_once_and_grants_once_per_session(billing_store: BillingStore):
@@ -128,3 +131,25 @@ def test_audit_events_page_newest_first(billing_store: BillingStore):
     assert [e.detail_json for e in rest] == ['{"i": 1}', '{"i": 0}']
     only = billing_store.audit_events(target_account_id="acct_1", before_seq=None, limit=10)
     assert {e.target_account_id for e in only} == {"acct_1"} and len(only) == 2
+
+
+async def test_gap_refunds_run_automatically(billing_store: BillingStore):
+    import asyncio
+
+    from billingd.server import refund_gap_calls_forever
+
+    account, key = _account_with_key(billing_store, "auto-refund")
+    now = dt.datetime.now(dt.UTC)
+    billing_store.record_usage([_event(key.key_id, 1, 2, now, in_gap=True, ticker="KX-A")])
+    assert billing_store.standing(account.account_id).balance == 998
+    task = asyncio.create_task(refund_gap_calls_forever(billing_store, interval_secs=0.05))
+    try:
+        for _ in range(100):
+            if billing_store.standing(account.account_id).balance == 1000:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    assert billing_store.standing(account.account_id).balance == 1000
+    refunds = [e for e in billing_store.entries(account.account_id) if e.kind == "refund"]
+    assert len(refunds) == 1
