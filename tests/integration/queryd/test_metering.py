@@ -296,3 +296,24 @@ async def test_billing_outage_loses_no_usage_and_reads_go_on(questdb, tmp_path):
                                    end=now + dt.timedelta(hours=1))
         assert sum(r.calls for r in rows) == 6
         assert not list((tmp_path / "usage-spool").glob("usage-*.pb"))
+
+
+async def test_spending_cap_stops_a_postpaid_account(metered: Metered):
+    key = metered.key("capped", plan="payg")
+    account, api_key = metered.store.authenticate(key)
+    metered.store.set_spending_cap(account.account_id, 3)
+    metered.store.record_usage([UsageIn("seed-cap", api_key.key_id, "seed", 1000,
+                                        dt.datetime.now(dt.UTC))])  # the allowance is spent
+    price = PRICES[MARKETDATA + "ListSeries"]
+    served = 0
+    for _ in range(6):
+        try:
+            await metered.stub.ListSeries(pb.ListSeriesRequest(), metadata=auth(key))
+            served += 1
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert _reason(exc) == "SPENDING_CAP_REACHED"
+    assert served == 3 // price
+    assert await metered.interceptor.recorder.flush()
+    # Postpaid: what the balance did not cover is metered for Stripe, not refused.
+    assert sum(r.credits for r in metered.store.unreported_meter_usage()) == 3
