@@ -40,6 +40,7 @@ def render_envoy_config(
     listen_address: str = "127.0.0.1",
     rate_limit_per_sec: int = 1000,
     rate_limit_burst: int = 2000,
+    max_request_body_bytes: int = 1 << 20,
     ingestd_metrics_addr: str = "127.0.0.1:9101",
 ) -> str:
     """The Envoy YAML for one ktape edge.
@@ -62,6 +63,7 @@ def render_envoy_config(
         access_log_path=_quoted(access_log_path or "/dev/stdout"),
         rate_limit_per_sec=rate_limit_per_sec,
         rate_limit_burst=rate_limit_burst,
+        max_request_body_bytes=max_request_body_bytes,
         ingestd_metrics_host=metrics.host,
         ingestd_metrics_port=metrics.port,
         openapi_path=_quoted(str(descriptor_path.parent / "openapi.json")),

@@ -84,3 +84,13 @@ def test_rest_routes_are_transcoded_with_json_errors(edge):
     resp = httpx.get(f"{edge.http_url}/v1/no-such-route", timeout=10)
     assert resp.status_code == 404
     assert resp.headers["content-type"].startswith("application/json")
+
+
+def test_request_size_limits_answer_json(edge):
+    big = httpx.post(f"{edge.http_url}/v1/billing/checkout", headers=edge.auth,
+                     content=b'{"pack": "' + b"x" * (2 << 20) + b'"}', timeout=10)
+    assert big.status_code == 413, big.text[:200]
+    assert big.headers["content-type"].startswith("application/json")
+    huge_header = httpx.get(f"{edge.http_url}/v1/series", timeout=10,
+                            headers={**edge.auth, "x-padding": "y" * (64 << 10)})
+    assert huge_header.status_code == 431

@@ -79,3 +79,29 @@ def test_stream_of_unknown_ticker_is_a_json_404(edge):
                      headers=edge.auth, timeout=10)
     assert resp.status_code == 404
     assert "KX-NOPE-STREAM" in resp.text
+
+
+def test_stream_as_server_sent_events_for_browsers(edge, questdb):
+    ticker = f"KX-SSE-{int(time.time())}"
+    now = dt.datetime.now(dt.UTC)
+    with questdb.connect() as conn:
+        apply_migrations(conn)
+        t0 = now - dt.timedelta(seconds=30)
+        conn.execute(CP, (t0, ticker, t0, t0))
+        ts = now - dt.timedelta(seconds=20)
+        conn.execute(CH, (ts, ticker, 4300, 100, 100, 2, ts))
+        wait_for_wal(conn)
+    start = (now - dt.timedelta(seconds=25)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    events: list[dict] = []
+    with httpx.stream("GET", f"{edge.http_url}/v1/markets/{ticker}/orderbook:stream",
+                      headers={**edge.auth, "Accept": "text/event-stream"},
+                      params={"start_time": start}, timeout=30) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line.removeprefix("data: ")))
+            if len(events) >= 2:
+                break
+    assert events[0]["snapshot"]["yes"] == [{"price": "0.4200", "quantity": "150.00"}]
+    assert events[1]["delta"]["price"] == "0.4300"
