@@ -45,11 +45,19 @@ def market_message(row: tuple[Any, ...]) -> pb.Market:
     return market
 
 
+async def _aggregate(conn: AsyncConnection, query: str, params: dict[str, Any],
+                     width: int) -> tuple[Any, ...]:
+    """One aggregate row. QuestDB answers an aggregate over no matching rows with no row
+    at all (not a row of NULLs), so that case becomes NULLs here."""
+    row = await (await conn.execute(query, params)).fetchone()
+    return tuple(row) if row is not None else (None,) * width
+
+
 async def coverage(conn: AsyncConnection, ticker: str) -> pb.Coverage:
     params = {"ticker": ticker}
-    first, last_cp = await (await conn.execute(sql.COVERAGE_SPAN, params)).fetchone()
-    (last_change,) = await (await conn.execute(sql.COVERAGE_LAST_CHANGE, params)).fetchone()
-    gap_count, gap_us = await (await conn.execute(sql.COVERAGE_GAPS, params)).fetchone()
+    first, last_cp = await _aggregate(conn, sql.COVERAGE_SPAN, params, 2)
+    (last_change,) = await _aggregate(conn, sql.COVERAGE_LAST_CHANGE, params, 1)
+    gap_count, gap_us = await _aggregate(conn, sql.COVERAGE_GAPS, params, 2)
     cov = pb.Coverage(gap_count=int(gap_count or 0))
     if first is not None:
         cov.first_recorded_time.CopyFrom(timestamp(as_utc(first)))

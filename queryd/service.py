@@ -65,6 +65,13 @@ def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
             await abort_with(context, Unavailable(
                 "the history store is unreachable; retry shortly", retry_after_secs=2.0,
                 reason="STORE_UNAVAILABLE"))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # a bug: log it whole, answer INTERNAL without internals
+            log.exception("rpc.failed", method=method.__name__,
+                          ticker=getattr(request, "ticker", ""))
+            await abort_with(context, KtapeError(f"internal error in {method.__name__}",
+                                                 reason="INTERNAL"))
         raise AssertionError("unreachable")  # abort_with raises
 
     return wrapper
