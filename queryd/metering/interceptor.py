@@ -57,6 +57,16 @@ def answer_in_gap(response: pb_message.Message) -> bool:
     return False
 
 
+def end_message(message_type: type[pb_message.Message], error: KtapeError) -> Any:
+    """The stream's explicit last message for an error (streams end with `end`, never
+    a silent close: NDJSON and SSE clients cannot see gRPC trailers)."""
+    out = message_type()
+    out.end.code = error.grpc_code.name  # type: ignore[attr-defined]
+    out.end.message = error.message  # type: ignore[attr-defined]
+    out.end.reason = error.reason  # type: ignore[attr-defined]
+    return out
+
+
 def _now_timestamp() -> timestamp_pb2.Timestamp:
     out = timestamp_pb2.Timestamp()
     out.FromDatetime(dt.datetime.now(dt.UTC))
@@ -205,6 +215,7 @@ class MeteringInterceptor(grpc.aio.ServerInterceptor):
                 except KtapeError as error:
                     log.info("metering.stream_ended", key_id=grant.key_id, reason=error.reason,
                              minutes=minutes)
+                    yield end_message(type(item), error)  # REST clients see why, in band
                     await abort_with(context, error)
                 yield item
 

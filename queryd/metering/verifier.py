@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ktape.billing.v1 import billing_pb2, metering_pb2
@@ -28,6 +28,7 @@ from ktape.log import get_logger
 
 log = get_logger(__name__)
 
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 DEFINITIVE_CODES = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
                     grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
 
@@ -51,7 +52,14 @@ class RelayedError(KtapeError):
     """billingd's own rich status, passed on to the caller unchanged."""
 
     def __init__(self, status: status_pb2.Status) -> None:
-        super().__init__(status.message)
+        reason = ""
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+        super().__init__(status.message, reason=reason or None)
+        self.grpc_code = _STATUS_CODES.get(status.code, grpc.StatusCode.UNKNOWN)
         self.status = status
 
     def to_status(self) -> status_pb2.Status:

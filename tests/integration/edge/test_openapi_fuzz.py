@@ -30,7 +30,7 @@ def test_generated_requests_get_no_server_errors(edge):
         @given(case=operation.as_strategy())
         @settings(max_examples=20, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
-        def check(case: schemathesis.Case) -> None:
+        def check(case: schemathesis.Case, headers: dict[str, str] = headers) -> None:
             response = case.call(base_url=edge.http_url, headers=headers, timeout=20)
             case.validate_response(response, checks=[not_a_server_error])
             content_type = response.headers.get("content-type") or [""]

@@ -105,3 +105,35 @@ def test_stream_as_server_sent_events_for_browsers(edge, questdb):
                 break
     assert events[0]["snapshot"]["yes"] == [{"price": "0.4200", "quantity": "150.00"}]
     assert events[1]["delta"]["price"] == "0.4300"
+
+
+def test_revoked_key_ends_a_rest_stream_with_an_error_object(edge, questdb):
+    from ktape.keys import create_key
+
+    ticker = f"KX-REVOKE-{int(time.time())}"
+    now = dt.datetime.now(dt.UTC)
+    with questdb.connect() as conn:
+        apply_migrations(conn)
+        conn.execute(CP, (now, ticker, now, now))
+        wait_for_wal(conn)
+    _, key = create_key(edge.billing_dsn, f"streamer-{ticker}", env="prod", credits=100,
+                        name="")
+    auth = {"Authorization": f"Bearer {key}"}
+    key_id = key.split("_")[2]
+    lines: list[dict] = []
+    began = time.monotonic()
+    with httpx.stream("GET", f"{edge.http_url}/v1/markets/{ticker}/orderbook:stream",
+                      headers=auth, timeout=30) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            if not line.strip():
+                continue
+            lines.append(json.loads(line))
+            if len(lines) == 1:
+                revoked = httpx.delete(f"{edge.http_url}/v1/account/keys/{key_id}", headers=auth,
+                                       timeout=5)
+                assert revoked.status_code == 200
+    assert time.monotonic() - began < 20
+    assert "snapshot" in lines[0]
+    end = lines[-1]["end"]
+    assert (end["code"], end["reason"]) == ("UNAUTHENTICATED", "API_KEY_REVOKED"), lines[-3:]
