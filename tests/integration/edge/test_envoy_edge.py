@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -94,3 +97,30 @@ def test_request_size_limits_answer_json(edge):
     huge_header = httpx.get(f"{edge.http_url}/v1/series", timeout=10,
                             headers={**edge.auth, "x-padding": "y" * (64 << 10)})
     assert huge_header.status_code == 431
+
+
+def test_access_log_is_json_and_admin_listens_on_loopback_only(edge):
+    httpx.get(f"{edge.http_url}/v1/series", headers=edge.auth, timeout=5)
+    deadline = time.monotonic() + 10
+    entries: list[dict] = []
+
+    def logged() -> bool:
+        return any(e.get("path", "").startswith("/v1/series") for e in entries)
+
+    while not logged() and time.monotonic() < deadline:  # Envoy flushes every second
+        log = edge.work_dir / "access.log"
+        entries = [json.loads(line) for line in log.read_text().splitlines()
+                   if line.strip()] if log.exists() else []
+        time.sleep(0.2)
+    assert logged(), entries[-3:]
+    listeners = httpx.get(f"http://127.0.0.1:{edge.admin_port}/listeners?format=json",
+                          timeout=5)
+    assert listeners.status_code == 200  # the admin answers on loopback ...
+    server_info = httpx.get(f"http://127.0.0.1:{edge.admin_port}/server_info", timeout=5).json()
+    assert server_info["state"] == "LIVE"
+    with socket.socket() as sock:  # ... and nowhere else: its socket is bound to 127.0.0.1
+        sock.settimeout(2)
+        hosts = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+        other = next((h for h in hosts if not h.startswith("127.")), None)
+        if other is not None:
+            assert sock.connect_ex((other, edge.admin_port)) != 0
