@@ -23,6 +23,7 @@ from ingestd.config import IngestSettings, load_ingest_settings
 from ingestd.feed import Feed, now_us
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.rest import KalshiRest, RestError
+from ingestd.live import LIVE_TABLES, LiveFanout
 from ingestd.metadata import record_reference_data
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter
@@ -65,6 +66,8 @@ class Recorder:
         self.feed = Feed(settings.kalshi_ws_url, self.writer, settings.markets, signer=signer,
                          checkpoint_every_changes=ingest.checkpoint_every_changes,
                          checkpoint_interval_secs=ingest.checkpoint_interval_secs)
+        self.live = LiveFanout()
+        self.writer.tap, self.writer.tap_tables = self.live.publish, LIVE_TABLES
         self.started_us = now_us()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -126,6 +129,9 @@ async def serve_http(recorder: Recorder, host: str, port: int) -> asyncio.Abstra
                 pass
             parts = request_line.decode("latin-1").split()
             path = parts[1] if len(parts) > 1 else "/"
+            if path == "/live":
+                await recorder.live.serve(reader, writer)
+                return
             if path == "/metrics":
                 status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(metrics.REGISTRY)
             elif path == "/healthz":

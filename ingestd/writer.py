@@ -53,11 +53,17 @@ class IlpWriter:
         # Batches that could neither be sent nor spilled (spill file full). Kept in order
         # in memory while the reader is held back (`backpressure`), never dropped.
         self.held: list[bytes] = []
+        # Rows of `tap_tables` are also handed to `tap` as they are buffered (the live
+        # fan-out, ingestd/live.py), in the order they will reach QuestDB.
+        self.tap: Any = None
+        self.tap_tables: tuple[str, ...] = ()
         metrics.SPILL_BYTES.set(self.spill.size)
 
     def row(self, table: str, *, symbols: dict[str, str], columns: dict[str, Any],
             at_us: int, exchange_ms: int | None = None) -> None:
         self.buffer.row(table, symbols=symbols, columns=columns, at=TimestampMicros(at_us))
+        if self.tap is not None and table in self.tap_tables:
+            self.tap(table, symbols, columns, at_us)
         self.rows += 1
         self.table_rows[table] = self.table_rows.get(table, 0) + 1
         if exchange_ms is not None and (self.oldest_exchange_ms is None

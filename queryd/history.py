@@ -44,16 +44,7 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
     entries: list[tuple[DeltaKey, pb.OrderbookDelta]] = []
     for ts, sid, seq, side, price, qty, delta, kind, recv_ts in rows:
         key: DeltaKey = (to_us(ts), int(sid), int(seq), str(side), int(price))
-        entry = pb.OrderbookDelta(
-            kind=pb.DELTA_KIND_SNAPSHOT if kind == "snapshot" else pb.DELTA_KIND_DELTA,
-            ts=timestamp(ts), seq=int(seq), sid=int(sid), side=SIDES.get(side, 0),
-            price=format_price(int(price)),
-            delta=format_quantity(int(delta if delta is not None else qty)),
-            quantity=format_quantity(int(qty)),
-        )
-        if recv_ts is not None:
-            entry.receive_time.CopyFrom(timestamp(recv_ts))
-        entries.append((key, entry))
+        entries.append((key, change_entry(ts, sid, seq, side, price, qty, delta, kind, recv_ts)))
 
     gap_rows = await (await conn.execute(
         sql.GAPS_OVERLAPPING, {"ticker": ticker, "start": start, "end": end})).fetchall() \
@@ -70,6 +61,21 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
     more = len(entries) > limit
     page = entries[:limit]
     return Page([e for _, e in page], list(page[-1][0]) if more and page else None)
+
+
+def change_entry(ts: dt.datetime, sid: Any, seq: Any, side: Any, price: Any, qty: Any,
+                 delta: Any, kind: Any, recv_ts: dt.datetime | None) -> pb.OrderbookDelta:
+    """One `book_changes` row (from QuestDB or from ingestd's live fan-out) as a delta."""
+    entry = pb.OrderbookDelta(
+        kind=pb.DELTA_KIND_SNAPSHOT if kind == "snapshot" else pb.DELTA_KIND_DELTA,
+        ts=timestamp(ts), seq=int(seq), sid=int(sid), side=SIDES.get(side, 0),
+        price=format_price(int(price)),
+        delta=format_quantity(int(delta if delta is not None else qty)),
+        quantity=format_quantity(int(qty)),
+    )
+    if recv_ts is not None:
+        entry.receive_time.CopyFrom(timestamp(recv_ts))
+    return entry
 
 
 def gap_marker(row: tuple[Any, ...], marker_us: int) -> pb.OrderbookDelta:

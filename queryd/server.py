@@ -18,6 +18,7 @@ from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, load_key
 from ktape.schema import apply_migrations
+from queryd.live import LiveTail
 from queryd.metering.interceptor import MeteringInterceptor
 from queryd.metering.usage import UsageRecorder
 from queryd.metering.verifier import KeyVerifier
@@ -37,14 +38,15 @@ def open_pool(settings: Settings, *, min_size: int = 2, max_size: int = 16) -> A
 
 
 async def build_server(settings: Settings, addr: str | None = None,
-                       interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+                       interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                       live: LiveTail | None = None
                        ) -> tuple[RunningServer, AsyncConnectionPool, MarketDataService]:
     """Start queryd on `addr` (default KTAPE_QUERYD_ADDR; port 0 allowed)."""
     with psycopg.connect(settings.questdb_pg_conninfo, autocommit=True, connect_timeout=10) as c:
         apply_migrations(c)
     pool = open_pool(settings)
     await pool.open(wait=True, timeout=30)
-    service = MarketDataService(pool, PageTokens(load_key(settings.data_dir)))
+    service = MarketDataService(pool, PageTokens(load_key(settings.data_dir)), live)
     running = await start_server(
         addr or str(settings.queryd_addr),
         [lambda server: pb_grpc.add_MarketDataServiceServicer_to_server(service, server)],
@@ -84,11 +86,13 @@ def build_metering(settings: Settings, channel: grpc.aio.Channel) -> MeteringInt
 async def _main(settings: Settings) -> int:
     channel = grpc.aio.insecure_channel(str(settings.billingd_addr))
     metering = build_metering(settings, channel)
-    running, pool, service = await build_server(settings, interceptors=[metering])
+    live = LiveTail(f"http://{settings.ingestd_metrics_addr}/live")
+    running, pool, service = await build_server(settings, interceptors=[metering], live=live)
     log.info("server.started", component="queryd", port=running.port,
              addr=str(settings.queryd_addr), billingd=str(settings.billingd_addr))
     tasks = [asyncio.create_task(watch_store(running, pool), name="queryd-store-watch"),
-             asyncio.create_task(metering.recorder.run(), name="queryd-usage-recorder")]
+             asyncio.create_task(metering.recorder.run(), name="queryd-usage-recorder"),
+             asyncio.create_task(live.run(), name="queryd-live-tail")]
     try:
         await serve_until_signalled(running, "queryd", before_stop=service.stopping.set)
     finally:

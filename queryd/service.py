@@ -36,6 +36,7 @@ from queryd import reference, sql
 from queryd.candles import INTERVAL_US, MAX_BUCKETS, candles
 from queryd.convert import from_timestamp, orderbook_response
 from queryd.history import Page, deltas_page, trades_page
+from queryd.live import LiveTail
 from queryd.orderbook import Continuity, orderbook_at
 from queryd.stream import stream_orderbook
 from queryd.timeutil import now_utc
@@ -112,10 +113,12 @@ def _filter_word(value: str, field: str) -> str:
 
 
 class MarketDataService(pb_grpc.MarketDataServiceServicer):
-    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens) -> None:
+    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens,
+                 live: LiveTail | None = None) -> None:
         self.pool = pool
         self.tokens = tokens
         self.stopping = asyncio.Event()  # set at shutdown: streams end with a message
+        self.live = live  # ingestd's fan-out, when followed (queryd/live.py)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -329,7 +332,7 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
         log.info("stream.opened", ticker=ticker, replay=start is not None)
         try:
             async for message in stream_orderbook(self.pool, ticker, start, request.depth,
-                                                  self.stopping):
+                                                  self.stopping, self.live):
                 yield message
                 if message.HasField("end"):
                     return
@@ -341,5 +344,10 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
             yield pb.StreamOrderbookResponse(end=pb.StreamEnd(
                 code="UNAVAILABLE", message="the history store became unreachable; reconnect "
                                             "with start_time to resume"))
+        except Exception:  # a bug: logged whole; the client gets an explicit end
+            log.exception("stream.failed", ticker=ticker)
+            yield pb.StreamOrderbookResponse(end=pb.StreamEnd(
+                code="INTERNAL", message="internal error; reconnect with start_time to resume",
+                reason="INTERNAL"))
         finally:
             log.info("stream.closed", ticker=ticker)

@@ -1,13 +1,19 @@
 """StreamOrderbook: a snapshot, then every change, gap markers and heartbeats.
 
-Replay and live are one keyset cursor over `book_changes` (the order of
-ListOrderbookDeltas), so switching from history to live has no seam. Each stream polls
-the store independently, so a slow consumer slows only itself; one that falls more than
-`MAX_BEHIND` behind live is ended with RESOURCE_EXHAUSTED in an explicit `end` message.
+History comes from QuestDB through one keyset cursor over `book_changes` (the order of
+ListOrderbookDeltas). Live comes from ingestd's fan-out (queryd/live.py) when queryd
+follows it: the stream subscribes *before* reading history, reads history until QuestDB
+shows the subscription's witnesses (then every row published before the subscription
+is in history), and from then on sends the subscription's queue, skipping rows it has
+already sent from history. No change is lost or repeated at the seam, and live rows
+reach the client milliseconds after ingestd wrote them instead of after the flush and
+WAL apply.
 
-Live mode starts `LIVE_SAFETY` in the past: a change's exchange time precedes its arrival
-in QuestDB by the ingest lag, so a cursor started at "now" could skip a change stamped
-just before now but committed just after.
+Without the fan-out (ingestd not reachable, or lost mid-stream) the stream polls QuestDB
+every POLL_SECS from its cursor — slower, still complete — and re-joins live when the
+fan-out is back. A consumer that falls behind (its live queue overflows, or it is more
+than MAX_BEHIND behind in history) is ended with RESOURCE_EXHAUSTED in an explicit
+`end` message; other streams never wait for it.
 """
 
 from __future__ import annotations
@@ -15,15 +21,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
+from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
 from queryd.convert import orderbook_response, timestamp
 from queryd.history import deltas_page, gap_marker
+from queryd.live import LiveTail, Subscription, gap_dedup
 from queryd.orderbook import orderbook_at
-from queryd.timeutil import now_utc, to_us
+from queryd.timeutil import from_us, now_utc, to_us
 
 POLL_SECS = 0.2
 HEARTBEAT_SECS = 5.0
@@ -31,55 +40,186 @@ PAGE = 1000
 LIVE_SAFETY = dt.timedelta(seconds=2)
 MAX_BEHIND = dt.timedelta(minutes=10)
 HORIZON = dt.timedelta(days=3650)
+RECENT = dt.timedelta(minutes=2)  # history rows this close to now may also arrive live
+
+WITNESS_SQL = {
+    "book_changes": "SELECT 1 FROM book_changes WHERE ticker = %(ticker)s AND ts = %(ts)s "
+                    "AND sid = %(sid)s AND seq = %(seq)s AND side = %(side)s "
+                    "AND price_e4 = %(price_e4)s LIMIT 1",
+    "gaps": "SELECT 1 FROM gaps WHERE ticker = %(ticker)s AND ts = %(ts)s LIMIT 1",
+    "gaps_healed": "SELECT 1 FROM gaps WHERE ticker = %(ticker)s AND ts = %(ts)s "
+                   "AND end_ts = %(end_ts)s LIMIT 1",
+}
+
+
+async def witnesses_visible(conn: AsyncConnection, witnesses: dict[str, dict[str, Any]]) -> bool:
+    """Whether QuestDB shows the newest row of each table published before a
+    subscription (hence, by in-order WAL apply, every row published before it)."""
+    for table, record in witnesses.items():
+        if table not in WITNESS_SQL:
+            continue
+        query = WITNESS_SQL[table]
+        params = {"ticker": record.get("ticker", ""), "ts": from_us(int(record["ts"]))}
+        if table == "book_changes":
+            params.update(sid=record["sid"], seq=record["seq"], side=record["side"],
+                          price_e4=record["price_e4"])
+        elif record.get("end_ts") is not None:  # a heal: the row must show its end too
+            query = WITNESS_SQL["gaps_healed"]
+            params["end_ts"] = from_us(int(record["end_ts"]))
+        if await (await conn.execute(query, params)).fetchone() is None:
+            return False
+    return True
+
+
+def _end(code: str, message: str, reason: str = "") -> pb.StreamOrderbookResponse:
+    return pb.StreamOrderbookResponse(end=pb.StreamEnd(code=code, message=message, reason=reason))
+
+
+SLOW_LIVE = _end("RESOURCE_EXHAUSTED", "the consumer fell behind the live feed; reconnect "
+                 "with start_time to resume", "SLOW_CONSUMER")
+SLOW_HISTORY = _end("RESOURCE_EXHAUSTED", "the consumer fell more than 10 minutes behind "
+                    "live; reconnect with start_time to resume", "SLOW_CONSUMER")
+
+
+class _Cursor:
+    """Where the stream is: history position, last change, gaps seen, recent keys."""
+
+    def __init__(self, began: dt.datetime, last_change: dt.datetime | None) -> None:
+        self.began = began
+        self.position: list[Any] | None = [to_us(began), 2**62, 2**62, "~", 2**62]
+        self.last_change = last_change
+        self.gaps_after = began
+        self.sent_recent: set[Any] = set()  # dedup keys of recent history rows sent
+
+    def note_history(self, dedup: Any, ts: dt.datetime) -> None:
+        if ts >= now_utc() - RECENT:
+            self.sent_recent.add(dedup)
+
+
+async def _history_pass(pool: AsyncConnectionPool, ticker: str, cur: _Cursor
+                        ) -> tuple[list[pb.StreamOrderbookResponse], bool]:
+    """One page of history after the cursor: (messages, caught_up)."""
+    out: list[pb.StreamOrderbookResponse] = []
+    async with pool.connection() as conn:
+        gap_rows = await (await conn.execute(sql.GAPS_DETECTED_AFTER, {
+            "ticker": ticker, "after": cur.gaps_after})).fetchall()
+        page = await deltas_page(conn, ticker, cur.began, now_utc() + HORIZON, cur.position,
+                                 PAGE, include_gaps=False)
+    for row in gap_rows:
+        detected = row[0].replace(tzinfo=dt.UTC)
+        out.append(pb.StreamOrderbookResponse(delta=gap_marker(row, to_us(row[2]))))
+        end_us = to_us(row[3]) if row[3] is not None else None
+        cur.note_history(gap_dedup(to_us(detected), end_us), detected)
+        cur.note_history(gap_dedup(to_us(detected), None), detected)  # its open version too
+        cur.gaps_after = max(cur.gaps_after, detected)
+    for item in page.items:
+        out.append(pb.StreamOrderbookResponse(delta=item))
+        ts = item.ts.ToDatetime(tzinfo=dt.UTC)
+        cur.last_change = ts
+        side = "yes" if item.side == pb.SIDE_YES else "no"
+        cur.note_history((to_us(ts), int(item.sid), int(item.seq), side,
+                          int(item.price.replace(".", ""))), ts)
+    if page.last_key is not None:
+        cur.position = page.last_key
+        return out, False
+    if page.items:
+        cur.position = _key_of_last(page)
+    return out, True
 
 
 async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.datetime | None,
-                           depth: int, stop: asyncio.Event | None = None
+                           depth: int, stop: asyncio.Event | None = None,
+                           live: LiveTail | None = None
                            ) -> AsyncIterator[pb.StreamOrderbookResponse]:
     began = start or (now_utc() - LIVE_SAFETY)
-    async with pool.connection() as conn:
-        snapshot = await orderbook_at(conn, ticker, began)
-    yield pb.StreamOrderbookResponse(snapshot=orderbook_response(snapshot, depth))
-    # every change after the snapshot instant
-    position: list | None = [to_us(began), 2**62, 2**62, "~", 2**62]
-    last_sent = asyncio.get_running_loop().time()
-    last_change: dt.datetime | None = snapshot.last_change
-    gaps_after = began
-    while stop is None or not stop.is_set():
+    sub: Subscription | None = live.subscribe(ticker) if live is not None else None
+    try:
         async with pool.connection() as conn:
-            gap_rows = await (await conn.execute(sql.GAPS_DETECTED_AFTER, {
-                "ticker": ticker, "after": gaps_after})).fetchall()
-            page = await deltas_page(conn, ticker, began, now_utc() + HORIZON, position, PAGE,
-                                     include_gaps=False)
-        for row in gap_rows:
-            yield pb.StreamOrderbookResponse(delta=gap_marker(row, to_us(row[2])))
-            gaps_after = max(gaps_after, row[0].replace(tzinfo=dt.UTC))
-        for item in page.items:
-            yield pb.StreamOrderbookResponse(delta=item)
-            last_change = item.ts.ToDatetime(tzinfo=dt.UTC)
-        if page.items:
-            last_sent = asyncio.get_running_loop().time()
-        if page.last_key is not None:
-            position = page.last_key
-            if last_change is not None and now_utc() - last_change > MAX_BEHIND:
-                yield pb.StreamOrderbookResponse(end=pb.StreamEnd(
-                    code="RESOURCE_EXHAUSTED",
-                    message="the consumer fell more than 10 minutes behind live; reconnect "
-                            "with start_time to resume"))
-                return
-            continue  # more history waiting: no sleep
-        if page.items:
-            position = _key_of_last(page, position)
-        if asyncio.get_running_loop().time() - last_sent >= HEARTBEAT_SECS:
-            heartbeat = pb.Heartbeat(server_time=timestamp(now_utc()))
-            if last_change is not None:
-                heartbeat.last_change_time.CopyFrom(timestamp(last_change))
-            yield pb.StreamOrderbookResponse(heartbeat=heartbeat)
-            last_sent = asyncio.get_running_loop().time()
-        await asyncio.sleep(POLL_SECS)
+            snapshot = await orderbook_at(conn, ticker, began)
+        yield pb.StreamOrderbookResponse(snapshot=orderbook_response(snapshot, depth))
+        cur = _Cursor(began, snapshot.last_change)
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
+        joined = False  # True once history is complete up to the subscription
+        while stop is None or not stop.is_set():
+            if sub is not None and (sub.reset.is_set() or sub.overflowed):
+                if sub.overflowed:
+                    yield SLOW_LIVE
+                    return
+                live.unsubscribe(sub)  # type: ignore[union-attr]
+                sub, joined = None, False  # lost the fan-out: back to history
+            if sub is None and live is not None and live.connected.is_set():
+                sub = live.subscribe(ticker)  # re-join through history
+            if not joined:
+                messages, caught_up = await _history_pass(pool, ticker, cur)
+                for message in messages:
+                    yield message
+                if messages:
+                    last_sent = loop.time()
+                if not caught_up:
+                    if cur.last_change is not None and now_utc() - cur.last_change > MAX_BEHIND:
+                        yield SLOW_HISTORY
+                        return
+                    continue  # more history waiting: no sleep
+                if sub is not None:
+                    async with pool.connection() as conn:
+                        visible = await witnesses_visible(conn, sub.witnesses)
+                    if visible:
+                        # History is now complete up to the subscription; read what became
+                        # visible since the pass above, then switch to the queue.
+                        while True:
+                            messages, caught_up = await _history_pass(pool, ticker, cur)
+                            for message in messages:
+                                yield message
+                            if caught_up:
+                                break
+                        joined = True
+                        continue
+            if joined and sub is not None:
+                try:
+                    item = await asyncio.wait_for(_next_live(sub), HEARTBEAT_SECS)
+                except TimeoutError:
+                    item = None
+                if item is not None:
+                    if item.dedup in cur.sent_recent:
+                        cur.sent_recent.discard(item.dedup)
+                    else:
+                        yield item.message
+                        last_sent = loop.time()
+                        if item.message.delta.kind != pb.DELTA_KIND_GAP:
+                            cur.last_change = item.message.delta.ts.ToDatetime(tzinfo=dt.UTC)
+                        cur.position = max(cur.position or list(item.key), list(item.key))
+            if loop.time() - last_sent >= HEARTBEAT_SECS:
+                heartbeat = pb.Heartbeat(server_time=timestamp(now_utc()))
+                if cur.last_change is not None:
+                    heartbeat.last_change_time.CopyFrom(timestamp(cur.last_change))
+                yield pb.StreamOrderbookResponse(heartbeat=heartbeat)
+                last_sent = loop.time()
+            if not joined:
+                await asyncio.sleep(POLL_SECS)
+    finally:
+        if sub is not None and live is not None:
+            live.unsubscribe(sub)
 
 
-def _key_of_last(page, position):  # type: ignore[no-untyped-def]
+async def _next_live(sub: Subscription) -> Any:
+    """The next queued row, or None as soon as the subscription is reset."""
+    if not sub.queue.empty():
+        return sub.queue.get_nowait()
+    getter = asyncio.ensure_future(sub.queue.get())
+    resetter = asyncio.ensure_future(sub.reset.wait())
+    try:
+        done, _ = await asyncio.wait({getter, resetter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (getter, resetter):
+            if not task.done():
+                task.cancel()
+    if getter in done and not getter.cancelled():
+        return getter.result()
+    return None
+
+
+def _key_of_last(page):  # type: ignore[no-untyped-def]
     """The keyset position of the last item of a final (short) page."""
     item = page.items[-1]
     ts_us = to_us(item.ts.ToDatetime(tzinfo=dt.UTC))

@@ -1,0 +1,109 @@
+"""The live fan-out: every book change and gap row, as ingestd writes it, to followers.
+
+Why: queryd's live streams must not wait for QuestDB (flush interval + WAL apply adds
+hundreds of milliseconds) nor poll it once per subscriber. ingestd already holds each
+row the moment it is decided, so it hands a copy to whoever follows `GET /live` on its
+HTTP port: newline-delimited JSON, one object per row, in exactly the order the rows
+go to QuestDB, each with a `live_seq` that increases by one per row within this process
+(a follower sees a jump if it was dropped). The first line names the process (`epoch`)
+so a follower knows when ingestd restarted.
+
+A follower that cannot keep up is disconnected rather than slowing ingest: its pending
+bytes are bounded (`max_pending_bytes`). It reconnects and re-joins from QuestDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import orjson
+
+from ktape.log import get_logger
+
+log = get_logger(__name__)
+
+LIVE_TABLES = ("book_changes", "gaps")
+HEARTBEAT_SECS = 2.0
+
+
+class _Follower:
+    def __init__(self, writer: asyncio.StreamWriter, max_pending: int) -> None:
+        self.writer = writer
+        self.max_pending = max_pending
+        self.chunks: list[bytes] = []
+        self.pending = 0
+        self.wake = asyncio.Event()
+        self.dropped = False
+
+    def offer(self, line: bytes) -> None:
+        if self.dropped:
+            return
+        if self.pending + len(line) > self.max_pending:
+            self.dropped = True  # the sender loop ends the connection
+        else:
+            self.chunks.append(line)
+            self.pending += len(line)
+        self.wake.set()
+
+
+class LiveFanout:
+    def __init__(self, max_pending_bytes: int = 64 << 20) -> None:
+        self.epoch = uuid.uuid4().hex
+        self.live_seq = 0
+        self.max_pending_bytes = max_pending_bytes
+        self._followers: set[_Follower] = set()
+        self.dropped_followers = 0
+        # The newest row of each table, sent to a new follower so it can tell when
+        # QuestDB has made visible everything published before it joined.
+        self.last_by_table: dict[str, dict[str, Any]] = {}
+
+    @property
+    def followers(self) -> int:
+        return len(self._followers)
+
+    def publish(self, table: str, symbols: dict[str, str], columns: dict[str, Any],
+                at_us: int) -> None:
+        """Called for every row written (see IlpWriter.tap); cheap when nobody follows."""
+        self.live_seq += 1
+        record: dict[str, Any] = {"n": self.live_seq, "tb": table, "ts": at_us, **symbols}
+        for name, value in columns.items():
+            record[name] = getattr(value, "value", value)  # TimestampMicros -> int
+        self.last_by_table[table] = record
+        if not self._followers:
+            return
+        line = orjson.dumps(record) + b"\n"
+        for follower in self._followers:
+            follower.offer(line)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer `GET /live` on an accepted connection until the follower leaves."""
+        follower = _Follower(writer, self.max_pending_bytes)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                     b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n")
+        writer.write(orjson.dumps({"epoch": self.epoch, "n": self.live_seq,
+                                   "last": self.last_by_table}) + b"\n")
+        self._followers.add(follower)
+        peer = writer.get_extra_info("peername")
+        log.info("live.follower_joined", peer=str(peer), followers=len(self._followers))
+        try:
+            while not follower.dropped and not reader.at_eof():
+                try:
+                    await asyncio.wait_for(follower.wake.wait(), HEARTBEAT_SECS)
+                except TimeoutError:  # idle: a heartbeat tells the follower we are alive
+                    follower.chunks.append(orjson.dumps({"hb": self.live_seq}) + b"\n")
+                follower.wake.clear()
+                if follower.chunks:
+                    chunks, follower.chunks, follower.pending = follower.chunks, [], 0
+                    writer.write(b"".join(chunks))
+                    await writer.drain()
+            if follower.dropped:
+                self.dropped_followers += 1
+                log.warning("live.follower_dropped", peer=str(peer),
+                            reason="more than max_pending_bytes behind")
+        except ConnectionError:
+            pass
+        finally:
+            self._followers.discard(follower)
+            log.info("live.follower_left", peer=str(peer), followers=len(self._followers))

@@ -1,0 +1,194 @@
+"""queryd's side of the live fan-out: one follower of ingestd's `/live`, many streams.
+
+One connection per queryd (not per stream) receives every book change and gap row the
+moment ingestd writes it; each row is turned into a stream message once and handed to
+the subscriptions of its ticker (bounded queues: a subscriber that falls behind is
+marked overflowed and its stream ends with RESOURCE_EXHAUSTED, nobody else waits).
+
+Joining history and live without a seam (see queryd/stream.py): a subscription records,
+at the moment it starts, the newest row of each table ingestd had published (the
+"witnesses"). Rows reach QuestDB in publication order and a table's WAL transactions
+are applied in order, so once a witness is visible in QuestDB every row published
+before the subscription is too: history is then complete up to the subscription and
+the queue holds everything after it.
+
+If the connection drops, rows are skipped (`n` jumps) or ingestd restarts (new epoch),
+every subscription is reset and its stream re-joins through QuestDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from ktape.log import get_logger
+from ktape.marketdata.v1 import marketdata_pb2 as pb
+from queryd.history import change_entry, gap_marker
+from queryd.timeutil import from_us
+
+log = get_logger(__name__)
+
+QUEUE_ROWS = 20_000  # per subscription: ~minutes of one busy market
+Key = tuple[Any, ...]
+
+
+@dataclass
+class LiveItem:
+    """One live row: its keyset key (as ListOrderbookDeltas orders), a dedup key, the
+    message to send, and the exchange/receive times for lag accounting."""
+
+    key: Key
+    dedup: Key
+    message: pb.StreamOrderbookResponse
+
+
+@dataclass(eq=False)  # identity: subscriptions live in sets
+class Subscription:
+    ticker: str
+    witnesses: dict[str, dict[str, Any]]
+    queue: asyncio.Queue[LiveItem] = field(default_factory=lambda: asyncio.Queue(QUEUE_ROWS))
+    reset: asyncio.Event = field(default_factory=asyncio.Event)
+    overflowed: bool = False
+
+
+def live_item(record: dict[str, Any]) -> tuple[str, LiveItem] | None:
+    """A fan-out record as (ticker, item); None for tables streams do not carry."""
+    table, ticker = record.get("tb"), record.get("ticker", "")
+    if table == "book_changes":
+        ts = from_us(int(record["ts"]))
+        recv = record.get("recv_ts")
+        entry = change_entry(ts, record["sid"], record["seq"], record["side"],
+                             record["price_e4"], record["qty_after_e2"], record.get("delta_e2"),
+                             record["kind"], from_us(int(recv)) if recv is not None else None)
+        key = (int(record["ts"]), int(record["sid"]), int(record["seq"]), str(record["side"]),
+               int(record["price_e4"]))
+        return ticker, LiveItem(key, key, pb.StreamOrderbookResponse(delta=entry))
+    if table == "gaps":
+        detected = int(record["ts"])
+        start = record.get("start_ts")
+        end = record.get("end_ts")
+        row = (from_us(detected), record.get("reason", "gap"),
+               from_us(int(start)) if start is not None else from_us(detected),
+               from_us(int(end)) if end is not None else None,
+               record.get("expected_seq"), record.get("got_seq"), record.get("sid"))
+        marker_us = int(start) if start is not None else detected
+        return ticker, LiveItem((marker_us, -1, -1, "", -1), gap_dedup(detected, end),
+                                pb.StreamOrderbookResponse(delta=gap_marker(row, marker_us)))
+    return None
+
+
+def gap_dedup(detected_us: int, end_us: int | None) -> Key:
+    return ("gap", detected_us, int(end_us or 0))
+
+
+class LiveTail:
+    def __init__(self, url: str, *, reconnect_max_secs: float = 5.0) -> None:
+        self.url = url
+        self.reconnect_max_secs = reconnect_max_secs
+        self.connected = asyncio.Event()
+        self.epoch: str | None = None
+        self.last_n = 0
+        self.last_by_table: dict[str, dict[str, Any]] = {}
+        self._subs: dict[str, set[Subscription]] = {}
+        self.rows = 0
+        self.resets = 0
+
+    # -- subscriptions ---------------------------------------------------------------
+
+    def subscribe(self, ticker: str) -> Subscription | None:
+        """A subscription from now on, or None while not following ingestd."""
+        if not self.connected.is_set():
+            return None
+        sub = Subscription(ticker, {t: dict(r) for t, r in self.last_by_table.items()})
+        self._subs.setdefault(ticker, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.ticker)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.ticker]
+
+    @property
+    def subscriptions(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def _reset_all(self, why: str) -> None:
+        if self._subs:
+            log.warning("live.reset", why=why, subscriptions=self.subscriptions)
+        self.resets += 1
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.reset.set()
+        self._subs.clear()
+
+    # -- following ingestd -----------------------------------------------------------
+
+    def _dispatch(self, record: dict[str, Any]) -> None:
+        n = record.get("n")
+        if "hb" in record:
+            if record["hb"] != self.last_n:
+                raise ConnectionError(f"rows lost: at {self.last_n}, ingestd at {record['hb']}")
+            return
+        if n != self.last_n + 1:
+            raise ConnectionError(f"rows lost: expected {self.last_n + 1}, got {n}")
+        self.last_n = n
+        self.rows += 1
+        table = record.get("tb")
+        if table is not None:
+            self.last_by_table[table] = record
+        subs = self._subs.get(record.get("ticker", ""))
+        if not subs:
+            return
+        made = live_item(record)
+        if made is None:
+            return
+        _ticker, item = made
+        for sub in subs:
+            if sub.overflowed:
+                continue
+            try:
+                sub.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                sub.reset.set()  # wakes the stream, which ends it with RESOURCE_EXHAUSTED
+
+    async def _follow_once(self, client: httpx.AsyncClient) -> None:
+        async with client.stream("GET", self.url) as resp:
+            resp.raise_for_status()
+            lines = resp.aiter_lines()
+            hello = orjson.loads(await anext(lines))
+            if self.epoch is not None and hello["epoch"] != self.epoch:
+                log.info("live.ingestd_restarted", epoch=hello["epoch"])
+            self.epoch, self.last_n = hello["epoch"], int(hello["n"])
+            self.last_by_table = dict(hello.get("last") or {})
+            self.connected.set()
+            log.info("live.following", url=self.url, epoch=self.epoch, n=self.last_n)
+            async for line in lines:
+                if line:
+                    self._dispatch(orjson.loads(line))
+
+    async def run(self) -> None:
+        """Follow ingestd for ever, reconnecting with capped backoff."""
+        backoff = 0.2
+        async with httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=10.0)) as client:
+            while True:
+                try:
+                    await self._follow_once(client)
+                    why = "ingestd closed the feed"
+                except (httpx.HTTPError, ConnectionError, orjson.JSONDecodeError,
+                        StopAsyncIteration, KeyError) as exc:
+                    why = f"{type(exc).__name__}: {exc}"
+                if self.connected.is_set():
+                    backoff = 0.2
+                    log.warning("live.disconnected", why=why)
+                self.connected.clear()
+                self._reset_all(why)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.reconnect_max_secs)
+

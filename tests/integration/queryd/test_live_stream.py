@@ -1,0 +1,168 @@
+"""StreamOrderbook over ingestd's live fan-out: replay, seamless join, live, re-join.
+
+The simulator feeds a real ingestd (Recorder with its HTTP server, so `/live` is real),
+queryd follows the fan-out, and streams are compared with what QuestDB stored: every
+change exactly once, across the history/live seam and across a fan-out reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+
+from ingestd.app import Recorder, serve_http
+from ingestd.config import IngestSettings
+from ktape.config import load_settings
+from ktape.marketdata.v1 import marketdata_pb2 as pb
+from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
+from ktape.runtime.ports import free_port
+from ktape.schema import apply_migrations
+from ktape.schema.wal import wait_for_wal
+from ktape.sim.server import SimConfig, SimServer
+from queryd.live import LiveTail
+from queryd.server import build_server
+
+
+def _ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def _key(delta: pb.OrderbookDelta) -> tuple:
+    if delta.kind == pb.DELTA_KIND_GAP:
+        return ("gap", delta.gap.start_time.ToMicroseconds(), delta.receive_time.ToMicroseconds())
+    return (delta.ts.ToMicroseconds(), delta.sid, delta.seq, delta.side, delta.price)
+
+
+async def _collect(stream, into: list, received_at: list) -> None:
+    async for message in stream:
+        into.append(message)
+        received_at.append(time.time())
+
+
+@contextlib.asynccontextmanager
+async def recording(questdb, tmp_path, rate: int = 400):
+    with questdb.connect() as conn:
+        conn.execute("DROP ALL TABLES")
+        apply_migrations(conn)
+    async with SimServer(SimConfig(markets=4, rate=rate, seed=91)) as sim:
+        http_port = free_port()
+        settings = load_settings({
+            **questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
+            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
+            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2",
+            "KTAPE_INGESTD_METRICS_ADDR": f"127.0.0.1:{http_port}",
+            "KTAPE_PAGE_TOKEN_SECRET": "live-stream-tests"})
+        recorder = Recorder(settings, IngestSettings(flush_interval_ms=200))
+        server = await serve_http(recorder, "127.0.0.1", http_port)
+        stop = asyncio.Event()
+        task = asyncio.create_task(recorder.run(stop))
+        tail = LiveTail(f"http://127.0.0.1:{http_port}/live")
+        tail_task = asyncio.create_task(tail.run())
+        running, pool, _service = await build_server(settings, addr="127.0.0.1:0", live=tail)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+        try:
+            await asyncio.wait_for(tail.connected.wait(), 10)
+            yield sim, recorder, tail, pb_grpc.MarketDataServiceStub(channel), stop
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+            await channel.close()
+            await running.stop(0)
+            await pool.close()
+            tail_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tail_task
+            server.close()
+
+
+async def test_stream_replays_then_joins_live_without_loss_or_repeat(questdb, tmp_path):
+    began = dt.datetime.now(dt.UTC)
+    async with recording(questdb, tmp_path) as (sim, recorder, tail, stub, _stop):
+        await asyncio.sleep(3)  # history to replay
+        ticker = max(recorder.feed.books, key=lambda t: recorder.feed.books[t].last_seq or 0)
+        replay: list = []
+        replay_at: list = []
+        live_only: list = []
+        live_at: list = []
+        streams = [
+            stub.StreamOrderbook(pb.StreamOrderbookRequest(ticker=ticker, start_time=_ts(began))),
+            stub.StreamOrderbook(pb.StreamOrderbookRequest(ticker=ticker)),
+        ]
+        readers = [asyncio.create_task(_collect(streams[0], replay, replay_at)),
+                   asyncio.create_task(_collect(streams[1], live_only, live_at))]
+        await asyncio.sleep(4)
+        assert tail.subscriptions == 2  # both joined the fan-out
+        sim.config.rate = 0
+        await asyncio.sleep(1.5)
+        for stream in streams:
+            stream.cancel()
+        for reader in readers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    with questdb.connect() as conn:
+        wait_for_wal(conn)
+        stored = conn.execute(
+            "SELECT ts, sid, seq, side, price_e4 FROM book_changes WHERE ticker = %s "
+            "AND ts >= %s", (ticker, began)).fetchall()
+    stored_keys = {(int(ts.replace(tzinfo=dt.UTC).timestamp() * 1_000_000), sid, seq,
+                    pb.SIDE_YES if side == "yes" else pb.SIDE_NO, f"{price // 10000}.{price % 10000:04d}")
+                   for ts, sid, seq, side, price in stored}
+    assert replay[0].HasField("snapshot")
+    deltas = [m.delta for m in replay[1:] if m.HasField("delta")]
+    keys = [_key(d) for d in deltas if d.kind != pb.DELTA_KIND_GAP]
+    assert len(keys) == len(set(keys)), "a change was sent twice"
+    assert set(keys) == stored_keys, (len(set(keys)), len(stored_keys),
+                                      sorted(stored_keys - set(keys))[:3],
+                                      sorted(set(keys) - stored_keys)[:3])
+    # The live-only stream: every change after its snapshot, once, and fast.
+    live_deltas = [(m.delta, at) for m, at in zip(live_only, live_at, strict=True)
+                   if m.HasField("delta") and m.delta.kind != pb.DELTA_KIND_GAP]
+    live_keys = [_key(d) for d, _ in live_deltas]
+    assert len(live_keys) == len(set(live_keys)) and set(live_keys) <= stored_keys
+    lags = sorted(at - d.receive_time.ToMicroseconds() / 1e6 for d, at in live_deltas[-100:])
+    assert lags and lags[len(lags) // 2] < 0.5, lags[-5:]  # ingestd receipt -> client
+
+
+@pytest.mark.timeout(120)
+async def test_stream_rejoins_after_the_fanout_drops(questdb, tmp_path):
+    async with recording(questdb, tmp_path, rate=300) as (sim, recorder, tail, stub, _stop):
+        await asyncio.sleep(1.5)
+        ticker = max(recorder.feed.books, key=lambda t: recorder.feed.books[t].last_seq or 0)
+        began = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        messages: list = []
+        stream = stub.StreamOrderbook(pb.StreamOrderbookRequest(ticker=ticker,
+                                                                start_time=_ts(began)))
+        reader = asyncio.create_task(_collect(stream, messages, []))
+        await asyncio.sleep(2)
+        resets = tail.resets
+        reset_at = time.time()
+        tail._reset_all("test: simulated fan-out loss")  # as if the connection dropped
+        assert tail.resets == resets + 1
+        await asyncio.sleep(3)
+        sim.config.rate = 0
+        await asyncio.sleep(1.5)
+        stream.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    with questdb.connect() as conn:
+        wait_for_wal(conn)
+        stored = conn.execute(
+            "SELECT ts, sid, seq, side, price_e4 FROM book_changes WHERE ticker = %s "
+            "AND ts > %s", (ticker, began)).fetchall()
+    stored_keys = {(int(ts.replace(tzinfo=dt.UTC).timestamp() * 1_000_000), sid, seq,
+                    pb.SIDE_YES if side == "yes" else pb.SIDE_NO,
+                    f"{price // 10000}.{price % 10000:04d}")
+                   for ts, sid, seq, side, price in stored}
+    keys = [_key(m.delta) for m in messages[1:]
+            if m.HasField("delta") and m.delta.kind != pb.DELTA_KIND_GAP]
+    assert len(keys) == len(set(keys)), "a change was sent twice"
+    assert set(keys) == stored_keys, (sorted(stored_keys - set(keys))[:30],
+                                      sorted(set(keys) - stored_keys)[:3], reset_at)
