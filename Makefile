@@ -71,7 +71,8 @@ up: install
 	$(VENV)/bin/ktape up
 
 BENCHES := bench/sim/throughput.py bench/ingest/pipeline.py bench/ingest/live_lag.py \
-	bench/query/orderbook_latency.py bench/billing/interceptor_overhead.py bench/billing/ledger.py
+	bench/query/orderbook_latency.py bench/query/stream_fanout.py \
+	bench/billing/interceptor_overhead.py bench/billing/ledger.py
 
 bench: install
 	@mkdir -p bench/results

@@ -19,11 +19,13 @@ every subscription is reset and its stream re-joins through QuestDB.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
+from psycopg import AsyncConnection
 
 from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2 as pb
@@ -31,6 +33,35 @@ from queryd.history import change_entry, gap_marker
 from queryd.timeutil import from_us
 
 log = get_logger(__name__)
+
+WITNESS_SQL = {
+    "book_changes": "SELECT 1 FROM book_changes WHERE ticker = %(ticker)s AND ts = %(ts)s "
+                    "AND sid = %(sid)s AND seq = %(seq)s AND side = %(side)s "
+                    "AND price_e4 = %(price_e4)s LIMIT 1",
+    "gaps": "SELECT 1 FROM gaps WHERE ticker = %(ticker)s AND ts = %(ts)s LIMIT 1",
+    "gaps_healed": "SELECT 1 FROM gaps WHERE ticker = %(ticker)s AND ts = %(ts)s "
+                   "AND end_ts = %(end_ts)s LIMIT 1",
+}
+
+
+async def witnesses_visible(conn: AsyncConnection, witnesses: dict[str, dict[str, Any]]) -> bool:
+    """Whether QuestDB shows the newest row of each table published before a
+    subscription (hence, by in-order WAL apply, every row published before it)."""
+    for table, record in witnesses.items():
+        if table not in WITNESS_SQL:
+            continue
+        query = WITNESS_SQL[table]
+        params = {"ticker": record.get("ticker", ""), "ts": from_us(int(record["ts"]))}
+        if table == "book_changes":
+            params.update(sid=record["sid"], seq=record["seq"], side=record["side"],
+                          price_e4=record["price_e4"])
+        elif record.get("end_ts") is not None:  # a heal: the row must show its end too
+            query = WITNESS_SQL["gaps_healed"]
+            params["end_ts"] = from_us(int(record["end_ts"]))
+        if await (await conn.execute(query, params)).fetchone() is None:
+            return False
+    return True
+
 
 QUEUE_ROWS = 20_000  # per subscription: ~minutes of one busy market
 Key = tuple[Any, ...]
@@ -50,7 +81,11 @@ class LiveItem:
 class Subscription:
     ticker: str
     witnesses: dict[str, dict[str, Any]]
-    queue: asyncio.Queue[LiveItem] = field(default_factory=lambda: asyncio.Queue(QUEUE_ROWS))
+    n: int  # the fan-out position when it started: rows up to n come from history
+    epoch: str
+    # Rows, and None as the sentinel of a reset (one slot is kept free for it).
+    queue: asyncio.Queue[LiveItem | None] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_ROWS + 1))
     reset: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
 
@@ -96,6 +131,14 @@ class LiveTail:
         self._subs: dict[str, set[Subscription]] = {}
         self.rows = 0
         self.resets = 0
+        # Visibility: every row up to `visible_n` (of `visible_epoch`) is in QuestDB.
+        # One tracker answers for every waiting stream (queryd.stream), so 1,000 joining
+        # streams cost one witness query per interval, not 1,000.
+        self.visible_n = 0
+        self.visible_epoch: str | None = None
+        self._visible = asyncio.Condition()
+        self._waiting = 0
+        self.pool: Any = None  # QuestDB pool for the visibility tracker (set by build_server)
 
     # -- subscriptions ---------------------------------------------------------------
 
@@ -103,7 +146,8 @@ class LiveTail:
         """A subscription from now on, or None while not following ingestd."""
         if not self.connected.is_set():
             return None
-        sub = Subscription(ticker, {t: dict(r) for t, r in self.last_by_table.items()})
+        sub = Subscription(ticker, {t: dict(r) for t, r in self.last_by_table.items()},
+                           self.last_n, self.epoch or "")
         self._subs.setdefault(ticker, set()).add(sub)
         return sub
 
@@ -125,7 +169,55 @@ class LiveTail:
         for subs in self._subs.values():
             for sub in subs:
                 sub.reset.set()
+                with contextlib.suppress(asyncio.QueueFull):
+                    sub.queue.put_nowait(None)  # wakes a stream waiting on its queue
         self._subs.clear()
+
+    async def wait_visible(self, sub: Subscription, wait_secs: float) -> bool:
+        """Whether QuestDB shows every row published before `sub` (waits up to
+        `wait_secs` for the tracker to say so)."""
+        def ready() -> bool:
+            return self.visible_epoch == sub.epoch and self.visible_n >= sub.n
+
+        if ready():
+            return True
+        self._waiting += 1
+        try:
+            async with self._visible:
+                async with asyncio.timeout(wait_secs):
+                    await self._visible.wait_for(ready)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiting -= 1
+
+    async def track_visibility(self, pool: Any, interval_secs: float = 0.05) -> None:
+        """While streams wait to join, advance `visible_n`: take the newest published rows
+        as witnesses, check them against QuestDB until they show (the newest row *now*
+        is never flushed yet under steady ingest, so the witnesses stay fixed until
+        seen), then move on to the rows published meanwhile."""
+        pending: tuple[str | None, int, dict[str, dict[str, Any]]] | None = None
+        while True:
+            await asyncio.sleep(interval_secs)
+            if not self._waiting or not self.connected.is_set():
+                continue
+            if pending is None or pending[0] != self.epoch:
+                pending = (self.epoch, self.last_n,
+                           {t: dict(r) for t, r in self.last_by_table.items()})
+            epoch, n, witnesses = pending
+            try:
+                async with pool.connection() as conn:
+                    visible = await witnesses_visible(conn, witnesses)
+            except Exception as exc:  # the store may be down; streams keep polling history
+                log.warning("live.visibility_check_failed", error=str(exc))
+                continue
+            if visible:
+                pending = None
+                if epoch == self.epoch:
+                    async with self._visible:
+                        self.visible_epoch, self.visible_n = epoch, n
+                        self._visible.notify_all()
 
     # -- following ingestd -----------------------------------------------------------
 
@@ -152,11 +244,12 @@ class LiveTail:
         for sub in subs:
             if sub.overflowed:
                 continue
-            try:
+            if sub.queue.qsize() >= QUEUE_ROWS:
+                sub.overflowed = True  # its stream ends with RESOURCE_EXHAUSTED
+                sub.reset.set()
+                sub.queue.put_nowait(None)  # the slot kept free for the sentinel
+            else:
                 sub.queue.put_nowait(item)
-            except asyncio.QueueFull:
-                sub.overflowed = True
-                sub.reset.set()  # wakes the stream, which ends it with RESOURCE_EXHAUSTED
 
     async def _follow_once(self, client: httpx.AsyncClient) -> None:
         async with client.stream("GET", self.url) as resp:
@@ -174,7 +267,19 @@ class LiveTail:
                     self._dispatch(orjson.loads(line))
 
     async def run(self) -> None:
-        """Follow ingestd for ever, reconnecting with capped backoff."""
+        """Follow ingestd for ever, reconnecting with capped backoff (and track QuestDB
+        visibility alongside, once a pool is attached)."""
+        tracker = (asyncio.create_task(self.track_visibility(self.pool), name="live-visibility")
+                   if self.pool is not None else None)
+        try:
+            await self._follow_forever()
+        finally:
+            if tracker is not None:
+                tracker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await tracker
+
+    async def _follow_forever(self) -> None:
         backoff = 0.2
         async with httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=10.0)) as client:
             while True:

@@ -46,6 +46,8 @@ async def build_server(settings: Settings, addr: str | None = None,
         apply_migrations(c)
     pool = open_pool(settings)
     await pool.open(wait=True, timeout=30)
+    if live is not None:
+        live.pool = pool  # its visibility tracker reads QuestDB through the same pool
     service = MarketDataService(pool, PageTokens(load_key(settings.data_dir)), live)
     running = await start_server(
         addr or str(settings.queryd_addr),

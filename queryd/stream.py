@@ -23,16 +23,15 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
 from queryd.convert import orderbook_response, timestamp
 from queryd.history import deltas_page, gap_marker
-from queryd.live import LiveTail, Subscription, gap_dedup
+from queryd.live import LiveItem, LiveTail, Subscription, gap_dedup
 from queryd.orderbook import orderbook_at
-from queryd.timeutil import from_us, now_utc, to_us
+from queryd.timeutil import now_utc, to_us
 
 POLL_SECS = 0.2
 HEARTBEAT_SECS = 5.0
@@ -41,35 +40,6 @@ LIVE_SAFETY = dt.timedelta(seconds=2)
 MAX_BEHIND = dt.timedelta(minutes=10)
 HORIZON = dt.timedelta(days=3650)
 RECENT = dt.timedelta(minutes=2)  # history rows this close to now may also arrive live
-
-WITNESS_SQL = {
-    "book_changes": "SELECT 1 FROM book_changes WHERE ticker = %(ticker)s AND ts = %(ts)s "
-                    "AND sid = %(sid)s AND seq = %(seq)s AND side = %(side)s "
-                    "AND price_e4 = %(price_e4)s LIMIT 1",
-    "gaps": "SELECT 1 FROM gaps WHERE ticker = %(ticker)s AND ts = %(ts)s LIMIT 1",
-    "gaps_healed": "SELECT 1 FROM gaps WHERE ticker = %(ticker)s AND ts = %(ts)s "
-                   "AND end_ts = %(end_ts)s LIMIT 1",
-}
-
-
-async def witnesses_visible(conn: AsyncConnection, witnesses: dict[str, dict[str, Any]]) -> bool:
-    """Whether QuestDB shows the newest row of each table published before a
-    subscription (hence, by in-order WAL apply, every row published before it)."""
-    for table, record in witnesses.items():
-        if table not in WITNESS_SQL:
-            continue
-        query = WITNESS_SQL[table]
-        params = {"ticker": record.get("ticker", ""), "ts": from_us(int(record["ts"]))}
-        if table == "book_changes":
-            params.update(sid=record["sid"], seq=record["seq"], side=record["side"],
-                          price_e4=record["price_e4"])
-        elif record.get("end_ts") is not None:  # a heal: the row must show its end too
-            query = WITNESS_SQL["gaps_healed"]
-            params["end_ts"] = from_us(int(record["end_ts"]))
-        if await (await conn.execute(query, params)).fetchone() is None:
-            return False
-    return True
-
 
 def _end(code: str, message: str, reason: str = "") -> pb.StreamOrderbookResponse:
     return pb.StreamOrderbookResponse(end=pb.StreamEnd(code=code, message=message, reason=reason))
@@ -90,6 +60,17 @@ class _Cursor:
         self.last_change = last_change
         self.gaps_after = began
         self.sent_recent: set[Any] = set()  # dedup keys of recent history rows sent
+        self.last_live: LiveItem | None = None  # newest row sent from the live queue
+
+    def note_live(self) -> None:
+        """Fold the newest live row into the history position and last-change time
+        (once per burst, not per row)."""
+        item = self.last_live
+        if item is None:
+            return
+        self.position = max(self.position or list(item.key), list(item.key))
+        if item.message.delta.kind != pb.DELTA_KIND_GAP:
+            self.last_change = item.message.delta.ts.ToDatetime(tzinfo=dt.UTC)
 
     def note_history(self, dedup: Any, ts: dt.datetime) -> None:
         if ts >= now_utc() - RECENT:
@@ -161,10 +142,8 @@ async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.dat
                         yield SLOW_HISTORY
                         return
                     continue  # more history waiting: no sleep
-                if sub is not None:
-                    async with pool.connection() as conn:
-                        visible = await witnesses_visible(conn, sub.witnesses)
-                    if visible:
+                if sub is not None and live is not None:
+                    if await live.wait_visible(sub, POLL_SECS):
                         # History is now complete up to the subscription; read what became
                         # visible since the pass above, then switch to the queue.
                         while True:
@@ -176,19 +155,16 @@ async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.dat
                         joined = True
                         continue
             if joined and sub is not None:
-                try:
-                    item = await asyncio.wait_for(_next_live(sub), HEARTBEAT_SECS)
-                except TimeoutError:
-                    item = None
-                if item is not None:
+                batch = await _next_live(sub, HEARTBEAT_SECS)
+                for item in batch:
                     if item.dedup in cur.sent_recent:
                         cur.sent_recent.discard(item.dedup)
-                    else:
-                        yield item.message
-                        last_sent = loop.time()
-                        if item.message.delta.kind != pb.DELTA_KIND_GAP:
-                            cur.last_change = item.message.delta.ts.ToDatetime(tzinfo=dt.UTC)
-                        cur.position = max(cur.position or list(item.key), list(item.key))
+                        continue
+                    yield item.message
+                    cur.last_live = item
+                if batch:
+                    last_sent = loop.time()
+                    cur.note_live()
             if loop.time() - last_sent >= HEARTBEAT_SECS:
                 heartbeat = pb.Heartbeat(server_time=timestamp(now_utc()))
                 if cur.last_change is not None:
@@ -202,21 +178,27 @@ async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.dat
             live.unsubscribe(sub)
 
 
-async def _next_live(sub: Subscription) -> Any:
-    """The next queued row, or None as soon as the subscription is reset."""
-    if not sub.queue.empty():
-        return sub.queue.get_nowait()
-    getter = asyncio.ensure_future(sub.queue.get())
-    resetter = asyncio.ensure_future(sub.reset.wait())
-    try:
-        done, _ = await asyncio.wait({getter, resetter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (getter, resetter):
-            if not task.done():
-                task.cancel()
-    if getter in done and not getter.cancelled():
-        return getter.result()
-    return None
+async def _next_live(sub: Subscription, wait_secs: float) -> list[LiveItem]:
+    """What is queued now (at least one row, waiting up to `wait_secs`); empty on timeout or
+    when the subscription was reset. One wait per burst, no task per row."""
+    queue = sub.queue
+    if queue.empty():
+        try:
+            async with asyncio.timeout(wait_secs):
+                first = await queue.get()
+        except TimeoutError:
+            return []
+        if first is None:  # the reset sentinel
+            return []
+        batch = [first]
+    else:
+        batch = []
+    while not queue.empty() and len(batch) < 500:
+        item = queue.get_nowait()
+        if item is None:
+            break
+        batch.append(item)
+    return batch
 
 
 def _key_of_last(page):  # type: ignore[no-untyped-def]

@@ -35,6 +35,7 @@ from queryd.metering.verifier import Grant, KeyVerifier
 log = get_logger(__name__)
 
 STREAM_MINUTE_SECS = 60.0
+STREAM_RECHECK_SECS = 1.0  # an open stream's key is re-checked at most this often
 
 
 def bearer_key(metadata: Any) -> str:
@@ -202,12 +203,16 @@ class MeteringInterceptor(grpc.aio.ServerInterceptor):
             ticker = getattr(request, "ticker", "")
             opened = self._clock()
             minutes = 0  # charged when the first message goes out: a refused stream is free
+            checked = self._clock()
             async for item in inner(request, context):
                 try:
                     if minutes == 0:
                         self._charge(grant, method, credits, ticker=ticker)
                         minutes = 1
-                    grant = await self.verifier.verify(key)  # revocation ends open streams
+                    if self._clock() - checked >= STREAM_RECHECK_SECS:
+                        # revocation and suspension end open streams too (cached verdict)
+                        grant = await self.verifier.verify(key)
+                        checked = self._clock()
                     if per_minute and self._clock() - opened >= minutes * STREAM_MINUTE_SECS:
                         self._check_funds(grant, per_minute, request)
                         self._charge(grant, method, per_minute, ticker=ticker, continuation=True)

@@ -65,8 +65,8 @@ async def recording(questdb, tmp_path, rate: int = 400):
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))
         tail = LiveTail(f"http://127.0.0.1:{http_port}/live")
-        tail_task = asyncio.create_task(tail.run())
         running, pool, _service = await build_server(settings, addr="127.0.0.1:0", live=tail)
+        tail_task = asyncio.create_task(tail.run())
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         try:
             await asyncio.wait_for(tail.connected.wait(), 10)

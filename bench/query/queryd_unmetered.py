@@ -1,0 +1,39 @@
+"""queryd for benchmarks: the real server and live tail, without the metering interceptor.
+
+Run by bench/query/stream_fanout.py as its own process (so the clients' work does not
+share a GIL with the server); prints `{"port": N}` once serving. Not for production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from ktape.config import load_settings
+from ktape.log import configure_logging
+from queryd.live import LiveTail
+from queryd.server import build_server
+
+
+async def main() -> None:
+    settings = load_settings()
+    live = LiveTail(f"http://{settings.ingestd_metrics_addr}/live")
+    running, pool, _service = await build_server(settings, addr="127.0.0.1:0", live=live)
+    tail = asyncio.create_task(live.run())
+    await asyncio.wait_for(live.connected.wait(), 30)
+    print(json.dumps({"port": running.port}), flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        tail.cancel()
+        await running.stop(0)
+        await pool.close()
+
+
+if __name__ == "__main__":
+    configure_logging()
+    asyncio.run(main())
