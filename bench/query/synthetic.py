@@ -73,3 +73,31 @@ def _insert_checkpoints(conn: psycopg.Connection, *, count: int, step_us: int,
         FROM long_sequence({count})
         """
     )
+
+
+def generate_trades(conn: psycopg.Connection, *, trades: int, markets: int,
+                    span_days: int = 7) -> int:
+    """Append `trades` trades over `span_days` for `markets` tickers; returns the count."""
+    span_us = span_days * 86_400 * 1_000_000
+    step_us = max(1, span_us // trades)
+    conn.execute(
+        f"""
+        INSERT INTO trades
+        SELECT timestamp_sequence({START_US + 500}, {step_us}) AS ts,
+               cast(concat('KXBENCH-', x % {markets}) AS SYMBOL) AS ticker,
+               concat('t-', x) AS trade_id,
+               100 * (1 + rnd_long(1, 98, 0)) AS yes_price_e4,
+               10000 - 100 * (1 + rnd_long(1, 98, 0)) AS no_price_e4,
+               100 * rnd_long(1, 500, 0) AS count_e2,
+               rnd_symbol('yes', 'no') AS taker_side,
+               false AS is_block,
+               x AS seq,
+               2L AS sid,
+               timestamp_sequence({START_US + 500}, {step_us}) AS recv_ts,
+               cast('ws' AS SYMBOL) AS source
+        FROM long_sequence({trades})
+        """
+    )
+    wait_for_wal(conn, ["trades"], timeout_secs=600)
+    (count,) = conn.execute("SELECT count() FROM trades").fetchone()
+    return int(count)

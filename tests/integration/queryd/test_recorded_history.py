@@ -195,3 +195,17 @@ async def test_errors_are_rich_statuses(recorded):
         await stub.ListTrades(pb.ListTradesRequest(ticker="KX-A", start_time=ts(recorded["end"]),
                                                    end_time=ts(recorded["start"])))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_deadlines_are_honoured(recorded):
+    """A call past its deadline ends DEADLINE_EXCEEDED (the server drops the work) and
+    the server keeps serving."""
+    stub = recorded["stub"]
+    request = pb.ListOrderbookDeltasRequest(ticker=_busiest(recorded["journal"]),
+                                            start_time=ts(recorded["start"]),
+                                            end_time=ts(recorded["end"]), page_size=1000)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ListOrderbookDeltas(request, timeout=0.0005)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    answer = await stub.ListOrderbookDeltas(request, timeout=10)
+    assert answer.deltas
