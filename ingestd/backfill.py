@@ -1,4 +1,5 @@
-"""`ktape backfill`: fill series, events and markets (every status) from Kalshi REST.
+"""`ktape backfill`: fill series, events and markets (every status) from Kalshi REST, and
+with `--candles` Kalshi's candlesticks of markets never recorded live.
 
 Idempotent and resumable by construction: every row is keyed by (ts, ticker) and the
 latest version per ticker wins, so an interrupted run is simply run again. REST calls go
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 import psycopg
 
+from ingestd.candles_backfill import backfill_candles
 from ingestd.feed import Feed, now_us
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.rest import KalshiRest, RestError
@@ -36,10 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "Kalshi REST into QuestDB. Safe to re-run; honours KTAPE_MARKETS.")
     parser.add_argument("--status", action="append", choices=STATUSES,
                         help="market statuses to fetch (repeatable; default: all)")
+    parser.add_argument("--candles", action="store_true",
+                        help="also backfill Kalshi's candlesticks of markets never recorded live")
+    parser.add_argument("--period", type=int, choices=(1, 60, 1440), default=60,
+                        help="candle period in minutes (default 60)")
+    parser.add_argument("--since-days", type=int, default=30,
+                        help="how far back to fetch candles (default 30 days)")
     return parser
 
 
-async def _run(statuses: Sequence[str]) -> int:
+async def _run(statuses: Sequence[str], *, candles: bool = False, period: int = 60,
+               since_days: int = 30) -> int:
     settings = load_settings()
     with psycopg.connect(settings.questdb_pg_conninfo, autocommit=True, connect_timeout=10) as c:
         apply_migrations(c)
@@ -52,12 +61,20 @@ async def _run(statuses: Sequence[str]) -> int:
     try:
         counts = await record_reference_data(rest, writer, now_us(), source="backfill")
         total = 0
+        wanted: list[dict] = []
         for status in statuses:
             markets = await rest.markets(status=status)
             feed.add_markets(markets)
             total += len(markets)
+            wanted += [m for m in markets if settings.markets.matches(
+                m["ticker"], m.get("series_ticker"))]
             await writer.flush()
             log.info("backfill.markets", status=status, markets=len(markets))
+        if candles:
+            now = now_us() // 1_000_000
+            counts.update(await backfill_candles(
+                rest, writer, settings.questdb_pg_conninfo, wanted, period=period,
+                since_ts=now - since_days * 86_400, now_ts=now))
     except RestError as exc:
         log.error("backfill.failed", error=str(exc))
         return 1
@@ -77,4 +94,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings_or_report("ktape backfill") is None:
         return 2
     configure_logging(component="backfill")
-    return asyncio.run(_run(args.status or STATUSES))
+    return asyncio.run(_run(args.status or STATUSES, candles=args.candles, period=args.period,
+                            since_days=args.since_days))

@@ -22,11 +22,16 @@ INTERVAL_US = {"1m": 60_000_000, "1h": 3_600_000_000, "1d": 86_400_000_000}
 MAX_BUCKETS = 10_000
 
 
+KALSHI_PERIOD_MIN = {"1m": 1, "1h": 60, "1d": 1440}
+
+
 async def candles(conn: AsyncConnection, ticker: str, start: dt.datetime, end: dt.datetime,
                   interval: str) -> list[pb.Candle]:
     rows = await (await conn.execute(
         sql.CANDLES[interval], {"ticker": ticker, "start": start, "end": end})).fetchall()
     if not rows:
+        if not await (await conn.execute(sql.TICKER_RECORDED, {"ticker": ticker})).fetchone():
+            return await kalshi_candles(conn, ticker, start, end, interval)
         return []
     bucket_us = INTERVAL_US[interval]
     bucket_ends = [min(to_us(r[0]) + bucket_us, to_us(end)) for r in rows]
@@ -40,7 +45,33 @@ async def candles(conn: AsyncConnection, ticker: str, start: dt.datetime, end: d
             trade_count=int(count),
             yes_bid_close=format_price(bid) if bid is not None else "",
             yes_ask_close=format_price(ask) if ask is not None else "",
+            source="trades",
         ))
+    return out
+
+
+async def kalshi_candles(conn: AsyncConnection, ticker: str, start: dt.datetime,
+                         end: dt.datetime, interval: str) -> list[pb.Candle]:
+    """Kalshi's own candles (backfilled by `ktape backfill --candles`) for a market ktape
+    never recorded live; buckets start in [start, end) like recorded candles, and buckets
+    without trades are omitted. Kalshi does not report trade counts (0 here)."""
+    period_us = INTERVAL_US[interval]
+    rows = await (await conn.execute(sql.KALSHI_CANDLES, {
+        "ticker": ticker, "period": KALSHI_PERIOD_MIN[interval],
+        "start": start + dt.timedelta(microseconds=period_us),
+        "end": end + dt.timedelta(microseconds=period_us)})).fetchall()
+    out: list[pb.Candle] = []
+    for ts, open_, high, low, close, volume, bid, ask in rows:
+        if open_ is None:
+            continue
+        out.append(pb.Candle(
+            start_time=timestamp(as_utc(ts) - dt.timedelta(microseconds=period_us)),
+            open=format_price(int(open_)), high=format_price(int(high)),
+            low=format_price(int(low)), close=format_price(int(close)),
+            volume=format_quantity(int(volume or 0)),
+            yes_bid_close=format_price(int(bid)) if bid is not None else "",
+            yes_ask_close=format_price(int(ask)) if ask is not None else "",
+            source="kalshi"))
     return out
 
 

@@ -123,6 +123,16 @@ SAMPLE BY {unit} ALIGN TO CALENDAR
 """
 
 CANDLE_UNITS = {"1m": "1m", "1h": "1h", "1d": "1d"}
+
+# Backfilled Kalshi candles; `ts` is the period's end, so [start, end) of bucket starts is
+# (start, end] shifted by one period — the caller passes the shifted bounds.
+KALSHI_CANDLES = """
+SELECT ts, price_open_e4, price_high_e4, price_low_e4, price_close_e4, volume_e2,
+       yes_bid_close_e4, yes_ask_close_e4
+FROM kalshi_candles
+WHERE ticker = %(ticker)s AND period_min = %(period)s AND ts >= %(start)s AND ts < %(end)s
+ORDER BY ts
+"""
 CANDLES = {name: _CANDLES.format(unit=unit) for name, unit in CANDLE_UNITS.items()}
 
 # Reference data: the latest version of each row (markets/events/series are appended on

@@ -46,6 +46,7 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", tables.V0001_INITIAL),
+    Migration(2, "kalshi candles", tables.V0002_KALSHI_CANDLES),
 )
 
 

@@ -171,3 +171,30 @@ V0001_INITIAL = [
     DEDUP UPSERT KEYS(ts, session_id, state)
     """,
 ]
+
+# Kalshi's own candlesticks, backfilled for markets ktape never recorded live (PROTOCOL.md
+# §6.6). `ts` is the period's inclusive end (Kalshi's `end_period_ts`); `period_min` is
+# 1, 60 or 1440. Prices are NULL where Kalshi sends null (no trade / no quote). `source`
+# says which side of Kalshi's historical cutoff the candle came from.
+V0002_KALSHI_CANDLES = [
+    f"""
+    CREATE TABLE IF NOT EXISTS kalshi_candles (
+        ts TIMESTAMP,
+        ticker {TICKER},
+        period_min INT,
+        price_open_e4 LONG,
+        price_high_e4 LONG,
+        price_low_e4 LONG,
+        price_close_e4 LONG,
+        price_mean_e4 LONG,
+        price_previous_e4 LONG,
+        yes_bid_close_e4 LONG,
+        yes_ask_close_e4 LONG,
+        volume_e2 LONG,
+        open_interest_e2 LONG,
+        source {SMALL_SYMBOL},
+        recv_ts TIMESTAMP
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, ticker, period_min)
+    """,
+]

@@ -33,6 +33,7 @@ from websockets.http11 import Request, Response
 from ktape.aio import cancel_and_wait
 from ktape.log import get_logger
 from ktape.sim.auth import SignatureVerifier
+from ktape.sim.candles import MAX_CANDLES, CandleRangeError, candlesticks
 from ktape.sim.fixed import contracts, dollars
 from ktape.sim.journal import Journal
 from ktape.sim.model import BookChange, BookCleared, Event, LifecycleEvent, Market, MarketModel, TradeEvent
@@ -642,6 +643,8 @@ class SimServer:
         markets = self.model.markets
         if parts == ["exchange", "status"]:
             return _json(200, {"exchange_active": True, "trading_active": True})
+        if parts[-1:] == ["candlesticks"]:  # before /markets/{ticker}: "candlesticks" is no ticker
+            return self._candlesticks(parts, query)
         if parts == ["markets"]:
             return self._list_markets(query)
         if parts == ["markets", "trades"]:
@@ -696,6 +699,52 @@ class SimServer:
             if series is None:
                 raise _RestError(404, "not_found", f"series {parts[1]} not found")
             return _json(200, {"series": series})
+        if parts == ["historical", "cutoff"]:
+            # Nothing of a simulator's short life is old enough to be "historical"; the
+            # cutoff sits at its start, so every market is on the live side.
+            cutoff = _rfc3339(self.model.start_ms)
+            return _json(200, {"market_settled_ts": cutoff, "trades_created_ts": cutoff,
+                               "orders_updated_ts": cutoff,
+                               "market_positions_last_updated_ts": cutoff})
+        raise _RestError(404, "not_found", "no such endpoint")
+
+    def _candle_args(self, query: dict[str, str]) -> tuple[int, int, int, bool]:
+        for required in ("start_ts", "end_ts", "period_interval"):
+            if required not in query:
+                raise _RestError(400, "bad_request", f"{required} is required")
+        start = _int(query, "start_ts", 0, 0, 2**40)
+        end = _int(query, "end_ts", 0, 0, 2**40)
+        period = _int(query, "period_interval", 1, 1, 1440)
+        latest = query.get("include_latest_before_start", "false").lower() == "true"
+        return start, end, period, latest
+
+    def _candlesticks(self, parts: list[str], query: dict[str, str]) -> Response:
+        start, end, period, latest = self._candle_args(query)
+
+        def compute(ticker: str, historical: bool = False) -> list[dict[str, Any]]:
+            if ticker not in self.model.markets:
+                raise _RestError(404, "not_found", f"market {ticker} not found")
+            try:
+                return candlesticks(self.journal, ticker, start, end, period,
+                                    include_latest_before_start=latest, historical=historical)
+            except CandleRangeError as exc:
+                raise _RestError(400, "bad_request", str(exc)) from None
+
+        if len(parts) == 5 and parts[0] == "series" and parts[2] == "markets":
+            market = self.model.markets.get(parts[3])
+            if market is None or market.series_ticker != parts[1]:
+                raise _RestError(404, "not_found", f"market {parts[3]} not found in {parts[1]}")
+            return _json(200, {"ticker": parts[3], "candlesticks": compute(parts[3])})
+        if parts == ["markets", "candlesticks"]:
+            tickers = [t for t in query.get("market_tickers", "").split(",") if t]
+            if not 1 <= len(tickers) <= 100:
+                raise _RestError(400, "bad_request", "market_tickers: 1 to 100 required")
+            out = [{"market_ticker": t, "candlesticks": compute(t)} for t in tickers]
+            if sum(len(m["candlesticks"]) for m in out) > MAX_CANDLES:
+                raise _RestError(400, "bad_request", f"more than {MAX_CANDLES} candles in total")
+            return _json(200, {"markets": out})
+        if len(parts) == 4 and parts[:2] == ["historical", "markets"]:
+            return _json(200, {"ticker": parts[2], "candlesticks": compute(parts[2], True)})
         raise _RestError(404, "not_found", "no such endpoint")
 
     def _list_markets(self, query: dict[str, str]) -> Response:
