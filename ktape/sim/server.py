@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import functools
 import http
 import itertools
 import random
@@ -45,6 +46,7 @@ REST_PREFIX = "/trade-api/v2"
 CHANNELS = {"orderbook_delta", "trade", "ticker", "market_lifecycle_v2"}
 REMOVED_CHANNELS = {"ticker_v2", "multivariate", "multivariate_lookup"}
 PING_INTERVAL_SECS = 10.0
+WRITE_BATCH = 1000  # frames per transport write
 TICK_SECS = 0.01
 MAX_CATCH_UP_SECS = 0.05
 GENERATE_CHUNK = 200
@@ -66,6 +68,11 @@ class FaultConfig:
     rest_429: float = 0.0
     rest_500: float = 0.0
     disconnect_every_secs: float = 0.0
+
+    def any_message_fault(self) -> bool:
+        """Whether any per-message fault can fire (the send path skips the dice if not)."""
+        return bool(self.drop or self.duplicate or self.reorder or self.malformed
+                    or self.unknown_type)
 
     @classmethod
     def parse(cls, text: str) -> FaultConfig:
@@ -266,12 +273,10 @@ class SimServer:
             price = event.price_e4
             if sub.use_yes_price and event.side == "no":
                 price = 10_000 - price
-            stamp = dt.datetime.fromtimestamp(event.ts_ms / 1000, dt.UTC)
             return {"type": "orderbook_delta", "msg": {
                 "market_ticker": event.ticker, "market_id": market.market_id,
                 "price_dollars": dollars(price), "delta_fp": contracts(event.delta_e2),
-                "side": event.side, "ts": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "ts_ms": event.ts_ms}}
+                "side": event.side, "ts": _iso_ms(event.ts_ms), "ts_ms": event.ts_ms}}
         if isinstance(event, BookCleared) and sub.channel == "orderbook_delta":
             if not sub.wants(event.ticker):
                 return None
@@ -340,6 +345,10 @@ class SimServer:
         frame = {**({"id": reply_id} if reply_id else {}), "type": body["type"],
                  "sid": sub.sid, "seq": sub.seq, "msg": body["msg"],
                  "sending_ts_ms": _now_ms()}
+        if not self.pending and client.held is None \
+                and not self.config.faults.any_message_fault():
+            self._enqueue(client, orjson.dumps(frame))  # the common path: no dice to roll
+            return
         if self._take("drop"):
             self.journal.fault(_now_ms(), "drop", client=client.id, sid=sub.sid, seq=sub.seq,
                                type=body["type"], ticker=body["msg"].get("market_ticker"))
@@ -409,16 +418,28 @@ class SimServer:
             log.info("sim.client_disconnected", client=client.id)
 
     async def _writer(self, client: Client) -> None:
+        """Send queued frames in order. Everything queued is framed at once and written
+        with one transport write (one syscall instead of one per message); flow control
+        and closing are websockets' own (`send_context`)."""
+        ws = client.ws
         while True:
-            data = await client.queue.get()
-            if data is None:
-                await client.ws.close(1011, "simulated disconnect")
-                return
+            batch = [await client.queue.get()]
+            while not client.queue.empty() and len(batch) < WRITE_BATCH and batch[-1] is not None:
+                batch.append(client.queue.get_nowait())
+            closing = batch[-1] is None
+            frames = [data for data in batch if data is not None]
             try:
-                await client.ws.send(data.decode())
+                if frames:
+                    async with ws.send_context():
+                        for data in frames:
+                            ws.protocol.send_text(data)
+                        ws.transport.write(b"".join(ws.protocol.data_to_send()))
+                if closing:
+                    await ws.close(1011, "simulated disconnect")
+                    return
             except ConnectionClosed:
                 return
-            self.messages_sent += 1
+            self.messages_sent += len(frames)
 
     async def _pinger(self, client: Client) -> None:
         while True:
@@ -781,6 +802,13 @@ class SimServer:
             "taker_outcome_side": t["side"], "taker_book_side": "bid" if t["side"] == "yes"
             else "ask", "taker_side": t["side"], "is_block_trade": False,
             "created_time": _rfc3339(t["t"])} for t in page]})
+
+
+@functools.lru_cache(maxsize=64)
+def _iso_ms(ts_ms: int) -> str:
+    """RFC 3339 with microseconds, as Kalshi stamps deltas (events of a tick share it)."""
+    stamp = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _RestError(Exception):
