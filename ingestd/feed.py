@@ -61,6 +61,7 @@ class Feed:
         self.wanted: set[str] = set()  # tickers we record
         self.series_of: dict[str, str] = {}
         self.close_us: dict[str, int] = {}  # known close time per market (REST, lifecycle)
+        self.reactivated_us: dict[str, int] = {}  # `activated` seen, wipe snapshot pending
         self.sids: dict[int, str] = {}  # sid -> channel
         self.last_seq: dict[int, int] = {}
         self.book_sid: int | None = None
@@ -325,7 +326,16 @@ class Feed:
             book = self.books[ticker] = MarketBook(ticker)
         if not book.awaiting_snapshot and book.gap_detected_us is None:
             closing = not yes and not no and self._closed_by(ticker, ts_us)
-            if closing:
+            reactivated = self.reactivated_us.pop(ticker, None)
+            if reactivated is not None and not yes and not no and (book.yes or book.no):
+                # Reactivation cancels every resting order (PROTOCOL.md §7); the empty
+                # snapshot is expected, but when exactly the book emptied between the
+                # `activated` event and this snapshot is unknown: a short gap, not a
+                # claim of continuity.
+                start = max(book.last_exchange_us or 0, reactivated)
+                self._gap_row(ticker, recv_us, "market_reactivated", start, ts_us, None, seq,
+                              sid)
+            elif closing:
                 # The empty book Kalshi sends at close (resting orders cancelled) is an
                 # expected change, not a lost delta; but when between the close time and
                 # this snapshot the book emptied is unknown, so that span is recorded as
@@ -438,6 +448,8 @@ class Feed:
                                  "recv_ts": TimestampMicros(recv_us)}, at_us=ts_us)
         if message["type"] != "market_lifecycle_v2" or not isinstance(ticker, str):
             return
+        if event_type == "activated":
+            self.reactivated_us[ticker] = ts_us
         if event_type in ("created", "close_date_updated") and isinstance(
                 msg.get("close_ts"), int):
             self.close_us[ticker] = msg["close_ts"] * 1_000_000

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="markets open at start (default 50; 10,000 works)")
     parser.add_argument("--rate", type=float, default=200.0,
                         help="model events per second: book changes, trades, lifecycle (default 200)")
+    parser.add_argument("--price-decimals", type=int, choices=(2, 3, 4), default=4,
+                        help="decimals of WebSocket prices, shortened only where exact "
+                             "(Kalshi has sent 2, 3 and 4; default 4)")
     parser.add_argument("--faults", default="",
                         help="random faults, comma list of NAME=VALUE: drop, duplicate, reorder, "
                              "malformed, unknown_type, rest_429, rest_500 (probability per "
@@ -70,5 +73,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(component="sim")
     config = SimConfig(host=args.host, port=args.port, seed=args.seed, markets=args.markets,
                        rate=args.rate, faults=faults, journal_path=args.journal,
-                       public_key_path=args.public_key)
+                       public_key_path=args.public_key, price_decimals=args.price_decimals)
     return asyncio.run(_run(config))

@@ -24,6 +24,7 @@ GRIDS: dict[str, list[tuple[int, int, int]]] = {
     "tapered_deci_cent": [(0, 1_000, 10), (1_000, 9_000, 100), (9_000, 10_000, 10)],
     "center_deci_edge_centi_cent": [(0, 100, 1), (100, 9_900, 10), (9_900, 10_000, 1)],
 }
+BLOCK_TRADE_SHARE = 0.02  # of trades: off-book block trades (no book change)
 GRID_WEIGHTS = [("linear_cent", 70), ("tapered_deci_cent", 15), ("deci_cent", 10),
                 ("center_deci_edge_centi_cent", 5)]
 SERIES_NAMES = ["KXHIGHNY", "KXBTCD", "KXETHD", "KXCPI", "KXFED", "KXNBAGAME", "KXRAIN",
@@ -55,7 +56,7 @@ class Market:
     open_ms: int
     close_ms: int
     fair_e4: int
-    status: str = "active"  # initialized, active, closed, determined, finalized
+    status: str = "active"  # initialized, active, inactive, closed, determined, finalized
     result: str = ""
     settlement_value_e4: int | None = None
     yes: dict[int, int] = field(default_factory=dict)
@@ -64,6 +65,7 @@ class Market:
     last_price_e4: int | None = None
     created_ms: int = 0
     settled_ms: int | None = None
+    metadata_rev: int = 0  # bumped by each metadata_updated
     determined_ms: int | None = None
 
     @property
@@ -245,6 +247,14 @@ class MarketModel:
     def _trade(self, market: Market, now_ms: int) -> list[Event]:
         # The taker buys YES (hitting the best NO bid) or buys NO (hitting the best YES bid).
         taker = self.rng.choice(("yes", "no"))
+        if self.rng.random() < BLOCK_TRADE_SHARE:
+            # A block trade is negotiated off the book: a print, no book change.
+            yes_price = market.fair_e4 - market.fair_e4 % 100 or 100
+            count = self.rng.randrange(50, 500) * 100
+            market.volume_e2 += count
+            market.last_price_e4 = yes_price
+            return [TradeEvent(now_ms, market.ticker, self._uuid(), yes_price, count, taker,
+                               is_block=True)]
         maker_side = "no" if taker == "yes" else "yes"
         best = market.best(maker_side)
         if best is None:
@@ -279,6 +289,26 @@ class MarketModel:
             return [LifecycleEvent(now_ms, market.ticker, "determined", {
                 "result": market.result, "settlement_value_e4": market.settlement_value_e4,
                 "determination_ts": now_ms // 1000})]
+        inactive = [m for m in self.markets.values() if m.status == "inactive"]
+        if inactive and 0.9 <= roll < 0.95:
+            # Reactivation cancels every resting order (PROTOCOL.md §7): the book empties.
+            market = self.rng.choice(inactive)
+            market.status = "active"
+            self._active.append(market.ticker)
+            market.yes.clear()
+            market.no.clear()
+            return [LifecycleEvent(now_ms, market.ticker, "activated", {"is_deactivated": False}),
+                    BookCleared(now_ms, market.ticker)]
+        if len(self._active) > 1 and 0.95 <= roll < 0.97:
+            market = self.markets[self.rng.choice(self._active)]
+            market.status = "inactive"  # paused by the exchange: no trading until activated
+            self._active.remove(market.ticker)
+            return [LifecycleEvent(now_ms, market.ticker, "deactivated", {"is_deactivated": True})]
+        if self._active and roll >= 0.97:
+            market = self.markets[self.rng.choice(self._active)]
+            market.metadata_rev += 1
+            return [LifecycleEvent(now_ms, market.ticker, "metadata_updated", {
+                "yes_sub_title": f"{market.title} (revision {market.metadata_rev})"})]
         coarse = [t for t in self._active if self.markets[t].grid_label == "linear_cent"]
         if coarse and 0.8 <= roll < 0.9:
             # A grid change mid-life, always to a finer grid so resting levels stay valid.

@@ -101,6 +101,7 @@ class SimConfig:
     public_key_path: Path | None = None
     ok_takes_seq: bool = True
     send_queue_limit: int = 100_000
+    price_decimals: int = 4  # WebSocket prices: 4 (Kalshi today), or 3 / 2 where exact
 
 
 @dataclass
@@ -265,6 +266,12 @@ class SimServer:
             "subtitle": info["sub_title"], "collateral_return_type": "MECNET",
             "series_ticker": market.series_ticker}}
 
+    def _price(self, price_e4: int) -> str:
+        """A WebSocket price at the configured precision (PROTOCOL.md §8.5: 2-, 3- and
+        4-decimal prices have all appeared); shortened only where exact, so sub-penny
+        levels keep their 4 places."""
+        return dollars(price_e4, self.config.price_decimals)
+
     def _frame_for(self, sub: Subscription, event: Event) -> dict[str, Any] | None:
         if isinstance(event, BookChange) and sub.channel == "orderbook_delta":
             if not sub.wants(event.ticker):
@@ -275,7 +282,7 @@ class SimServer:
                 price = 10_000 - price
             return {"type": "orderbook_delta", "msg": {
                 "market_ticker": event.ticker, "market_id": market.market_id,
-                "price_dollars": dollars(price), "delta_fp": contracts(event.delta_e2),
+                "price_dollars": self._price(price), "delta_fp": contracts(event.delta_e2),
                 "side": event.side, "ts": _iso_ms(event.ts_ms), "ts_ms": event.ts_ms}}
         if isinstance(event, BookCleared) and sub.channel == "orderbook_delta":
             if not sub.wants(event.ticker):
@@ -286,8 +293,8 @@ class SimServer:
                 return None
             return {"type": "trade", "msg": {
                 "trade_id": event.trade_id, "market_ticker": event.ticker,
-                "yes_price_dollars": dollars(event.yes_price_e4),
-                "no_price_dollars": dollars(10_000 - event.yes_price_e4),
+                "yes_price_dollars": self._price(event.yes_price_e4),
+                "no_price_dollars": self._price(10_000 - event.yes_price_e4),
                 "count_fp": contracts(event.count_e2), "taker_outcome_side": event.taker_side,
                 "taker_book_side": "bid" if event.taker_side == "yes" else "ask",
                 "taker_side": event.taker_side, "is_block_trade": event.is_block,
@@ -320,16 +327,21 @@ class SimServer:
         elif event.event_type == "price_level_structure_updated":
             msg.update(price_level_structure=market.grid_label,
                        price_ranges=market.price_ranges())
+        elif event.event_type in ("activated", "deactivated"):
+            msg.update(is_deactivated=event.fields["is_deactivated"])
+        elif event.event_type == "metadata_updated":
+            msg.update(yes_sub_title=event.fields["yes_sub_title"])
         return {"type": "market_lifecycle_v2", "msg": msg}
 
     def _snapshot(self, sub: Subscription, market: Market) -> dict[str, Any]:
         msg: dict[str, Any] = {"market_ticker": market.ticker, "market_id": market.market_id}
         if market.yes:
-            msg["yes_dollars_fp"] = [[dollars(p), contracts(q)] for p, q in sorted(market.yes.items())]
+            msg["yes_dollars_fp"] = [[self._price(p), contracts(q)]
+                                     for p, q in sorted(market.yes.items())]
         if market.no:
             no_levels = sorted(
                 ((10_000 - p if sub.use_yes_price else p), q) for p, q in market.no.items())
-            msg["no_dollars_fp"] = [[dollars(p), contracts(q)] for p, q in no_levels]
+            msg["no_dollars_fp"] = [[self._price(p), contracts(q)] for p, q in no_levels]
         return {"type": "orderbook_snapshot", "msg": msg}
 
     def _take(self, fault: str) -> bool:
@@ -720,6 +732,19 @@ class SimServer:
             if series is None:
                 raise _RestError(404, "not_found", f"series {parts[1]} not found")
             return _json(200, {"series": series})
+        if parts == ["exchange", "schedule"]:
+            day = [{"open_time": "00:00", "close_time": "23:59"}]
+            return _json(200, {"schedule": {"standard_hours": [{
+                "start_time": _rfc3339(self.model.start_ms), "end_time": "",
+                **{name: day for name in ("monday", "tuesday", "wednesday", "thursday",
+                                           "friday", "saturday", "sunday")}}],
+                "maintenance_windows": []}})
+        if parts == ["historical", "markets"]:  # nothing is older than the cutoff
+            return _json(200, {"markets": [], "cursor": ""})
+        if parts == ["historical", "trades"]:
+            return _json(200, {"trades": [], "cursor": ""})
+        if len(parts) == 3 and parts[:2] == ["historical", "markets"]:
+            raise _RestError(404, "not_found", f"market {parts[2]} not found in historical data")
         if parts == ["historical", "cutoff"]:
             # Nothing of a simulator's short life is old enough to be "historical"; the
             # cutoff sits at its start, so every market is on the live side.

@@ -144,3 +144,40 @@ async def test_full_spill_holds_batches_and_loses_nothing(clean_questdb, tmp_pat
         rows = conn.execute("SELECT trade_id FROM trades WHERE ticker = 'KX-FULL' "
                             "ORDER BY trade_id").fetchall()
     assert [r for (r,) in rows] == [f"f{i}" for i in range(6)]
+
+
+async def test_two_decimal_prices_record_the_same_books(clean_questdb, tmp_path):
+    """Kalshi has sent 2-, 3- and 4-decimal prices: with the simulator shortening prices
+    to 2 decimals wherever exact, the recorded books are still the exchange's, and no
+    snapshot ever disagrees with the book ingestd held (no false gaps)."""
+    async with SimServer(SimConfig(markets=8, rate=500, seed=77, price_decimals=2)) as sim:
+        settings = load_settings({
+            **clean_questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
+            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
+            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
+        recorder = Recorder(settings, IngestSettings(flush_interval_ms=100))
+        stop = asyncio.Event()
+        task = asyncio.create_task(recorder.run(stop))
+        await asyncio.sleep(4.0)
+        sim.config.rate = 0
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        journal = sim.journal
+    with clean_questdb.connect() as conn:
+        wait_for_wal(conn)
+        reasons = {r for (r,) in conn.execute("SELECT DISTINCT reason FROM gaps").fetchall()}
+    assert "snapshot_mismatch" not in reasons, reasons
+    checked = 0
+    async with await psycopg.AsyncConnection.connect(clean_questdb.conninfo,
+                                                     autocommit=True) as conn:
+        for ticker in sorted(journal.tickers()):
+            t_ms = max((r["t"] for r in journal.changes(ticker)), default=None)
+            if t_ms is None:
+                continue
+            result = await orderbook_at(conn, ticker, dt.datetime.fromtimestamp(t_ms / 1000,
+                                                                                 dt.UTC))
+            if result.continuity is Continuity.CONTINUOUS:
+                assert (result.book.yes, result.book.no) == journal.book_at(ticker, t_ms)
+                checked += 1
+    assert checked >= 4, checked

@@ -272,3 +272,44 @@ async def test_skip_ticker_ack_and_initial_ticker_snapshot():
             "sids": [book_sid], "action": "add_markets", "market_tickers": tickers[1:2]}}))
         ok = await _recv_until(ws, lambda m: m["type"] == "ok")
         assert ok["msg"] == {} and ok["id"] == 3
+
+
+async def test_candlesticks_schedule_historical_and_price_precision():
+    async with SimServer(SimConfig(markets=4, rate=300, seed=10, price_decimals=2)) as sim:
+        await asyncio.sleep(1.0)
+        base = f"http://127.0.0.1:{sim.port}/trade-api/v2"
+        market = (await _get(f"{base}/markets")).json()["markets"][0]
+        now = int(time.time())
+        window = {"start_ts": now - 600, "end_ts": now + 60, "period_interval": 1}
+        series = next(m.series_ticker for m in sim.model.markets.values()
+                      if m.ticker == market["ticker"])
+        single = await _get(f"{base}/series/{series}/markets/{market['ticker']}/candlesticks",
+                            params=window)
+        assert single.status_code == 200 and single.json()["ticker"] == market["ticker"]
+        candle = single.json()["candlesticks"][0]
+        assert set(candle) == {"end_period_ts", "yes_bid", "yes_ask", "price", "volume_fp",
+                               "open_interest_fp"}
+        batch = await _get(f"{base}/markets/candlesticks",
+                           params={**window, "market_tickers": market["ticker"]})
+        assert batch.json()["markets"][0]["candlesticks"] == single.json()["candlesticks"]
+        historical = await _get(f"{base}/historical/markets/{market['ticker']}/candlesticks",
+                                params=window)
+        assert "volume" in historical.json()["candlesticks"][0]
+        assert (await _get(f"{base}/series/{series}/markets/{market['ticker']}/candlesticks",
+                           params={**window, "period_interval": 5})).status_code == 400
+        assert (await _get(f"{base}/series/{series}/markets/{market['ticker']}/candlesticks",
+                           params={"period_interval": 1})).status_code == 400
+        schedule = (await _get(f"{base}/exchange/schedule")).json()["schedule"]
+        assert schedule["standard_hours"][0]["monday"][0]["open_time"] == "00:00"
+        cutoff = (await _get(f"{base}/historical/cutoff")).json()
+        assert set(cutoff) >= {"market_settled_ts", "trades_created_ts"}
+        assert (await _get(f"{base}/historical/markets")).json() == {"markets": [], "cursor": ""}
+        # WebSocket prices come with 2 decimals wherever that is exact.
+        async with websockets.connect(f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2") as ws:
+            await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": {
+                "channels": ["orderbook_delta"], "market_tickers": [market["ticker"]]}}))
+            snapshot = await _recv_until(ws, lambda m: m["type"] == "orderbook_snapshot")
+            prices = [p for side in ("yes_dollars_fp", "no_dollars_fp")
+                      for p, _q in snapshot["msg"].get(side, [])]
+            assert prices and all(len(p.split(".")[1]) in (2, 4) for p in prices)
+            assert any(len(p.split(".")[1]) == 2 for p in prices)

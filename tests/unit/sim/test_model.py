@@ -63,3 +63,33 @@ def test_fixed_point_strings():
     assert dollars(4200) == "0.4200" and dollars(1) == "0.0001" and dollars(4200, 2) == "0.42"
     assert dollars(4201, 2) == "0.4201"  # never rounded
     assert contracts(15000) == "150.00" and contracts(-5) == "-0.05"
+
+
+def test_pause_reactivation_metadata_and_block_trades():
+    """The model pauses markets (no trading while inactive), reactivates them with their
+    resting orders cancelled, updates metadata, and prints off-book block trades."""
+    from ktape.sim.model import BookCleared, LifecycleEvent, TradeEvent
+
+    model = MarketModel(seed=3, markets=40, start_ms=1_000, lifecycle_rate=0.05)
+    inactive: set[str] = set()
+    seen: set[str] = set()
+    blocks = 0
+    for i in range(40_000):
+        events = model.step(1_000 + i)
+        for event in events:
+            if isinstance(event, LifecycleEvent):
+                seen.add(event.event_type)
+                if event.event_type == "deactivated":
+                    inactive.add(event.ticker)
+                elif event.event_type == "activated":
+                    inactive.discard(event.ticker)
+                    market = model.markets[event.ticker]
+                    assert not market.yes and not market.no  # orders wiped
+                    assert any(isinstance(e, BookCleared) for e in events)
+            elif isinstance(event, (BookChange, TradeEvent)):
+                assert event.ticker not in inactive, "trading while paused"
+                if isinstance(event, TradeEvent) and event.is_block:
+                    blocks += 1
+                    assert len(events) == 1  # off-book: no book change with it
+    assert {"deactivated", "activated", "metadata_updated"} <= seen
+    assert blocks > 0
