@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(Kalshi has sent 2, 3 and 4; default 4)")
     parser.add_argument("--faults", default="",
                         help="random faults, comma list of NAME=VALUE: drop, duplicate, reorder, "
-                             "malformed, unknown_type, rest_429, rest_500 (probability per "
+                             "malformed, unknown_type, unknown_key, rest_429, rest_500 "
+                             "(probability per "
                              "message/request, 0-1) and disconnect_every_secs (seconds); "
                              "e.g. drop=0.001,disconnect_every_secs=30")
     parser.add_argument("--journal", type=Path, default=None,

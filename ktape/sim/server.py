@@ -50,8 +50,9 @@ WRITE_BATCH = 1000  # frames per transport write
 TICK_SECS = 0.01
 MAX_CATCH_UP_SECS = 0.05
 GENERATE_CHUNK = 200
-FAULT_NAMES = ("drop", "duplicate", "malformed", "unknown_type", "disconnect", "rest_429",
-               "rest_500", "reorder")
+FAULT_NAMES = ("drop", "duplicate", "malformed", "unknown_type", "unknown_key", "disconnect",
+               "abrupt_disconnect", "error_10", "maintenance", "rest_429", "rest_500",
+               "reorder")
 STATUS_FILTER = {"unopened": {"initialized"}, "open": {"active"}, "paused": {"inactive"},
                  "closed": {"closed", "determined"}, "settled": {"finalized"}}
 
@@ -65,6 +66,7 @@ class FaultConfig:
     reorder: float = 0.0
     malformed: float = 0.0
     unknown_type: float = 0.0
+    unknown_key: float = 0.0
     rest_429: float = 0.0
     rest_500: float = 0.0
     disconnect_every_secs: float = 0.0
@@ -72,7 +74,7 @@ class FaultConfig:
     def any_message_fault(self) -> bool:
         """Whether any per-message fault can fire (the send path skips the dice if not)."""
         return bool(self.drop or self.duplicate or self.reorder or self.malformed
-                    or self.unknown_type)
+                    or self.unknown_type or self.unknown_key)
 
     @classmethod
     def parse(cls, text: str) -> FaultConfig:
@@ -145,6 +147,7 @@ class SimServer:
                          if config.public_key_path else None)
         self.clients: dict[int, Client] = {}
         self.pending: dict[str, int] = {}  # one-shot faults requested via control
+        self.paused_until = 0.0  # monotonic end of a simulated maintenance pause
         self.server: Server | None = None
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -191,6 +194,26 @@ class SimServer:
             for client in list(self.clients.values()):
                 self._disconnect(client, "control")
             return
+        if fault == "abrupt_disconnect":  # no close frame: the TCP connection just dies
+            for client in list(self.clients.values()):
+                self.journal.fault(_now_ms(), "abrupt_disconnect", client=client.id,
+                                   sids=sorted(client.subs))
+                client.subs.clear()
+                client.ws.transport.abort()
+            return
+        if fault == "error_10":  # a channel error kills the book subscription, not the socket
+            for client in list(self.clients.values()):
+                for sub in [s for s in client.subs.values() if s.channel == "orderbook_delta"]:
+                    client.subs.pop(sub.sid, None)
+                    self.journal.fault(_now_ms(), "error_10", client=client.id, sid=sub.sid)
+                    sub.seq += 1
+                    self._send(client, {"type": "error", "sid": sub.sid, "seq": sub.seq,
+                                        "msg": {"code": 10, "msg": "Channel error"}})
+            return
+        if fault == "maintenance":  # trading pauses for n seconds (exchange/status says so)
+            self.paused_until = time.monotonic() + n
+            self.journal.fault(_now_ms(), "maintenance", secs=n)
+            return
         self.pending[fault] = self.pending.get(fault, 0) + n
 
     # -- generation and fan-out --------------------------------------------------------
@@ -212,6 +235,8 @@ class SimServer:
             last = now
             count = int(carry)
             carry -= count
+            if now < self.paused_until:
+                continue  # maintenance: nothing trades
             now_ms = _now_ms()
             for done in range(count):
                 for event in self.model.step(now_ms):
@@ -369,6 +394,10 @@ class SimServer:
         if self._take("malformed"):
             self.journal.fault(_now_ms(), "malformed", client=client.id, sid=sub.sid)
             self._enqueue(client, data[: len(data) // 2])
+        if self._take("unknown_key"):
+            self.journal.fault(_now_ms(), "unknown_key", client=client.id, sid=sub.sid)
+            data = orjson.dumps({**frame, "msg": {**frame["msg"], "sim_new_field": "ignore me"},
+                                 "sim_envelope_field": 1})
         if self._take("unknown_type"):
             self.journal.fault(_now_ms(), "unknown_type", client=client.id, sid=sub.sid)
             self._enqueue(client, orjson.dumps({"type": "sim_mystery", "sid": sub.sid,
@@ -675,7 +704,8 @@ class SimServer:
         parts = [p for p in path.split("/") if p]
         markets = self.model.markets
         if parts == ["exchange", "status"]:
-            return _json(200, {"exchange_active": True, "trading_active": True})
+            return _json(200, {"exchange_active": True,
+                               "trading_active": time.monotonic() >= self.paused_until})
         if parts[-1:] == ["candlesticks"]:  # before /markets/{ticker}: "candlesticks" is no ticker
             return self._candlesticks(parts, query)
         if parts == ["markets"]:

@@ -181,3 +181,53 @@ async def test_two_decimal_prices_record_the_same_books(clean_questdb, tmp_path)
                 assert (result.book.yes, result.book.no) == journal.book_at(ticker, t_ms)
                 checked += 1
     assert checked >= 4, checked
+
+
+async def test_channel_error_abrupt_disconnect_unknown_keys_and_maintenance(clean_questdb,
+                                                                           tmp_path):
+    """Error 10 (subscription killed, socket open), a TCP abort without close frame,
+    unknown keys and a maintenance pause: each is survived, the first two are recorded
+    gaps, and the books outside gaps are the exchange's."""
+    async with SimServer(SimConfig(markets=8, rate=400, seed=33)) as sim:
+        settings = load_settings({
+            **clean_questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
+            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
+            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
+        recorder = Recorder(settings, IngestSettings(flush_interval_ms=100))
+        stop = asyncio.Event()
+        task = asyncio.create_task(recorder.run(stop))
+        await asyncio.sleep(1.5)
+        await _control(sim.port, "unknown_key", 20)
+        await _control(sim.port, "maintenance", 1)
+        await asyncio.sleep(1.5)
+        await _control(sim.port, "error_10")
+        await asyncio.sleep(3.0)
+        await _control(sim.port, "abrupt_disconnect")
+        await asyncio.sleep(4.0)
+        sim.config.rate = 0
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        journal = sim.journal
+    assert {"unknown_key", "maintenance", "error_10", "abrupt_disconnect"} <= {
+        f["what"] for f in journal.faults()}
+    with clean_questdb.connect() as conn:
+        wait_for_wal(conn)
+        reasons = {r for (r,) in conn.execute("SELECT DISTINCT reason FROM gaps").fetchall()}
+        open_gaps = conn.execute("SELECT count() FROM gaps WHERE end_ts IS NULL AND "
+                                 "ticker != '*'").fetchone()[0]
+    assert {"error_10", "reconnect"} <= reasons, reasons
+    assert open_gaps == 0
+    checked = 0
+    async with await psycopg.AsyncConnection.connect(clean_questdb.conninfo,
+                                                     autocommit=True) as conn:
+        for ticker in sorted(journal.tickers()):
+            t_ms = max((r["t"] for r in journal.changes(ticker)), default=None)
+            if t_ms is None:
+                continue
+            result = await orderbook_at(conn, ticker, dt.datetime.fromtimestamp(t_ms / 1000,
+                                                                                 dt.UTC))
+            if result.continuity is Continuity.CONTINUOUS:
+                assert (result.book.yes, result.book.no) == journal.book_at(ticker, t_ms)
+                checked += 1
+    assert checked >= 4, checked
