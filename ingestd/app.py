@@ -63,37 +63,48 @@ class Recorder:
                                 SpillFile(settings.spill_dir / "ilp.spill", ingest.spill_max_bytes),
                                 flush_rows=ingest.flush_rows,
                                 flush_interval_ms=ingest.flush_interval_ms)
-        self.feed = Feed(settings.kalshi_ws_url, self.writer, settings.markets, signer=signer,
-                         checkpoint_every_changes=ingest.checkpoint_every_changes,
-                         checkpoint_interval_secs=ingest.checkpoint_interval_secs)
+        # One Feed per WebSocket connection, markets sharded across them by ticker.
+        self.feeds = [Feed(settings.kalshi_ws_url, self.writer, settings.markets, signer=signer,
+                           checkpoint_every_changes=ingest.checkpoint_every_changes,
+                           checkpoint_interval_secs=ingest.checkpoint_interval_secs,
+                           shard=i, shards=ingest.connections)
+                      for i in range(ingest.connections)]
+        for feed in self.feeds:
+            feed.peers = self.feeds
+        self.feed = self.feeds[0]  # the lifecycle connection
         self.live = LiveFanout()
         self.writer.tap, self.writer.tap_tables = self.live.publish, LIVE_TABLES
         self.started_us = now_us()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         lag = None
-        if self.feed.last_message_us is not None:
-            lag = round((now_us() - self.feed.last_message_us) / 1e6, 3)
+        last = [f.last_message_us for f in self.feeds if f.last_message_us is not None]
+        if last:
+            lag = round((now_us() - min(last)) / 1e6, 3)
+        connected = all(f.connected for f in self.feeds)
         body = {
-            "feed_connected": self.feed.connected,
+            "feed_connected": connected,
+            "connections": len(self.feeds),
+            "connections_up": sum(1 for f in self.feeds if f.connected),
             "writer": "committing" if self.writer.healthy else "spilling",
             "writer_error": self.writer.last_error,
             "spill_bytes": self.writer.spill.size,
-            "markets_recorded": sum(1 for b in self.feed.books.values()
+            "markets_recorded": sum(1 for f in self.feeds for b in f.books.values()
                                     if not b.awaiting_snapshot),
-            "markets_wanted": len(self.feed.wanted),
+            "markets_wanted": sum(len(f.wanted) for f in self.feeds),
             "secs_since_last_message": lag,
             "rows_committed": self.writer.committed_rows,
         }
-        return self.feed.connected, body
+        return connected, body
 
     async def discover(self, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
             try:
                 markets = await self.rest.markets(status="open")
-                added = self.feed.add_markets(markets)
-                log.info("markets.discovered", markets=len(markets), recording=len(added))
+                added = [t for feed in self.feeds for t in feed.add_markets(markets)]
+                log.info("markets.discovered", markets=len(markets), recording=len(added),
+                         connections=len(self.feeds))
                 await record_reference_data(self.rest, self.writer, now_us())
                 return
             except RestError as exc:
@@ -104,16 +115,18 @@ class Recorder:
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
-            self.feed.note_restart(await asyncio.to_thread(
-                last_recorded, self.settings.questdb_pg_conninfo))
+            recorded = await asyncio.to_thread(last_recorded, self.settings.questdb_pg_conninfo)
+            for feed in self.feeds:
+                feed.note_restart(recorded)
         except psycopg.Error as exc:
             log.warning("restart.lookup_failed", error=str(exc))
         await self.discover(stop)
         writer_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.writer.run(writer_stop), name="ilp-writer")
-            feed = tasks.create_task(self.feed.run(stop), name="feed")
-            await feed
+            feeds = [tasks.create_task(feed.run(stop), name=f"feed-{feed.shard}")
+                     for feed in self.feeds]
+            await asyncio.gather(*feeds)
             writer_stop.set()
         await self.writer.close()
         await self.rest.close()

@@ -16,6 +16,7 @@ class IngestSettings:
     flush_interval_ms: int = 200
     flush_rows: int = 20_000
     spill_max_bytes: int = 2 * 1024**3
+    connections: int = 1  # WebSocket connections, markets sharded across them by ticker
 
 
 def _positive(env: Mapping[str, str], name: str, default: float, cast: type) -> float:
@@ -39,4 +40,5 @@ def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSett
         flush_interval_ms=int(_positive(env, "KTAPE_FLUSH_INTERVAL_MS", 200, int)),
         flush_rows=int(_positive(env, "KTAPE_FLUSH_ROWS", 20_000, int)),
         spill_max_bytes=int(_positive(env, "KTAPE_SPILL_MAX_BYTES", 2 * 1024**3, int)),
+        connections=int(_positive(env, "KTAPE_INGEST_CONNECTIONS", 1, int)),
     )

@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import random
 import time
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,9 +49,14 @@ def now_us() -> int:
 class Feed:
     def __init__(self, ws_url: str, writer: IlpWriter, markets: MarketFilter, *,
                  signer: KalshiSigner | None = None, checkpoint_every_changes: int = 200,
-                 checkpoint_interval_secs: float = 60.0, rng: random.Random | None = None
-                 ) -> None:
+                 checkpoint_interval_secs: float = 60.0, rng: random.Random | None = None,
+                 shard: int = 0, shards: int = 1) -> None:
         self.ws_url = ws_url
+        # Markets are sharded across connections by a stable hash of the ticker. Shard 0
+        # alone follows market_lifecycle_v2 (a global channel) and hands each event's
+        # effects to the owning shard (`peers`, set by the recorder).
+        self.shard, self.shards = shard, shards
+        self.peers: list[Feed] = [self]
         self.writer = writer
         self.filter = markets
         self.signer = signer
@@ -81,7 +87,7 @@ class Feed:
             if not isinstance(ticker, str):
                 continue
             series = market.get("series_ticker") or str(market.get("event_ticker", "")).split("-")[0]
-            if not self.filter.matches(ticker, series):
+            if not self.filter.matches(ticker, series) or not self.owns(ticker):
                 continue
             self.series_of[ticker] = series
             close = _close_us(market)
@@ -93,6 +99,12 @@ class Feed:
             self._write_market(market, source="rest")
         return added
 
+    def owns(self, ticker: str) -> bool:
+        return self.shards == 1 or zlib.crc32(ticker.encode()) % self.shards == self.shard
+
+    def owner_of(self, ticker: str) -> Feed:
+        return next((peer for peer in self.peers if peer.owns(ticker)), self)
+
     def note_restart(self, last_recorded_us: dict[str, int]) -> None:
         """Markets recorded before this process started: their downtime is a gap from
         the last recorded change, written now and closed by the market's next snapshot.
@@ -102,6 +114,8 @@ class Feed:
         """
         detected = now_us()
         for ticker, last_us in sorted(last_recorded_us.items()):
+            if not self.owns(ticker):
+                continue
             book = self.books.setdefault(ticker, MarketBook(ticker))
             book.last_exchange_us = last_us
             self._open_gap(book, "ingest_restart", expected=None, got=None, sid=None,
@@ -214,11 +228,14 @@ class Feed:
         self.sids.clear()
         self.last_seq.clear()
         self.book_sid = None
-        await self._command("subscribe", {"channels": ["market_lifecycle_v2"]})
-        trade_params: dict[str, Any] = {"channels": ["trade"]}
-        if not self.filter.all:
-            trade_params["market_tickers"] = sorted(self.wanted) or ["-"]
-        await self._command("subscribe", trade_params)
+        if self.shard == 0:
+            # Lifecycle and trades are light: the first connection takes them for every
+            # market (so a new market's first trade never waits for a subscription).
+            await self._command("subscribe", {"channels": ["market_lifecycle_v2"]})
+            trade_params: dict[str, Any] = {"channels": ["trade"]}
+            if not self.filter.all:
+                trade_params["market_tickers"] = sorted(self._all_wanted()) or ["-"]
+            await self._command("subscribe", trade_params)
         tickers = sorted(self.wanted)
         for i in range(0, max(1, len(tickers)), SUBSCRIBE_BATCH):
             batch = tickers[i:i + SUBSCRIBE_BATCH]
@@ -240,11 +257,26 @@ class Feed:
                 "sids": [self.book_sid], "action": "get_snapshot",
                 "market_tickers": tickers[i:i + SUBSCRIBE_BATCH]})
 
-    async def add_to_subscription(self, tickers: list[str]) -> None:
-        if self.book_sid is None or not tickers:
+    def _all_wanted(self) -> set[str]:
+        return set().union(*(peer.wanted for peer in self.peers))
+
+    async def _update_markets(self, action: str, tickers: list[str]) -> None:
+        """add_markets / delete_markets on this connection's book sid and, when trades
+        are subscribed market by market (KTAPE_MARKETS), on the trade sid of the
+        connection that follows trades."""
+        if not tickers:
             return
-        await self._command("update_subscription", {
-            "sids": [self.book_sid], "action": "add_markets", "market_tickers": tickers})
+        targets = [(self, self.book_sid)]
+        if not self.filter.all:
+            lead = self.peers[0]
+            targets += [(lead, sid) for sid, channel in lead.sids.items() if channel == "trade"]
+        for feed, sid in targets:
+            if sid is not None:
+                await feed._command("update_subscription", {
+                    "sids": [sid], "action": action, "market_tickers": tickers})
+
+    async def add_to_subscription(self, tickers: list[str]) -> None:
+        await self._update_markets("add_markets", tickers)
 
     # -- message handling ----------------------------------------------------------------
 
@@ -413,7 +445,7 @@ class Feed:
     def _on_trade(self, message: dict[str, Any], recv_us: int) -> None:
         msg = message["msg"]
         ticker = msg["market_ticker"]
-        if not self.filter.all and ticker not in self.wanted:
+        if not self.filter.all and not any(ticker in peer.wanted for peer in self.peers):
             return
         ts_ms = msg.get("ts_ms")
         ts_us = ts_ms * 1000 if isinstance(ts_ms, int) else int(msg["ts"]) * 1_000_000
@@ -448,6 +480,24 @@ class Feed:
                                  "recv_ts": TimestampMicros(recv_us)}, at_us=ts_us)
         if message["type"] != "market_lifecycle_v2" or not isinstance(ticker, str):
             return
+        if event_type == "determined":
+            value = msg.get("settlement_value")
+            det = msg.get("determination_ts")
+            self.writer.row("settlements", symbols={
+                "ticker": ticker, "event_ticker": "",
+                "series_ticker": self.owner_of(ticker).series_of.get(ticker, ""),
+                "result": str(msg.get("result", "")),
+                "ts_source": "exchange" if isinstance(det, int) else source},
+                columns={"settlement_value_e4": price_e4(value) if value else None,
+                         "recv_ts": TimestampMicros(recv_us)},
+                at_us=det * 1_000_000 if isinstance(det, int) else ts_us)
+        # The event's effects belong to the connection that records the market.
+        self.owner_of(ticker).apply_lifecycle(ticker, str(event_type), msg, ts_us)
+
+    def apply_lifecycle(self, ticker: str, event_type: str, msg: dict[str, Any],
+                        ts_us: int) -> None:
+        """What a lifecycle event changes for the market's recorder: close times, a
+        pending reactivation wipe, a new market to record, a settled one to drop."""
         if event_type == "activated":
             self.reactivated_us[ticker] = ts_us
         if event_type in ("created", "close_date_updated") and isinstance(
@@ -465,23 +515,10 @@ class Feed:
             if added:
                 self.books.setdefault(ticker, MarketBook(ticker))
                 self._spawn(self.add_to_subscription(added))
-        elif event_type == "determined":
-            value = msg.get("settlement_value")
-            det = msg.get("determination_ts")
-            self.writer.row("settlements", symbols={
-                "ticker": ticker, "event_ticker": "", "series_ticker": self.series_of.get(ticker, ""),
-                "result": str(msg.get("result", "")),
-                "ts_source": "exchange" if isinstance(det, int) else source},
-                columns={"settlement_value_e4": price_e4(value) if value else None,
-                         "recv_ts": TimestampMicros(recv_us)},
-                at_us=det * 1_000_000 if isinstance(det, int) else ts_us)
         elif event_type == "settled" and ticker in self.wanted:
             self.wanted.discard(ticker)
             self.books.pop(ticker, None)
-            if self.book_sid is not None:
-                self._spawn(self._command("update_subscription", {
-                    "sids": [self.book_sid], "action": "delete_markets",
-                    "market_tickers": [ticker]}))
+            self._spawn(self._update_markets("delete_markets", [ticker]))
 
     def _on_reply(self, message: dict[str, Any], recv_us: int) -> None:
         if message.get("type") == "error":

@@ -231,3 +231,60 @@ async def test_channel_error_abrupt_disconnect_unknown_keys_and_maintenance(clea
                 assert (result.book.yes, result.book.no) == journal.book_at(ticker, t_ms)
                 checked += 1
     assert checked >= 4, checked
+
+
+async def test_markets_sharded_across_three_connections(clean_questdb, tmp_path):
+    """KTAPE_INGEST_CONNECTIONS=3: three sockets each record their share of the markets
+    (lifecycle on one, effects routed to the owner), nothing twice, nothing missing."""
+    async with SimServer(SimConfig(markets=30, rate=600, seed=44)) as sim:
+        settings = load_settings({
+            **clean_questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
+            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
+            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
+        recorder = Recorder(settings, IngestSettings(flush_interval_ms=100, connections=3))
+        stop = asyncio.Event()
+        task = asyncio.create_task(recorder.run(stop))
+        await asyncio.sleep(1.5)
+        assert len(sim.clients) == 3
+        shares = [len(feed.wanted) for feed in recorder.feeds]
+        assert all(shares) and sum(shares) == len(set().union(*(f.wanted for f in recorder.feeds)))
+        sim.model.lifecycle_rate = 0.02  # markets close and new ones appear mid-run
+        await asyncio.sleep(4.0)
+        sim.config.rate = 0
+        await asyncio.sleep(1.5)
+        ok, health = recorder.health()
+        assert ok and health["connections_up"] == 3
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        journal = sim.journal
+    created = [r for r in journal.records if r["k"] == "life" and r["type"] == "created"]
+    assert created, "no market appeared mid-run"
+    with clean_questdb.connect() as conn:
+        wait_for_wal(conn)
+        stored_created = conn.execute("SELECT count() FROM lifecycle WHERE event_type = "
+                                      "'created'").fetchone()[0]
+        recorded_new = {t for (t,) in conn.execute(
+            "SELECT DISTINCT ticker FROM book_changes").fetchall()}
+        stored_trades = conn.execute("SELECT trade_id, ts FROM trades").fetchall()
+    assert stored_created == len(created)  # lifecycle once (one connection follows it)
+    new_with_changes = {r["m"] for r in created
+                        if any(c["k"] == "chg" for c in journal.changes(r["m"]))}
+    assert new_with_changes <= recorded_new  # each new market recorded by its owner
+    # every trade once, from the moment the trade subscription began
+    first_ms = min(int(ts.replace(tzinfo=dt.UTC).timestamp() * 1000) for _, ts in stored_trades)
+    expected_trades = {t["id"] for t in journal.trades() if t["t"] >= first_ms}
+    assert len(stored_trades) == len({tid for tid, _ in stored_trades})
+    assert {tid for tid, _ in stored_trades} == expected_trades
+    checked = 0
+    async with await psycopg.AsyncConnection.connect(clean_questdb.conninfo,
+                                                     autocommit=True) as conn:
+        for ticker in sorted(journal.tickers()):
+            t_ms = max((r["t"] for r in journal.changes(ticker)), default=None)
+            if t_ms is None:
+                continue
+            result = await orderbook_at(conn, ticker, dt.datetime.fromtimestamp(t_ms / 1000,
+                                                                                 dt.UTC))
+            if result.continuity is Continuity.CONTINUOUS:
+                assert (result.book.yes, result.book.no) == journal.book_at(ticker, t_ms)
+                checked += 1
+    assert checked >= 20, checked
