@@ -27,6 +27,8 @@ class MarketBook:
     gap_expected_seq: int | None = None
     gap_got_seq: int | None = None
     snapshot_requested_us: int | None = None  # when we last asked for a snapshot
+    # ILP symbol dicts of this market's delta rows by (side, ts_source), built once
+    delta_symbols: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
     def ladder(self, side: str) -> dict[int, int]:
         return self.yes if side == "yes" else self.no

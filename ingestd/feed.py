@@ -29,7 +29,7 @@ from websockets.asyncio.client import ClientConnection
 from ingestd import metrics
 from ingestd.book import MarketBook, NegativeLevel, ladder_text
 from ingestd.kalshi.auth import KalshiSigner
-from ingestd.kalshi.normalize import NormalizeError, price_e4, qty_e2
+from ingestd.kalshi.normalize import PRICE_CACHE, QTY_CACHE, NormalizeError, price_e4, qty_e2
 from ingestd.writer import IlpWriter, TimestampMicros
 from ktape.aio import cancel_and_wait
 from ktape.config import MarketFilter
@@ -76,6 +76,8 @@ class Feed:
         self.last_message_us: int | None = None
         self._cmd_id = 0
         self._background: set[asyncio.Task[Any]] = set()
+        self._pending_counts: dict[str, int] = {}  # messages by type, not yet in metrics
+        self._pending_total = 0
 
     # -- market set --------------------------------------------------------------------
 
@@ -183,6 +185,7 @@ class Feed:
         every market and rebuilds each book from a fresh subscription snapshot."""
         while True:
             await asyncio.sleep(SNAPSHOT_TIMEOUT_SECS / 3)
+            self.flush_counts()  # quiet feeds still show their counts within seconds
             overdue = self.overdue_snapshots(now_us())
             if overdue:
                 log.warning("feed.snapshot_timeout", markets=len(overdue), first=overdue[0])
@@ -295,7 +298,11 @@ class Feed:
             return
         kind = message.get("type")
         handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
-        metrics.MESSAGES.labels(type=kind if handler else "unknown").inc()
+        label = kind if handler else "unknown"
+        self._pending_counts[label] = self._pending_counts.get(label, 0) + 1  # type: ignore[index]
+        self._pending_total += 1
+        if self._pending_total >= COUNT_FLUSH_EVERY:
+            self.flush_counts()
         if handler is None:
             metrics.BAD_INPUT.labels(reason="unknown_type").inc()
             log.warning("feed.unknown_type", type=kind, raw=str(raw)[:300])
@@ -310,6 +317,17 @@ class Feed:
             metrics.BAD_INPUT.labels(reason="invalid_field").inc()
             log.warning("feed.invalid_message", type=kind, sid=sid, seq=seq, error=str(exc),
                         raw=str(raw)[:300])
+
+    def flush_counts(self) -> None:
+        """Add the messages counted since the last call to ingestd_messages_total (per
+        message the registry's labels()+inc() cost a sixth of ingest's CPU)."""
+        for label, count in self._pending_counts.items():
+            counter = _MESSAGE_COUNTERS.get(label)
+            if counter is None:
+                counter = _MESSAGE_COUNTERS[label] = metrics.MESSAGES.labels(type=label)
+            counter.inc(count)
+        self._pending_counts.clear()
+        self._pending_total = 0
 
     def _check_seq(self, sid: int, seq: int, kind: str) -> bool:
         """True to process; False for a duplicate. A jump records gaps for the sid."""
@@ -412,7 +430,13 @@ class Feed:
         side = msg["side"]
         if side not in ("yes", "no"):
             raise ValueError(f"side {side!r}")
-        price, delta = price_e4(msg["price_dollars"]), qty_e2(msg["delta_fp"])
+        # the parse caches first (the hot path), the exact parser on a miss
+        price = PRICE_CACHE.get(msg["price_dollars"])
+        if price is None:
+            price = price_e4(msg["price_dollars"])
+        delta = QTY_CACHE.get(msg["delta_fp"])
+        if delta is None:
+            delta = qty_e2(msg["delta_fp"])
         ts_ms = msg.get("ts_ms")
         if isinstance(ts_ms, int):
             ts_us, source = ts_ms * 1000, "exchange"
@@ -422,7 +446,7 @@ class Feed:
             source = "exchange"
         else:
             ts_us, source = recv_us, "receive"
-        sid, seq = int(message["sid"]), int(message["seq"])
+        sid, seq = message["sid"], message["seq"]  # ints: checked by handle()
         try:
             after = book.apply_delta(side, price, delta)
         except NegativeLevel as exc:
@@ -431,11 +455,14 @@ class Feed:
             self._open_gap(book, "negative_level", expected=None, got=seq, sid=sid)
             self._spawn(self.request_snapshots([ticker]))
             return
-        self.writer.row("book_changes", symbols={
-            "ticker": ticker, "side": side, "kind": "delta", "ts_source": source},
-            columns={"price_e4": price, "qty_after_e2": after, "delta_e2": delta, "seq": seq,
-                     "sid": sid, "recv_ts": TimestampMicros(recv_us)},
-            at_us=ts_us, exchange_ms=ts_us // 1000)
+        symbols = book.delta_symbols.get((side, source))
+        if symbols is None:  # one dict per market, side and time source, reused per row
+            symbols = book.delta_symbols[side, source] = {
+                "ticker": ticker, "side": side, "kind": "delta", "ts_source": source}
+        self.writer.row("book_changes", symbols=symbols,
+                        columns={"price_e4": price, "qty_after_e2": after, "delta_e2": delta,
+                                 "seq": seq, "sid": sid, "recv_ts": TimestampMicros(recv_us)},
+                        at_us=ts_us, exchange_ms=ts_us // 1000)
         book.last_seq, book.last_sid, book.last_exchange_us = seq, sid, ts_us
         book.changes_since_checkpoint += 1
         if (book.changes_since_checkpoint >= self.checkpoint_every
@@ -625,6 +652,10 @@ class Feed:
             "price_level_structure": market.get("price_level_structure") or "",
             "source": source}, columns=columns, at_us=now_us())
 
+
+# The labelled child of ingestd_messages_total per message type, looked up once.
+_MESSAGE_COUNTERS: dict[str, Any] = {}
+COUNT_FLUSH_EVERY = 256  # messages between additions to the Prometheus counters
 
 _HANDLERS: dict[str, Any] = {
     "subscribed": Feed._on_subscribed,
