@@ -41,23 +41,20 @@ PRICE_CACHE: dict[str, int] = {}
 QTY_CACHE: dict[str, int] = {}
 
 
-def price_e4(text: object) -> int:
-    cached = PRICE_CACHE.get(text) if isinstance(text, str) else None
+def _cached(cache: dict[str, int], text: object, digits: int) -> int:
+    cached = cache.get(text) if isinstance(text, str) else None
     if cached is not None:
         return cached
-    value = parse_fixed(text, PRICE_DIGITS)
-    if len(PRICE_CACHE) >= _CACHE_LIMIT:
-        PRICE_CACHE.clear()
-    PRICE_CACHE[text] = value  # type: ignore[index]  # parse_fixed accepted only a str
+    value = parse_fixed(text, digits)
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[text] = value  # type: ignore[index]  # parse_fixed accepted only a str
     return value
+
+
+def price_e4(text: object) -> int:
+    return _cached(PRICE_CACHE, text, PRICE_DIGITS)
 
 
 def qty_e2(text: object) -> int:
-    cached = QTY_CACHE.get(text) if isinstance(text, str) else None
-    if cached is not None:
-        return cached
-    value = parse_fixed(text, QTY_DIGITS)
-    if len(QTY_CACHE) >= _CACHE_LIMIT:
-        QTY_CACHE.clear()
-    QTY_CACHE[text] = value  # type: ignore[index]
-    return value
+    return _cached(QTY_CACHE, text, QTY_DIGITS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ktape.sim.fixed import contracts, dollars
-from ktape.sim.journal import Journal
+from ktape.sim.journal import Journal, apply_record
 
 PERIODS = (1, 60, 1440)
 MAX_CANDLES = 10_000
@@ -62,19 +62,8 @@ def candlesticks(journal: Journal, ticker: str, start_ts: int, end_ts: int, peri
     out: list[dict[str, Any]] = []
 
     def apply(record: dict[str, Any]) -> None:
-        nonlocal yes, no, previous
-        kind = record["k"]
-        if kind == "book":
-            yes = {int(p): int(q) for p, q in record["yes"]}
-            no = {int(p): int(q) for p, q in record["no"]}
-        elif kind == "clr":
-            yes, no = {}, {}
-        elif kind == "chg":
-            ladder = yes if record["s"] == "yes" else no
-            if record["q"] == 0:
-                ladder.pop(record["p"], None)
-            else:
-                ladder[record["p"]] = record["q"]
+        nonlocal yes, no
+        yes, no = apply_record(yes, no, record)
 
     def quote() -> tuple[int | None, int | None]:
         best_no = _best(no)

@@ -94,18 +94,7 @@ class Journal:
         records = self._by_ticker.get(ticker, [])
         end = bisect.bisect_right([r["t"] for r in records], ts_ms)
         for record in records[:end]:
-            kind = record["k"]
-            if kind == "book":
-                yes = {int(p): int(q) for p, q in record["yes"]}
-                no = {int(p): int(q) for p, q in record["no"]}
-            elif kind == "clr":
-                yes, no = {}, {}
-            elif kind == "chg":
-                ladder = yes if record["s"] == "yes" else no
-                if record["q"] == 0:
-                    ladder.pop(record["p"], None)
-                else:
-                    ladder[record["p"]] = record["q"]
+            yes, no = apply_record(yes, no, record)
         return yes, no
 
     def trades(self, ticker: str | None = None) -> list[dict[str, Any]]:
@@ -117,3 +106,22 @@ class Journal:
 
     def changes(self, ticker: str) -> list[dict[str, Any]]:
         return [r for r in self._by_ticker.get(ticker, []) if r["k"] in ("chg", "clr", "book")]
+
+
+def apply_record(yes: dict[int, int], no: dict[int, int], record: dict[str, Any]
+                 ) -> tuple[dict[int, int], dict[int, int]]:
+    """The book after one journal record (`book` replaces, `clr` empties, `chg` sets a
+    level); other records leave it as it is. May update the given ladders in place."""
+    kind = record["k"]
+    if kind == "book":
+        return ({int(p): int(q) for p, q in record["yes"]},
+                {int(p): int(q) for p, q in record["no"]})
+    if kind == "clr":
+        return {}, {}
+    if kind == "chg":
+        ladder = yes if record["s"] == "yes" else no
+        if record["q"] == 0:
+            ladder.pop(record["p"], None)
+        else:
+            ladder[record["p"]] = record["q"]
+    return yes, no

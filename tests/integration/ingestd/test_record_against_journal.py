@@ -17,10 +17,35 @@ import psycopg
 
 from ingestd.app import Recorder
 from ingestd.config import IngestSettings
-from ktape.config import load_settings
+from ktape.config import Settings, load_settings
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig, SimServer
 from queryd.orderbook import Continuity, orderbook_at
+
+
+def recorder_settings(questdb, data_dir, sim) -> Settings:
+    """Settings of a recorder pointed at this QuestDB and this simulator."""
+    return load_settings({
+        **questdb.env(), "KTAPE_DATA_DIR": str(data_dir),
+        "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
+        "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
+
+
+async def final_books_match(questdb, journal) -> int:
+    """Each market's book at its last journal change equals the exchange's wherever
+    ktape claims continuity; returns how many markets were compared."""
+    checked = 0
+    async with await psycopg.AsyncConnection.connect(questdb.conninfo, autocommit=True) as conn:
+        for ticker in sorted(journal.tickers()):
+            t_ms = max((r["t"] for r in journal.changes(ticker)), default=None)
+            if t_ms is None:
+                continue
+            result = await orderbook_at(conn, ticker, dt.datetime.fromtimestamp(t_ms / 1000,
+                                                                                 dt.UTC))
+            if result.continuity is Continuity.CONTINUOUS:
+                assert (result.book.yes, result.book.no) == journal.book_at(ticker, t_ms)
+                checked += 1
+    return checked
 
 
 async def _control(port: int, action: str, n: int = 1) -> None:
@@ -151,10 +176,7 @@ async def test_two_decimal_prices_record_the_same_books(clean_questdb, tmp_path)
     to 2 decimals wherever exact, the recorded books are still the exchange's, and no
     snapshot ever disagrees with the book ingestd held (no false gaps)."""
     async with SimServer(SimConfig(markets=8, rate=500, seed=77, price_decimals=2)) as sim:
-        settings = load_settings({
-            **clean_questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
-            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
-            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
+        settings = recorder_settings(clean_questdb, tmp_path, sim)
         recorder = Recorder(settings, IngestSettings(flush_interval_ms=100))
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))
@@ -168,18 +190,7 @@ async def test_two_decimal_prices_record_the_same_books(clean_questdb, tmp_path)
         wait_for_wal(conn)
         reasons = {r for (r,) in conn.execute("SELECT DISTINCT reason FROM gaps").fetchall()}
     assert "snapshot_mismatch" not in reasons, reasons
-    checked = 0
-    async with await psycopg.AsyncConnection.connect(clean_questdb.conninfo,
-                                                     autocommit=True) as conn:
-        for ticker in sorted(journal.tickers()):
-            t_ms = max((r["t"] for r in journal.changes(ticker)), default=None)
-            if t_ms is None:
-                continue
-            result = await orderbook_at(conn, ticker, dt.datetime.fromtimestamp(t_ms / 1000,
-                                                                                 dt.UTC))
-            if result.continuity is Continuity.CONTINUOUS:
-                assert (result.book.yes, result.book.no) == journal.book_at(ticker, t_ms)
-                checked += 1
+    checked = await final_books_match(clean_questdb, journal)
     assert checked >= 4, checked
 
 
@@ -189,10 +200,7 @@ async def test_channel_error_abrupt_disconnect_unknown_keys_and_maintenance(clea
     unknown keys and a maintenance pause: each is survived, the first two are recorded
     gaps, and the books outside gaps are the exchange's."""
     async with SimServer(SimConfig(markets=8, rate=400, seed=33)) as sim:
-        settings = load_settings({
-            **clean_questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
-            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
-            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
+        settings = recorder_settings(clean_questdb, tmp_path, sim)
         recorder = Recorder(settings, IngestSettings(flush_interval_ms=100))
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))
@@ -218,18 +226,7 @@ async def test_channel_error_abrupt_disconnect_unknown_keys_and_maintenance(clea
                                  "ticker != '*'").fetchone()[0]
     assert {"error_10", "reconnect"} <= reasons, reasons
     assert open_gaps == 0
-    checked = 0
-    async with await psycopg.AsyncConnection.connect(clean_questdb.conninfo,
-                                                     autocommit=True) as conn:
-        for ticker in sorted(journal.tickers()):
-            t_ms = max((r["t"] for r in journal.changes(ticker)), default=None)
-            if t_ms is None:
-                continue
-            result = await orderbook_at(conn, ticker, dt.datetime.fromtimestamp(t_ms / 1000,
-                                                                                 dt.UTC))
-            if result.continuity is Continuity.CONTINUOUS:
-                assert (result.book.yes, result.book.no) == journal.book_at(ticker, t_ms)
-                checked += 1
+    checked = await final_books_match(clean_questdb, journal)
     assert checked >= 4, checked
 
 
@@ -237,10 +234,7 @@ async def test_markets_sharded_across_three_connections(clean_questdb, tmp_path)
     """KTAPE_INGEST_CONNECTIONS=3: three sockets each record their share of the markets
     (lifecycle on one, effects routed to the owner), nothing twice, nothing missing."""
     async with SimServer(SimConfig(markets=30, rate=600, seed=44)) as sim:
-        settings = load_settings({
-            **clean_questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
-            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
-            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
+        settings = recorder_settings(clean_questdb, tmp_path, sim)
         recorder = Recorder(settings, IngestSettings(flush_interval_ms=100, connections=3))
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))
@@ -275,16 +269,5 @@ async def test_markets_sharded_across_three_connections(clean_questdb, tmp_path)
     expected_trades = {t["id"] for t in journal.trades() if t["t"] >= first_ms}
     assert len(stored_trades) == len({tid for tid, _ in stored_trades})
     assert {tid for tid, _ in stored_trades} == expected_trades
-    checked = 0
-    async with await psycopg.AsyncConnection.connect(clean_questdb.conninfo,
-                                                     autocommit=True) as conn:
-        for ticker in sorted(journal.tickers()):
-            t_ms = max((r["t"] for r in journal.changes(ticker)), default=None)
-            if t_ms is None:
-                continue
-            result = await orderbook_at(conn, ticker, dt.datetime.fromtimestamp(t_ms / 1000,
-                                                                                 dt.UTC))
-            if result.continuity is Continuity.CONTINUOUS:
-                assert (result.book.yes, result.book.no) == journal.book_at(ticker, t_ms)
-                checked += 1
+    checked = await final_books_match(clean_questdb, journal)
     assert checked >= 20, checked

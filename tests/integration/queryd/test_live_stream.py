@@ -41,6 +41,16 @@ def _key(delta: pb.OrderbookDelta) -> tuple:
     return (delta.ts.ToMicroseconds(), delta.sid, delta.seq, delta.side, delta.price)
 
 
+def _stored_keys(conn, ticker: str, began: dt.datetime, op: str) -> set[tuple]:
+    """The keys (as _key makes them) of the changes QuestDB stored after `began`."""
+    assert op in (">", ">=")
+    rows = conn.execute("SELECT ts, sid, seq, side, price_e4 FROM book_changes WHERE "
+                        f"ticker = %s AND ts {op} %s", (ticker, began)).fetchall()
+    return {(int(ts.replace(tzinfo=dt.UTC).timestamp() * 1_000_000), sid, seq,
+             pb.SIDE_YES if side == "yes" else pb.SIDE_NO, f"{price // 10000}.{price % 10000:04d}")
+            for ts, sid, seq, side, price in rows}
+
+
 async def _collect(stream, into: list, received_at: list) -> None:
     async for message in stream:
         into.append(message)
@@ -109,12 +119,7 @@ async def test_stream_replays_then_joins_live_without_loss_or_repeat(questdb, tm
                 await reader
     with questdb.connect() as conn:
         wait_for_wal(conn)
-        stored = conn.execute(
-            "SELECT ts, sid, seq, side, price_e4 FROM book_changes WHERE ticker = %s "
-            "AND ts >= %s", (ticker, began)).fetchall()
-    stored_keys = {(int(ts.replace(tzinfo=dt.UTC).timestamp() * 1_000_000), sid, seq,
-                    pb.SIDE_YES if side == "yes" else pb.SIDE_NO, f"{price // 10000}.{price % 10000:04d}")
-                   for ts, sid, seq, side, price in stored}
+        stored_keys = _stored_keys(conn, ticker, began, ">=")
     assert replay[0].HasField("snapshot")
     deltas = [m.delta for m in replay[1:] if m.HasField("delta")]
     keys = [_key(d) for d in deltas if d.kind != pb.DELTA_KIND_GAP]
@@ -154,13 +159,7 @@ async def test_stream_rejoins_after_the_fanout_drops(questdb, tmp_path):
             await reader
     with questdb.connect() as conn:
         wait_for_wal(conn)
-        stored = conn.execute(
-            "SELECT ts, sid, seq, side, price_e4 FROM book_changes WHERE ticker = %s "
-            "AND ts > %s", (ticker, began)).fetchall()
-    stored_keys = {(int(ts.replace(tzinfo=dt.UTC).timestamp() * 1_000_000), sid, seq,
-                    pb.SIDE_YES if side == "yes" else pb.SIDE_NO,
-                    f"{price // 10000}.{price % 10000:04d}")
-                   for ts, sid, seq, side, price in stored}
+        stored_keys = _stored_keys(conn, ticker, began, ">")
     keys = [_key(m.delta) for m in messages[1:]
             if m.HasField("delta") and m.delta.kind != pb.DELTA_KIND_GAP]
     assert len(keys) == len(set(keys)), "a change was sent twice"
