@@ -9,8 +9,11 @@ inside a recorded gap, and every injected gap must have produced `gaps` rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import psycopg
@@ -29,6 +32,23 @@ def recorder_settings(questdb, data_dir, sim) -> Settings:
         **questdb.env(), "KTAPE_DATA_DIR": str(data_dir),
         "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
         "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
+
+
+@contextlib.asynccontextmanager
+async def recording(questdb, data_dir, sim, **ingest: Any) -> AsyncIterator[Recorder]:
+    """A recorder running against `sim` for the body of the block; then the simulator is
+    quiesced, the recorder catches up and stops."""
+    recorder = Recorder(recorder_settings(questdb, data_dir, sim),
+                        IngestSettings(flush_interval_ms=100, **ingest))
+    stop = asyncio.Event()
+    task = asyncio.create_task(recorder.run(stop))
+    try:
+        yield recorder
+        sim.config.rate = 0
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
 
 
 async def final_books_match(questdb, journal) -> int:
@@ -176,15 +196,8 @@ async def test_two_decimal_prices_record_the_same_books(clean_questdb, tmp_path)
     to 2 decimals wherever exact, the recorded books are still the exchange's, and no
     snapshot ever disagrees with the book ingestd held (no false gaps)."""
     async with SimServer(SimConfig(markets=8, rate=500, seed=77, price_decimals=2)) as sim:
-        settings = recorder_settings(clean_questdb, tmp_path, sim)
-        recorder = Recorder(settings, IngestSettings(flush_interval_ms=100))
-        stop = asyncio.Event()
-        task = asyncio.create_task(recorder.run(stop))
-        await asyncio.sleep(4.0)
-        sim.config.rate = 0
-        await asyncio.sleep(1.0)
-        stop.set()
-        await asyncio.wait_for(task, 20)
+        async with recording(clean_questdb, tmp_path, sim):
+            await asyncio.sleep(4.0)
         journal = sim.journal
     with clean_questdb.connect() as conn:
         wait_for_wal(conn)
@@ -200,22 +213,15 @@ async def test_channel_error_abrupt_disconnect_unknown_keys_and_maintenance(clea
     unknown keys and a maintenance pause: each is survived, the first two are recorded
     gaps, and the books outside gaps are the exchange's."""
     async with SimServer(SimConfig(markets=8, rate=400, seed=33)) as sim:
-        settings = recorder_settings(clean_questdb, tmp_path, sim)
-        recorder = Recorder(settings, IngestSettings(flush_interval_ms=100))
-        stop = asyncio.Event()
-        task = asyncio.create_task(recorder.run(stop))
-        await asyncio.sleep(1.5)
-        await _control(sim.port, "unknown_key", 20)
-        await _control(sim.port, "maintenance", 1)
-        await asyncio.sleep(1.5)
-        await _control(sim.port, "error_10")
-        await asyncio.sleep(3.0)
-        await _control(sim.port, "abrupt_disconnect")
-        await asyncio.sleep(4.0)
-        sim.config.rate = 0
-        await asyncio.sleep(1.0)
-        stop.set()
-        await asyncio.wait_for(task, 20)
+        async with recording(clean_questdb, tmp_path, sim):
+            await asyncio.sleep(1.5)
+            await _control(sim.port, "unknown_key", 20)
+            await _control(sim.port, "maintenance", 1)
+            await asyncio.sleep(1.5)
+            await _control(sim.port, "error_10")
+            await asyncio.sleep(3.0)
+            await _control(sim.port, "abrupt_disconnect")
+            await asyncio.sleep(4.0)
         journal = sim.journal
     assert {"unknown_key", "maintenance", "error_10", "abrupt_disconnect"} <= {
         f["what"] for f in journal.faults()}
@@ -234,22 +240,18 @@ async def test_markets_sharded_across_three_connections(clean_questdb, tmp_path)
     """KTAPE_INGEST_CONNECTIONS=3: three sockets each record their share of the markets
     (lifecycle on one, effects routed to the owner), nothing twice, nothing missing."""
     async with SimServer(SimConfig(markets=30, rate=600, seed=44)) as sim:
-        settings = recorder_settings(clean_questdb, tmp_path, sim)
-        recorder = Recorder(settings, IngestSettings(flush_interval_ms=100, connections=3))
-        stop = asyncio.Event()
-        task = asyncio.create_task(recorder.run(stop))
-        await asyncio.sleep(1.5)
-        assert len(sim.clients) == 3
-        shares = [len(feed.wanted) for feed in recorder.feeds]
-        assert all(shares) and sum(shares) == len(set().union(*(f.wanted for f in recorder.feeds)))
-        sim.model.lifecycle_rate = 0.02  # markets close and new ones appear mid-run
-        await asyncio.sleep(4.0)
-        sim.config.rate = 0
-        await asyncio.sleep(1.5)
-        ok, health = recorder.health()
-        assert ok and health["connections_up"] == 3
-        stop.set()
-        await asyncio.wait_for(task, 20)
+        async with recording(clean_questdb, tmp_path, sim, connections=3) as recorder:
+            await asyncio.sleep(1.5)
+            assert len(sim.clients) == 3
+            shares = [len(feed.wanted) for feed in recorder.feeds]
+            assert all(shares) and sum(shares) == len(set().union(*(f.wanted
+                                                                   for f in recorder.feeds)))
+            sim.model.lifecycle_rate = 0.02  # markets close and new ones appear mid-run
+            await asyncio.sleep(4.0)
+            sim.config.rate = 0
+            await asyncio.sleep(1.5)
+            ok, health = recorder.health()
+            assert ok and health["connections_up"] == 3
         journal = sim.journal
     created = [r for r in journal.records if r["k"] == "life" and r["type"] == "created"]
     assert created, "no market appeared mid-run"

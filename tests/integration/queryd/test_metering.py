@@ -183,14 +183,7 @@ async def test_out_of_credits_is_resource_exhausted_with_quota_failure(metered: 
     metered.store.append(account.account_id, 4, kind="grant", reason="t", idempotency_key="top")
     await asyncio.sleep(0.6)
     price = PRICES[MARKETDATA + "GetMarket"]
-    served = 0
-    for _ in range(6):
-        try:
-            await metered.stub.ListSeries(pb.ListSeriesRequest(), metadata=auth(key))
-            served += 1
-        except grpc.aio.AioRpcError as exc:
-            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert served == 4 // price
+    assert await _served_of(metered, key, 6, "INSUFFICIENT_CREDITS") == 4 // price
     assert await metered.interceptor.recorder.flush()
     assert metered.store.balance(account.account_id) == 0
 
@@ -221,6 +214,19 @@ async def test_rate_limit_answers_retry_info(metered: Metered):
     assert _reason(refused[0]) == "RATE_LIMITED"
     retry = _detail(refused[0], error_details_pb2.RetryInfo)
     assert 0 < retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9 <= 1.0
+
+
+async def _served_of(metered: Metered, key: str, calls: int, refusal: str) -> int:
+    """How many of `calls` ListSeries calls were served; the rest must be refused as
+    RESOURCE_EXHAUSTED with ErrorInfo reason `refusal`."""
+    served = 0
+    for _ in range(calls):
+        try:
+            await metered.stub.ListSeries(pb.ListSeriesRequest(), metadata=auth(key))
+            served += 1
+        except grpc.aio.AioRpcError as exc:
+            assert (exc.code(), _reason(exc)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+    return served
 
 
 async def _refused_within_5s(metered: Metered, key: str, code: grpc.StatusCode,
@@ -304,15 +310,7 @@ async def test_spending_cap_stops_a_postpaid_account(metered: Metered):
     metered.store.record_usage([UsageIn("seed-cap", api_key.key_id, "seed", 1000,
                                         dt.datetime.now(dt.UTC))])  # the allowance is spent
     price = PRICES[MARKETDATA + "ListSeries"]
-    served = 0
-    for _ in range(6):
-        try:
-            await metered.stub.ListSeries(pb.ListSeriesRequest(), metadata=auth(key))
-            served += 1
-        except grpc.aio.AioRpcError as exc:
-            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert _reason(exc) == "SPENDING_CAP_REACHED"
-    assert served == 3 // price
+    assert await _served_of(metered, key, 6, "SPENDING_CAP_REACHED") == 3 // price
     assert await metered.interceptor.recorder.flush()
     # Postpaid: what the balance did not cover is metered for Stripe, not refused.
     assert sum(r.credits for r in metered.store.unreported_meter_usage()) == 3
