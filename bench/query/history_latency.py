@@ -16,9 +16,7 @@ import argparse
 import asyncio
 import datetime as dt
 import random
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,11 +25,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import percentiles, save
-from bench.query.synthetic import START, generate, generate_trades
-from ktape.config import HostPort
-from ktape.runtime.ports import free_port
-from ktape.runtime.questdb import QuestDBProcess
-from ktape.schema import apply_migrations
+from bench.query.synthetic import START, bench_questdb, conninfo_of, generate, generate_trades
 from queryd.candles import candles
 from queryd.history import deltas_page
 
@@ -70,30 +64,18 @@ def main() -> int:
     parser.add_argument("--extra-sql", action="append", default=[],
                         help="DDL to run after migrations (e.g. an index under test)")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="ktape-bench-hist-"))
     results: dict[str, dict] = {}
-    try:
-        with QuestDBProcess(root, HostPort("127.0.0.1", free_port()),
-                            HostPort("127.0.0.1", free_port()), heap_mb=2048) as qdb:
-            conninfo = (f"host=127.0.0.1 port={qdb.pg.port} user=admin password=quest "
-                        "dbname=qdb")
-            with psycopg.connect(conninfo, autocommit=True) as conn:
-                apply_migrations(conn)
-                for statement in args.extra_sql:
-                    conn.execute(statement)
-                generated = 0
-                for size in (int(s) for s in args.sizes.split(",")):
-                    info = generate(conn, changes=size - generated, markets=args.markets,
-                                    first=generated == 0, span_days=args.span_days)
-                    info["trades"] = generate_trades(conn, trades=(size - generated) // 10,
-                                                     markets=args.markets,
-                                                     span_days=args.span_days)
-                    generated = size
-                    print(f"generated {info}", flush=True)
-                    results[str(size)] = {**info, **asyncio.run(measure(
-                        conninfo, args.markets, args.span_days, args.samples, seed=size))}
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with bench_questdb("ktape-bench-hist-", args.extra_sql) as (qdb, conn, _root):
+        generated = 0
+        for size in (int(s) for s in args.sizes.split(",")):
+            info = generate(conn, changes=size - generated, markets=args.markets,
+                            first=generated == 0, span_days=args.span_days)
+            info["trades"] = generate_trades(conn, trades=(size - generated) // 10,
+                                             markets=args.markets, span_days=args.span_days)
+            generated = size
+            print(f"generated {info}", flush=True)
+            results[str(size)] = {**info, **asyncio.run(measure(
+                conninfo_of(qdb), args.markets, args.span_days, args.samples, seed=size))}
     save("query_history_latency", {"sizes": results, "extra_sql": args.extra_sql})
     return 0
 

@@ -15,9 +15,7 @@ import argparse
 import asyncio
 import datetime as dt
 import random
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,11 +24,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import percentiles, save
-from bench.query.synthetic import START, generate
-from ktape.config import HostPort
-from ktape.runtime.ports import free_port
-from ktape.runtime.questdb import QuestDBProcess
-from ktape.schema import apply_migrations
+from bench.query.synthetic import START, bench_questdb, conninfo_of, generate
 from queryd.orderbook import orderbook_at
 
 
@@ -97,38 +91,27 @@ def main() -> int:
                         help="DDL to run after migrations (e.g. an index under test)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    root = Path(tempfile.mkdtemp(prefix="ktape-bench-q-"))
     results: dict[str, dict] = {}
-    try:
-        with QuestDBProcess(root, HostPort("127.0.0.1", free_port()),
-                            HostPort("127.0.0.1", free_port()), heap_mb=2048) as qdb:
-            conninfo = (f"host=127.0.0.1 port={qdb.pg.port} user=admin password=quest "
-                        "dbname=qdb")
-            with psycopg.connect(conninfo, autocommit=True) as conn:
-                apply_migrations(conn)
-                for statement in args.extra_sql:
-                    conn.execute(statement)
-                generated = 0
-                for size in sizes:
-                    began = time.monotonic()
-                    info = generate(conn, changes=size - generated, markets=args.markets,
-                                    first=generated == 0, span_days=args.span_days,
-                                    checkpoint_every=args.checkpoint_every)
-                    generated = size
-                    print(f"generated {info} in {time.monotonic() - began:.1f}s", flush=True)
-                    stats = asyncio.run(measure(conninfo, args.markets, args.span_days,
-                                                args.samples, seed=size))
-                    grpc_stats = asyncio.run(measure_grpc(
-                        {"KTAPE_QUESTDB_HTTP": str(qdb.http), "KTAPE_QUESTDB_PG": str(qdb.pg),
-                         "KTAPE_DATA_DIR": str(root / "data"),
-                         "KTAPE_PAGE_TOKEN_SECRET": "bench"},
-                        args.markets, args.span_days, args.samples, seed=size + 1))
-                    results[str(size)] = {"core": stats, "grpc": grpc_stats,
-                                          "stored_changes": info["changes"],
-                                          "checkpoints": info["checkpoints"]}
-                    print(f"{size}: core {stats}\n{size}: grpc {grpc_stats}", flush=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with bench_questdb("ktape-bench-q-", args.extra_sql) as (qdb, conn, root):
+        conninfo = conninfo_of(qdb)
+        generated = 0
+        for size in sizes:
+            began = time.monotonic()
+            info = generate(conn, changes=size - generated, markets=args.markets,
+                            first=generated == 0, span_days=args.span_days,
+                            checkpoint_every=args.checkpoint_every)
+            generated = size
+            print(f"generated {info} in {time.monotonic() - began:.1f}s", flush=True)
+            stats = asyncio.run(measure(conninfo, args.markets, args.span_days,
+                                        args.samples, seed=size))
+            grpc_stats = asyncio.run(measure_grpc(
+                {"KTAPE_QUESTDB_HTTP": str(qdb.http), "KTAPE_QUESTDB_PG": str(qdb.pg),
+                 "KTAPE_DATA_DIR": str(root / "data"), "KTAPE_PAGE_TOKEN_SECRET": "bench"},
+                args.markets, args.span_days, args.samples, seed=size + 1))
+            results[str(size)] = {"core": stats, "grpc": grpc_stats,
+                                  "stored_changes": info["changes"],
+                                  "checkpoints": info["checkpoints"]}
+            print(f"{size}: core {stats}\n{size}: grpc {grpc_stats}", flush=True)
     out: dict = {"markets": args.markets, "span_days": args.span_days, "by_size": results}
     if len(sizes) >= 2:
         small, large = results[str(sizes[0])], results[str(sizes[-1])]

@@ -10,9 +10,18 @@ against history length, not to check correctness (the tests do that with simulat
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 
+from ktape.config import HostPort
+from ktape.runtime.ports import free_port
+from ktape.runtime.questdb import QuestDBProcess
+from ktape.schema import apply_migrations
 from ktape.schema.wal import wait_for_wal
 
 START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -101,3 +110,25 @@ def generate_trades(conn: psycopg.Connection, *, trades: int, markets: int,
     wait_for_wal(conn, ["trades"], timeout_secs=600)
     (count,) = conn.execute("SELECT count() FROM trades").fetchone()
     return int(count)
+
+
+@contextmanager
+def bench_questdb(prefix: str, extra_sql: list[str]
+                  ) -> Iterator[tuple[QuestDBProcess, psycopg.Connection, Path]]:
+    """A private QuestDB with ktape's tables (plus `extra_sql`, e.g. an index under
+    test), an autocommit connection to it and a scratch dir; all removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with QuestDBProcess(root, HostPort("127.0.0.1", free_port()),
+                            HostPort("127.0.0.1", free_port()), heap_mb=2048) as qdb:
+            with psycopg.connect(conninfo_of(qdb), autocommit=True) as conn:
+                apply_migrations(conn)
+                for statement in extra_sql:
+                    conn.execute(statement)
+                yield qdb, conn, root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def conninfo_of(qdb: QuestDBProcess) -> str:
+    return f"host=127.0.0.1 port={qdb.pg.port} user=admin password=quest dbname=qdb"
