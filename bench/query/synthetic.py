@@ -119,13 +119,13 @@ def bench_questdb(prefix: str, extra_sql: list[str]
     test), an autocommit connection to it and a scratch dir; all removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        with QuestDBProcess(root, HostPort("127.0.0.1", free_port()),
-                            HostPort("127.0.0.1", free_port()), heap_mb=2048) as qdb:
-            with psycopg.connect(conninfo_of(qdb), autocommit=True) as conn:
-                apply_migrations(conn)
-                for statement in extra_sql:
-                    conn.execute(statement)
-                yield qdb, conn, root
+        qdb = QuestDBProcess(root, HostPort("127.0.0.1", free_port()),
+                             HostPort("127.0.0.1", free_port()), heap_mb=2048)
+        with qdb, psycopg.connect(conninfo_of(qdb), autocommit=True) as conn:
+            apply_migrations(conn)
+            for statement in extra_sql:
+                conn.execute(statement)
+            yield qdb, conn, root
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
