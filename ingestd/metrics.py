@@ -18,7 +18,8 @@ FLUSH_FAILURES = Counter("ingestd_flush_failures_total", "ILP flushes that faile
                          registry=REGISTRY)
 LAG_SECONDS = Histogram("ingestd_ingest_lag_seconds",
                         "Exchange time to committed in QuestDB", registry=REGISTRY,
-                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+                        buckets=(0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1,
+                                 1.5, 2, 5, 10, 30))
 GAPS = Counter("ingestd_gaps_total", "Gaps recorded, by reason", ["reason"], registry=REGISTRY)
 SPILL_BYTES = Gauge("ingestd_spill_bytes", "Bytes waiting in the spill file", registry=REGISTRY)
 RECONNECTS = Counter("ingestd_reconnects_total", "Feed reconnects", registry=REGISTRY)
