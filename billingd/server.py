@@ -22,6 +22,7 @@ from ktape.billing.v1 import metering_pb2_grpc as metering_grpc
 from ktape.config import Settings
 from ktape.entrypoint import run_service
 from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
+from ktape.internal_auth import InternalTokenServer
 from ktape.log import get_logger
 from ktape.paging import PageTokens, load_key
 
@@ -61,6 +62,9 @@ async def build_server(settings: Settings, addr: str | None = None) -> Billingd:
             lambda s: metering_grpc.add_MeteringServiceServicer_to_server(MeteringService(store), s),
         ],
         SERVICE_NAMES,
+        interceptors=([InternalTokenServer(settings.internal_token.reveal(),
+                                           "/ktape.billing.v1.MeteringService/")]
+                      if settings.internal_token else ()),
     )
     return Billingd(running, store, stripe)
 

@@ -112,6 +112,7 @@ class Settings:
     stripe_webhook_secret: Secret | None
     stripe_api_base: str | None
     ingestd_metrics_addr: HostPort
+    internal_token: Secret | None
     envoy_admin_port: int
     sim_port: int
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
@@ -263,6 +264,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ingestd_metrics_addr=parse_hostport(
             "KTAPE_INGESTD_METRICS_ADDR", get("KTAPE_INGESTD_METRICS_ADDR")
         ),
+        internal_token=Secret(token) if (token := optional("KTAPE_INTERNAL_TOKEN")) else None,
         envoy_admin_port=parse_port("KTAPE_ENVOY_ADMIN_PORT", get("KTAPE_ENVOY_ADMIN_PORT")),
         sim_port=parse_port("KTAPE_SIM_PORT", get("KTAPE_SIM_PORT")),
         raw=ktape_env,

@@ -7,6 +7,7 @@ gets the same KTAPE_* environment, so every process agrees on ports and paths; w
 
 from __future__ import annotations
 
+import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ def build_stack(settings: Settings, options: StackOptions) -> list[ChildSpec]:
     for sub in ("questdb", "spill", "logs", "envoy"):
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
     env = {**settings.raw, "KTAPE_DATA_DIR": str(data_dir)}
+    # queryd and billingd share a fresh internal token per run unless one is configured
+    env.setdefault("KTAPE_INTERNAL_TOKEN", secrets.token_hex(32))
     if options.simulator:
         env.update(sim_urls(settings))
 

@@ -14,6 +14,7 @@ from ktape.billing.v1 import metering_pb2_grpc as metering_grpc
 from ktape.config import Settings
 from ktape.entrypoint import run_service
 from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
+from ktape.internal_auth import InternalTokenClient
 from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, load_key
@@ -86,7 +87,10 @@ def build_metering(settings: Settings, channel: grpc.aio.Channel) -> MeteringInt
 
 
 async def _main(settings: Settings) -> int:
-    channel = grpc.aio.insecure_channel(str(settings.billingd_addr))
+    channel = grpc.aio.insecure_channel(
+        str(settings.billingd_addr),
+        interceptors=([InternalTokenClient(settings.internal_token.reveal())]
+                      if settings.internal_token else None))
     metering = build_metering(settings, channel)
     live = LiveTail(f"http://{settings.ingestd_metrics_addr}/live")
     running, pool, service = await build_server(settings, interceptors=[metering], live=live)

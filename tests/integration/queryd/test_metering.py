@@ -314,3 +314,28 @@ async def test_spending_cap_stops_a_postpaid_account(metered: Metered):
     assert await metered.interceptor.recorder.flush()
     # Postpaid: what the balance did not cover is metered for Stripe, not refused.
     assert sum(r.credits for r in metered.store.unreported_meter_usage()) == 3
+
+
+async def test_metering_service_needs_the_internal_token_when_one_is_set(questdb, tmp_path):
+    from ktape.billing.v1 import metering_pb2
+    from ktape.internal_auth import InternalTokenClient
+
+    settings = load_settings({**questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
+                              "KTAPE_INTERNAL_TOKEN": "s3cret-internal"})
+    billingd = await build_billingd(settings, addr="127.0.0.1:0")
+    addr = f"127.0.0.1:{billingd.running.port}"
+    try:
+        async with grpc.aio.insecure_channel(addr) as plain:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await metering_pb2_grpc.MeteringServiceStub(plain).RecordUsage(
+                    metering_pb2.RecordUsageRequest())
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert _reason(info.value) == "INTERNAL_TOKEN_INVALID"
+        async with grpc.aio.insecure_channel(
+                addr, interceptors=[InternalTokenClient("s3cret-internal")]) as authed:
+            reply = await metering_pb2_grpc.MeteringServiceStub(authed).RecordUsage(
+                metering_pb2.RecordUsageRequest())
+            assert reply.applied == 0
+    finally:
+        await billingd.running.stop(0)
+        billingd.store.close()
