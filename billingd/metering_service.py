@@ -59,7 +59,11 @@ class MeteringService(pb_grpc.MeteringServiceServicer):
             events.append(UsageIn(
                 event_id=event.event_id, key_id=event.key_id, method=event.method,
                 credits=event.credits, served_at=event.time.ToDatetime(tzinfo=dt.UTC),
-                ticker=event.ticker, in_gap=event.in_gap, continuation=event.continuation))
+                ticker=event.ticker, in_gap=event.in_gap, continuation=event.continuation,
+                answer_start=(event.answer_start_time.ToDatetime(tzinfo=dt.UTC)
+                              if event.HasField("answer_start_time") else None),
+                answer_end=(event.answer_end_time.ToDatetime(tzinfo=dt.UTC)
+                            if event.HasField("answer_end_time") else None)))
         result = await asyncio.to_thread(self.store.record_usage, events)
         log.info("usage.recorded", events=len(events), applied=result.applied,
                  duplicates=result.duplicates, unknown_keys=len(result.unknown_keys))

@@ -97,6 +97,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             account_id TEXT PRIMARY KEY REFERENCES accounts(account_id),
             customer_id TEXT NOT NULL UNIQUE)""",
     ]),
+    (2, [
+        # the market time an answer described, for refunds of gaps recorded after the call
+        "ALTER TABLE usage_events ADD COLUMN answer_start TEXT",
+        "ALTER TABLE usage_events ADD COLUMN answer_end TEXT",
+    ]),
 ]
 
 

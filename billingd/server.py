@@ -12,9 +12,11 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import psycopg
+
 from billingd.metering_service import MeteringService
 from billingd.service import BillingAdminService, BillingService
-from billingd.store import BillingStore
+from billingd.store import BillingStore, GapLookup
 from billingd.stripe_gateway import StripeGateway
 from ktape.aio import cancel_and_wait
 from ktape.billing.v1 import billing_pb2_grpc as pb_grpc
@@ -73,8 +75,26 @@ GAP_REFUND_INTERVAL_SECS = 60.0
 GAP_REFUND_LOOKBACK = dt.timedelta(days=2)
 
 
+def questdb_gaps(conninfo: str) -> GapLookup:
+    """Recorded gaps from QuestDB (read-only), for refunds of gaps found after a call."""
+    def lookup(start: dt.datetime, end: dt.datetime
+               ) -> dict[str, list[tuple[dt.datetime, dt.datetime]]]:
+        out: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT ticker, coalesce(start_ts, ts), coalesce(end_ts, now()) FROM gaps "
+                "WHERE ts >= %s AND coalesce(start_ts, ts) <= %s", (start, end)).fetchall()
+        for ticker, lo, hi in rows:
+            out.setdefault(str(ticker), []).append((lo.replace(tzinfo=dt.UTC),
+                                                    hi.replace(tzinfo=dt.UTC)))
+        return out
+
+    return lookup
+
+
 async def refund_gap_calls_forever(store: BillingStore,
-                                   interval_secs: float = GAP_REFUND_INTERVAL_SECS) -> None:
+                                   interval_secs: float = GAP_REFUND_INTERVAL_SECS,
+                                   gaps: GapLookup | None = None) -> None:
     """Refund, automatically, the credits of calls whose answer fell in a recorded gap.
 
     Usage arrives in batches (and after outages, late), so each pass looks back
@@ -84,7 +104,7 @@ async def refund_gap_calls_forever(store: BillingStore,
         now = dt.datetime.now(dt.UTC)
         try:
             calls, credits = await asyncio.to_thread(store.refund_gap_calls,
-                                                     now - GAP_REFUND_LOOKBACK, now)
+                                                     now - GAP_REFUND_LOOKBACK, now, gaps=gaps)
             if calls:
                 log.info("billing.gap_refunds", calls=calls, credits=credits)
         except Exception:  # keep refunding on the next pass; the store may be back
@@ -96,8 +116,9 @@ async def _main(settings: Settings) -> int:
     billingd = await build_server(settings)
     log.info("server.started", component="billingd", port=billingd.running.port,
              addr=str(settings.billingd_addr), stripe=billingd.stripe is not None)
-    tasks = [asyncio.create_task(refund_gap_calls_forever(billingd.store),
-                                 name="billingd-gap-refunds")]
+    tasks = [asyncio.create_task(refund_gap_calls_forever(
+        billingd.store, gaps=questdb_gaps(settings.questdb_pg_conninfo)),
+        name="billingd-gap-refunds")]
     if billingd.stripe is not None and billingd.stripe.client is not None:
         tasks.append(asyncio.create_task(billingd.stripe.run_meter_reporter(),
                                          name="billingd-meter-reporter"))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from billingd.db import Database, Tx, open_database
@@ -42,6 +42,12 @@ from ktape.pricing import DEFAULT_PLAN, PLANS, SANDBOX_CALLS_PER_DAY
 log = get_logger(__name__)
 
 UNLIMITED = 1 << 62  # available credits of a postpaid account without a cap
+
+# (earliest, latest) -> recorded gap spans per ticker ('*' = every market) overlapping it
+GapLookup = Callable[[dt.datetime, dt.datetime], dict[str, list[tuple[dt.datetime, dt.datetime]]]]
+# A gap that should refund a call was detected after it (one known earlier would have
+# flagged the answer); a day of slack covers clocks and batches.
+GAP_DETECTION_SLACK = dt.timedelta(days=1)
 
 
 def utcnow() -> dt.datetime:
@@ -123,6 +129,8 @@ class UsageIn:
     ticker: str = ""
     in_gap: bool = False
     continuation: bool = False  # a further minute of an already-counted stream
+    answer_start: dt.datetime | None = None  # market time the answer described
+    answer_end: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -416,12 +424,14 @@ class BillingStore:
             inserted = tx.run(
                 "INSERT INTO usage_events (event_id, account_id, key_id, env, method, calls, "
                 "credits, allowance_credits, ledger_credits, metered_credits, unpaid_credits, "
-                "day, served_at, recorded_at, ticker, in_gap) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "day, served_at, recorded_at, ticker, in_gap, answer_start, answer_end) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (event_id) DO NOTHING",
                 (event.event_id, account_id, event.key_id, env, event.method, calls, credits,
                  allowance, ledger, metered, unpaid, stamp(served)[:10], stamp(served),
-                 stamp(now), event.ticker, int(event.in_gap)))
+                 stamp(now), event.ticker, int(event.in_gap),
+                 stamp(event.answer_start) if event.answer_start else None,
+                 stamp(event.answer_end) if event.answer_end else None))
             if not inserted:  # seen before: the first delivery was booked
                 result.duplicates += 1
                 continue
@@ -462,24 +472,40 @@ class BillingStore:
                     for r in tx.all(sql, params)]
 
     def refund_gap_calls(self, start: dt.datetime, end: dt.datetime, *,
-                         now: dt.datetime | None = None) -> tuple[int, int]:
+                         gaps: GapLookup | None = None, now: dt.datetime | None = None
+                         ) -> tuple[int, int]:
         """Refund the ledger credits of calls served in [start, end) whose answer fell in
-        a recorded gap; each call at most once. Returns (calls, credits) refunded now."""
+        a recorded gap — flagged when answered, or (with `gaps`) overlapping a gap of its
+        market (or a '*' gap of every market) recorded since; each call at most once.
+        Returns (calls, credits) refunded now."""
         now = now or utcnow()
+        columns = "SELECT event_id, account_id, ledger_credits FROM usage_events "
+        window = "refunded_at IS NULL AND env = 'prod' AND served_at >= ? AND served_at < ?"
+        with self.db.tx() as tx:
+            refund = tx.all(f"{columns} WHERE in_gap = 1 AND {window}",
+                            (stamp(start), stamp(end)))
+            # Gaps are rare: look up those of the window once, then only the calls about
+            # those markets and spans.
+            for ticker, spans in (gaps(start - GAP_DETECTION_SLACK, now) if gaps else {}).items():
+                for g_lo, g_hi in spans:
+                    by_ticker = "" if ticker == "*" else " AND ticker = ?"
+                    refund += tx.all(
+                        f"{columns} WHERE in_gap = 0 AND ticker != '' AND {window}{by_ticker} "
+                        "AND answer_start IS NOT NULL AND answer_start <= ? AND "
+                        "coalesce(answer_end, answer_start) >= ?",
+                        (stamp(start), stamp(end), *(() if ticker == "*" else (ticker,)),
+                         stamp(g_hi), stamp(g_lo)))
         calls = credits = 0
         with self.db.tx() as tx:
-            rows = tx.all("SELECT event_id, account_id, ledger_credits FROM usage_events "
-                          "WHERE in_gap = 1 AND refunded_at IS NULL AND served_at >= ? AND "
-                          "served_at < ? ORDER BY account_id, served_at",
-                          (stamp(start), stamp(end)))
-            for event_id, account_id, ledger_credits in rows:
+            for event_id, account_id, ledger_credits in refund:
                 tx.lock_account(str(account_id))
+                if not tx.run("UPDATE usage_events SET refunded_at = ? WHERE event_id = ? AND "
+                              "refunded_at IS NULL", (stamp(now), event_id)):
+                    continue  # already refunded (another gap, or a concurrent pass)
                 if int(ledger_credits) > 0:
                     _insert_entry(tx, str(account_id), int(ledger_credits), "refund",
                                   f"answer fell inside a recorded gap (call {event_id})",
                                   f"gap-refund:{event_id}", now)
-                tx.run("UPDATE usage_events SET refunded_at = ? WHERE event_id = ?",
-                       (stamp(now), event_id))
                 calls += 1
                 credits += int(ledger_credits)
         return calls, credits

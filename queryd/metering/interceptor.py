@@ -68,6 +68,21 @@ def end_message(message_type: type[pb_message.Message], error: KtapeError) -> An
     return out
 
 
+def answer_span(request: Any, now: timestamp_pb2.Timestamp,
+                event: metering_pb2.UsageEvent) -> None:
+    """The market time a request asked about: its `at` (default now) or its
+    [start_time, end_time) (end default now), for refunds of gaps recorded later."""
+    fields = request.DESCRIPTOR.fields_by_name
+    if "at" in fields:
+        at = request.at if request.HasField("at") else now
+        event.answer_start_time.CopyFrom(at)
+        event.answer_end_time.CopyFrom(at)
+    elif "start_time" in fields and request.HasField("start_time"):
+        event.answer_start_time.CopyFrom(request.start_time)
+        event.answer_end_time.CopyFrom(
+            request.end_time if "end_time" in fields and request.HasField("end_time") else now)
+
+
 def _now_timestamp() -> timestamp_pb2.Timestamp:
     out = timestamp_pb2.Timestamp()
     out.FromDatetime(dt.datetime.now(dt.UTC))
@@ -125,15 +140,18 @@ class MeteringInterceptor(grpc.aio.ServerInterceptor):
         return grant.available - spent
 
     def _charge(self, grant: Grant, method: str, credits: int, *, ticker: str = "",
-                in_gap: bool = False, continuation: bool = False) -> None:
+                in_gap: bool = False, continuation: bool = False, request: Any = None) -> None:
         owner = (grant.account_id, grant.env)
         units = 1 if grant.env == "dev" else credits
         snapshot, spent = self._spent.get(owner, (grant.fetched, 0))
         self._spent[owner] = (snapshot, spent + units)
-        self.recorder.add(metering_pb2.UsageEvent(
+        now = _now_timestamp()
+        event = metering_pb2.UsageEvent(
             event_id=uuid.uuid4().hex, key_id=grant.key_id, method=method, credits=credits,
-            time=_now_timestamp(), ticker=ticker, in_gap=in_gap, continuation=continuation),
-            owner, units)
+            time=now, ticker=ticker, in_gap=in_gap, continuation=continuation)
+        if ticker and request is not None:
+            answer_span(request, now, event)
+        self.recorder.add(event, owner, units)
 
     def _check_funds(self, grant: Grant, credits: int, request: Any) -> None:
         need = 1 if grant.env == "dev" else credits
@@ -184,7 +202,7 @@ class MeteringInterceptor(grpc.aio.ServerInterceptor):
                 await abort_with(context, error)
             response = await inner(request, context)
             self._charge(grant, method, credits, ticker=getattr(request, "ticker", ""),
-                         in_gap=answer_in_gap(response))
+                         in_gap=answer_in_gap(response), request=request)
             return response
 
         return behavior

@@ -153,3 +153,28 @@ async def test_gap_refunds_run_automatically(billing_store: BillingStore):
     assert billing_store.standing(account.account_id).balance == 1000
     refunds = [e for e in billing_store.entries(account.account_id) if e.kind == "refund"]
     assert len(refunds) == 1
+
+
+def test_calls_are_refunded_for_gaps_recorded_after_them(billing_store: BillingStore):
+    account, key = _account_with_key(billing_store, "late-gap")
+    at = NOV
+    later = NOV + dt.timedelta(hours=2)
+    billing_store.record_usage([
+        _event(key.key_id, 1, 2, NOV, ticker="KX-A", answer_start=at, answer_end=at),
+        _event(key.key_id, 2, 2, NOV, ticker="KX-B", answer_start=at, answer_end=at),
+        _event(key.key_id, 3, 1, NOV, ticker="KX-A", answer_start=later, answer_end=later),
+    ], now=NOV)
+    found = {"KX-A": [(at - dt.timedelta(minutes=1), at + dt.timedelta(minutes=1))]}
+    asked = []
+
+    def gaps(lo, hi):
+        asked.append((lo, hi))
+        return found
+
+    window = (NOV - dt.timedelta(hours=1), NOV + dt.timedelta(hours=1))
+    assert billing_store.refund_gap_calls(*window, gaps=gaps, now=later) == (1, 2)
+    assert billing_store.refund_gap_calls(*window, gaps=gaps, now=later) == (0, 0)
+    found["*"] = [(later, later)]  # an outage of every market covering call 3's instant
+    assert billing_store.refund_gap_calls(*window, gaps=gaps, now=later) == (1, 1)
+    assert asked and asked[0][0] <= window[0]
+    assert_ledger_consistent(billing_store, account.account_id)

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -339,3 +340,36 @@ async def test_metering_service_needs_the_internal_token_when_one_is_set(questdb
     finally:
         await billingd.running.stop(0)
         billingd.store.close()
+
+
+async def test_a_gap_recorded_after_a_call_refunds_it(metered: Metered, questdb):
+    from billingd.server import questdb_gaps
+
+    key = metered.key("late-gap-buyer", credits=10)
+    account, _ = metered.store.authenticate(key)
+    ticker = f"KX-LATEGAP-{time.time_ns()}"
+    now = dt.datetime.now(dt.UTC)
+    with questdb.connect() as conn:
+        conn.execute("INSERT INTO book_checkpoints (ts, ticker, reason, seq, sid, recv_ts, "
+                     "ts_source, yes_levels, no_levels, continuous_since) VALUES (%s, %s, "
+                     "'snapshot', 1, 1, %s, 'receive', '4200:100', '', %s)",
+                     (now - dt.timedelta(minutes=5), ticker, now, now - dt.timedelta(minutes=5)))
+        wait_for_wal(conn)
+    at = now - dt.timedelta(minutes=1)
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(at)
+    book = await metered.stub.GetOrderbook(pb.GetOrderbookRequest(ticker=ticker, at=stamp),
+                                           metadata=auth(key))
+    assert book.continuity.status == pb.CONTINUITY_STATUS_CONTINUOUS  # no gap known yet
+    assert await metered.interceptor.recorder.flush()
+    balance = metered.store.balance(account.account_id)
+    with questdb.connect() as conn:  # ingestd finds out later that it missed changes then
+        conn.execute("INSERT INTO gaps (ts, ticker, reason, start_ts, end_ts, sid) VALUES "
+                     "(%s, %s, 'reconnect', %s, %s, 1)",
+                     (dt.datetime.now(dt.UTC), ticker, at - dt.timedelta(seconds=30),
+                      at + dt.timedelta(seconds=30)))
+        wait_for_wal(conn)
+    window = (now - dt.timedelta(hours=1), dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1))
+    refunded = metered.store.refund_gap_calls(*window, gaps=questdb_gaps(questdb.conninfo))
+    assert refunded == (1, PRICES[MARKETDATA + "GetOrderbook"])
+    assert metered.store.balance(account.account_id) == balance + refunded[1]
