@@ -277,6 +277,8 @@ async def test_skip_ticker_ack_and_initial_ticker_snapshot():
 async def test_candlesticks_schedule_historical_and_price_precision():
     async with SimServer(SimConfig(markets=4, rate=300, seed=10, price_decimals=2)) as sim:
         await asyncio.sleep(1.0)
+        sim.config.rate = 0  # a still market: the requests below must see the same candles
+        await asyncio.sleep(0.1)
         base = f"http://127.0.0.1:{sim.port}/trade-api/v2"
         market = (await _get(f"{base}/markets")).json()["markets"][0]
         now = int(time.time())
