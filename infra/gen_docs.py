@@ -66,7 +66,11 @@ def render(full: bool) -> str:
            "(JSON) and gRPC on one port (default 8080). Auth: `Authorization: Bearer <key>`. "
            "Prices are dollar strings with 4 decimals, quantities contract strings with 2; "
            "times RFC 3339 UTC; ranges [start_time, end_time); paging per AIP-158 "
-           "(page_size, page_token, next_page_token). Errors are google.rpc.Status JSON.", ""]
+           "(page_size, page_token, next_page_token). Errors are google.rpc.Status JSON. "
+           "Streams are newline-delimited JSON, or Server-Sent Events with "
+           "`Accept: text/event-stream`; each ends with an `end` message. Market-data calls "
+           "cost credits (see GET /v1/account); out of credits or over the rate limit is "
+           "429 RESOURCE_EXHAUSTED with QuotaFailure/RetryInfo details.", ""]
     for fd in fds.file:
         comments = _comments(fd)
         for s_index, service in enumerate(fd.service):
