@@ -17,6 +17,7 @@ from google.protobuf import descriptor_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 DESCRIPTOR = ROOT / "build" / "api.pb"
+INTERNAL_FILES = ("ktape/billing/v1/metering.proto",)
 SERVICES = ("ktape.marketdata.v1.MarketDataService", "ktape.billing.v1.BillingService",
             "ktape.billing.v1.BillingAdminService")
 EXAMPLES = {
@@ -59,6 +60,8 @@ def render(full: bool) -> str:
     fds = descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR.read_bytes())
     messages: dict[str, tuple] = {}
     for fd in fds.file:
+        if fd.name in INTERNAL_FILES:
+            continue  # internal RPCs (not routed by Envoy) are not public API
         for index, message in enumerate(fd.message_type):
             messages[f"{fd.package}.{message.name}"] = (fd, index, message)
     out = ["# ktape API", "",
