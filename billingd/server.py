@@ -27,6 +27,7 @@ from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
 from ktape.internal_auth import InternalTokenServer
 from ktape.log import get_logger
 from ktape.paging import PageTokens, load_key
+from ktape.service_metrics import ServiceMetrics
 
 log = get_logger(__name__)
 
@@ -50,7 +51,8 @@ def stripe_gateway(settings: Settings, store: BillingStore) -> StripeGateway | N
                          api_base=settings.stripe_api_base)
 
 
-async def build_server(settings: Settings, addr: str | None = None) -> Billingd:
+async def build_server(settings: Settings, addr: str | None = None,
+                       stats: ServiceMetrics | None = None) -> Billingd:
     store = await asyncio.to_thread(BillingStore.from_dsn, settings.billing_dsn_effective)
     tokens = PageTokens(load_key(settings.data_dir))
     stripe = stripe_gateway(settings, store)
@@ -64,9 +66,10 @@ async def build_server(settings: Settings, addr: str | None = None) -> Billingd:
             lambda s: metering_grpc.add_MeteringServiceServicer_to_server(MeteringService(store), s),
         ],
         SERVICE_NAMES,
-        interceptors=([InternalTokenServer(settings.internal_token.reveal(),
-                                           "/ktape.billing.v1.MeteringService/")]
-                      if settings.internal_token else ()),
+        interceptors=[*([stats] if stats else []),
+                      *([InternalTokenServer(settings.internal_token.reveal(),
+                                             "/ktape.billing.v1.MeteringService/")]
+                        if settings.internal_token else [])],
     )
     return Billingd(running, store, stripe)
 
@@ -113,7 +116,9 @@ async def refund_gap_calls_forever(store: BillingStore,
 
 
 async def _main(settings: Settings) -> int:
-    billingd = await build_server(settings)
+    stats = ServiceMetrics("billingd")
+    billingd = await build_server(settings, stats=stats)
+    metrics_http = stats.serve(settings.billingd_metrics_addr)
     log.info("server.started", component="billingd", port=billingd.running.port,
              addr=str(settings.billingd_addr), stripe=billingd.stripe is not None)
     tasks = [asyncio.create_task(refund_gap_calls_forever(
@@ -127,6 +132,7 @@ async def _main(settings: Settings) -> int:
     finally:
         await cancel_and_wait(tasks)
         billingd.store.close()
+        metrics_http.shutdown()
     return 0
 
 

@@ -28,6 +28,8 @@ DEFAULTS: Mapping[str, str] = {
     "KTAPE_MARKETS": "all",
     # Internal ports (not part of CONTRACT.md; documented in docs/operations.md).
     "KTAPE_INGESTD_METRICS_ADDR": "127.0.0.1:9101",
+    "KTAPE_QUERYD_METRICS_ADDR": "127.0.0.1:9102",
+    "KTAPE_BILLINGD_METRICS_ADDR": "127.0.0.1:9103",
     "KTAPE_ENVOY_ADMIN_PORT": "9901",
     "KTAPE_SIM_PORT": "8790",
 }
@@ -112,6 +114,8 @@ class Settings:
     stripe_webhook_secret: Secret | None
     stripe_api_base: str | None
     ingestd_metrics_addr: HostPort
+    queryd_metrics_addr: HostPort
+    billingd_metrics_addr: HostPort
     internal_token: Secret | None
     envoy_admin_port: int
     sim_port: int
@@ -264,6 +268,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ingestd_metrics_addr=parse_hostport(
             "KTAPE_INGESTD_METRICS_ADDR", get("KTAPE_INGESTD_METRICS_ADDR")
         ),
+        queryd_metrics_addr=parse_hostport(
+            "KTAPE_QUERYD_METRICS_ADDR", get("KTAPE_QUERYD_METRICS_ADDR")),
+        billingd_metrics_addr=parse_hostport(
+            "KTAPE_BILLINGD_METRICS_ADDR", get("KTAPE_BILLINGD_METRICS_ADDR")),
         internal_token=Secret(token) if (token := optional("KTAPE_INTERNAL_TOKEN")) else None,
         envoy_admin_port=parse_port("KTAPE_ENVOY_ADMIN_PORT", get("KTAPE_ENVOY_ADMIN_PORT")),
         sim_port=parse_port("KTAPE_SIM_PORT", get("KTAPE_SIM_PORT")),

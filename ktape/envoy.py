@@ -42,6 +42,8 @@ def render_envoy_config(
     rate_limit_burst: int = 2000,
     max_request_body_bytes: int = 1 << 20,
     ingestd_metrics_addr: str = "127.0.0.1:9101",
+    queryd_metrics_addr: str = "127.0.0.1:9102",
+    billingd_metrics_addr: str = "127.0.0.1:9103",
 ) -> str:
     """The Envoy YAML for one ktape edge.
 
@@ -51,6 +53,8 @@ def render_envoy_config(
     queryd: HostPort = parse_hostport("KTAPE_QUERYD_ADDR", queryd_addr)
     billingd: HostPort = parse_hostport("KTAPE_BILLINGD_ADDR", billingd_addr)
     metrics: HostPort = parse_hostport("KTAPE_INGESTD_METRICS_ADDR", ingestd_metrics_addr)
+    q_metrics = parse_hostport("KTAPE_QUERYD_METRICS_ADDR", queryd_metrics_addr)
+    b_metrics = parse_hostport("KTAPE_BILLINGD_METRICS_ADDR", billingd_metrics_addr)
     return Template(TEMPLATE.read_text()).substitute(
         http_port=http_port,
         admin_port=admin_port,
@@ -66,6 +70,10 @@ def render_envoy_config(
         max_request_body_bytes=max_request_body_bytes,
         ingestd_metrics_host=metrics.host,
         ingestd_metrics_port=metrics.port,
+        queryd_metrics_host=q_metrics.host,
+        queryd_metrics_port=q_metrics.port,
+        billingd_metrics_host=b_metrics.host,
+        billingd_metrics_port=b_metrics.port,
         openapi_path=_quoted(str(descriptor_path.parent / "openapi.json")),
         llms_path=_quoted(str(descriptor_path.parent / "llms.txt")),
         llms_full_path=_quoted(str(descriptor_path.parent / "llms-full.txt")),

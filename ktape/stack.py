@@ -122,6 +122,8 @@ def write_envoy_config(settings: Settings, envoy_dir: Path) -> Path:
         descriptor_path=REPO_ROOT / "build" / "api.pb",
         access_log_path=str(envoy_dir / "access.log"),
         ingestd_metrics_addr=str(settings.ingestd_metrics_addr),
+        queryd_metrics_addr=str(settings.queryd_metrics_addr),
+        billingd_metrics_addr=str(settings.billingd_metrics_addr),
     )
     path = envoy_dir / "envoy.yaml"
     path.write_text(config)

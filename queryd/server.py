@@ -19,6 +19,7 @@ from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, load_key
 from ktape.schema import apply_migrations
+from ktape.service_metrics import ServiceMetrics
 from queryd.live import LiveTail
 from queryd.metering.interceptor import MeteringInterceptor
 from queryd.metering.usage import UsageRecorder
@@ -93,7 +94,10 @@ async def _main(settings: Settings) -> int:
                       if settings.internal_token else None))
     metering = build_metering(settings, channel)
     live = LiveTail(f"http://{settings.ingestd_metrics_addr}/live")
-    running, pool, service = await build_server(settings, interceptors=[metering], live=live)
+    stats = ServiceMetrics("queryd")  # outermost: counts metering refusals too
+    running, pool, service = await build_server(settings, interceptors=[stats, metering],
+                                                live=live)
+    metrics_http = stats.serve(settings.queryd_metrics_addr)
     log.info("server.started", component="queryd", port=running.port,
              addr=str(settings.queryd_addr), billingd=str(settings.billingd_addr))
     tasks = [asyncio.create_task(watch_store(running, pool), name="queryd-store-watch"),
@@ -106,6 +110,7 @@ async def _main(settings: Settings) -> int:
         await metering.recorder.close()
         await channel.close()
         await pool.close()
+        metrics_http.shutdown()
     return 0
 
 

@@ -36,6 +36,8 @@ def _stack_env(data_dir: Path) -> dict[str, str]:
         KTAPE_QUESTDB_HTTP=f"127.0.0.1:{free_port()}",
         KTAPE_QUESTDB_PG=f"127.0.0.1:{free_port()}",
         KTAPE_INGESTD_METRICS_ADDR=f"127.0.0.1:{free_port()}",
+        KTAPE_QUERYD_METRICS_ADDR=f"127.0.0.1:{free_port()}",
+        KTAPE_BILLINGD_METRICS_ADDR=f"127.0.0.1:{free_port()}",
         KTAPE_ENVOY_ADMIN_PORT=str(free_port()),
         KTAPE_SIM_PORT=str(free_port()),
         KTAPE_LOG_FORMAT="json",
@@ -111,6 +113,13 @@ def test_stack_comes_up_healthy_and_stops_cleanly(tmp_path):
                          timeout=10).status_code == 401
         account = httpx.get(f"http://127.0.0.1:{http_port}/v1/account", headers=auth, timeout=10)
         assert account.json()["account"]["name"] == "demo", account.text
+        # Each service's own metrics through Envoy (Prometheus text).
+        queryd_metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics/queryd", timeout=10)
+        assert 'queryd_rpc_total{code="OK",method="ListMarkets"}' in queryd_metrics.text
+        assert 'code="UNAUTHENTICATED"' in queryd_metrics.text  # the keyless call above
+        billingd_metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics/billingd",
+                                     timeout=10)
+        assert 'billingd_rpc_total{code="OK",method="GetAccount"}' in billingd_metrics.text
         children = _started_children(log_path)
         pids = {c["pid"] for c in children}
         assert {c["component"] for c in children} >= {

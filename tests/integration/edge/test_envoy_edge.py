@@ -105,7 +105,7 @@ def test_access_log_is_json_and_admin_listens_on_loopback_only(edge):
     entries: list[dict] = []
 
     def logged() -> bool:
-        return any(e.get("path", "").startswith("/v1/series") for e in entries)
+        return any((e.get("path") or "").startswith("/v1/series") for e in entries)
 
     while not logged() and time.monotonic() < deadline:  # Envoy flushes every second
         log = edge.work_dir / "access.log"
