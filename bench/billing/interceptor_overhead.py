@@ -32,6 +32,7 @@ from ktape.grpc_server import start_server
 from ktape.log import configure_logging
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
+from ktape.service_metrics import ServiceMetrics
 from queryd.metering.interceptor import MeteringInterceptor
 from queryd.metering.usage import UsageRecorder
 from queryd.metering.verifier import KeyVerifier
@@ -71,15 +72,19 @@ async def main(calls: int, rounds: int) -> dict:
                                           UsageRecorder(metering_stub, Path(tmp) / "spool"))
         recorder = asyncio.create_task(interceptor.recorder.run())
         plain, metered = await _serve([]), await _serve([interceptor])
+        full = await _serve([ServiceMetrics("queryd"), interceptor])  # as queryd runs
         metadata = (("authorization", f"Bearer {key}"),)
-        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{s.port}") for s in (plain, metered)]
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{s.port}")
+                    for s in (plain, metered, full)]
         stubs = [pb_grpc.MarketDataServiceStub(c) for c in channels]
         await _timed(stubs[0], 200, metadata)  # warm both paths (and the verdict cache)
         await _timed(stubs[1], 200, metadata)
-        without, with_ = [], []
+        await _timed(stubs[2], 200, metadata)
+        without, with_, with_all = [], [], []
         for _ in range(rounds):
             without += await _timed(stubs[0], calls // rounds, metadata)
             with_ += await _timed(stubs[1], calls // rounds, metadata)
+            with_all += await _timed(stubs[2], calls // rounds, metadata)
         await interceptor.recorder.flush()
         booked = billingd.store.usage(account_id=account.account_id,
                                       start=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
@@ -87,14 +92,16 @@ async def main(calls: int, rounds: int) -> dict:
         recorder.cancel()
         for channel in (*channels, billing_channel):
             await channel.close()
-        for server in (plain, metered, billingd.running):
+        for server in (plain, metered, full, billingd.running):
             await server.stop(0)
         billingd.store.close()
-    base, metered_p = percentiles(without), percentiles(with_)
+    base, metered_p, all_p = percentiles(without), percentiles(with_), percentiles(with_all)
     return {"calls_per_variant": len(with_), "without_interceptor": base,
             "with_interceptor": metered_p,
             "added_p50_ms": round(metered_p["p50_ms"] - base["p50_ms"], 3),
             "added_p99_ms": round(metered_p["p99_ms"] - base["p99_ms"], 3),
+            "with_metrics_and_metering": all_p,
+            "added_with_metrics_p50_ms": round(all_p["p50_ms"] - base["p50_ms"], 3),
             "verify_rpcs": interceptor.verifier.remote_calls,
             "usage_calls_booked": sum(r.calls for r in booked),
             "target": {"added_p50_ms": 0.2}}
