@@ -2,7 +2,9 @@
 
 Intent: "how fast", three numbers on one private QuestDB:
 1. `raw_ilp_rows_per_sec` — the ceiling: prebuilt book_changes ILP batches POSTed as fast
-   as QuestDB takes them (no parsing, no book).
+   as QuestDB takes them (no parsing, no book). `ilp_client_rows_per_sec` — the same rows
+   written through the ILP client in the timed loop (row building + sending): what a
+   client that already has the values, and no Kalshi frames to parse, achieves.
 2. `handle_msgs_per_sec` — ingestd's CPU cost alone: JSON frames through `Feed.handle`
    (parse, exact normalisation, sequence check, book update, ILP row), no network.
 3. `end_to_end_msgs_per_sec` — frames through `Feed.handle` with the real writer flushing
@@ -108,6 +110,21 @@ async def run(messages: int, markets: int) -> dict:
             for payload in batches:
                 assert await raw._send(payload)
             raw_rate = messages / (time.perf_counter() - began)
+
+            # 1b. the ILP client writing the same rows: row building + sending, timed
+            began = time.perf_counter()
+            for start in range(0, messages, 20_000):
+                for i in range(start, min(messages, start + 20_000)):
+                    raw.row("book_changes", symbols={"ticker": f"KXRAW2-{i % markets}",
+                                                     "side": "yes", "kind": "delta",
+                                                     "ts_source": "exchange"},
+                            columns={"price_e4": 4000, "qty_after_e2": i, "delta_e2": 1,
+                                     "seq": i, "sid": 3, "recv_ts": TimestampMicros(i)},
+                            at_us=(T0_MS + i // 10) * 1000)
+                payload = bytes(raw.buffer)
+                raw._reset()
+                assert await raw._send(payload)
+            client_rate = messages / (time.perf_counter() - began)
             await raw.client.aclose()
 
             # 3. end to end with the real writer
@@ -129,9 +146,11 @@ async def run(messages: int, markets: int) -> dict:
         shutil.rmtree(root, ignore_errors=True)
     return {"messages": len(data), "markets": markets,
             "raw_ilp_rows_per_sec": round(raw_rate),
+            "ilp_client_rows_per_sec": round(client_rate),
             "handle_msgs_per_sec": round(handle_rate),
             "end_to_end_msgs_per_sec": round(e2e_rate),
-            "end_to_end_vs_raw_ilp": round(e2e_rate / raw_rate, 3)}
+            "end_to_end_vs_raw_ilp": round(e2e_rate / raw_rate, 3),
+            "end_to_end_vs_ilp_client": round(e2e_rate / client_rate, 3)}
 
 
 def main() -> int:
