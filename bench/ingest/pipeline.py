@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -70,6 +71,22 @@ def frames(messages: int, markets: int, seed: int = 1) -> list[bytes]:
     return out
 
 
+def ilp_batches(writer: IlpWriter, messages: int, markets: int, prefix: str, sid: int
+                ) -> Iterator[bytes]:
+    """`messages` book_changes rows as ILP batches of 20,000, built lazily (so a caller
+    that sends while iterating times the row building too)."""
+    for start in range(0, messages, 20_000):
+        for i in range(start, min(messages, start + 20_000)):
+            writer.row("book_changes", symbols={"ticker": f"{prefix}-{i % markets}",
+                                                "side": "yes", "kind": "delta",
+                                                "ts_source": "exchange"},
+                       columns={"price_e4": 4000, "qty_after_e2": i, "delta_e2": 1,
+                                "seq": i, "sid": sid, "recv_ts": TimestampMicros(i)},
+                       at_us=(T0_MS + i // 10) * 1000)
+        yield bytes(writer.buffer)
+        writer._reset()
+
+
 async def run(messages: int, markets: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="ktape-bench-ingest-"))
     try:
@@ -95,17 +112,7 @@ async def run(messages: int, markets: int) -> dict:
 
             # 1. raw ILP ceiling: the same number of book_changes rows, prebuilt
             raw = IlpWriter(str(qdb.http), SpillFile(root / "b.spill", 1 << 34))
-            batches = []
-            for start in range(0, messages, 20_000):
-                for i in range(start, min(messages, start + 20_000)):
-                    raw.row("book_changes", symbols={"ticker": f"KXRAW-{i % markets}",
-                                                     "side": "yes", "kind": "delta",
-                                                     "ts_source": "exchange"},
-                            columns={"price_e4": 4000, "qty_after_e2": i, "delta_e2": 1,
-                                     "seq": i, "sid": 2, "recv_ts": TimestampMicros(i)},
-                            at_us=(T0_MS + i // 10) * 1000)
-                batches.append(bytes(raw.buffer))
-                raw._reset()
+            batches = list(ilp_batches(raw, messages, markets, "KXRAW", sid=2))
             began = time.perf_counter()
             for payload in batches:
                 assert await raw._send(payload)
@@ -113,16 +120,7 @@ async def run(messages: int, markets: int) -> dict:
 
             # 1b. the ILP client writing the same rows: row building + sending, timed
             began = time.perf_counter()
-            for start in range(0, messages, 20_000):
-                for i in range(start, min(messages, start + 20_000)):
-                    raw.row("book_changes", symbols={"ticker": f"KXRAW2-{i % markets}",
-                                                     "side": "yes", "kind": "delta",
-                                                     "ts_source": "exchange"},
-                            columns={"price_e4": 4000, "qty_after_e2": i, "delta_e2": 1,
-                                     "seq": i, "sid": 3, "recv_ts": TimestampMicros(i)},
-                            at_us=(T0_MS + i // 10) * 1000)
-                payload = bytes(raw.buffer)
-                raw._reset()
+            for payload in ilp_batches(raw, messages, markets, "KXRAW2", sid=3):
                 assert await raw._send(payload)
             client_rate = messages / (time.perf_counter() - began)
             await raw.client.aclose()
