@@ -20,7 +20,10 @@ import psycopg
 
 from ingestd.app import Recorder
 from ingestd.config import IngestSettings
+from ingestd.spill import SpillFile
+from ingestd.writer import IlpWriter, TimestampMicros
 from ktape.config import Settings, load_settings
+from ktape.runtime.ports import free_port
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig, SimServer
 from queryd.orderbook import Continuity, orderbook_at
@@ -134,20 +137,27 @@ async def test_faulty_run_rebuilds_the_true_book_outside_recorded_gaps(clean_que
     assert skipped < checked
 
 
-async def test_writer_spills_while_questdb_is_unreachable_and_replays_once(clean_questdb,
-                                                                           tmp_path):
-    from ingestd.spill import SpillFile
-    from ingestd.writer import IlpWriter, TimestampMicros
-    from ktape.runtime.ports import free_port
-
-    writer = IlpWriter(f"127.0.0.1:{free_port()}", SpillFile(tmp_path / "s.spill", 1 << 20))
-    base_us = 1_764_000_000_000_000
-    for i in range(3):
-        writer.row("trades", symbols={"ticker": "KX-SPILL", "taker_side": "yes", "source": "ws"},
-                   columns={"trade_id": f"t{i}", "yes_price_e4": 4200 + i, "no_price_e4": 5800 - i,
-                            "count_e2": 100, "is_block": False, "seq": i, "sid": 1,
+async def _trades_written_while_questdb_is_down(tmp_path, *, spill_bytes: int, ticker: str,
+                                                side: str, prefix: str, count: int,
+                                                yes_e4: int, base_us: int) -> IlpWriter:
+    """A writer pointed at a port nobody listens on, after `count` one-trade flushes:
+    trade i is `{prefix}{i}` at yes price yes_e4 + i (no = 10000 - that)."""
+    writer = IlpWriter(f"127.0.0.1:{free_port()}", SpillFile(tmp_path / "s.spill", spill_bytes))
+    for i in range(count):
+        writer.row("trades", symbols={"ticker": ticker, "taker_side": side, "source": "ws"},
+                   columns={"trade_id": f"{prefix}{i}", "yes_price_e4": yes_e4 + i,
+                            "no_price_e4": 10_000 - yes_e4 - i, "count_e2": 100,
+                            "is_block": False, "seq": i, "sid": 1,
                             "recv_ts": TimestampMicros(base_us)}, at_us=base_us + i)
         await writer.flush()
+    return writer
+
+
+async def test_writer_spills_while_questdb_is_unreachable_and_replays_once(clean_questdb,
+                                                                           tmp_path):
+    writer = await _trades_written_while_questdb_is_down(
+        tmp_path, spill_bytes=1 << 20, ticker="KX-SPILL", side="yes", prefix="t", count=3,
+        yes_e4=4200, base_us=1_764_000_000_000_000)
     assert not writer.healthy and writer.spill.size > 0
     writer.url = f"http://{clean_questdb.http}/write?precision=n"
     await writer.flush()  # replays the spilled batches in order
@@ -167,18 +177,9 @@ async def test_writer_spills_while_questdb_is_unreachable_and_replays_once(clean
 
 
 async def test_full_spill_holds_batches_and_loses_nothing(clean_questdb, tmp_path):
-    from ingestd.spill import SpillFile
-    from ingestd.writer import IlpWriter, TimestampMicros
-    from ktape.runtime.ports import free_port
-
-    writer = IlpWriter(f"127.0.0.1:{free_port()}", SpillFile(tmp_path / "s.spill", 600))
-    base_us = 1_764_100_000_000_000
-    for i in range(6):
-        writer.row("trades", symbols={"ticker": "KX-FULL", "taker_side": "no", "source": "ws"},
-                   columns={"trade_id": f"f{i}", "yes_price_e4": 5000 + i, "no_price_e4": 5000 - i,
-                            "count_e2": 100, "is_block": False, "seq": i, "sid": 1,
-                            "recv_ts": TimestampMicros(base_us)}, at_us=base_us + i)
-        await writer.flush()
+    writer = await _trades_written_while_questdb_is_down(
+        tmp_path, spill_bytes=600, ticker="KX-FULL", side="no", prefix="f", count=6,
+        yes_e4=5000, base_us=1_764_100_000_000_000)
     assert writer.spill.size > 0 and writer.held  # the spill bound was hit: held, not dropped
     writer.url = f"http://{clean_questdb.http}/write?precision=n"
     await writer.backpressure()  # returns once everything held is in QuestDB
