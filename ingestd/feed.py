@@ -29,7 +29,7 @@ from websockets.asyncio.client import ClientConnection
 from ingestd import metrics
 from ingestd.book import MarketBook, NegativeLevel, ladder_text
 from ingestd.kalshi.auth import KalshiSigner
-from ingestd.kalshi.normalize import PRICE_CACHE, QTY_CACHE, NormalizeError, price_e4, qty_e2
+from ingestd.kalshi.normalize import NormalizeError, price_e4, qty_e2
 from ingestd.writer import IlpWriter, TimestampMicros
 from ktape.aio import cancel_and_wait
 from ktape.config import MarketFilter
@@ -430,13 +430,7 @@ class Feed:
         side = msg["side"]
         if side not in ("yes", "no"):
             raise ValueError(f"side {side!r}")
-        # the parse caches first (the hot path), the exact parser on a miss
-        price = PRICE_CACHE.get(msg["price_dollars"])
-        if price is None:
-            price = price_e4(msg["price_dollars"])
-        delta = QTY_CACHE.get(msg["delta_fp"])
-        if delta is None:
-            delta = qty_e2(msg["delta_fp"])
+        price, delta = price_e4(msg["price_dollars"]), qty_e2(msg["delta_fp"])
         ts_ms = msg.get("ts_ms")
         if isinstance(ts_ms, int):
             ts_us, source = ts_ms * 1000, "exchange"
