@@ -129,7 +129,6 @@ class LiveTail:
         self.last_n = 0
         self.last_by_table: dict[str, dict[str, Any]] = {}
         self._subs: dict[str, set[Subscription]] = {}
-        self.rows = 0
         self.resets = 0
         # Visibility: every row up to `visible_n` (of `visible_epoch`) is in QuestDB.
         # One tracker answers for every waiting stream (queryd.stream), so 1,000 joining
@@ -230,7 +229,6 @@ class LiveTail:
         if n != self.last_n + 1:
             raise ConnectionError(f"rows lost: expected {self.last_n + 1}, got {n}")
         self.last_n = n
-        self.rows += 1
         table = record.get("tb")
         if table is not None:
             self.last_by_table[table] = record
