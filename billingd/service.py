@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import json_format, timestamp_pb2
@@ -24,18 +22,16 @@ from ktape.billing.v1 import billing_pb2 as pb
 from ktape.billing.v1 import billing_pb2_grpc as pb_grpc
 from ktape.errors import (
     InvalidArgument,
-    KtapeError,
     PageTokenMismatch,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
-    abort_with,
+    rpc_handler,
 )
 from ktape.log import get_logger
 from ktape.paging import PageTokenError, PageTokens, page_size, query_digest
 
 log = get_logger(__name__)
-R = TypeVar("R")
 ENVS = {pb.KEY_ENV_DEV: "dev", pb.KEY_ENV_PROD: "prod", pb.KEY_ENV_UNSPECIFIED: "prod"}
 ENV_ENUM = {"dev": pb.KEY_ENV_DEV, "prod": pb.KEY_ENV_PROD}
 MAX_USAGE_DAYS = 366
@@ -95,22 +91,7 @@ def audit_message(event: AuditEvent) -> pb.AuditEvent:
     return message
 
 
-def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
-        try:
-            return await method(self, request, context)
-        except KtapeError as error:
-            await abort_with(context, error)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:  # a bug: log it whole, answer INTERNAL without internals
-            log.exception("rpc.failed", method=method.__name__)
-            await abort_with(context, KtapeError(f"internal error in {method.__name__}",
-                                                 reason="INTERNAL"))
-        raise AssertionError("unreachable")
-
-    return wrapper
+_rpc = rpc_handler(log)
 
 
 def bearer(context: grpc.aio.ServicerContext) -> str:

@@ -22,8 +22,10 @@ variable of the message) plus the typed details, sent with `abort_with_status`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -199,3 +201,35 @@ _CODE_NUMBERS: dict[grpc.StatusCode, int] = {
 async def abort_with(context: grpc.aio.ServicerContext, error: KtapeError) -> None:
     """Abort the RPC with `error` as a rich google.rpc.Status (never returns)."""
     await context.abort_with_status(rpc_status.to_status(error.to_status()))
+
+
+def rpc_handler(log: Any, *,
+                translate: Callable[[Exception, str], KtapeError | None] | None = None,
+                log_context: Callable[[Any], dict[str, Any]] = lambda request: {},
+                ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """Decorate a unary servicer method so every failure leaves as an AIP-193 status:
+    domain errors as themselves, errors `translate` knows (e.g. a store outage) as what
+    it returns, anything else — a bug — logged whole and answered INTERNAL without
+    internals."""
+
+    def decorate(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await method(self, request, context)
+            except KtapeError as error:
+                await abort_with(context, error)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                mapped = translate(exc, method.__name__) if translate is not None else None
+                if mapped is None:
+                    log.exception("rpc.failed", method=method.__name__, **log_context(request))
+                    mapped = KtapeError(f"internal error in {method.__name__}",
+                                        reason="INTERNAL")
+                await abort_with(context, mapped)
+            raise AssertionError("unreachable")  # abort_with raises
+
+        return wrapper
+
+    return decorate

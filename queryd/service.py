@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import psycopg
@@ -27,6 +26,7 @@ from ktape.errors import (
     Unavailable,
     UnknownTicker,
     abort_with,
+    rpc_handler,
 )
 from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2 as pb
@@ -48,34 +48,19 @@ FUTURE_SLACK = dt.timedelta(seconds=5)
 _TICKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _WORD_RE = re.compile(r"^[a-z_]{1,40}$")
 
-R = TypeVar("R")
 
 
-def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    """Run a handler; map domain errors and store outages to rich statuses."""
+def _store_outage(exc: Exception, method: str) -> KtapeError | None:
+    """QuestDB unreachable: UNAVAILABLE with RetryInfo (not a bug, not logged as one)."""
+    if not isinstance(exc, (psycopg.OperationalError, PoolTimeout)):
+        return None
+    log.warning("store.unavailable", method=method, error=str(exc))
+    return Unavailable("the history store is unreachable; retry shortly", retry_after_secs=2.0,
+                       reason="STORE_UNAVAILABLE")
 
-    @functools.wraps(method)
-    async def wrapper(self: MarketDataService, request: Any,
-                      context: grpc.aio.ServicerContext) -> R:
-        try:
-            return await method(self, request, context)
-        except KtapeError as error:
-            await abort_with(context, error)
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            log.warning("store.unavailable", method=method.__name__, error=str(exc))
-            await abort_with(context, Unavailable(
-                "the history store is unreachable; retry shortly", retry_after_secs=2.0,
-                reason="STORE_UNAVAILABLE"))
-        except grpc.aio.AbortError:
-            raise
-        except Exception:  # a bug: log it whole, answer INTERNAL without internals
-            log.exception("rpc.failed", method=method.__name__,
-                          ticker=getattr(request, "ticker", ""))
-            await abort_with(context, KtapeError(f"internal error in {method.__name__}",
-                                                 reason="INTERNAL"))
-        raise AssertionError("unreachable")  # abort_with raises
 
-    return wrapper
+_rpc = rpc_handler(log, translate=_store_outage,
+                   log_context=lambda request: {"ticker": getattr(request, "ticker", "")})
 
 
 def _ticker(value: str, field: str = "ticker") -> str:
