@@ -23,7 +23,7 @@ from ingestd.config import IngestSettings, load_ingest_settings
 from ingestd.feed import Feed, now_us
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.rest import KalshiRest, RestError
-from ingestd.live import LIVE_TABLES, LiveFanout
+from ingestd.live import LiveFanout
 from ingestd.metadata import record_reference_data
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter
@@ -73,7 +73,7 @@ class Recorder:
             feed.peers = self.feeds
         self.feed = self.feeds[0]  # the lifecycle connection
         self.live = LiveFanout()
-        self.writer.tap, self.writer.tap_tables = self.live.publish, LIVE_TABLES
+        self.writer.live = self.live
         self.started_us = now_us()
 
     def health(self) -> tuple[bool, dict[str, Any]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ingestd.book_change_lines import BookChangeLines
+
 
 class NegativeLevel(ValueError):
     """A delta that would leave a level below zero: the book we hold is stale."""
@@ -27,8 +29,8 @@ class MarketBook:
     gap_expected_seq: int | None = None
     gap_got_seq: int | None = None
     snapshot_requested_us: int | None = None  # when we last asked for a snapshot
-    # ILP symbol dicts of this market's delta rows by (side, ts_source), built once
-    delta_symbols: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    # Text parts of this market's delta rows by (side, ts_source), built once
+    delta_lines: dict[tuple[str, str], BookChangeLines] = field(default_factory=dict)
 
     def ladder(self, side: str) -> dict[int, int]:
         return self.yes if side == "yes" else self.no

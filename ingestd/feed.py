@@ -22,12 +22,13 @@ import zlib
 from collections.abc import Iterable
 from typing import Any
 
+import aiohttp
 import orjson
-import websockets
-from websockets.asyncio.client import ClientConnection
 
 from ingestd import metrics
 from ingestd.book import MarketBook, NegativeLevel, ladder_text
+from ingestd.book_change_lines import TABLE as BOOK_CHANGES
+from ingestd.book_change_lines import BookChangeLines
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.normalize import NormalizeError, price_e4, qty_e2
 from ingestd.writer import IlpWriter, TimestampMicros
@@ -40,6 +41,9 @@ log = get_logger(__name__)
 SUBSCRIBE_BATCH = 500
 MAX_BACKOFF_SECS = 30.0
 SNAPSHOT_TIMEOUT_SECS = 15.0
+CONNECT_TIMEOUT_SECS = 15.0
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a snapshot of a deep book is one message
+TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
 
 
 def now_us() -> int:
@@ -71,7 +75,7 @@ class Feed:
         self.sids: dict[int, str] = {}  # sid -> channel
         self.last_seq: dict[int, int] = {}
         self.book_sid: int | None = None
-        self.ws: ClientConnection | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.connected = False
         self.last_message_us: int | None = None
         self._cmd_id = 0
@@ -140,37 +144,48 @@ class Feed:
     async def run(self, stop: asyncio.Event) -> None:
         attempt = 0
         first = True
-        while not stop.is_set():
-            try:
-                headers = self.signer.headers("GET", _path(self.ws_url)) if self.signer else {}
-                async with websockets.connect(self.ws_url, additional_headers=headers,
-                                              max_size=64 * 1024 * 1024, ping_interval=20,
-                                              ping_timeout=30, compression=None) as ws:
-                    self.ws = ws
-                    self.connected = True
-                    if not first:
-                        self._reconnected()
-                    first = False
-                    attempt = 0
-                    await self._subscribe_all()
-                    await self._read(ws, stop)
-            except (OSError, websockets.WebSocketException) as exc:
-                log.warning("feed.disconnected", error=str(exc), url=self.ws_url)
-            finally:
-                self.connected = False
-                self.ws = None
-            if stop.is_set():
-                return
-            metrics.RECONNECTS.inc()
-            self._mark_all_disconnected()
-            delay = min(MAX_BACKOFF_SECS, 0.5 * 2**attempt)
-            delay = delay / 2 + self.rng.uniform(0, delay / 2)
-            attempt += 1
-            log.info("feed.reconnecting", delay_secs=round(delay, 2), attempt=attempt)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
+        # No overall timeout: the session's sockets are long-lived WebSockets.
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_SECS)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not stop.is_set():
+                try:
+                    headers = (self.signer.headers("GET", _path(self.ws_url))
+                               if self.signer else {})
+                    # Kalshi pings every 10 s and we answer (autoping); our own ping every
+                    # 20 s notices a dead peer (no pong within 10 s).
+                    async with session.ws_connect(
+                            self.ws_url, headers=headers, max_msg_size=MAX_MESSAGE_BYTES,
+                            heartbeat=20.0, compress=0, autoping=True,
+                            decode_text=False) as ws:
+                        self.ws = ws
+                        self.connected = True
+                        if not first:
+                            self._reconnected()
+                        first = False
+                        attempt = 0
+                        await self._subscribe_all()
+                        await self._read(ws, stop)
+                    if not stop.is_set():
+                        log.warning("feed.disconnected", error=f"closed, code {ws.close_code}",
+                                    url=self.ws_url)
+                except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+                    log.warning("feed.disconnected", error=f"{type(exc).__name__}: {exc}",
+                                url=self.ws_url)
+                finally:
+                    self.connected = False
+                    self.ws = None
+                if stop.is_set():
+                    return
+                metrics.RECONNECTS.inc()
+                self._mark_all_disconnected()
+                delay = min(MAX_BACKOFF_SECS, 0.5 * 2**attempt)
+                delay = delay / 2 + self.rng.uniform(0, delay / 2)
+                attempt += 1
+                log.info("feed.reconnecting", delay_secs=round(delay, 2), attempt=attempt)
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except TimeoutError:
+                    pass
 
     def overdue_snapshots(self, now: int) -> list[str]:
         """Markets whose requested snapshot has not come within SNAPSHOT_TIMEOUT_SECS."""
@@ -179,7 +194,7 @@ class Feed:
                       if b.awaiting_snapshot and b.snapshot_requested_us is not None
                       and now - b.snapshot_requested_us > limit)
 
-    async def _snapshot_watchdog(self, ws: ClientConnection) -> None:
+    async def _snapshot_watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """`get_snapshot` is young on Kalshi (2026-04) and its replies are not all
         documented: if a requested snapshot never comes, reconnect, which resubscribes
         every market and rebuilds each book from a fresh subscription snapshot."""
@@ -192,31 +207,38 @@ class Feed:
                 await ws.close()
                 return
 
-    async def _read(self, ws: ClientConnection, stop: asyncio.Event) -> None:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, stop: asyncio.Event) -> None:
         watchdog = asyncio.create_task(self._snapshot_watchdog(ws), name="snapshot-watchdog")
         try:
             await self._read_frames(ws, stop)
         finally:
             await cancel_and_wait([watchdog])
 
-    async def _read_frames(self, ws: ClientConnection, stop: asyncio.Event) -> None:
-        stopper = asyncio.create_task(stop.wait())
+    async def _read_frames(self, ws: aiohttp.ClientWebSocketResponse,
+                           stop: asyncio.Event) -> None:
+        """Handle frames until the connection closes; `stop` closes it. One plain
+        `async for` over the connection: a task and an `asyncio.wait` per frame (racing
+        each receive against `stop`) cost more than the frame's whole processing."""
+        async def close_on_stop() -> None:
+            await stop.wait()
+            await ws.close()
+
+        closer = asyncio.create_task(close_on_stop(), name="feed-close-on-stop")
         try:
-            while True:
-                receiver = asyncio.create_task(ws.recv())
-                done, _ = await asyncio.wait({receiver, stopper},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if stopper in done:
-                    receiver.cancel()
-                    await ws.close()
+            async for message in ws:  # ends at a close frame
+                if message.type is TEXT or message.type is BINARY:
+                    self.handle(message.data, now_us())
+                    if self.writer.wants_flush:
+                        self.writer.kick()
+                        await self.writer.backpressure()
+                elif message.type is aiohttp.WSMsgType.ERROR:
+                    log.warning("feed.read_error", error=str(message.data), url=self.ws_url)
                     return
-                raw = receiver.result()
-                self.handle(raw, now_us())
-                if self.writer.wants_flush:
-                    self.writer.kick()
-                    await self.writer.backpressure()
         finally:
-            stopper.cancel()
+            if stop.is_set():
+                await closer  # let the close handshake finish (bounded by aiohttp's timeout)
+            else:
+                await cancel_and_wait([closer])
 
     async def _command(self, cmd: str, params: dict[str, Any] | None = None) -> int:
         self._cmd_id += 1
@@ -224,7 +246,7 @@ class Feed:
         if params is not None:
             body["params"] = params
         if self.ws is not None:
-            await self.ws.send(orjson.dumps(body).decode())
+            await self.ws.send_str(orjson.dumps(body).decode())
         return self._cmd_id
 
     async def _subscribe_all(self) -> None:
@@ -449,14 +471,16 @@ class Feed:
             self._open_gap(book, "negative_level", expected=None, got=seq, sid=sid)
             self._spawn(self.request_snapshots([ticker]))
             return
-        symbols = book.delta_symbols.get((side, source))
-        if symbols is None:  # one dict per market, side and time source, reused per row
-            symbols = book.delta_symbols[side, source] = {
-                "ticker": ticker, "side": side, "kind": "delta", "ts_source": source}
-        self.writer.row("book_changes", symbols=symbols,
-                        columns={"price_e4": price, "qty_after_e2": after, "delta_e2": delta,
-                                 "seq": seq, "sid": sid, "recv_ts": TimestampMicros(recv_us)},
-                        at_us=ts_us, exchange_ms=ts_us // 1000)
+        lines = book.delta_lines.get((side, source))
+        if lines is None:  # text parts built once per market, side and time source
+            lines = book.delta_lines[side, source] = BookChangeLines(ticker, side, "delta",
+                                                                     source)
+        writer = self.writer
+        writer.add_line(BOOK_CHANGES, lines.ilp(price, after, delta, seq, sid, recv_us, ts_us),
+                        ts_us // 1000)
+        if writer.live is not None:
+            writer.live.publish_book_change(lines, price, after, delta, seq, sid, recv_us,
+                                            ts_us)
         book.last_seq, book.last_sid, book.last_exchange_us = seq, sid, ts_us
         book.changes_since_checkpoint += 1
         if (book.changes_since_checkpoint >= self.checkpoint_every

@@ -20,11 +20,12 @@ from typing import Any
 
 import orjson
 
+from ingestd.book_change_lines import TABLE, BookChangeLines
 from ktape.log import get_logger
 
 log = get_logger(__name__)
 
-LIVE_TABLES = ("book_changes", "gaps")
+LIVE_TABLES = (TABLE, "gaps")
 HEARTBEAT_SECS = 2.0
 
 
@@ -56,24 +57,48 @@ class LiveFanout:
         self._followers: set[_Follower] = set()
         self.dropped_followers = 0
         # The newest row of each table, sent to a new follower so it can tell when
-        # QuestDB has made visible everything published before it joined.
-        self.last_by_table: dict[str, dict[str, Any]] = {}
+        # QuestDB has made visible everything published before it joined. Kept in the
+        # form it arrived in; a record is built only when a follower joins.
+        self._last_rows: dict[str, dict[str, Any]] = {}
+        self._last_book_change: tuple[Any, ...] | None = None
 
     @property
     def followers(self) -> int:
         return len(self._followers)
 
+    @property
+    def last_by_table(self) -> dict[str, dict[str, Any]]:
+        last = dict(self._last_rows)
+        if self._last_book_change is not None:
+            lines, *values = self._last_book_change
+            last[TABLE] = orjson.loads(lines.live_json(*values))
+        return last
+
     def publish(self, table: str, symbols: dict[str, str], columns: dict[str, Any],
                 at_us: int) -> None:
-        """Called for every row written (see IlpWriter.tap); cheap when nobody follows."""
+        """Called for every row of LIVE_TABLES written (IlpWriter.row)."""
         self.live_seq += 1
         record: dict[str, Any] = {"n": self.live_seq, "tb": table, "ts": at_us, **symbols}
         for name, value in columns.items():
             record[name] = getattr(value, "value", value)  # TimestampMicros -> int
-        self.last_by_table[table] = record
-        if not self._followers:
-            return
-        line = orjson.dumps(record) + b"\n"
+        if table == TABLE:
+            self._last_book_change = None
+        self._last_rows[table] = record
+        if self._followers:
+            self._offer(orjson.dumps(record) + b"\n")
+
+    def publish_book_change(self, lines: BookChangeLines, price_e4: int, qty_after_e2: int,
+                            delta_e2: int, seq: int, sid: int, recv_us: int,
+                            at_us: int) -> None:
+        """The hot path for book changes (ingestd/book_change_lines.py): the same record
+        as `publish` would send, as text from the market's prebuilt parts."""
+        self.live_seq += 1
+        values = (self.live_seq, price_e4, qty_after_e2, delta_e2, seq, sid, recv_us, at_us)
+        self._last_book_change = (lines, *values)
+        if self._followers:
+            self._offer(lines.live_json(*values))
+
+    def _offer(self, line: bytes) -> None:
         for follower in self._followers:
             follower.offer(line)
 

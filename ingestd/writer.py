@@ -1,8 +1,10 @@
 """The ILP writer: rows -> ILP buffer -> QuestDB over HTTP, spilling when QuestDB is down.
 
 Rows are serialised by the official client's `Buffer` (correct escaping, exact integer
-and timestamp encoding), and the buffer's bytes are POSTed to QuestDB's ILP-over-HTTP
-endpoint (`/write`). The same bytes are what a failed flush appends to the spill file and
+and timestamp encoding), except book changes, which arrive as ready ILP lines
+(`add_line`, ingestd/book_change_lines.py: the one row type hot enough for the difference to
+matter); a batch is the Buffer's bytes followed by those lines, POSTed to QuestDB's
+ILP-over-HTTP endpoint (`/write`). The same bytes are what a failed flush appends to the spill file and
 what a replay sends back, unchanged, in order. Dedup keys on every table make a replay of
 an already-committed batch harmless (exactly-once).
 
@@ -21,6 +23,7 @@ from typing import Any
 import httpx
 
 from ingestd import metrics
+from ingestd.live import LIVE_TABLES, LiveFanout
 from ingestd.spill import SpillFile, SpillFull
 from ktape.log import get_logger
 
@@ -42,6 +45,7 @@ class IlpWriter:
         self.flush_interval_ms = flush_interval_ms
         self.client = httpx.AsyncClient(timeout=timeout_secs)
         self.buffer = Buffer(protocol_version=1)
+        self.lines: list[str] = []  # ready ILP lines, sent after the Buffer's rows
         self.rows = 0
         self.table_rows: dict[str, int] = {}
         self.oldest_exchange_ms: int | None = None
@@ -53,22 +57,36 @@ class IlpWriter:
         # Batches that could neither be sent nor spilled (spill file full). Kept in order
         # in memory while the reader is held back (`backpressure`), never dropped.
         self.held: list[bytes] = []
-        # Rows of `tap_tables` are also handed to `tap` as they are buffered (the live
-        # fan-out, ingestd/live.py), in the order they will reach QuestDB.
-        self.tap: Any = None
-        self.tap_tables: tuple[str, ...] = ()
+        # The live fan-out (ingestd/live.py): rows of LIVE_TABLES are handed to it as
+        # they are buffered. Book changes, which come as ready lines, are handed over by
+        # their writer (Feed) with the values, not as dicts.
+        self.live: LiveFanout | None = None
         metrics.SPILL_BYTES.set(self.spill.size)
 
     def row(self, table: str, *, symbols: dict[str, str], columns: dict[str, Any],
             at_us: int, exchange_ms: int | None = None) -> None:
         self.buffer.row(table, symbols=symbols, columns=columns, at=TimestampMicros(at_us))
-        if self.tap is not None and table in self.tap_tables:
-            self.tap(table, symbols, columns, at_us)
+        if self.live is not None and table in LIVE_TABLES:
+            self.live.publish(table, symbols, columns, at_us)
         self.rows += 1
         self.table_rows[table] = self.table_rows.get(table, 0) + 1
         if exchange_ms is not None and (self.oldest_exchange_ms is None
                                         or exchange_ms < self.oldest_exchange_ms):
             self.oldest_exchange_ms = exchange_ms
+
+    def add_line(self, table: str, line: str, exchange_ms: int) -> None:
+        """Buffer one ready ILP line of `table` (ingestd/book_change_lines.py)."""
+        self.lines.append(line)
+        self.rows += 1
+        self.table_rows[table] = self.table_rows.get(table, 0) + 1
+        oldest = self.oldest_exchange_ms
+        if oldest is None or exchange_ms < oldest:
+            self.oldest_exchange_ms = exchange_ms
+
+    def _payload(self) -> bytes:
+        if not self.lines:
+            return bytes(self.buffer)
+        return bytes(self.buffer) + "".join(self.lines).encode()
 
     @property
     def wants_flush(self) -> bool:
@@ -104,7 +122,7 @@ class IlpWriter:
                 self.held.pop(0)
             if not self.rows:
                 return
-            payload = bytes(self.buffer)
+            payload = self._payload()
             rows, tables, oldest = self.rows, dict(self.table_rows), self.oldest_exchange_ms
             self._reset()
             if await self._send(payload):
@@ -155,7 +173,7 @@ class IlpWriter:
 
     def _spill_current(self) -> None:
         if self.rows:
-            payload = bytes(self.buffer)
+            payload = self._payload()
             self._reset()
             self._spill(payload)
 
@@ -185,6 +203,7 @@ class IlpWriter:
 
     def _reset(self) -> None:
         self.buffer = Buffer(protocol_version=1)
+        self.lines = []
         self.rows = 0
         self.table_rows = {}
         self.oldest_exchange_ms = None

@@ -15,9 +15,20 @@ class RecordingWriter:
     def __init__(self) -> None:
         self.rows: list[tuple[str, dict[str, Any], dict[str, Any], int]] = []
         self.wants_flush = False
+        self.live = None
 
     def row(self, table, *, symbols, columns, at_us, exchange_ms=None):
         self.rows.append((table, symbols, columns, at_us))
+
+    def add_line(self, table, line, exchange_ms):
+        """Parse the ready ILP line back (tickers here need no escaping)."""
+        head, fields, at_ns = line.rstrip("\n").split(" ")
+        name, *pairs = head.split(",")
+        assert name == table
+        symbols = dict(pair.split("=") for pair in pairs)
+        columns = {key: int(value[:-1]) for key, value in
+                   (field.split("=") for field in fields.split(","))}
+        self.row(table, symbols=symbols, columns=columns, at_us=int(at_ns) // 1000)
 
     def table(self, name):
         return [r for r in self.rows if r[0] == name]
