@@ -9,6 +9,10 @@ Intent: "how fast", three numbers on one private QuestDB:
    (parse, exact normalisation, sequence check, book update, ILP row), no network.
 3. `end_to_end_msgs_per_sec` — frames through `Feed.handle` with the real writer flushing
    to QuestDB (what a feed at full speed would see), and the ratio to the ceiling.
+4. `over_websocket_msgs_per_sec` — ingestd as it runs: `Feed.run` reading the frames over
+   a loopback WebSocket from an exchange in its own process (replay_exchange.py), the
+   writer on its timer, and the live fan-out followed by one reader in another process
+   (as queryd follows it), until every row is committed.
 Saves bench/results/ingest_pipeline.json.
 
 Run: .venv/bin/python bench/ingest/pipeline.py [--messages 300000]
@@ -25,13 +29,16 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import save
+from ingestd.app import serve_http
 from ingestd.feed import Feed
+from ingestd.live import LiveFanout
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter, TimestampMicros
 from ktape.config import HostPort, MarketFilter
@@ -42,7 +49,7 @@ from ktape.schema import apply_migrations
 T0_MS = 1_790_000_000_000
 
 
-def frames(messages: int, markets: int, seed: int = 1) -> list[bytes]:
+def frames(messages: int, markets: int, seed: int = 1, prefix: str = "KXBENCH") -> list[bytes]:
     rng = random.Random(seed)
     out = [orjson.dumps({"type": "subscribed", "id": 1,
                          "msg": {"channel": "orderbook_delta", "sid": 1}})]
@@ -50,14 +57,14 @@ def frames(messages: int, markets: int, seed: int = 1) -> list[bytes]:
     seq = 0
     for m in range(markets):
         seq += 1
-        ticker = f"KXBENCH-{m}"
+        ticker = f"{prefix}-{m}"
         books[ticker] = {("yes", 4000): 10_000, ("no", 5000): 10_000}
         out.append(orjson.dumps({"type": "orderbook_snapshot", "sid": 1, "seq": seq, "msg": {
             "market_ticker": ticker, "market_id": "x", "yes_dollars_fp": [["0.4000", "100.00"]],
             "no_dollars_fp": [["0.5000", "100.00"]]}, "sending_ts_ms": T0_MS}))
     for i in range(messages):
         seq += 1
-        ticker = f"KXBENCH-{rng.randrange(markets)}"
+        ticker = f"{prefix}-{rng.randrange(markets)}"
         side = rng.choice(("yes", "no"))
         price = (rng.randrange(10, 40) if side == "yes" else rng.randrange(50, 90)) * 100
         current = books[ticker].get((side, price), 0)
@@ -140,6 +147,9 @@ async def run(messages: int, markets: int) -> dict:
             await writer.close()
             e2e_rate = len(data) / (time.perf_counter() - began)
             assert writer.spill.size == 0
+
+            # 4. ingestd as it runs, over a WebSocket, fan-out followed
+            ws_rate = await over_websocket(qdb, root / "d.spill", messages, markets)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {"messages": len(data), "markets": markets,
@@ -148,7 +158,67 @@ async def run(messages: int, markets: int) -> dict:
             "handle_msgs_per_sec": round(handle_rate),
             "end_to_end_msgs_per_sec": round(e2e_rate),
             "end_to_end_vs_raw_ilp": round(e2e_rate / raw_rate, 3),
-            "end_to_end_vs_ilp_client": round(e2e_rate / client_rate, 3)}
+            "end_to_end_vs_ilp_client": round(e2e_rate / client_rate, 3),
+            "over_websocket_msgs_per_sec": round(ws_rate),
+            "over_websocket_vs_raw_ilp": round(ws_rate / raw_rate, 3),
+            "over_websocket_vs_ilp_client": round(ws_rate / client_rate, 3)}
+
+
+# Reads `GET /live` to the end, as queryd's follower does (but without using what it reads).
+DRAIN = """
+import socket, sys
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+sock.sendall(b"GET /live HTTP/1.1\\r\\nHost: bench\\r\\n\\r\\n")
+while sock.recv(1 << 20):
+    pass
+"""
+
+
+async def over_websocket(qdb: QuestDBProcess, spill: Path, messages: int, markets: int
+                         ) -> float:
+    exchange_port, live_port = free_port(), free_port()
+    exchange = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).with_name("replay_exchange.py")), str(exchange_port),
+        str(messages), str(markets), "KXWS", stdout=asyncio.subprocess.PIPE)
+    follower: asyncio.subprocess.Process | None = None
+    try:
+        assert exchange.stdout is not None
+        assert (await exchange.stdout.readline()).strip() == b"ready"
+        writer = IlpWriter(str(qdb.http), SpillFile(spill, 1 << 34), flush_rows=20_000)
+        writer.live = LiveFanout()
+        http = await serve_http(SimpleNamespace(live=writer.live),  # type: ignore[arg-type]
+                                "127.0.0.1", live_port)
+        follower = await asyncio.create_subprocess_exec(sys.executable, "-c", DRAIN,
+                                                        str(live_port))
+        while writer.live.followers < 1:
+            await asyncio.sleep(0.01)
+        feed = Feed(f"ws://127.0.0.1:{exchange_port}/trade-api/ws/v2", writer,
+                    MarketFilter(all=True))
+        feed.add_markets([{"ticker": f"KXWS-{m}", "series_ticker": "KXWS"}
+                          for m in range(markets)])
+        last_seq = markets + messages
+        stop = asyncio.Event()
+        began = time.perf_counter()
+        tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(writer.run(stop))]
+        while feed.last_seq.get(1) != last_seq:
+            await asyncio.sleep(0.005)
+        stop.set()
+        await asyncio.gather(*tasks)
+        await writer.close()
+        elapsed = time.perf_counter() - began
+        assert writer.spill.size == 0 and writer.live.dropped_followers == 0
+        follower.terminate()
+        await follower.wait()
+        while writer.live.followers:  # its serving task ends at the follower's EOF
+            await asyncio.sleep(0.01)
+        http.close()
+        await http.wait_closed()
+        return (1 + markets + messages) / elapsed
+    finally:
+        for proc in (follower, exchange):
+            if proc is not None and proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
 
 
 def main() -> int:
