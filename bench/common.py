@@ -27,6 +27,14 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+def cpu_secs(pid: int | None = None) -> float:
+    """CPU seconds (user + system, all threads) used so far by `pid`, or by this process."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
     ordered = sorted(samples_ms)
     if not ordered:

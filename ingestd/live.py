@@ -38,14 +38,14 @@ class _Follower:
         self.wake = asyncio.Event()
         self.dropped = False
 
-    def offer(self, line: bytes) -> None:
+    def offer(self, chunk: bytes) -> None:
         if self.dropped:
             return
-        if self.pending + len(line) > self.max_pending:
+        if self.pending + len(chunk) > self.max_pending:
             self.dropped = True  # the sender loop ends the connection
         else:
-            self.chunks.append(line)
-            self.pending += len(line)
+            self.chunks.append(chunk)
+            self.pending += len(chunk)
         self.wake.set()
 
 
@@ -61,6 +61,9 @@ class LiveFanout:
         # form it arrived in; a record is built only when a follower joins.
         self._last_rows: dict[str, dict[str, Any]] = {}
         self._last_book_change: tuple[Any, ...] | None = None
+        self._outbox: list[bytes] = []
+        self._delivery_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # set when a follower joins
 
     @property
     def followers(self) -> int:
@@ -99,12 +102,26 @@ class LiveFanout:
             self._offer(lines.live_json(*values))
 
     def _offer(self, line: bytes) -> None:
-        for follower in self._followers:
-            follower.offer(line)
+        """Lines wait in an outbox until the event loop next turns and then go to every
+        follower as one chunk: per row, an append instead of a call per follower."""
+        self._outbox.append(line)
+        if not self._delivery_scheduled and self._loop is not None:
+            self._delivery_scheduled = True
+            self._loop.call_soon(self._deliver)
+
+    def _deliver(self) -> None:
+        self._delivery_scheduled = False
+        if self._outbox:
+            chunk = b"".join(self._outbox)
+            self._outbox.clear()
+            for follower in self._followers:
+                follower.offer(chunk)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Answer `GET /live` on an accepted connection until the follower leaves."""
         follower = _Follower(writer, self.max_pending_bytes)
+        self._loop = asyncio.get_running_loop()
+        self._deliver()  # lines published before the hello belong to the earlier followers
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
                      b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n")
         writer.write(orjson.dumps({"epoch": self.epoch, "n": self.live_seq,

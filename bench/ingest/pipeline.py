@@ -13,6 +13,9 @@ Intent: "how fast", three numbers on one private QuestDB:
    a loopback WebSocket from an exchange in its own process (replay_exchange.py), the
    writer on its timer, and the live fan-out followed by one reader in another process
    (as queryd follows it), until every row is committed.
+Stages 1, 3 and 4 also record the CPU each side spent per row (`cpu_us_per_row`: this
+process, QuestDB): on a machine where both share the cores, end to end / ceiling cannot
+exceed QuestDB's share of the CPU per row.
 Saves bench/results/ingest_pipeline.json.
 
 Run: .venv/bin/python bench/ingest/pipeline.py [--messages 300000]
@@ -35,7 +38,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import save
+from bench.common import cpu_secs, save
 from ingestd.app import serve_http
 from ingestd.feed import Feed
 from ingestd.live import LiveFanout
@@ -120,10 +123,12 @@ async def run(messages: int, markets: int) -> dict:
             # 1. raw ILP ceiling: the same number of book_changes rows, prebuilt
             raw = IlpWriter(str(qdb.http), SpillFile(root / "b.spill", 1 << 34))
             batches = list(ilp_batches(raw, messages, markets, "KXRAW", sid=2))
+            cpu = CpuSplit(qdb, messages)
             began = time.perf_counter()
             for payload in batches:
                 assert await raw._send(payload)
             raw_rate = messages / (time.perf_counter() - began)
+            raw_cpu = await cpu.settled(qdb)
 
             # 1b. the ILP client writing the same rows: row building + sending, timed
             began = time.perf_counter()
@@ -136,6 +141,7 @@ async def run(messages: int, markets: int) -> dict:
             writer = IlpWriter(str(qdb.http), SpillFile(root / "c.spill", 1 << 34),
                                flush_rows=20_000)
             feed = Feed("ws://x/trade-api/ws/v2", writer, MarketFilter(all=True))
+            cpu = CpuSplit(qdb, len(data))
             began = time.perf_counter()
             for i, frame in enumerate(data):
                 feed.handle(frame, T0_MS * 1000 + i)
@@ -146,10 +152,11 @@ async def run(messages: int, markets: int) -> dict:
                     await asyncio.sleep(0)  # the socket read would yield here
             await writer.close()
             e2e_rate = len(data) / (time.perf_counter() - began)
+            e2e_cpu = await cpu.settled(qdb)
             assert writer.spill.size == 0
 
             # 4. ingestd as it runs, over a WebSocket, fan-out followed
-            ws_rate = await over_websocket(qdb, root / "d.spill", messages, markets)
+            ws_rate, ws_cpu = await over_websocket(qdb, root / "d.spill", messages, markets)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {"messages": len(data), "markets": markets,
@@ -161,7 +168,31 @@ async def run(messages: int, markets: int) -> dict:
             "end_to_end_vs_ilp_client": round(e2e_rate / client_rate, 3),
             "over_websocket_msgs_per_sec": round(ws_rate),
             "over_websocket_vs_raw_ilp": round(ws_rate / raw_rate, 3),
-            "over_websocket_vs_ilp_client": round(ws_rate / client_rate, 3)}
+            "over_websocket_vs_ilp_client": round(ws_rate / client_rate, 3),
+            "cpu_us_per_row": {"raw_ilp": raw_cpu, "end_to_end": e2e_cpu,
+                               "over_websocket": ws_cpu}}
+
+
+class CpuSplit:
+    """CPU per row of this process and of QuestDB over one stage. QuestDB goes on
+    applying WAL after the last HTTP answer, so its count waits until it is idle."""
+
+    def __init__(self, qdb: QuestDBProcess, rows: int) -> None:
+        assert qdb.proc is not None
+        self.pid, self.rows = qdb.proc.pid, rows
+        self.ours, self.questdb = cpu_secs(), cpu_secs(self.pid)
+
+    async def settled(self, qdb: QuestDBProcess) -> dict[str, float]:
+        ours = cpu_secs() - self.ours
+        last = cpu_secs(self.pid)
+        while True:
+            await asyncio.sleep(0.5)
+            now = cpu_secs(self.pid)
+            if now - last < 0.05:  # under 10% of a core: done with our rows
+                break
+            last = now
+        return {"ingest": round(ours / self.rows * 1e6, 2),
+                "questdb": round((last - self.questdb) / self.rows * 1e6, 2)}
 
 
 # Reads `GET /live` to the end, as queryd's follower does (but without using what it reads).
@@ -175,7 +206,7 @@ while sock.recv(1 << 20):
 
 
 async def over_websocket(qdb: QuestDBProcess, spill: Path, messages: int, markets: int
-                         ) -> float:
+                         ) -> tuple[float, dict[str, float]]:
     exchange_port, live_port = free_port(), free_port()
     exchange = await asyncio.create_subprocess_exec(
         sys.executable, str(Path(__file__).with_name("replay_exchange.py")), str(exchange_port),
@@ -196,6 +227,7 @@ async def over_websocket(qdb: QuestDBProcess, spill: Path, messages: int, market
                     MarketFilter(all=True))
         feed.add_markets([{"ticker": f"KXWS-{m}", "series_ticker": "KXWS"}
                           for m in range(markets)])
+        cpu = CpuSplit(qdb, 1 + markets + messages)
         last_seq = markets + messages
         stop = asyncio.Event()
         began = time.perf_counter()
@@ -206,6 +238,7 @@ async def over_websocket(qdb: QuestDBProcess, spill: Path, messages: int, market
         await asyncio.gather(*tasks)
         await writer.close()
         elapsed = time.perf_counter() - began
+        split = await cpu.settled(qdb)
         assert writer.spill.size == 0 and writer.live.dropped_followers == 0
         follower.terminate()
         await follower.wait()
@@ -213,7 +246,7 @@ async def over_websocket(qdb: QuestDBProcess, spill: Path, messages: int, market
             await asyncio.sleep(0.01)
         http.close()
         await http.wait_closed()
-        return (1 + markets + messages) / elapsed
+        return (1 + markets + messages) / elapsed, split
     finally:
         for proc in (follower, exchange):
             if proc is not None and proc.returncode is None:
