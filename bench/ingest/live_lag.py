@@ -4,7 +4,11 @@ Intent: "how fast", the issue's p99 < 1 s. Starts `ktape sim` as its own process
 at `--rate` events/s over `--markets` markets) and a private QuestDB, records with the
 real Recorder in this process for `--secs`, and reads ingestd's own lag histogram
 (`ingestd_ingest_lag_seconds`, observed once per committed batch for its oldest row).
-Percentiles are bucket upper bounds. Saves bench/results/ingest_live_lag.json.
+Percentiles are bucket upper bounds. With a `--rate` above what the simulator can send
+(~60,000 messages/s, docs/performance.md) it also gives the sustained rate against the
+simulator (`rows_per_sec`, every table's rows, snapshots included); the simulator is then
+the limit, which is why bench/ingest/pipeline.py measures ingestd's own ceiling with a
+replayed feed. Saves bench/results/ingest_live_lag.json.
 
 Run: .venv/bin/python bench/ingest/live_lag.py [--rate 5000] [--secs 20]
 """
@@ -49,7 +53,8 @@ async def record(settings, secs: float) -> dict:
     await asyncio.sleep(secs)
     stop.set()
     await asyncio.wait_for(task, 60)
-    return {"rows_committed": recorder.writer.committed_rows}
+    return {"rows_committed": recorder.writer.committed_rows,
+            "rows_per_sec": round(recorder.writer.committed_rows / secs)}
 
 
 def main() -> int:
