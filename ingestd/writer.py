@@ -1,12 +1,14 @@
 """The ILP writer: rows -> ILP buffer -> QuestDB over HTTP, spilling when QuestDB is down.
 
 Rows are serialised by the official client's `Buffer` (correct escaping, exact integer
-and timestamp encoding), except book changes, which arrive as ready ILP lines
-(`add_line`, ingestd/book_change_lines.py: the one row type hot enough for the difference to
-matter); a batch is the Buffer's bytes followed by those lines, POSTed to QuestDB's
-ILP-over-HTTP endpoint (`/write`). The same bytes are what a failed flush appends to the spill file and
-what a replay sends back, unchanged, in order. Dedup keys on every table make a replay of
-an already-committed batch harmless (exactly-once).
+and timestamp encoding), except book changes, which arrive as ready ILP lines (`add_line`,
+ingestd/book_change_lines.py: the one row type hot enough for the difference to matter).
+A batch keeps every row in the order it was written, whichever way it came, and is POSTed
+to QuestDB's ILP-over-HTTP endpoint (`/write`): queryd's live join relies on QuestDB
+committing rows in the order the live fan-out published them. The same bytes are what a
+failed flush appends to the spill file and what a replay sends back, unchanged, in order.
+Dedup keys on every table make a replay of an already-committed batch harmless
+(exactly-once).
 
 One task owns the writer; `flush()` runs on a timer (`flush_interval_ms`) and when the
 buffer holds `flush_rows` rows. Memory stays bounded: a buffer that cannot be sent goes to
@@ -45,7 +47,8 @@ class IlpWriter:
         self.flush_interval_ms = flush_interval_ms
         self.client = httpx.AsyncClient(timeout=timeout_secs)
         self.buffer = Buffer(protocol_version=1)
-        self.lines: list[str] = []  # ready ILP lines, sent after the Buffer's rows
+        self.lines: list[str] = []  # ready ILP lines written since the Buffer's rows
+        self.segments: list[bytes] = []  # earlier parts of this batch, in order
         self.rows = 0
         self.table_rows: dict[str, int] = {}
         self.oldest_exchange_ms: int | None = None
@@ -65,6 +68,9 @@ class IlpWriter:
 
     def row(self, table: str, *, symbols: dict[str, str], columns: dict[str, Any],
             at_us: int, exchange_ms: int | None = None) -> None:
+        if self.lines:  # rows stay in the order they were written
+            self.segments.append("".join(self.lines).encode())
+            self.lines = []
         self.buffer.row(table, symbols=symbols, columns=columns, at=TimestampMicros(at_us))
         if self.live is not None and table in LIVE_TABLES:
             self.live.publish(table, symbols, columns, at_us)
@@ -76,6 +82,9 @@ class IlpWriter:
 
     def add_line(self, table: str, line: str, exchange_ms: int) -> None:
         """Buffer one ready ILP line of `table` (ingestd/book_change_lines.py)."""
+        if len(self.buffer):  # rows stay in the order they were written
+            self.segments.append(bytes(self.buffer))
+            self.buffer.clear()
         self.lines.append(line)
         self.rows += 1
         self.table_rows[table] = self.table_rows.get(table, 0) + 1
@@ -84,9 +93,9 @@ class IlpWriter:
             self.oldest_exchange_ms = exchange_ms
 
     def _payload(self) -> bytes:
-        if not self.lines:
-            return bytes(self.buffer)
-        return bytes(self.buffer) + "".join(self.lines).encode()
+        """The batch in write order: earlier segments, then whichever of the Buffer and
+        the lines holds the newest rows (only one of them is non-empty)."""
+        return b"".join([*self.segments, bytes(self.buffer), "".join(self.lines).encode()])
 
     @property
     def wants_flush(self) -> bool:
@@ -204,6 +213,7 @@ class IlpWriter:
     def _reset(self) -> None:
         self.buffer = Buffer(protocol_version=1)
         self.lines = []
+        self.segments = []
         self.rows = 0
         self.table_rows = {}
         self.oldest_exchange_ms = None
