@@ -50,9 +50,15 @@ from ktape.runtime.questdb import QuestDBProcess
 from ktape.schema import apply_migrations
 
 T0_MS = 1_790_000_000_000
+# Each stage that writes gets its own hour, later than the stage before: a feed's rows
+# arrive in time order, so a stage must not land among an earlier stage's timestamps
+# (QuestDB would merge out of order, a cost ingest never pays).
+HOUR_MS = 3_600_000
+RAW_T0, CLIENT_T0, END_TO_END_T0, WEBSOCKET_T0 = (T0_MS + k * HOUR_MS for k in range(4))
 
 
-def frames(messages: int, markets: int, seed: int = 1, prefix: str = "KXBENCH") -> list[bytes]:
+def frames(messages: int, markets: int, seed: int = 1, prefix: str = "KXBENCH",
+           t0_ms: int = END_TO_END_T0) -> list[bytes]:
     rng = random.Random(seed)
     out = [orjson.dumps({"type": "subscribed", "id": 1,
                          "msg": {"channel": "orderbook_delta", "sid": 1}})]
@@ -64,7 +70,7 @@ def frames(messages: int, markets: int, seed: int = 1, prefix: str = "KXBENCH") 
         books[ticker] = {("yes", 4000): 10_000, ("no", 5000): 10_000}
         out.append(orjson.dumps({"type": "orderbook_snapshot", "sid": 1, "seq": seq, "msg": {
             "market_ticker": ticker, "market_id": "x", "yes_dollars_fp": [["0.4000", "100.00"]],
-            "no_dollars_fp": [["0.5000", "100.00"]]}, "sending_ts_ms": T0_MS}))
+            "no_dollars_fp": [["0.5000", "100.00"]]}, "sending_ts_ms": t0_ms}))
     for i in range(messages):
         seq += 1
         ticker = f"{prefix}-{rng.randrange(markets)}"
@@ -77,12 +83,12 @@ def frames(messages: int, markets: int, seed: int = 1, prefix: str = "KXBENCH") 
         out.append(orjson.dumps({"type": "orderbook_delta", "sid": 1, "seq": seq, "msg": {
             "market_ticker": ticker, "market_id": "x", "price_dollars": f"0.{price:04d}",
             "delta_fp": f"{'-' if delta < 0 else ''}{abs(delta) // 100}.{abs(delta) % 100:02d}",
-            "side": side, "ts_ms": T0_MS + i // 10}}))
+            "side": side, "ts_ms": t0_ms + i // 10}}))
     return out
 
 
-def ilp_batches(writer: IlpWriter, messages: int, markets: int, prefix: str, sid: int
-                ) -> Iterator[bytes]:
+def ilp_batches(writer: IlpWriter, messages: int, markets: int, prefix: str, sid: int,
+                t0_ms: int) -> Iterator[bytes]:
     """`messages` book_changes rows as ILP batches of 20,000, built lazily (so a caller
     that sends while iterating times the row building too)."""
     for start in range(0, messages, 20_000):
@@ -92,7 +98,7 @@ def ilp_batches(writer: IlpWriter, messages: int, markets: int, prefix: str, sid
                                                 "ts_source": "exchange"},
                        columns={"price_e4": 4000, "qty_after_e2": i, "delta_e2": 1,
                                 "seq": i, "sid": sid, "recv_ts": TimestampMicros(i)},
-                       at_us=(T0_MS + i // 10) * 1000)
+                       at_us=(t0_ms + i // 10) * 1000)
         yield bytes(writer.buffer)
         writer._reset()
 
@@ -115,14 +121,14 @@ async def run(messages: int, markets: int) -> dict:
             feed = Feed("ws://x/trade-api/ws/v2", sink, MarketFilter(all=True))
             began = time.perf_counter()
             for i, frame in enumerate(data):
-                feed.handle(frame, T0_MS * 1000 + i)
+                feed.handle(frame, END_TO_END_T0 * 1000 + i)
                 if i % 50_000 == 0:
                     sink._reset()
             handle_rate = len(data) / (time.perf_counter() - began)
 
             # 1. raw ILP ceiling: the same number of book_changes rows, prebuilt
             raw = IlpWriter(str(qdb.http), SpillFile(root / "b.spill", 1 << 34))
-            batches = list(ilp_batches(raw, messages, markets, "KXRAW", sid=2))
+            batches = list(ilp_batches(raw, messages, markets, "KXRAW", sid=2, t0_ms=RAW_T0))
             cpu = CpuSplit(qdb, messages)
             began = time.perf_counter()
             for payload in batches:
@@ -132,7 +138,8 @@ async def run(messages: int, markets: int) -> dict:
 
             # 1b. the ILP client writing the same rows: row building + sending, timed
             began = time.perf_counter()
-            for payload in ilp_batches(raw, messages, markets, "KXRAW2", sid=3):
+            for payload in ilp_batches(raw, messages, markets, "KXRAW2", sid=3,
+                                          t0_ms=CLIENT_T0):
                 assert await raw._send(payload)
             client_rate = messages / (time.perf_counter() - began)
             await raw.client.aclose()
@@ -144,7 +151,7 @@ async def run(messages: int, markets: int) -> dict:
             cpu = CpuSplit(qdb, len(data))
             began = time.perf_counter()
             for i, frame in enumerate(data):
-                feed.handle(frame, T0_MS * 1000 + i)
+                feed.handle(frame, END_TO_END_T0 * 1000 + i)
                 if writer.wants_flush:  # as Feed._read does
                     writer.kick()
                     await writer.backpressure()
@@ -210,7 +217,7 @@ async def over_websocket(qdb: QuestDBProcess, spill: Path, messages: int, market
     exchange_port, live_port = free_port(), free_port()
     exchange = await asyncio.create_subprocess_exec(
         sys.executable, str(Path(__file__).with_name("replay_exchange.py")), str(exchange_port),
-        str(messages), str(markets), "KXWS", stdout=asyncio.subprocess.PIPE)
+        str(messages), str(markets), "KXWS", str(WEBSOCKET_T0), stdout=asyncio.subprocess.PIPE)
     follower: asyncio.subprocess.Process | None = None
     try:
         assert exchange.stdout is not None

@@ -9,7 +9,7 @@ chunks after the client's subscribe commands, so sending costs almost no CPU and
 number measured is ingestd's.
 
 Run by bench/ingest/pipeline.py: `python bench/ingest/replay_exchange.py PORT MESSAGES
-MARKETS PREFIX`; prints `ready` when listening and serves one connection at a time until killed.
+MARKETS PREFIX T0_MS`; prints `ready` when listening and serves one connection at a time until killed.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def ws_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-async def main(port: int, messages: int, markets: int, prefix: str) -> None:
-    blob = b"".join(ws_frame(frame) for frame in frames(messages, markets, prefix=prefix))
+async def main(port: int, messages: int, markets: int, prefix: str, t0_ms: int) -> None:
+    blob = b"".join(ws_frame(frame)
+                    for frame in frames(messages, markets, prefix=prefix, t0_ms=t0_ms))
 
     async def replay(ws: ServerConnection) -> None:
         for _ in range(SUBSCRIBE_COMMANDS):
@@ -65,4 +66,5 @@ async def main(port: int, messages: int, markets: int, prefix: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
+                     int(sys.argv[5])))
