@@ -181,13 +181,17 @@ async def run(messages: int, markets: int) -> dict:
 
 
 class CpuSplit:
-    """CPU per row of this process and of QuestDB over one stage. QuestDB goes on
-    applying WAL after the last HTTP answer, so its count waits until it is idle."""
+    """CPU per row of this process, of QuestDB and of any `others` (pids by name) over one
+    stage. QuestDB goes on applying WAL after the last HTTP answer, so its count waits
+    until it is idle."""
 
-    def __init__(self, qdb: QuestDBProcess, rows: int) -> None:
+    def __init__(self, qdb: QuestDBProcess, rows: int, others: dict[str, int] | None = None
+                 ) -> None:
         assert qdb.proc is not None
         self.pid, self.rows = qdb.proc.pid, rows
+        self.others = others or {}
         self.ours, self.questdb = cpu_secs(), cpu_secs(self.pid)
+        self.others_start = {name: cpu_secs(pid) for name, pid in self.others.items()}
 
     async def settled(self, qdb: QuestDBProcess) -> dict[str, float]:
         ours = cpu_secs() - self.ours
@@ -198,8 +202,10 @@ class CpuSplit:
             if now - last < 0.05:  # under 10% of a core: done with our rows
                 break
             last = now
-        return {"ingest": round(ours / self.rows * 1e6, 2),
-                "questdb": round((last - self.questdb) / self.rows * 1e6, 2)}
+        split = {"ingest": ours, "questdb": last - self.questdb,
+                 **{name: cpu_secs(pid) - self.others_start[name]
+                    for name, pid in self.others.items()}}
+        return {name: round(secs / self.rows * 1e6, 2) for name, secs in split.items()}
 
 
 # Reads `GET /live` to the end, as queryd's follower does (but without using what it reads).
@@ -234,7 +240,8 @@ async def over_websocket(qdb: QuestDBProcess, spill: Path, messages: int, market
                     MarketFilter(all=True))
         feed.add_markets([{"ticker": f"KXWS-{m}", "series_ticker": "KXWS"}
                           for m in range(markets)])
-        cpu = CpuSplit(qdb, 1 + markets + messages)
+        cpu = CpuSplit(qdb, 1 + markets + messages,
+                       {"exchange": exchange.pid, "fanout_reader": follower.pid})
         last_seq = markets + messages
         stop = asyncio.Event()
         began = time.perf_counter()
