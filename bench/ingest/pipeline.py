@@ -30,7 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -129,12 +129,12 @@ async def run(messages: int, markets: int) -> dict:
             # 1. raw ILP ceiling: the same number of book_changes rows, prebuilt
             raw = IlpWriter(str(qdb.http), SpillFile(root / "b.spill", 1 << 34))
             batches = list(ilp_batches(raw, messages, markets, "KXRAW", sid=2, t0_ms=RAW_T0))
-            cpu = CpuSplit(qdb, messages)
+            cpu = CpuSplit(questdb_pid(qdb), messages)
             began = time.perf_counter()
             for payload in batches:
                 assert await raw._send(payload)
             raw_rate = messages / (time.perf_counter() - began)
-            raw_cpu = await cpu.settled(qdb)
+            raw_cpu = await cpu.settled()
 
             # 1b. the ILP client writing the same rows: row building + sending, timed
             began = time.perf_counter()
@@ -148,7 +148,7 @@ async def run(messages: int, markets: int) -> dict:
             writer = IlpWriter(str(qdb.http), SpillFile(root / "c.spill", 1 << 34),
                                flush_rows=20_000)
             feed = Feed("ws://x/trade-api/ws/v2", writer, MarketFilter(all=True))
-            cpu = CpuSplit(qdb, len(data))
+            cpu = CpuSplit(questdb_pid(qdb), len(data))
             began = time.perf_counter()
             for i, frame in enumerate(data):
                 feed.handle(frame, END_TO_END_T0 * 1000 + i)
@@ -159,11 +159,12 @@ async def run(messages: int, markets: int) -> dict:
                     await asyncio.sleep(0)  # the socket read would yield here
             await writer.close()
             e2e_rate = len(data) / (time.perf_counter() - began)
-            e2e_cpu = await cpu.settled(qdb)
+            e2e_cpu = await cpu.settled()
             assert writer.spill.size == 0
 
             # 4. ingestd as it runs, over a WebSocket, fan-out followed
-            ws_rate, ws_cpu = await over_websocket(qdb, root / "d.spill", messages, markets)
+            ws_rate, ws_cpu = await over_websocket(str(qdb.http), questdb_pid(qdb),
+                                                   root / "d.spill", messages, markets)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {"messages": len(data), "markets": markets,
@@ -185,15 +186,14 @@ class CpuSplit:
     stage. QuestDB goes on applying WAL after the last HTTP answer, so its count waits
     until it is idle."""
 
-    def __init__(self, qdb: QuestDBProcess, rows: int, others: dict[str, int] | None = None
+    def __init__(self, questdb_pid: int, rows: int, others: dict[str, int] | None = None
                  ) -> None:
-        assert qdb.proc is not None
-        self.pid, self.rows = qdb.proc.pid, rows
+        self.pid, self.rows = questdb_pid, rows
         self.others = others or {}
         self.ours, self.questdb = cpu_secs(), cpu_secs(self.pid)
         self.others_start = {name: cpu_secs(pid) for name, pid in self.others.items()}
 
-    async def settled(self, qdb: QuestDBProcess) -> dict[str, float]:
+    async def settled(self) -> dict[str, float]:
         ours = cpu_secs() - self.ours
         last = cpu_secs(self.pid)
         while True:
@@ -218,17 +218,27 @@ while sock.recv(1 << 20):
 """
 
 
-async def over_websocket(qdb: QuestDBProcess, spill: Path, messages: int, markets: int
+def questdb_pid(qdb: QuestDBProcess) -> int:
+    assert qdb.proc is not None
+    return qdb.proc.pid
+
+
+async def over_websocket(questdb_http: str, questdb_pid: int, spill: Path, messages: int,
+                         markets: int, *, prefix: str = "KXWS", t0_ms: int = WEBSOCKET_T0,
+                         start: Callable[[], Awaitable[None]] | None = None
                          ) -> tuple[float, dict[str, float]]:
+    """Stage 4 (also run by bench/ingest/two_processes.py, one per process, each with its
+    own markets): msgs/s and CPU per row. `start`, when given, is awaited once everything
+    is connected, just before the clock starts."""
     exchange_port, live_port = free_port(), free_port()
     exchange = await asyncio.create_subprocess_exec(
         sys.executable, str(Path(__file__).with_name("replay_exchange.py")), str(exchange_port),
-        str(messages), str(markets), "KXWS", str(WEBSOCKET_T0), stdout=asyncio.subprocess.PIPE)
+        str(messages), str(markets), prefix, str(t0_ms), stdout=asyncio.subprocess.PIPE)
     follower: asyncio.subprocess.Process | None = None
     try:
         assert exchange.stdout is not None
         assert (await exchange.stdout.readline()).strip() == b"ready"
-        writer = IlpWriter(str(qdb.http), SpillFile(spill, 1 << 34), flush_rows=20_000)
+        writer = IlpWriter(questdb_http, SpillFile(spill, 1 << 34), flush_rows=20_000)
         writer.live = LiveFanout()
         http = await serve_http(SimpleNamespace(live=writer.live),  # type: ignore[arg-type]
                                 "127.0.0.1", live_port)
@@ -238,9 +248,11 @@ async def over_websocket(qdb: QuestDBProcess, spill: Path, messages: int, market
             await asyncio.sleep(0.01)
         feed = Feed(f"ws://127.0.0.1:{exchange_port}/trade-api/ws/v2", writer,
                     MarketFilter(all=True))
-        feed.add_markets([{"ticker": f"KXWS-{m}", "series_ticker": "KXWS"}
+        feed.add_markets([{"ticker": f"{prefix}-{m}", "series_ticker": prefix}
                           for m in range(markets)])
-        cpu = CpuSplit(qdb, 1 + markets + messages,
+        if start is not None:
+            await start()
+        cpu = CpuSplit(questdb_pid, 1 + markets + messages,
                        {"exchange": exchange.pid, "fanout_reader": follower.pid})
         last_seq = markets + messages
         stop = asyncio.Event()
@@ -252,7 +264,7 @@ async def over_websocket(qdb: QuestDBProcess, spill: Path, messages: int, market
         await asyncio.gather(*tasks)
         await writer.close()
         elapsed = time.perf_counter() - began
-        split = await cpu.settled(qdb)
+        split = await cpu.settled()
         assert writer.spill.size == 0 and writer.live.dropped_followers == 0
         follower.terminate()
         await follower.wait()
