@@ -330,7 +330,7 @@ class Feed:
             log.warning("feed.unknown_type", type=kind, raw=str(raw)[:300])
             return
         sid, seq = message.get("sid"), message.get("seq")
-        if isinstance(sid, int) and isinstance(seq, int) and kind != "subscribed":
+        if type(sid) is int and type(seq) is int and kind != "subscribed":
             if not self._check_seq(sid, seq, kind):
                 return
         try:
@@ -462,7 +462,9 @@ class Feed:
             source = "exchange"
         else:
             ts_us, source = recv_us, "receive"
-        sid, seq = message["sid"], message["seq"]  # ints: checked by handle()
+        sid, seq = message.get("sid"), message.get("seq")
+        if type(sid) is not int or type(seq) is not int:  # bool is an int, and not a seq
+            raise ValueError(f"sid {sid!r} / seq {seq!r}")
         try:
             after = book.apply_delta(side, price, delta)
         except NegativeLevel as exc:

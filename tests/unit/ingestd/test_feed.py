@@ -112,6 +112,23 @@ async def test_duplicates_malformed_unknown_and_negative_are_survived():
     assert [g[1]["reason"] for g in writer.table("gaps")] == ["negative_level"]
 
 
+async def test_a_delta_whose_sid_or_seq_is_not_an_integer_is_rejected_not_written():
+    """A JSON `true` is a Python int: written as-is it would make QuestDB reject the whole
+    batch it sits in."""
+    feed, writer = _feed()
+    feed.handle(_snap(1), 10)
+    with capture_logs() as logs:
+        for sid, seq in ((3, True), ("3", 2), (3, 2.0), (None, 2)):
+            frame = orjson.loads(_delta(2))
+            frame["sid"], frame["seq"] = sid, seq
+            feed.handle(orjson.dumps(frame), 11)
+    assert [e["event"] for e in logs] == ["feed.invalid_message"] * 4
+    feed.handle(_delta(2), 12)  # the feed goes on, with no gap
+    assert [c[2]["seq"] for c in writer.table("book_changes")] == [1, 1, 2]
+    assert writer.table("gaps") == []
+    assert feed.books["KX-A"].yes == {4200: 10000}
+
+
 async def test_snapshot_that_disagrees_records_a_mismatch_gap():
     feed, writer = _feed()
     feed.handle(_snap(1), 10)
