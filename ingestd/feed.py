@@ -454,7 +454,7 @@ class Feed:
             raise ValueError(f"side {side!r}")
         price, delta = price_e4(msg["price_dollars"]), qty_e2(msg["delta_fp"])
         ts_ms = msg.get("ts_ms")
-        if isinstance(ts_ms, int):
+        if type(ts_ms) is int:  # not a bool
             ts_us, source = ts_ms * 1000, "exchange"
         elif isinstance(msg.get("ts"), str):
             ts_us = int(dt.datetime.fromisoformat(msg["ts"].replace("Z", "+00:00"))
