@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -39,15 +37,15 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import cpu_secs, save
+from bench.query.synthetic import bench_questdb
 from ingestd.app import serve_http
 from ingestd.feed import Feed
 from ingestd.live import LiveFanout
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter, TimestampMicros
-from ktape.config import HostPort, MarketFilter
+from ktape.config import MarketFilter
 from ktape.runtime.ports import free_port
 from ktape.runtime.questdb import QuestDBProcess
-from ktape.schema import apply_migrations
 
 T0_MS = 1_790_000_000_000
 # Each stage that writes gets its own hour, later than the stage before: a feed's rows
@@ -104,69 +102,59 @@ def ilp_batches(writer: IlpWriter, messages: int, markets: int, prefix: str, sid
 
 
 async def run(messages: int, markets: int) -> dict:
-    root = Path(tempfile.mkdtemp(prefix="ktape-bench-ingest-"))
-    try:
-        with QuestDBProcess(root / "qdb", HostPort("127.0.0.1", free_port()),
-                            HostPort("127.0.0.1", free_port()), heap_mb=2048) as qdb:
-            import psycopg
+    with bench_questdb("ktape-bench-ingest-", []) as (qdb, _conn, root):
+        data = frames(messages, markets)
 
-            conninfo = f"host=127.0.0.1 port={qdb.pg.port} user=admin password=quest dbname=qdb"
-            with psycopg.connect(conninfo, autocommit=True) as conn:
-                apply_migrations(conn)
-            data = frames(messages, markets)
+        # 2. handle only (writer buffer is discarded, never sent)
+        sink = IlpWriter(f"127.0.0.1:{free_port()}", SpillFile(root / "a.spill", 1 << 34),
+                         flush_rows=10**12)
+        feed = Feed("ws://x/trade-api/ws/v2", sink, MarketFilter(all=True))
+        began = time.perf_counter()
+        for i, frame in enumerate(data):
+            feed.handle(frame, END_TO_END_T0 * 1000 + i)
+            if i % 50_000 == 0:
+                sink._reset()
+        handle_rate = len(data) / (time.perf_counter() - began)
 
-            # 2. handle only (writer buffer is discarded, never sent)
-            sink = IlpWriter(f"127.0.0.1:{free_port()}", SpillFile(root / "a.spill", 1 << 34),
-                             flush_rows=10**12)
-            feed = Feed("ws://x/trade-api/ws/v2", sink, MarketFilter(all=True))
-            began = time.perf_counter()
-            for i, frame in enumerate(data):
-                feed.handle(frame, END_TO_END_T0 * 1000 + i)
-                if i % 50_000 == 0:
-                    sink._reset()
-            handle_rate = len(data) / (time.perf_counter() - began)
+        # 1. raw ILP ceiling: the same number of book_changes rows, prebuilt
+        raw = IlpWriter(str(qdb.http), SpillFile(root / "b.spill", 1 << 34))
+        batches = list(ilp_batches(raw, messages, markets, "KXRAW", sid=2, t0_ms=RAW_T0))
+        cpu = CpuSplit(questdb_pid(qdb), messages)
+        began = time.perf_counter()
+        for payload in batches:
+            assert await raw._send(payload)
+        raw_rate = messages / (time.perf_counter() - began)
+        raw_cpu = await cpu.settled()
 
-            # 1. raw ILP ceiling: the same number of book_changes rows, prebuilt
-            raw = IlpWriter(str(qdb.http), SpillFile(root / "b.spill", 1 << 34))
-            batches = list(ilp_batches(raw, messages, markets, "KXRAW", sid=2, t0_ms=RAW_T0))
-            cpu = CpuSplit(questdb_pid(qdb), messages)
-            began = time.perf_counter()
-            for payload in batches:
-                assert await raw._send(payload)
-            raw_rate = messages / (time.perf_counter() - began)
-            raw_cpu = await cpu.settled()
+        # 1b. the ILP client writing the same rows: row building + sending, timed
+        began = time.perf_counter()
+        for payload in ilp_batches(raw, messages, markets, "KXRAW2", sid=3,
+                                      t0_ms=CLIENT_T0):
+            assert await raw._send(payload)
+        client_rate = messages / (time.perf_counter() - began)
+        await raw.client.aclose()
 
-            # 1b. the ILP client writing the same rows: row building + sending, timed
-            began = time.perf_counter()
-            for payload in ilp_batches(raw, messages, markets, "KXRAW2", sid=3,
-                                          t0_ms=CLIENT_T0):
-                assert await raw._send(payload)
-            client_rate = messages / (time.perf_counter() - began)
-            await raw.client.aclose()
+        # 3. end to end with the real writer
+        writer = IlpWriter(str(qdb.http), SpillFile(root / "c.spill", 1 << 34),
+                           flush_rows=20_000)
+        feed = Feed("ws://x/trade-api/ws/v2", writer, MarketFilter(all=True))
+        cpu = CpuSplit(questdb_pid(qdb), len(data))
+        began = time.perf_counter()
+        for i, frame in enumerate(data):
+            feed.handle(frame, END_TO_END_T0 * 1000 + i)
+            if writer.wants_flush:  # as Feed._read does
+                writer.kick()
+                await writer.backpressure()
+            if i % 500 == 0:
+                await asyncio.sleep(0)  # the socket read would yield here
+        await writer.close()
+        e2e_rate = len(data) / (time.perf_counter() - began)
+        e2e_cpu = await cpu.settled()
+        assert writer.spill.size == 0
 
-            # 3. end to end with the real writer
-            writer = IlpWriter(str(qdb.http), SpillFile(root / "c.spill", 1 << 34),
-                               flush_rows=20_000)
-            feed = Feed("ws://x/trade-api/ws/v2", writer, MarketFilter(all=True))
-            cpu = CpuSplit(questdb_pid(qdb), len(data))
-            began = time.perf_counter()
-            for i, frame in enumerate(data):
-                feed.handle(frame, END_TO_END_T0 * 1000 + i)
-                if writer.wants_flush:  # as Feed._read does
-                    writer.kick()
-                    await writer.backpressure()
-                if i % 500 == 0:
-                    await asyncio.sleep(0)  # the socket read would yield here
-            await writer.close()
-            e2e_rate = len(data) / (time.perf_counter() - began)
-            e2e_cpu = await cpu.settled()
-            assert writer.spill.size == 0
-
-            # 4. ingestd as it runs, over a WebSocket, fan-out followed
-            ws_rate, ws_cpu = await over_websocket(str(qdb.http), questdb_pid(qdb),
-                                                   root / "d.spill", messages, markets)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        # 4. ingestd as it runs, over a WebSocket, fan-out followed
+        ws_rate, ws_cpu = await over_websocket(str(qdb.http), questdb_pid(qdb),
+                                               root / "d.spill", messages, markets)
     return {"messages": len(data), "markets": markets,
             "raw_ilp_rows_per_sec": round(raw_rate),
             "ilp_client_rows_per_sec": round(client_rate),
@@ -280,14 +268,19 @@ async def over_websocket(questdb_http: str, questdb_pid: int, spill: Path, messa
                 await proc.wait()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+def ingest_bench_main(name: str, doc: str | None,
+                      run_bench: Callable[[int, int], Awaitable[dict]]) -> int:
+    """The ingest benches' command line: `--messages`, `--markets`, result saved."""
+    parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--messages", type=int, default=300_000)
     parser.add_argument("--markets", type=int, default=500)
     args = parser.parse_args()
-    save("ingest_pipeline", asyncio.run(run(args.messages, args.markets)))
+    save(name, asyncio.run(run_bench(args.messages, args.markets)))
     return 0
 
+
+def main() -> int:
+    return ingest_bench_main("ingest_pipeline", __doc__, run)
 
 if __name__ == "__main__":
     sys.exit(main())

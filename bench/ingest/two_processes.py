@@ -14,23 +14,21 @@ Run: .venv/bin/python bench/ingest/two_processes.py [--messages 300000] [--marke
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import save
-from bench.ingest.pipeline import WEBSOCKET_T0, over_websocket, questdb_pid
-from ktape.config import HostPort
-from ktape.runtime.ports import free_port
-from ktape.runtime.questdb import QuestDBProcess
-from ktape.schema import apply_migrations
+from bench.ingest.pipeline import (
+    WEBSOCKET_T0,
+    ingest_bench_main,
+    over_websocket,
+    questdb_pid,
+)
+from bench.query.synthetic import bench_questdb
 
 HOUR_MS = 3_600_000
 
@@ -92,23 +90,13 @@ async def split_run(questdb_http: str, pid: int, root: Path, messages: int, mark
 
 
 async def run(messages: int, markets: int) -> dict:
-    root = Path(tempfile.mkdtemp(prefix="ktape-bench-two-"))
-    try:
-        with QuestDBProcess(root / "qdb", HostPort("127.0.0.1", free_port()),
-                            HostPort("127.0.0.1", free_port()), heap_mb=2048) as qdb:
-            import psycopg
-
-            with psycopg.connect(f"host=127.0.0.1 port={qdb.pg.port} user=admin "
-                                 "password=quest dbname=qdb", autocommit=True) as conn:
-                apply_migrations(conn)
-            pid = questdb_pid(qdb)
-            one_rate, one_cpu = await over_websocket(str(qdb.http), pid, root / "one.spill",
-                                                     messages, markets, prefix="KXONE",
-                                                     t0_ms=WEBSOCKET_T0)
-            two = await split_run(str(qdb.http), pid, root, messages, markets,
-                                  WEBSOCKET_T0 + HOUR_MS)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with bench_questdb("ktape-bench-two-", []) as (qdb, _conn, root):
+        pid = questdb_pid(qdb)
+        one_rate, one_cpu = await over_websocket(str(qdb.http), pid, root / "one.spill",
+                                                 messages, markets, prefix="KXONE",
+                                                 t0_ms=WEBSOCKET_T0)
+        two = await split_run(str(qdb.http), pid, root, messages, markets,
+                              WEBSOCKET_T0 + HOUR_MS)
     return {"messages": messages, "markets": markets,
             "one_process_msgs_per_sec": round(one_rate), "one_process_cpu_us_per_row": one_cpu,
             "two_processes": two}
@@ -120,13 +108,7 @@ def main() -> int:
         asyncio.run(worker(http, int(pid), Path(spill), int(messages), int(markets), prefix,
                            int(t0_ms)))
         return 0
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=300_000)
-    parser.add_argument("--markets", type=int, default=500)
-    args = parser.parse_args()
-    save("ingest_two_processes", asyncio.run(run(args.messages, args.markets)))
-    return 0
-
+    return ingest_bench_main("ingest_two_processes", __doc__, run)
 
 if __name__ == "__main__":
     sys.exit(main())
