@@ -29,8 +29,16 @@ class MarketBook:
     gap_expected_seq: int | None = None
     gap_got_seq: int | None = None
     snapshot_requested_us: int | None = None  # when we last asked for a snapshot
-    # Text parts of this market's delta rows by (side, ts_source), built once
-    delta_lines: dict[tuple[str, str], BookChangeLines] = field(default_factory=dict)
+    # Text parts of this market's book_changes rows by (side, kind, ts_source)
+    lines_by_shape: dict[tuple[str, str, str], BookChangeLines] = field(default_factory=dict)
+
+    def change_lines(self, side: str, kind: str, ts_source: str) -> BookChangeLines:
+        """The text parts for this market's rows of one shape, built on first use."""
+        lines = self.lines_by_shape.get((side, kind, ts_source))
+        if lines is None:
+            lines = self.lines_by_shape[side, kind, ts_source] = BookChangeLines(
+                self.ticker, side, kind, ts_source)
+        return lines
 
     def ladder(self, side: str) -> dict[int, int]:
         return self.yes if side == "yes" else self.no

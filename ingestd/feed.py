@@ -429,12 +429,10 @@ class Feed:
         book.last_exchange_us = ts_us
         book.continuous_since_us = ts_us
         for side, ladder in (("yes", yes), ("no", no)):
-            for price, qty in ladder.items():
-                self.writer.row("book_changes", symbols={
-                    "ticker": ticker, "side": side, "kind": "snapshot", "ts_source": source},
-                    columns={"price_e4": price, "qty_after_e2": qty, "delta_e2": qty,
-                             "seq": seq, "sid": sid, "recv_ts": TimestampMicros(recv_us)},
-                    at_us=ts_us)
+            if ladder:
+                lines = book.change_lines(side, "snapshot", source)
+                for price, qty in ladder.items():
+                    self._write_change(lines, price, qty, qty, seq, sid, recv_us, ts_us, None)
         self._checkpoint(book, ts_us, recv_us, "snapshot", source)
         metrics.MARKETS.set(sum(1 for b in self.books.values() if not b.awaiting_snapshot))
 
@@ -473,21 +471,24 @@ class Feed:
             self._open_gap(book, "negative_level", expected=None, got=seq, sid=sid)
             self._spawn(self.request_snapshots([ticker]))
             return
-        lines = book.delta_lines.get((side, source))
-        if lines is None:  # text parts built once per market, side and time source
-            lines = book.delta_lines[side, source] = BookChangeLines(ticker, side, "delta",
-                                                                     source)
-        writer = self.writer
-        writer.add_line(BOOK_CHANGES, lines.ilp(price, after, delta, seq, sid, recv_us, ts_us),
-                        ts_us // 1000)
-        if writer.live is not None:
-            writer.live.publish_book_change(lines, price, after, delta, seq, sid, recv_us,
-                                            ts_us)
+        self._write_change(book.change_lines(side, "delta", source), price, after, delta, seq,
+                           sid, recv_us, ts_us, ts_us // 1000)
         book.last_seq, book.last_sid, book.last_exchange_us = seq, sid, ts_us
         book.changes_since_checkpoint += 1
         if (book.changes_since_checkpoint >= self.checkpoint_every
                 or ts_us - book.last_checkpoint_us >= self.checkpoint_interval_us):
             self._checkpoint(book, ts_us, recv_us, "periodic", source)
+
+    def _write_change(self, lines: BookChangeLines, price: int, after: int, delta: int,
+                      seq: int, sid: int, recv_us: int, at_us: int,
+                      exchange_ms: int | None) -> None:
+        """One book_changes row: its ILP line to the writer, its record to the fan-out."""
+        writer = self.writer
+        writer.add_line(BOOK_CHANGES, lines.ilp(price, after, delta, seq, sid, recv_us, at_us),
+                        exchange_ms)
+        if writer.live is not None:
+            writer.live.publish_book_change(lines, price, after, delta, seq, sid, recv_us,
+                                            at_us)
 
     def _on_trade(self, message: dict[str, Any], recv_us: int) -> None:
         msg = message["msg"]

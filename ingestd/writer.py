@@ -74,22 +74,21 @@ class IlpWriter:
         self.buffer.row(table, symbols=symbols, columns=columns, at=TimestampMicros(at_us))
         if self.live is not None and table in LIVE_TABLES:
             self.live.publish(table, symbols, columns, at_us)
-        self.rows += 1
-        self.table_rows[table] = self.table_rows.get(table, 0) + 1
-        if exchange_ms is not None and (self.oldest_exchange_ms is None
-                                        or exchange_ms < self.oldest_exchange_ms):
-            self.oldest_exchange_ms = exchange_ms
+        self._count(table, exchange_ms)
 
-    def add_line(self, table: str, line: str, exchange_ms: int) -> None:
+    def add_line(self, table: str, line: str, exchange_ms: int | None) -> None:
         """Buffer one ready ILP line of `table` (ingestd/book_change_lines.py)."""
         if len(self.buffer):  # rows stay in the order they were written
             self.segments.append(bytes(self.buffer))
             self.buffer.clear()
         self.lines.append(line)
+        self._count(table, exchange_ms)
+
+    def _count(self, table: str, exchange_ms: int | None) -> None:
         self.rows += 1
         self.table_rows[table] = self.table_rows.get(table, 0) + 1
-        oldest = self.oldest_exchange_ms
-        if oldest is None or exchange_ms < oldest:
+        if exchange_ms is not None and (self.oldest_exchange_ms is None
+                                        or exchange_ms < self.oldest_exchange_ms):
             self.oldest_exchange_ms = exchange_ms
 
     def _payload(self) -> bytes:
