@@ -1,6 +1,6 @@
 """How fast can one ingestd process turn Kalshi frames into committed QuestDB rows?
 
-Intent: "how fast", three numbers on one private QuestDB:
+Intent: "how fast", four stages on one private QuestDB:
 1. `raw_ilp_rows_per_sec` — the ceiling: prebuilt book_changes ILP batches POSTed as fast
    as QuestDB takes them (no parsing, no book). `ilp_client_rows_per_sec` — the same rows
    written through the ILP client in the timed loop (row building + sending): what a

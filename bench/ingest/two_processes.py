@@ -23,14 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.ingest.pipeline import (
+    HOUR_MS,
     WEBSOCKET_T0,
     ingest_bench_main,
     over_websocket,
     questdb_pid,
 )
 from bench.query.synthetic import bench_questdb
-
-HOUR_MS = 3_600_000
 
 
 async def worker(questdb_http: str, pid: int, spill: Path, messages: int, markets: int,
