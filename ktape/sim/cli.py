@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(probability per "
                              "message/request, 0-1) and disconnect_every_secs (seconds); "
                              "e.g. drop=0.001,disconnect_every_secs=30")
+    parser.add_argument("--lag-ms", type=int, default=0,
+                        help="deliver every frame this many ms after it was queued: stale "
+                             "frames, deltas behind their ts_ms (PROTOCOL.md §5.11; default 0)")
+    parser.add_argument("--sending-ts", choices=("all", "no_snapshots", "none"), default="all",
+                        help="which messages carry sending_ts_ms (default all)")
     parser.add_argument("--journal", type=Path, default=None,
                         help="append the ground-truth journal (NDJSON) to this file")
     parser.add_argument("--public-key", type=Path, default=None,
@@ -68,11 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"ktape sim: --faults: {exc}", file=sys.stderr)
         return 2
-    if args.markets < 1 or args.rate < 0:
-        print("ktape sim: --markets must be >= 1 and --rate >= 0", file=sys.stderr)
+    if args.markets < 1 or args.rate < 0 or args.lag_ms < 0:
+        print("ktape sim: --markets must be >= 1, --rate and --lag-ms >= 0", file=sys.stderr)
         return 2
     configure_logging(component="sim")
     config = SimConfig(host=args.host, port=args.port, seed=args.seed, markets=args.markets,
                        rate=args.rate, faults=faults, journal_path=args.journal,
-                       public_key_path=args.public_key, price_decimals=args.price_decimals)
+                       public_key_path=args.public_key, price_decimals=args.price_decimals,
+                       delivery_lag_ms=args.lag_ms, sending_ts=args.sending_ts)
     return asyncio.run(_run(config))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import datetime as dt
 import functools
@@ -53,6 +54,7 @@ GENERATE_CHUNK = 200
 FAULT_NAMES = ("drop", "duplicate", "malformed", "unknown_type", "unknown_key", "disconnect",
                "abrupt_disconnect", "error_10", "maintenance", "rest_429", "rest_500",
                "reorder")
+SENDING_TS_CHOICES = ("all", "no_snapshots", "none")
 STATUS_FILTER = {"unopened": {"initialized"}, "open": {"active"}, "paused": {"inactive"},
                  "closed": {"closed", "determined"}, "settled": {"finalized"}}
 
@@ -104,6 +106,19 @@ class SimConfig:
     ok_takes_seq: bool = True
     send_queue_limit: int = 100_000
     price_decimals: int = 4  # WebSocket prices: 4 (Kalshi today), or 3 / 2 where exact
+    # Stale frames (PROTOCOL.md §5.11): every frame of a connection reaches the reader this
+    # long after it was queued — deltas and trades behind their `ts_ms`, snapshots behind
+    # the instant they describe — in order, as a backed-up connection delivers them.
+    delivery_lag_ms: int = 0
+    # Which server messages carry `sending_ts_ms` (PROTOCOL.md §3.2: optional, never to be
+    # required): "all", "no_snapshots" (snapshots go without it) or "none".
+    sending_ts: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.sending_ts not in SENDING_TS_CHOICES:
+            raise ValueError(f"sending_ts {self.sending_ts!r}: one of {SENDING_TS_CHOICES}")
+        if self.delivery_lag_ms < 0:
+            raise ValueError("delivery_lag_ms must be >= 0")
 
 
 @dataclass
@@ -124,7 +139,7 @@ class Client:
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: ServerConnection, limit: int) -> None:
+    def __init__(self, ws: ServerConnection, limit: int, lag_secs: float = 0.0) -> None:
         self.id = next(self._ids)
         self.ws = ws
         self.subs: dict[int, Subscription] = {}
@@ -132,9 +147,36 @@ class Client:
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.limit = limit
         self.held: bytes | None = None  # for reorder faults
+        # Delivery lag: frames wait here (with the monotonic time they are due) before the
+        # writer's queue; `due` wakes the releaser.
+        self.lag_secs = lag_secs
+        self.delayed: collections.deque[tuple[float, bytes | None]] = collections.deque()
+        self.due = asyncio.Event()
 
-    def put(self, frame: bytes) -> None:
-        self.queue.put_nowait(frame)
+    def put(self, frame: bytes | None) -> None:
+        if self.lag_secs:
+            self.delayed.append((time.monotonic() + self.lag_secs, frame))
+            self.due.set()
+        else:
+            self.queue.put_nowait(frame)
+
+    def backlog(self) -> int:
+        return self.queue.qsize() + len(self.delayed)
+
+    async def release_delayed(self) -> None:
+        """Move each delayed frame to the writer's queue once it is due, in order."""
+        while True:
+            if not self.delayed:
+                self.due.clear()
+                await self.due.wait()
+                continue
+            due, frame = self.delayed[0]
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self.delayed.popleft()
+            self.queue.put_nowait(frame)
 
 
 class SimServer:
@@ -380,8 +422,9 @@ class SimServer:
                         reply_id: int | None = None) -> None:
         sub.seq += 1
         frame = {**({"id": reply_id} if reply_id else {}), "type": body["type"],
-                 "sid": sub.sid, "seq": sub.seq, "msg": body["msg"],
-                 "sending_ts_ms": _now_ms()}
+                 "sid": sub.sid, "seq": sub.seq, "msg": body["msg"]}
+        if self._stamps_sending(body["type"]):
+            frame["sending_ts_ms"] = _now_ms()
         if not self.pending and client.held is None \
                 and not self.config.faults.any_message_fault():
             self._enqueue(client, orjson.dumps(frame))  # the common path: no dice to roll
@@ -414,11 +457,19 @@ class SimServer:
             self.journal.fault(_now_ms(), "duplicate", client=client.id, sid=sub.sid, seq=sub.seq)
             self._enqueue(client, data)
 
+    def _stamps_sending(self, message_type: str) -> bool:
+        """Whether a server message of this type carries `sending_ts_ms` here."""
+        mode = self.config.sending_ts
+        return mode == "all" or (mode == "no_snapshots" and message_type != "orderbook_snapshot")
+
     def _send(self, client: Client, body: dict[str, Any]) -> None:
-        self._enqueue(client, orjson.dumps({**body, "sending_ts_ms": _now_ms()}))
+        if self.config.sending_ts == "none":
+            self._enqueue(client, orjson.dumps(body))
+        else:
+            self._enqueue(client, orjson.dumps({**body, "sending_ts_ms": _now_ms()}))
 
     def _enqueue(self, client: Client, data: bytes) -> None:
-        if client.queue.qsize() >= client.limit:
+        if client.backlog() >= client.limit:
             # Slow consumer: Kalshi's error 25 drops every subscription of the reader.
             for sub in list(client.subs.values()):
                 client.subs.pop(sub.sid, None)
@@ -443,11 +494,15 @@ class SimServer:
     # -- WebSocket ---------------------------------------------------------------------
 
     async def _handle_ws(self, ws: ServerConnection) -> None:
-        client = Client(ws, self.config.send_queue_limit)
+        client = Client(ws, self.config.send_queue_limit, self.config.delivery_lag_ms / 1000)
         self.clients[client.id] = client
         log.info("sim.client_connected", client=client.id)
         writer = asyncio.create_task(self._writer(client), name=f"sim-writer-{client.id}")
         pinger = asyncio.create_task(self._pinger(client), name=f"sim-ping-{client.id}")
+        tasks = [pinger, writer]
+        if client.lag_secs:
+            tasks.append(asyncio.create_task(client.release_delayed(),
+                                             name=f"sim-lag-{client.id}"))
         try:
             async for raw in ws:
                 self._command(client, raw)
@@ -455,7 +510,7 @@ class SimServer:
             pass
         finally:
             self.clients.pop(client.id, None)
-            await cancel_and_wait((pinger, writer))
+            await cancel_and_wait(tasks)
             log.info("sim.client_disconnected", client=client.id)
 
     async def _writer(self, client: Client) -> None:
