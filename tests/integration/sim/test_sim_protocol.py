@@ -315,3 +315,33 @@ async def test_candlesticks_schedule_historical_and_price_precision():
                       for p, _q in snapshot["msg"].get(side, [])]
             assert prices and all(len(p.split(".")[1]) in (2, 4) for p in prices)
             assert any(len(p.split(".")[1]) == 2 for p in prices)
+
+
+async def test_delivery_lag_and_snapshots_without_sending_time():
+    """`delivery_lag_ms`: every frame arrives that long after it was queued, in seq order
+    (deltas well behind their ts_ms); `sending_ts="no_snapshots"`: snapshots lack
+    sending_ts_ms while deltas keep it."""
+    lag_ms = 400
+    config = SimConfig(markets=3, rate=300, delivery_lag_ms=lag_ms, sending_ts="no_snapshots")
+    async with SimServer(config) as sim:
+        markets = (await _get(f"http://127.0.0.1:{sim.port}/trade-api/v2/markets")).json()["markets"]
+        async with websockets.connect(f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2") as ws:
+            sent = time.monotonic()
+            await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": {
+                "channels": ["orderbook_delta"], "market_tickers": [m["ticker"] for m in markets]}}))
+            first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert time.monotonic() - sent >= lag_ms / 1000  # even the reply waits its turn
+            assert first["type"] == "subscribed"
+            lags, seqs, snapshots = [], [], 0
+            for _ in range(200):
+                message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                seqs.append(message["seq"])
+                if message["type"] == "orderbook_snapshot":
+                    snapshots += 1
+                    assert "sending_ts_ms" not in message
+                elif message["type"] == "orderbook_delta":
+                    assert "sending_ts_ms" in message
+                    lags.append(time.time() * 1000 - message["msg"]["ts_ms"])
+    assert snapshots >= 3  # one per market, and an empty one when a market closes
+    assert seqs == list(range(1, len(seqs) + 1))  # lagged, never reordered
+    assert lags and min(lags) >= lag_ms - 5, min(lags)  # 5 ms of clock rounding
