@@ -1,4 +1,14 @@
-"""In-memory order books (venue-neutral): exact integer levels, checkpoint text format."""
+"""In-memory order books (venue-neutral): exact integer levels, checkpoint text format,
+and each market's book clock.
+
+Book time (docs/ingestd.md, "Order and time"): every row ingestd writes for a market's
+book carries a `ts` that never goes backwards in the order the rows were applied, so
+that ordering by `ts` (then sid, seq) is seq order everywhere the rows are read. A
+change is stamped with its exchange time; when that is earlier than the book's time
+already written (a snapshot stamped by Kalshi's sending time or our receive time, which
+are later than the instant the snapshot describes, or exchange stamps that go backwards),
+the change takes the book's time instead and the instants between are a recorded gap.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +27,14 @@ class MarketBook:
     yes: dict[int, int] = field(default_factory=dict)
     no: dict[int, int] = field(default_factory=dict)
     awaiting_snapshot: bool = True
-    last_exchange_us: int | None = None  # exchange time of the last applied change
+    last_book_us: int | None = None  # book time (`ts`) of the last row written
+    snapshot_us: int | None = None  # book time of the latest snapshot
+    # Instants before `snapshot_us`, from this one on, already answer GAP or NOT_RECORDED
+    # (the snapshot healed a gap, or was the first): a change moved up to the snapshot's
+    # time from within them needs no gap row of its own. None: nothing before is covered.
+    covered_from_us: int | None = None
+    # The latest `clock_order` gap row: (detected, start, end) in µs.
+    clock_gap: tuple[int, int, int] | None = None
     last_seq: int = 0
     last_sid: int = 0
     continuous_since_us: int | None = None
@@ -39,6 +56,13 @@ class MarketBook:
             lines = self.lines_by_shape[side, kind, ts_source] = BookChangeLines(
                 self.ticker, side, kind, ts_source)
         return lines
+
+    def snapshot_time(self, clock_us: int) -> int:
+        """A snapshot's book time: its clock's, but strictly after every row already
+        written, so no row of an earlier subscription (whose seq counter may restart
+        under a reused sid) shares a timestamp with the new subscription's rows."""
+        last = self.last_book_us
+        return clock_us if last is None or clock_us > last else last + 1
 
     def ladder(self, side: str) -> dict[int, int]:
         return self.yes if side == "yes" else self.no

@@ -123,7 +123,7 @@ class Feed:
             if not self.owns(ticker):
                 continue
             book = self.books.setdefault(ticker, MarketBook(ticker))
-            book.last_exchange_us = last_us
+            book.last_book_us = last_us
             self._open_gap(book, "ingest_restart", expected=None, got=None, sid=None,
                            detected_us=detected)
 
@@ -389,22 +389,29 @@ class Feed:
         ticker = msg["market_ticker"]
         yes = {price_e4(p): qty_e2(q) for p, q in msg.get("yes_dollars_fp") or []}
         no = {price_e4(p): qty_e2(q) for p, q in msg.get("no_dollars_fp") or []}
+        # A snapshot carries no exchange time. Kalshi's sending time, else our receive
+        # time, is no earlier than the instant the snapshot describes: stamping it there
+        # never claims its book too early (changes it missed are moved up to it, below).
         sending = message.get("sending_ts_ms")
-        ts_us, source = (int(sending) * 1000, "sending") if isinstance(sending, int) else (
+        clock_us, source = (sending * 1000, "sending") if type(sending) is int else (
             recv_us, "receive")
         sid, seq = int(message["sid"]), int(message["seq"])
         book = self.books.get(ticker)
         if book is None:
             book = self.books[ticker] = MarketBook(ticker)
-        if not book.awaiting_snapshot and book.gap_detected_us is None:
+        ts_us = book.snapshot_time(clock_us)
+        first = book.last_book_us is None
+        covered_from: int | None = 0 if first else None
+        if not book.awaiting_snapshot and book.gap_detected_us is None and not first:
             closing = not yes and not no and self._closed_by(ticker, ts_us)
             reactivated = self.reactivated_us.pop(ticker, None)
+            start: int | None = None
             if reactivated is not None and not yes and not no and (book.yes or book.no):
                 # Reactivation cancels every resting order (PROTOCOL.md §7); the empty
                 # snapshot is expected, but when exactly the book emptied between the
                 # `activated` event and this snapshot is unknown: a short gap, not a
                 # claim of continuity.
-                start = max(book.last_exchange_us or 0, reactivated)
+                start = max(book.last_book_us or 0, reactivated)
                 self._gap_row(ticker, recv_us, "market_reactivated", start, ts_us, None, seq,
                               sid)
             elif closing:
@@ -412,27 +419,39 @@ class Feed:
                 # expected change, not a lost delta; but when between the close time and
                 # this snapshot the book emptied is unknown, so that span is recorded as
                 # a short `market_close` gap rather than claimed continuous.
-                start = max(book.last_exchange_us or 0, self.close_us[ticker])
+                start = max(book.last_book_us or 0, self.close_us[ticker])
                 self._gap_row(ticker, recv_us, "market_close", start, ts_us, None, seq, sid)
             elif (yes, no) != (book.yes, book.no):
-                self._gap_row(ticker, recv_us, "snapshot_mismatch", book.last_exchange_us,
-                              ts_us, None, seq, sid)
+                start = book.last_book_us
+                self._gap_row(ticker, recv_us, "snapshot_mismatch", start, ts_us, None, seq,
+                              sid)
+            covered_from = start
         if book.gap_detected_us is not None:
             # heal: same dedup key as the detection row, now with its end bound
             self._gap_row(ticker, book.gap_detected_us, book.gap_reason or "gap",
                           book.gap_start_us, ts_us, book.gap_expected_seq, book.gap_got_seq, sid)
             book.gap_detected_us = None
+            covered_from = book.gap_start_us if book.gap_start_us is not None else 0
         book.replace(yes, no)
         book.awaiting_snapshot = False
         book.snapshot_requested_us = None
         book.last_seq, book.last_sid = seq, sid
-        book.last_exchange_us = ts_us
+        book.last_book_us = book.snapshot_us = ts_us
+        book.covered_from_us = covered_from
         book.continuous_since_us = ts_us
+        moved = clock_us if ts_us != clock_us else None
         for side, ladder in (("yes", yes), ("no", no)):
             if ladder:
                 lines = book.change_lines(side, "snapshot", source)
                 for price, qty in ladder.items():
-                    self._write_change(lines, price, qty, qty, seq, sid, recv_us, ts_us, None)
+                    self._write_change(lines, price, qty, qty, seq, sid, recv_us, ts_us, None,
+                                       moved)
+        if not yes and not no:
+            # An empty book still replaces the book: one row at price 0 (no Kalshi price)
+            # and size 0 says so to everyone who reads changes rather than checkpoints
+            # (deltas pages, streams, candles' book closes).
+            self._write_change(book.change_lines("yes", "snapshot", source), 0, 0, 0, seq, sid,
+                               recv_us, ts_us, None, moved)
         self._checkpoint(book, ts_us, recv_us, "snapshot", source)
         metrics.MARKETS.set(sum(1 for b in self.books.values() if not b.awaiting_snapshot))
 
@@ -471,24 +490,63 @@ class Feed:
             self._open_gap(book, "negative_level", expected=None, got=seq, sid=sid)
             self._spawn(self.request_snapshots([ticker]))
             return
+        last = book.last_book_us
+        if last is None or ts_us >= last:
+            at_us, moved_from = ts_us, None
+        else:  # stamped before a row already written: keep seq order, record the span
+            at_us, moved_from = self._moved_up(book, ts_us, seq, sid), ts_us
         self._write_change(book.change_lines(side, "delta", source), price, after, delta, seq,
-                           sid, recv_us, ts_us, ts_us // 1000)
-        book.last_seq, book.last_sid, book.last_exchange_us = seq, sid, ts_us
+                           sid, recv_us, at_us, ts_us // 1000, moved_from)
+        book.last_seq, book.last_sid, book.last_book_us = seq, sid, at_us
         book.changes_since_checkpoint += 1
         if (book.changes_since_checkpoint >= self.checkpoint_every
-                or ts_us - book.last_checkpoint_us >= self.checkpoint_interval_us):
-            self._checkpoint(book, ts_us, recv_us, "periodic", source)
+                or at_us - book.last_checkpoint_us >= self.checkpoint_interval_us):
+            self._checkpoint(book, at_us, recv_us, "periodic", source)
+
+    def _moved_up(self, book: MarketBook, clock_us: int, seq: int, sid: int) -> int:
+        """A change stamped `clock_us`, earlier than the book time already written: it is
+        stored at that book time (seq order is time order), and the instants from its own
+        stamp up to there — where the exchange had it and the stored book does not — are
+        a `clock_order` gap, unless they already lie in a recorded gap (the usual case: a
+        snapshot healing a gap, stamped by sending/receive time, then deltas delivered
+        late behind their `ts_ms`). Returns the book time to store."""
+        at = book.last_book_us
+        assert at is not None
+        metrics.MOVED_CHANGES.inc()
+        if at == book.snapshot_us and book.covered_from_us is not None \
+                and clock_us >= book.covered_from_us:
+            return at
+        gap = book.clock_gap
+        if gap is not None and gap[2] == at:
+            if gap[1] <= clock_us:
+                return at
+            detected, start = gap[0], clock_us  # widen the same row (same dedup key)
+        else:
+            detected, start = now_us(), clock_us
+            log.warning("book.gap_detected", ticker=book.ticker, reason="clock_order", sid=sid,
+                        got_seq=seq, exchange_us=clock_us, book_us=at)
+            metrics.GAPS.labels(reason="clock_order").inc()
+        book.clock_gap = (detected, start, at)
+        self._gap_row(book.ticker, detected, "clock_order", start, at, None, seq, sid)
+        return at
 
     def _write_change(self, lines: BookChangeLines, price: int, after: int, delta: int,
                       seq: int, sid: int, recv_us: int, at_us: int,
-                      exchange_ms: int | None) -> None:
-        """One book_changes row: its ILP line to the writer, its record to the fan-out."""
+                      exchange_ms: int | None, source_us: int | None = None) -> None:
+        """One book_changes row: its ILP line to the writer, its record to the fan-out.
+        `source_us`: the row's own clock reading when `at_us` had to be later than it."""
         writer = self.writer
-        writer.add_line(BOOK_CHANGES, lines.ilp(price, after, delta, seq, sid, recv_us, at_us),
-                        exchange_ms)
-        if writer.live is not None:
+        writer.add_line(BOOK_CHANGES, lines.ilp(price, after, delta, seq, sid, recv_us, at_us,
+                                                source_us), exchange_ms)
+        if writer.live is None:
+            return
+        if source_us is None:
             writer.live.publish_book_change(lines, price, after, delta, seq, sid, recv_us,
                                             at_us)
+        else:  # rare: the generic record, which carries source_ts too
+            writer.live.publish(BOOK_CHANGES, dict(lines.symbols), {
+                "price_e4": price, "qty_after_e2": after, "delta_e2": delta, "seq": seq,
+                "sid": sid, "recv_ts": recv_us, "source_ts": source_us}, at_us)
 
     def _on_trade(self, message: dict[str, Any], recv_us: int) -> None:
         msg = message["msg"]
@@ -601,9 +659,9 @@ class Feed:
             detected = book.gap_detected_us + 1
         book.awaiting_snapshot = True
         book.gap_detected_us, book.gap_reason = detected, reason
-        book.gap_start_us = book.last_exchange_us
+        book.gap_start_us = book.last_book_us
         book.gap_expected_seq, book.gap_got_seq = expected, got
-        self._gap_row(book.ticker, detected, reason, book.last_exchange_us, None, expected, got,
+        self._gap_row(book.ticker, detected, reason, book.last_book_us, None, expected, got,
                       sid)
 
     def _gap_row(self, ticker: str, detected_us: int, reason: str, start_us: int | None,

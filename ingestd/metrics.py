@@ -22,5 +22,9 @@ LAG_SECONDS = Histogram("ingestd_ingest_lag_seconds",
                                  1.5, 2, 5, 10, 30))
 GAPS = Counter("ingestd_gaps_total", "Gaps recorded, by reason", ["reason"], registry=REGISTRY)
 SPILL_BYTES = Gauge("ingestd_spill_bytes", "Bytes waiting in the spill file", registry=REGISTRY)
+MOVED_CHANGES = Counter(
+    "ingestd_moved_changes_total",
+    "Book changes stamped before a row already written for their market, stored at that "
+    "book time to keep seq order (docs/ingestd.md, Order and time)", registry=REGISTRY)
 RECONNECTS = Counter("ingestd_reconnects_total", "Feed reconnects", registry=REGISTRY)
 MARKETS = Gauge("ingestd_markets_recorded", "Markets with a live book", registry=REGISTRY)

@@ -42,9 +42,10 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
         "after_price": a_price, "limit": limit + 1,
     })).fetchall()
     entries: list[tuple[DeltaKey, pb.OrderbookDelta]] = []
-    for ts, sid, seq, side, price, qty, delta, kind, recv_ts in rows:
+    for ts, sid, seq, side, price, qty, delta, kind, recv_ts, source_ts in rows:
         key: DeltaKey = (to_us(ts), int(sid), int(seq), str(side), int(price))
-        entries.append((key, change_entry(ts, sid, seq, side, price, qty, delta, kind, recv_ts)))
+        entries.append((key, change_entry(ts, sid, seq, side, price, qty, delta, kind, recv_ts,
+                                          source_ts)))
 
     gap_rows = await (await conn.execute(
         sql.GAPS_OVERLAPPING, {"ticker": ticker, "start": start, "end": end})).fetchall() \
@@ -64,8 +65,10 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
 
 
 def change_entry(ts: dt.datetime, sid: Any, seq: Any, side: Any, price: Any, qty: Any,
-                 delta: Any, kind: Any, recv_ts: dt.datetime | None) -> pb.OrderbookDelta:
-    """One `book_changes` row (from QuestDB or from ingestd's live fan-out) as a delta."""
+                 delta: Any, kind: Any, recv_ts: dt.datetime | None,
+                 source_ts: dt.datetime | None = None) -> pb.OrderbookDelta:
+    """One `book_changes` row (from QuestDB or from ingestd's live fan-out) as a delta.
+    `source_ts`: the row's own clock reading where its book time `ts` had to be later."""
     entry = pb.OrderbookDelta(
         kind=pb.DELTA_KIND_SNAPSHOT if kind == "snapshot" else pb.DELTA_KIND_DELTA,
         ts=timestamp(ts), seq=int(seq), sid=int(sid), side=SIDES.get(side, 0),
@@ -75,6 +78,8 @@ def change_entry(ts: dt.datetime, sid: Any, seq: Any, side: Any, price: Any, qty
     )
     if recv_ts is not None:
         entry.receive_time.CopyFrom(timestamp(recv_ts))
+    if source_ts is not None:
+        entry.source_time.CopyFrom(timestamp(source_ts))
     return entry
 
 

@@ -1,6 +1,10 @@
 """Rebuild the book at an instant from a checkpoint plus the changes after it.
 
-The rule (shared with ingestd's writer, see ktape/schema/tables.py):
+The rule (shared with ingestd's writer, see ktape/schema/tables.py and docs/ingestd.md,
+"Order and time"):
+- a market's rows carry a book time (`ts`) that never goes backwards in seq order, and a
+  snapshot's is strictly later than every earlier row, so `(ts, sid, seq)` order is the
+  order the rows were applied in, and the book at T is every row with `ts` <= T;
 - a checkpoint row holds the full book as of its (ts, sid, seq);
 - `book_changes` rows carry the *resulting* level size (`qty_after_e2`), so applying a
   row is idempotent and a replayed row cannot corrupt the book;
@@ -55,7 +59,7 @@ class Rebuilt:
 
 
 def apply_changes(checkpoint: Checkpoint, changes: Iterable[Change]) -> Rebuilt:
-    """Apply `changes` (ordered by ts, then arrival) on top of `checkpoint`."""
+    """Apply `changes` (ordered by ts, sid, seq: seq order) on top of `checkpoint`."""
     book = checkpoint.book()
     seq, sid, last_ts = checkpoint.seq, checkpoint.sid, checkpoint.ts_us
     applied = 0

@@ -82,9 +82,10 @@ LIMIT %(limit)s
 """
 
 # Book changes in [start, end) after a keyset position, in application order.
-# book_changes: DEDUP(ts, ticker, sid, seq, side, price_e4) makes the order total.
+# book_changes: DEDUP(ts, ticker, sid, seq, side, price_e4) makes the order total, and
+# ingestd's book time makes (ts, sid, seq) seq order (docs/ingestd.md, Order and time).
 CHANGES_PAGE = """
-SELECT ts, sid, seq, side, price_e4, qty_after_e2, delta_e2, kind, recv_ts
+SELECT ts, sid, seq, side, price_e4, qty_after_e2, delta_e2, kind, recv_ts, source_ts
 FROM book_changes
 WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
   AND (ts > %(after_ts)s

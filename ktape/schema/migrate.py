@@ -47,6 +47,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", tables.V0001_INITIAL),
     Migration(2, "kalshi candles", tables.V0002_KALSHI_CANDLES),
+    Migration(3, "book order and market lifecycle", tables.V0003_ORDER_AND_LIFECYCLE),
 )
 
 

@@ -8,7 +8,9 @@ Conventions every reader of these tables relies on:
   message carries no exchange time (order-book snapshots, lifecycle, metadata) say where
   their `ts` came from in `ts_source` (`exchange` | `sending` = Kalshi's `sending_ts_ms`
   | `receive` = our clock). `recv_ts` is always our receive clock. One never silently
-  stands in for the other.
+  stands in for the other. In `book_changes` and `book_checkpoints`, `ts` is the row's
+  *book time*: that clock's reading, moved later where needed so that `ts` never goes
+  backwards in seq order (docs/ingestd.md, "Order and time"; `source_ts`, V0003).
 - Every table is WAL, partitioned by DAY, with DEDUP UPSERT KEYS that include `ts`, so a
   spill replay or a restart that re-sends rows is exactly-once.
 - Tickers are SYMBOL with a large capacity and no cache (hundreds of thousands over time).
@@ -197,4 +199,16 @@ V0002_KALSHI_CANDLES = [
     ) TIMESTAMP(ts) PARTITION BY DAY WAL
     DEDUP UPSERT KEYS(ts, ticker, period_min)
     """,
+]
+
+# Order and time (docs/ingestd.md): a book row's `ts` is its book time, which never goes
+# backwards in seq order. `source_ts` keeps the row's own clock reading (the exchange's
+# `ts_ms`, Kalshi's sending time or our receive time, as `ts_source` says) on the rare
+# row whose book time had to be later than it; NULL means `ts` is that reading.
+# Markets follow the lifecycle: determination and settlement as Kalshi reported them.
+V0003_ORDER_AND_LIFECYCLE = [
+    "ALTER TABLE book_changes ADD COLUMN IF NOT EXISTS source_ts TIMESTAMP",
+    "ALTER TABLE markets ADD COLUMN IF NOT EXISTS settlement_value_e4 LONG",
+    "ALTER TABLE markets ADD COLUMN IF NOT EXISTS determination_time TIMESTAMP",
+    "ALTER TABLE markets ADD COLUMN IF NOT EXISTS settlement_time TIMESTAMP",
 ]

@@ -26,27 +26,31 @@ MICROS = st.integers(min_value=0, max_value=4_102_444_800_000_000)  # up to 2100
 
 
 def client_line(ticker: str, side: str, source: str, price: int, after: int, delta: int,
-                seq: int, sid: int, recv_us: int, at_us: int) -> bytes:
+                seq: int, sid: int, recv_us: int, at_us: int,
+                source_us: int | None = None) -> bytes:
     buffer = Buffer(protocol_version=1)
+    columns = {"price_e4": price, "qty_after_e2": after, "delta_e2": delta,
+               "seq": seq, "sid": sid, "recv_ts": TimestampMicros(recv_us)}
+    if source_us is not None:
+        columns["source_ts"] = TimestampMicros(source_us)
     buffer.row("book_changes",
                symbols={"ticker": ticker, "side": side, "kind": "delta", "ts_source": source},
-               columns={"price_e4": price, "qty_after_e2": after, "delta_e2": delta,
-                        "seq": seq, "sid": sid, "recv_ts": TimestampMicros(recv_us)},
-               at=TimestampMicros(at_us))
+               columns=columns, at=TimestampMicros(at_us))
     return bytes(buffer)
 
 
 @settings(max_examples=500, deadline=None)
 @given(ticker=SYMBOL_TEXT, side=st.sampled_from(["yes", "no"]),
        source=st.sampled_from(["exchange", "receive"]), price=INT64, after=INT64,
-       delta=INT64, seq=INT64, sid=INT64, recv_us=MICROS, at_us=MICROS)
+       delta=INT64, seq=INT64, sid=INT64, recv_us=MICROS, at_us=MICROS,
+       source_us=st.none() | MICROS)
 def test_line_equals_client_buffer(ticker: str, side: str, source: str, price: int,
                                    after: int, delta: int, seq: int, sid: int, recv_us: int,
-                                   at_us: int) -> None:
+                                   at_us: int, source_us: int | None) -> None:
     lines = BookChangeLines(ticker, side, "delta", source)
-    ours = lines.ilp(price, after, delta, seq, sid, recv_us, at_us).encode()
+    ours = lines.ilp(price, after, delta, seq, sid, recv_us, at_us, source_us).encode()
     assert ours == client_line(ticker, side, source, price, after, delta, seq, sid, recv_us,
-                               at_us)
+                               at_us, source_us)
 
     generic, fast = LiveFanout(), LiveFanout()
     generic.publish("book_changes", dict(lines.symbols),

@@ -153,6 +153,10 @@ async def test_empty_snapshot_at_close_is_not_a_gap_but_before_close_is():
     close_gap = writer.table("gaps")[0][2]
     assert close_gap["end_ts"].value - close_gap["start_ts"].value < 10_000  # a short span
     assert feed.books["KX-A"].yes == {} and feed.books["KX-A"].no == {}
+    # an empty snapshot is still a row, so readers of changes see the book replaced
+    empty = [c for c in writer.table("book_changes") if c[2]["seq"] == 3]
+    assert [(c[1]["kind"], c[2]["price_e4"], c[2]["qty_after_e2"]) for c in empty] == [
+        ("snapshot", 0, 0)]
 
 
 async def test_a_requested_snapshot_that_never_comes_is_overdue():
@@ -170,3 +174,65 @@ async def test_a_requested_snapshot_that_never_comes_is_overdue():
     assert feed.overdue_snapshots(late) == ["KX-A", "KX-B"]
     feed.handle(_snap(10), 13)  # KX-A healed
     assert feed.overdue_snapshots(late) == ["KX-B"]
+
+
+def _raw_snap(seq, ticker="KX-A", sid=3):
+    """A snapshot without sending_ts_ms: ingestd stamps it with its receive time."""
+    return orjson.dumps({"type": "orderbook_snapshot", "sid": sid, "seq": seq, "msg": {
+        "market_ticker": ticker, "market_id": "x", "yes_dollars_fp": [["0.4200", "150.00"]]}})
+
+
+def _delta_at(seq, ts_ms, price="0.4200", delta="-50.00"):
+    return orjson.dumps({"type": "orderbook_delta", "sid": 3, "seq": seq, "msg": {
+        "market_ticker": "KX-A", "market_id": "x", "price_dollars": price, "delta_fp": delta,
+        "side": "yes", "ts_ms": ts_ms}})
+
+
+async def test_a_late_stamped_delta_after_a_receive_stamped_snapshot_keeps_seq_order():
+    """Issue 13: delta seq 2 stamped 1 ms before the snapshot's receive time is stored at
+    the snapshot's time (after it), with its own stamp kept in source_ts."""
+    feed, writer = _feed()
+    recv_us = 1_700_000_000_500_000
+    feed.handle(_raw_snap(1), recv_us)
+    feed.handle(_delta_at(2, 1_700_000_000_499), recv_us + 10)  # 1 ms before the snapshot
+    feed.handle(_delta_at(3, 1_700_000_000_501, price="0.4300", delta="1.00"), recv_us + 20)
+    changes = writer.table("book_changes")
+    assert [(c[1]["kind"], c[3], c[2].get("source_ts")) for c in changes] == [
+        ("snapshot", recv_us, None),
+        ("delta", recv_us, 1_700_000_000_499_000),  # moved up to the snapshot, not before it
+        ("delta", 1_700_000_000_501_000, None)]
+    assert writer.table("book_checkpoints")[0][3] == recv_us
+    # the instants before the first snapshot are NOT_RECORDED: no gap row is needed
+    assert not [g for g in writer.table("gaps") if g[1]["reason"] == "clock_order"]
+
+
+async def test_a_change_moved_up_where_no_gap_covers_it_is_a_clock_order_gap():
+    feed, writer = _feed()
+    feed.handle(_snap(1), 10)  # sending time 1_700_000_000_001 ms
+    feed.handle(_delta_at(2, 1_700_000_000_050), 11)
+    with capture_logs() as logs:
+        feed.handle(_delta_at(3, 1_700_000_000_040, delta="-1.00"), 12)  # stamps went back
+        feed.handle(_delta_at(4, 1_700_000_000_045, delta="-1.00"), 13)  # inside that span
+        feed.handle(_delta_at(5, 1_700_000_000_030, delta="-1.00"), 14)  # widens it
+    gaps = [g for g in writer.table("gaps") if g[1]["reason"] == "clock_order"]
+    spans = [(g[3], g[2]["start_ts"].value, g[2]["end_ts"].value) for g in gaps]
+    detected = spans[0][0]
+    book_us = 1_700_000_000_050_000
+    assert spans == [(detected, 1_700_000_000_040_000, book_us),
+                     (detected, 1_700_000_000_030_000, book_us)]  # same row, upserted wider
+    assert [e["event"] for e in logs].count("book.gap_detected") == 1
+    assert [c[3] for c in writer.table("book_changes")[-3:]] == [book_us] * 3
+
+
+async def test_a_snapshot_is_stamped_after_every_row_already_written():
+    """A new subscription (sid reused, seq from 1) never shares a timestamp with the
+    rows of the one before it."""
+    feed, writer = _feed()
+    feed.handle(_snap(1), 10)
+    feed.handle(_delta_at(2, 1_700_000_000_009), 11)
+    feed.handle(orjson.dumps({"id": 2, "type": "subscribed",
+                              "msg": {"channel": "orderbook_delta", "sid": 3}}), 12)
+    feed.last_seq.clear()
+    feed.handle(_snap(1), 13)  # sending time 1_700_000_000_001 ms: before the delta
+    last_snapshot = writer.table("book_checkpoints")[-1]
+    assert last_snapshot[3] == 1_700_000_000_009_000 + 1
