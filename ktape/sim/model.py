@@ -273,22 +273,9 @@ class MarketModel:
         determined = [m for m in self.markets.values() if m.status == "determined"]
         roll = self.rng.random()
         if determined and roll < 0.3:
-            market = self.rng.choice(determined)
-            market.status = "finalized"
-            market.settled_ms = now_ms
-            settled = LifecycleEvent(now_ms, market.ticker, "settled",
-                                     {"settled_ts": now_ms // 1000})
-            # Kalshi has been seen repeating `settled` for one market (PROTOCOL.md §5.9).
-            return [settled, settled] if self.rng.random() < 0.5 else [settled]
+            return self.settle(self.rng.choice(determined), now_ms)
         if closed and roll < 0.6:
-            market = self.rng.choice(closed)
-            market.status = "determined"
-            market.result = self.rng.choice(("yes", "no"))
-            market.settlement_value_e4 = 10_000 if market.result == "yes" else 0
-            market.determined_ms = now_ms
-            return [LifecycleEvent(now_ms, market.ticker, "determined", {
-                "result": market.result, "settlement_value_e4": market.settlement_value_e4,
-                "determination_ts": now_ms // 1000})]
+            return self.determine(self.rng.choice(closed), now_ms)
         inactive = [m for m in self.markets.values() if m.status == "inactive"]
         if inactive and 0.9 <= roll < 0.95:
             # Reactivation cancels every resting order (PROTOCOL.md §7): the book empties.
@@ -316,23 +303,47 @@ class MarketModel:
             market.grid_label = "deci_cent"
             return [LifecycleEvent(now_ms, market.ticker, "price_level_structure_updated", {})]
         if self._active and roll < 0.8:
-            market = self.markets[self.rng.choice(self._active)]
-            market.status = "closed"
-            market.close_ms = now_ms
-            self._active.remove(market.ticker)
-            market.yes.clear()
-            market.no.clear()
-            # A new market takes its place (created now, trading at once).
-            new = self._new_market(now_ms, status="active")
-            self._active.append(new.ticker)
-            # Kalshi announces an early close with close_date_updated, then the book
-            # empties (resting orders cancelled) with an empty snapshot.
-            return [LifecycleEvent(now_ms, market.ticker, "close_date_updated",
-                                   {"close_ts": now_ms // 1000}),
-                    BookCleared(now_ms, market.ticker),
-                    LifecycleEvent(now_ms, new.ticker, "created", {
-                        "open_ts": new.open_ms // 1000, "close_ts": new.close_ms // 1000})]
+            return self.close(self.markets[self.rng.choice(self._active)], now_ms)
         return []
+
+    # -- lifecycle transitions (random above, or on demand: SimServer.drive) ------------
+
+    def close(self, market: Market, now_ms: int) -> list[Event]:
+        """An early close of an active market; a new market takes its place."""
+        market.status = "closed"
+        market.close_ms = now_ms
+        self._active.remove(market.ticker)
+        market.yes.clear()
+        market.no.clear()
+        # A new market takes its place (created now, trading at once).
+        new = self._new_market(now_ms, status="active")
+        self._active.append(new.ticker)
+        # Kalshi announces an early close with close_date_updated, then the book
+        # empties (resting orders cancelled) with an empty snapshot.
+        return [LifecycleEvent(now_ms, market.ticker, "close_date_updated",
+                               {"close_ts": now_ms // 1000}),
+                BookCleared(now_ms, market.ticker),
+                LifecycleEvent(now_ms, new.ticker, "created", {
+                    "open_ts": new.open_ms // 1000, "close_ts": new.close_ms // 1000})]
+
+    def determine(self, market: Market, now_ms: int) -> list[Event]:
+        """A closed market's result becomes known."""
+        market.status = "determined"
+        market.result = self.rng.choice(("yes", "no"))
+        market.settlement_value_e4 = 10_000 if market.result == "yes" else 0
+        market.determined_ms = now_ms
+        return [LifecycleEvent(now_ms, market.ticker, "determined", {
+            "result": market.result, "settlement_value_e4": market.settlement_value_e4,
+            "determination_ts": now_ms // 1000})]
+
+    def settle(self, market: Market, now_ms: int) -> list[Event]:
+        """A determined market is paid out (finalized)."""
+        market.status = "finalized"
+        market.settled_ms = now_ms
+        settled = LifecycleEvent(now_ms, market.ticker, "settled",
+                                 {"settled_ts": now_ms // 1000})
+        # Kalshi has been seen repeating `settled` for one market (PROTOCOL.md §5.9).
+        return [settled, settled] if self.rng.random() < 0.5 else [settled]
 
     # -- views -------------------------------------------------------------------------
 

@@ -258,6 +258,27 @@ class SimServer:
             return
         self.pending[fault] = self.pending.get(fault, 0) + n
 
+    def drive(self, action: str, ticker: str) -> list[str]:
+        """Move one market along its lifecycle now (`close` an active market, `determine`
+        a closed one, `settle` a determined one), as the model does at random; returns
+        the event types sent."""
+        market = self.model.markets.get(ticker)
+        if market is None:
+            raise ValueError(f"unknown market {ticker!r}")
+        wanted = {"close": "active", "determine": "closed", "settle": "determined"}
+        if action not in wanted:
+            raise ValueError(f"unknown lifecycle action {action!r}")
+        if market.status != wanted[action]:
+            raise ValueError(f"{action} needs a market that is {wanted[action]}, "
+                             f"{ticker} is {market.status}")
+        now_ms = _now_ms()
+        events = getattr(self.model, action)(market, now_ms)
+        for event in events:
+            self.journal.event(event)
+            self._broadcast(event)
+        self.journal.flush()
+        return [getattr(e, "event_type", type(e).__name__) for e in events]
+
     # -- generation and fan-out --------------------------------------------------------
 
     async def _generate(self) -> None:
@@ -750,6 +771,9 @@ class SimServer:
                 return _json(200, {"port": self.port, "clients": len(self.clients),
                                    "messages_sent": self.messages_sent,
                                    "pending": self.pending})
+            if action in ("close", "determine", "settle"):
+                return _json(200, {"ok": True, "events": self.drive(action,
+                                                                    query.get("ticker", ""))})
             self.inject(action, n)
         except ValueError as exc:
             return _json(400, {"ok": False, "error": str(exc)})
@@ -999,6 +1023,8 @@ def _market_json(m: Market) -> dict[str, Any]:
     }
     if m.settlement_value_e4 is not None:
         body["settlement_value_dollars"] = dollars(m.settlement_value_e4)
+    if m.settled_ms is not None:  # PROTOCOL.md §6.3: present after settlement
+        body["settlement_ts"] = _rfc3339(m.settled_ms)
     return body
 
 
