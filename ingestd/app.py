@@ -24,7 +24,13 @@ from ingestd.feed import Feed, now_us
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.rest import KalshiRest, RestError
 from ingestd.live import LiveFanout
-from ingestd.metadata import record_reference_data
+from ingestd.metadata import (
+    MarketRow,
+    MarketRows,
+    record_reference_data,
+    series_of,
+    stored_market_rows,
+)
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter
 from ktape.config import Settings
@@ -42,10 +48,16 @@ LATEST ON ts PARTITION BY ticker
 """
 
 
-def last_recorded(conninfo: str) -> dict[str, int]:
-    """Last exchange time recorded per market (before this process started)."""
+CATCH_UP_BATCH = 100  # tickers per REST GET /markets?tickers=
+MARKET_CLOCK_SECS = 1.0  # how often opens and closes (which have no event) are checked
+
+
+def last_recorded(conninfo: str, market_rows: MarketRows) -> dict[str, int]:
+    """Last book time recorded per market before this process started; the markets'
+    stored rows go to `market_rows`, whose status the lifecycle then keeps moving."""
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
         rows = conn.execute(LAST_RECORDED).fetchall()
+        market_rows.load(*stored_market_rows(conn))
     # QuestDB returns naive datetimes that are UTC.
     return {str(t): int(ts.replace(tzinfo=dt.UTC).timestamp() * 1_000_000)
             for t, ts in rows if ts is not None}
@@ -63,11 +75,12 @@ class Recorder:
                                 SpillFile(settings.spill_dir / "ilp.spill", ingest.spill_max_bytes),
                                 flush_rows=ingest.flush_rows,
                                 flush_interval_ms=ingest.flush_interval_ms)
+        self.market_rows = MarketRows(self.writer)
         # One Feed per WebSocket connection, markets sharded across them by ticker.
         self.feeds = [Feed(settings.kalshi_ws_url, self.writer, settings.markets, signer=signer,
                            checkpoint_every_changes=ingest.checkpoint_every_changes,
                            checkpoint_interval_secs=ingest.checkpoint_interval_secs,
-                           shard=i, shards=ingest.connections)
+                           shard=i, shards=ingest.connections, market_rows=self.market_rows)
                       for i in range(ingest.connections)]
         for feed in self.feeds:
             feed.peers = self.feeds
@@ -101,10 +114,15 @@ class Recorder:
         attempt = 0
         while not stop.is_set():
             try:
+                # Markets followed before a restart, as REST has them now (read before
+                # the open ones are recorded, which would make them all "followed").
+                behind = set(self.market_rows.unfinished())
                 markets = await self.rest.markets(status="open")
+                behind -= {str(m.get("ticker")) for m in markets}
                 added = [t for feed in self.feeds for t in feed.add_markets(markets)]
                 log.info("markets.discovered", markets=len(markets), recording=len(added),
                          connections=len(self.feeds))
+                await self.catch_up(sorted(behind))
                 await record_reference_data(self.rest, self.writer, now_us())
                 return
             except RestError as exc:
@@ -113,9 +131,24 @@ class Recorder:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), min(30, 2**attempt))
 
+    async def catch_up(self, tickers: list[str]) -> None:
+        """Lifecycle events sent while this process was down are lost: the markets it
+        followed before, no longer open, take their REST status where it is further
+        along (a market closed, determined or settled meanwhile)."""
+        moved = 0
+        for i in range(0, len(tickers), CATCH_UP_BATCH):
+            for market in await self.rest.markets(
+                    tickers=",".join(tickers[i:i + CATCH_UP_BATCH])):
+                if isinstance(market.get("ticker"), str):
+                    moved += self.market_rows.catch_up(
+                        MarketRow.from_market(market, series_of(market)), now_us())
+        if tickers:
+            log.info("markets.caught_up", followed=len(tickers), moved=moved)
+
     async def run(self, stop: asyncio.Event) -> None:
         try:
-            recorded = await asyncio.to_thread(last_recorded, self.settings.questdb_pg_conninfo)
+            recorded = await asyncio.to_thread(last_recorded, self.settings.questdb_pg_conninfo,
+                                               self.market_rows)
             for feed in self.feeds:
                 feed.note_restart(recorded)
         except psycopg.Error as exc:
@@ -124,14 +157,25 @@ class Recorder:
         writer_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.writer.run(writer_stop), name="ilp-writer")
+            clock = tasks.create_task(self._market_clock(stop), name="market-clock")
             feeds = [tasks.create_task(feed.run(stop), name=f"feed-{feed.shard}")
                      for feed in self.feeds]
             await asyncio.gather(*feeds)
+            await clock
             writer_stop.set()
         await self.writer.close()
         await self.rest.close()
         log.info("ingestd.stopped", rows_committed=self.writer.committed_rows,
                  spill_bytes=self.writer.spill.size)
+
+
+    async def _market_clock(self, stop: asyncio.Event) -> None:
+        """Markets open and close at their times with no lifecycle event (PROTOCOL.md §7):
+        move their status when the time comes."""
+        while not stop.is_set():
+            self.market_rows.tick(now_us())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), MARKET_CLOCK_SECS)
 
 
 async def serve_http(recorder: Recorder, host: str, port: int) -> asyncio.AbstractServer:

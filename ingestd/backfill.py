@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import psycopg
 
 from ingestd.candles_backfill import backfill_candles
-from ingestd.feed import Feed, now_us
+from ingestd.feed import now_us
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.rest import KalshiRest, RestError
-from ingestd.metadata import record_reference_data
+from ingestd.metadata import MarketRow, MarketRows, record_reference_data, series_of
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter
 from ktape.config import load_settings
@@ -57,17 +57,20 @@ async def _run(statuses: Sequence[str], *, candles: bool = False, period: int = 
     rest = KalshiRest(settings.kalshi_rest_url, signer)
     writer = IlpWriter(str(settings.questdb_http),
                        SpillFile(settings.spill_dir / "backfill.spill", 1 << 30))
-    feed = Feed(settings.kalshi_ws_url, writer, settings.markets)
+    market_rows = MarketRows(writer)
     try:
         counts = await record_reference_data(rest, writer, now_us(), source="backfill")
         total = 0
         wanted: list[dict] = []
         for status in statuses:
             markets = await rest.markets(status=status)
-            feed.add_markets(markets)
+            matching = [m for m in markets if isinstance(m.get("ticker"), str)
+                        and settings.markets.matches(m["ticker"], series_of(m))]
+            for market in matching:
+                market_rows.record(MarketRow.from_market(market, series_of(market)), "rest",
+                                   now_us())
             total += len(markets)
-            wanted += [m for m in markets if settings.markets.matches(
-                m["ticker"], m.get("series_ticker"))]
+            wanted += matching
             await writer.flush()
             log.info("backfill.markets", status=status, markets=len(markets))
         if candles:

@@ -31,6 +31,7 @@ from ingestd.book_change_lines import TABLE as BOOK_CHANGES
 from ingestd.book_change_lines import BookChangeLines
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.normalize import NormalizeError, price_e4, qty_e2
+from ingestd.metadata import MarketRow, MarketRows, series_of
 from ingestd.writer import IlpWriter, TimestampMicros
 from ktape.aio import cancel_and_wait
 from ktape.config import MarketFilter
@@ -54,7 +55,7 @@ class Feed:
     def __init__(self, ws_url: str, writer: IlpWriter, markets: MarketFilter, *,
                  signer: KalshiSigner | None = None, checkpoint_every_changes: int = 200,
                  checkpoint_interval_secs: float = 60.0, rng: random.Random | None = None,
-                 shard: int = 0, shards: int = 1) -> None:
+                 shard: int = 0, shards: int = 1, market_rows: MarketRows | None = None) -> None:
         self.ws_url = ws_url
         # Markets are sharded across connections by a stable hash of the ticker. Shard 0
         # alone follows market_lifecycle_v2 (a global channel) and hands each event's
@@ -62,6 +63,8 @@ class Feed:
         self.shard, self.shards = shard, shards
         self.peers: list[Feed] = [self]
         self.writer = writer
+        # Every connection of a recorder shares one: lifecycle arrives on shard 0 only.
+        self.market_rows = market_rows or MarketRows(writer)
         self.filter = markets
         self.signer = signer
         self.checkpoint_every = checkpoint_every_changes
@@ -85,24 +88,24 @@ class Feed:
 
     # -- market set --------------------------------------------------------------------
 
-    def add_markets(self, markets: Iterable[dict[str, Any]]) -> list[str]:
+    def add_markets(self, markets: Iterable[dict[str, Any]], source: str = "rest") -> list[str]:
         """Record markets (REST market objects); returns the tickers newly wanted."""
         added: list[str] = []
         for market in markets:
             ticker = market.get("ticker")
             if not isinstance(ticker, str):
                 continue
-            series = market.get("series_ticker") or str(market.get("event_ticker", "")).split("-")[0]
+            series = series_of(market)
             if not self.filter.matches(ticker, series) or not self.owns(ticker):
                 continue
             self.series_of[ticker] = series
-            close = _close_us(market)
-            if close is not None:
-                self.close_us[ticker] = close
+            row = MarketRow.from_market(market, series)
+            if row.close_us is not None:
+                self.close_us[ticker] = row.close_us
             if ticker not in self.wanted:
                 self.wanted.add(ticker)
                 added.append(ticker)
-            self._write_market(market, source="rest")
+            self.market_rows.record(row, source, now_us())
         return added
 
     def owns(self, ticker: str) -> bool:
@@ -599,6 +602,9 @@ class Feed:
                 at_us=det * 1_000_000 if isinstance(det, int) else ts_us)
         # The event's effects belong to the connection that records the market.
         self.owner_of(ticker).apply_lifecycle(ticker, str(event_type), msg, ts_us)
+        if event_type != "created" and (self.market_rows.known(ticker) or self.filter.matches(
+                ticker, ticker.split("-")[0])):
+            self.market_rows.on_lifecycle(ticker, str(event_type), msg, recv_us)
 
     def apply_lifecycle(self, ticker: str, event_type: str, msg: dict[str, Any],
                         ts_us: int) -> None:
@@ -611,13 +617,16 @@ class Feed:
             self.close_us[ticker] = msg["close_ts"] * 1_000_000
         if event_type == "created":
             meta = msg.get("additional_metadata") or {}
+            opens = msg.get("open_ts")
+            opened = type(opens) is int and opens * 1_000_000 <= now_us()
             market = {"ticker": ticker, "event_ticker": meta.get("event_ticker", ""),
                       "title": meta.get("title", ""), "yes_sub_title": meta.get("yes_sub_title", ""),
-                      "no_sub_title": meta.get("no_sub_title", ""), "status": "initialized",
+                      "no_sub_title": meta.get("no_sub_title", ""),
+                      "status": "active" if opened else "initialized",
                       "price_level_structure": msg.get("price_level_structure", ""),
                       "price_ranges": msg.get("price_ranges") or [],
-                      "open_ts": msg.get("open_ts"), "close_ts": msg.get("close_ts")}
-            added = self.add_markets([market])
+                      "open_ts": opens, "close_ts": msg.get("close_ts")}
+            added = self.add_markets([market], source="lifecycle")
             if added:
                 self.books.setdefault(ticker, MarketBook(ticker))
                 self._spawn(self.add_to_subscription(added))
@@ -701,36 +710,6 @@ class Feed:
     def _reconnected(self) -> None:
         log.info("feed.reconnected", markets=len(self.books))
 
-    def _write_market(self, market: dict[str, Any], source: str) -> None:
-        def ts_field(name: str, seconds_name: str) -> TimestampMicros | None:
-            value = market.get(name)
-            if isinstance(value, str) and value:
-                return TimestampMicros(int(dt.datetime.fromisoformat(
-                    value.replace("Z", "+00:00")).timestamp() * 1_000_000))
-            seconds = market.get(seconds_name)
-            return TimestampMicros(int(seconds) * 1_000_000) if isinstance(seconds, int) else None
-
-        columns: dict[str, Any] = {
-            "title": market.get("title") or "", "subtitle": market.get("subtitle") or "",
-            "yes_sub_title": market.get("yes_sub_title") or "",
-            "no_sub_title": market.get("no_sub_title") or "",
-            "price_ranges": orjson.dumps(market.get("price_ranges") or []).decode(),
-            "raw": orjson.dumps(market).decode(),
-        }
-        for column, name, seconds in (("open_time", "open_time", "open_ts"),
-                                      ("close_time", "close_time", "close_ts"),
-                                      ("expiration_time", "latest_expiration_time", "-")):
-            value = ts_field(name, seconds)
-            if value is not None:
-                columns[column] = value
-        self.writer.row("markets", symbols={
-            "ticker": market["ticker"], "event_ticker": market.get("event_ticker") or "",
-            "series_ticker": self.series_of.get(market["ticker"], ""),
-            "status": market.get("status") or "", "market_type": market.get("market_type") or "",
-            "result": market.get("result") or "",
-            "price_level_structure": market.get("price_level_structure") or "",
-            "source": source}, columns=columns, at_us=now_us())
-
 
 # The labelled child of ingestd_messages_total per message type, looked up once.
 _MESSAGE_COUNTERS: dict[str, Any] = {}
@@ -749,19 +728,6 @@ _HANDLERS: dict[str, Any] = {
     "error": Feed._on_reply,
     "ticker": Feed._on_ticker,
 }
-
-
-def _close_us(market: dict[str, Any]) -> int | None:
-    """A market's close time in µs from a REST object (`close_time`) or lifecycle (`close_ts`)."""
-    value = market.get("close_time")
-    if isinstance(value, str) and value:
-        try:
-            return int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-                       * 1_000_000)
-        except ValueError:
-            return None
-    seconds = market.get("close_ts")
-    return int(seconds) * 1_000_000 if isinstance(seconds, int) else None
 
 
 def _path(url: str) -> str:

@@ -30,16 +30,20 @@ def _price_ranges(raw: str | None) -> list[pb.PriceRange]:
 def market_message(row: tuple[Any, ...]) -> pb.Market:
     (ts, ticker, event_ticker, series_ticker, status, market_type, title, subtitle,
      yes_sub, no_sub, open_time, close_time, expiration_time, result, structure,
-     price_ranges) = row
+     price_ranges, settlement_value_e4, determination_time, settlement_time) = row
     market = pb.Market(
         ticker=ticker, event_ticker=event_ticker or "", series_ticker=series_ticker or "",
         status=status or "", market_type=market_type or "", title=title or "",
         subtitle=subtitle or "", yes_sub_title=yes_sub or "", no_sub_title=no_sub or "",
         result=result or "", price_level_structure=structure or "",
         price_ranges=_price_ranges(price_ranges),
+        settlement_value=(format_price(int(settlement_value_e4))
+                          if settlement_value_e4 is not None else ""),
     )
     for field, value in (("open_time", open_time), ("close_time", close_time),
-                         ("expiration_time", expiration_time), ("update_time", ts)):
+                         ("expiration_time", expiration_time), ("update_time", ts),
+                         ("determination_time", determination_time),
+                         ("settlement_time", settlement_time)):
         if value is not None:
             getattr(market, field).CopyFrom(timestamp(as_utc(value)))
     return market

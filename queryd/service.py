@@ -46,7 +46,6 @@ log = get_logger(__name__)
 MAX_RANGE = dt.timedelta(days=31)
 FUTURE_SLACK = dt.timedelta(seconds=5)
 _TICKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-_WORD_RE = re.compile(r"^[a-z_]{1,40}$")
 
 
 
@@ -91,10 +90,21 @@ def _page_size(value: int) -> int:
         raise InvalidArgument.field("page_size", str(exc)) from None
 
 
-def _filter_word(value: str, field: str) -> str:
-    if value and not _WORD_RE.match(value):
-        raise InvalidArgument.field(field, "must be a lower-case Kalshi value like 'active'")
-    return value
+# Kalshi's market statuses (PROTOCOL.md §7), as GetMarket reports them; `settled` is the
+# word users (and Kalshi's own REST filter) use for `finalized`.
+MARKET_STATUSES = ("initialized", "active", "inactive", "closed", "determined", "disputed",
+                   "amended", "finalized")
+STATUS_ALIASES = {"settled": "finalized"}
+
+
+def _market_status(value: str) -> str:
+    """A ListMarkets status filter: a status GetMarket can report, or INVALID_ARGUMENT
+    naming them (an unknown word would silently match nothing)."""
+    status = STATUS_ALIASES.get(value, value)
+    if status and status not in MARKET_STATUSES:
+        raise InvalidArgument.field("status", f"must be one of {', '.join(MARKET_STATUSES)} "
+                                              "(or 'settled' for finalized)")
+    return status
 
 
 class MarketDataService(pb_grpc.MarketDataServiceServicer):
@@ -213,7 +223,7 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
     async def ListMarkets(self, request: pb.ListMarketsRequest,
                           context: grpc.aio.ServicerContext) -> pb.ListMarketsResponse:
         filters = {"event_ticker": request.event_ticker, "series_ticker": request.series_ticker,
-                   "status": _filter_word(request.status, "status")}
+                   "status": _market_status(request.status)}
         for field in ("event_ticker", "series_ticker"):
             if filters[field]:
                 _ticker(filters[field], field)

@@ -142,7 +142,8 @@ CANDLES = {name: _CANDLES.format(unit=unit) for name, unit in CANDLE_UNITS.items
 MARKETS_LATEST = """
 SELECT ts, ticker, event_ticker, series_ticker, status, market_type, title, subtitle,
        yes_sub_title, no_sub_title, open_time, close_time, expiration_time, result,
-       price_level_structure, price_ranges
+       price_level_structure, price_ranges, settlement_value_e4, determination_time,
+       settlement_time
 FROM (
     SELECT * FROM markets LATEST ON ts PARTITION BY ticker
 )
@@ -159,7 +160,8 @@ MARKET_FILTERS = {
 MARKET_ONE = """
 SELECT ts, ticker, event_ticker, series_ticker, status, market_type, title, subtitle,
        yes_sub_title, no_sub_title, open_time, close_time, expiration_time, result,
-       price_level_structure, price_ranges
+       price_level_structure, price_ranges, settlement_value_e4, determination_time,
+       settlement_time
 FROM markets
 WHERE ticker = %(ticker)s
 LATEST ON ts PARTITION BY ticker

@@ -10,6 +10,7 @@ Concurrent starters (ingestd and queryd at once) are safe for the same reason.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,31 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+_ADD_COLUMN = re.compile(
+    r"^\s*ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+(\w+)\s", re.I)
+
+
+def _execute_idempotently(conn: psycopg.Connection, statement: str) -> None:
+    """Run one migration statement; an `ADD COLUMN IF NOT EXISTS` whose column exists is
+    skipped. QuestDB rejects that no-op on a WAL table ("statement is either no-op ...",
+    FIELD-NOTES), and a re-run (two services starting at once, or a crash before the
+    version row) must not fail on it. The column may exist only in the WAL's pending
+    structure, invisible to information_schema, so the rejection itself counts too."""
+    match = _ADD_COLUMN.match(statement)
+    if match is not None:
+        table, column = match.groups()
+        rows = conn.execute("SELECT column_name FROM information_schema.columns "
+                            "WHERE table_name = %s", (table,)).fetchall()
+        if column.lower() in {str(name).lower() for (name,) in rows}:
+            return
+    try:
+        conn.execute(statement)
+    except psycopg.DatabaseError as exc:
+        if match is None or "no-op" not in str(exc):
+            raise
+        log.info("schema.column_exists", statement=" ".join(statement.split()))
+
+
 def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
     """Version -> checksum of every migration recorded as applied."""
     rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
@@ -78,7 +104,7 @@ def apply_migrations(
                 )
             continue
         for statement in migration.statements:
-            conn.execute(statement)
+            _execute_idempotently(conn, statement)
         # ts is derived from the version (not the clock) so the dedup key makes a re-run
         # that could not yet see the previous run's WAL row write the same row again.
         conn.execute(

@@ -19,7 +19,12 @@ def test_fresh_database_gets_every_table_wal_dedup_day(questdb):
         rows = conn.execute(
             "SELECT table_name, designatedTimestamp, partitionBy, walEnabled, dedup FROM tables()"
         ).fetchall()
+        wait_for_wal(conn)  # ADD COLUMN on a WAL table is applied asynchronously
+        columns = set(conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns").fetchall())
     tables = {r[0]: r for r in rows}
+    assert {("book_changes", "source_ts"), ("markets", "settlement_value_e4"),
+            ("markets", "determination_time"), ("markets", "settlement_time")} <= columns
     assert set(tables) >= EXPECTED_TABLES
     for name in EXPECTED_TABLES - {"schema_migrations"}:
         _, designated, partition_by, wal, dedup = tables[name]
