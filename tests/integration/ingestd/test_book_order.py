@@ -27,14 +27,12 @@ from google.protobuf import timestamp_pb2
 
 from ingestd.app import Recorder
 from ingestd.config import IngestSettings
-from ktape.config import load_settings
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
-from ktape.schema import apply_migrations
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig, SimServer
 from queryd.server import build_server
-from tests.integration.ingestd.test_record_against_journal import _control
+from tests.integration.ingestd.test_record_against_journal import _control, recorder_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -114,18 +112,13 @@ class ClientBook:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def lagged(questdb, tmp_path_factory) -> AsyncIterator[dict]:
-    with questdb.connect() as conn:
-        conn.execute("DROP ALL TABLES")
-        apply_migrations(conn)
+    questdb.reset()
     data_dir = tmp_path_factory.mktemp("lagged")
     config = SimConfig(markets=8, rate=400, seed=13, delivery_lag_ms=LAG_MS,
                        sending_ts="no_snapshots")
     async with SimServer(config) as sim:
-        settings = load_settings({
-            **questdb.env(), "KTAPE_DATA_DIR": str(data_dir),
-            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
-            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2",
-            "KTAPE_PAGE_TOKEN_SECRET": "book-order-tests"})
+        settings = recorder_settings(questdb, data_dir, sim,
+                                     KTAPE_PAGE_TOKEN_SECRET="book-order-tests")
         ingest = IngestSettings(checkpoint_every_changes=30, flush_interval_ms=100)
 
         async def run_recorder(body) -> None:  # type: ignore[no-untyped-def]
@@ -192,6 +185,20 @@ def exchange_book(journal, ticker: str, t_us: int) -> tuple[dict[int, int], dict
     return journal.book_at(ticker, t_us // 1000)
 
 
+def matches_at_random_instants(book: ClientBook, journal, ticker: str, rng: random.Random,
+                               start_us: int, end_us: int, count: int = 25) -> int:
+    """How many of `count` random instants in [start, end) the client's book answered
+    (outside gaps); each answer must be the exchange's book."""
+    checked = 0
+    for t_us in (rng.randrange(start_us, end_us) for _ in range(count)):
+        state = book.at(t_us)
+        if state is None:
+            continue
+        assert state == exchange_book(journal, ticker, t_us), (ticker, t_us)
+        checked += 1
+    return checked
+
+
 def test_the_scenario_happened(lagged) -> None:
     mid_feed = len(lagged["snapshots"]) - len({t for t, _ in lagged["snapshots"]})
     assert mid_feed >= 16, lagged["snapshots"]  # snapshots after the first of each market
@@ -245,12 +252,7 @@ async def test_stream_replay_is_the_exchange_book_or_gap(lagged) -> None:
                         break
         finally:
             call.cancel()
-        for t_us in (rng.randrange(start_us, end_us) for _ in range(25)):
-            state = book.at(t_us)
-            if state is None:
-                continue
-            assert state == exchange_book(journal, ticker, t_us), (ticker, t_us)
-            checked += 1
+        checked += matches_at_random_instants(book, journal, ticker, rng, start_us, end_us)
     print(f"StreamOrderbook replay: {checked} instants equal the exchange")
     assert checked >= 150, checked
 
@@ -277,12 +279,7 @@ async def test_deltas_pages_rebuild_the_exchange_book_or_gap(lagged) -> None:
                 break
         if not book.states or book.states[0][0] != snap_us:
             continue  # the window must start with the snapshot's rows
-        for t_us in (rng.randrange(snap_us, end_us) for _ in range(25)):
-            state = book.at(t_us)
-            if state is None:
-                continue
-            assert state == exchange_book(journal, ticker, t_us), (ticker, t_us)
-            checked += 1
+        checked += matches_at_random_instants(book, journal, ticker, rng, snap_us, end_us)
     print(f"ListOrderbookDeltas rebuild: {checked} instants equal the exchange, "
           f"{with_source_time} entries moved up")
     assert checked >= 150, checked

@@ -20,12 +20,11 @@ import pytest_asyncio
 
 from ingestd.app import Recorder
 from ingestd.config import IngestSettings
-from ktape.config import load_settings
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
-from ktape.schema import apply_migrations
 from ktape.sim.server import SimConfig, SimServer
 from queryd.server import build_server
+from tests.integration.ingestd.test_record_against_journal import recorder_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -72,16 +71,11 @@ async def running_recorder(settings) -> AsyncIterator[Recorder]:  # type: ignore
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stack(questdb, tmp_path_factory) -> AsyncIterator[dict]:
-    with questdb.connect() as conn:
-        conn.execute("DROP ALL TABLES")
-        apply_migrations(conn)
+    questdb.reset()
     async with SimServer(SimConfig(markets=5, rate=100, seed=8)) as sim:
         sim.model.lifecycle_rate = 0  # only what the test drives happens
-        settings = load_settings({
-            **questdb.env(), "KTAPE_DATA_DIR": str(tmp_path_factory.mktemp("status")),
-            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
-            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2",
-            "KTAPE_PAGE_TOKEN_SECRET": "market-status-tests"})
+        settings = recorder_settings(questdb, tmp_path_factory.mktemp("status"), sim,
+                                     KTAPE_PAGE_TOKEN_SECRET="market-status-tests")
         running, pool, _service = await build_server(settings, addr="127.0.0.1:0")
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         try:

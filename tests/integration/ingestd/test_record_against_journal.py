@@ -29,12 +29,12 @@ from ktape.sim.server import SimConfig, SimServer
 from queryd.orderbook import Continuity, orderbook_at
 
 
-def recorder_settings(questdb, data_dir, sim) -> Settings:
-    """Settings of a recorder pointed at this QuestDB and this simulator."""
+def recorder_settings(questdb, data_dir, sim, **extra: str) -> Settings:
+    """Settings of a recorder (and queryd) pointed at this QuestDB and this simulator."""
     return load_settings({
         **questdb.env(), "KTAPE_DATA_DIR": str(data_dir),
         "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
-        "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
+        "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2", **extra})
 
 
 @contextlib.asynccontextmanager

@@ -22,7 +22,6 @@ from ktape.config import load_settings
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.runtime.ports import free_port
-from ktape.schema import apply_migrations
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig, SimServer
 from queryd.live import LiveTail
@@ -59,9 +58,7 @@ async def _collect(stream, into: list, received_at: list) -> None:
 
 @contextlib.asynccontextmanager
 async def recording(questdb, tmp_path, rate: int = 400):
-    with questdb.connect() as conn:
-        conn.execute("DROP ALL TABLES")
-        apply_migrations(conn)
+    questdb.reset()
     async with SimServer(SimConfig(markets=4, rate=rate, seed=91)) as sim:
         http_port = free_port()
         settings = load_settings({

@@ -25,7 +25,6 @@ from ingestd.config import IngestSettings
 from ktape.config import load_settings
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
-from ktape.schema import apply_migrations
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig, SimServer
 from queryd.server import build_server
@@ -39,9 +38,7 @@ def ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def recorded(questdb, tmp_path_factory) -> AsyncIterator[dict]:
-    with questdb.connect() as conn:
-        conn.execute("DROP ALL TABLES")
-        apply_migrations(conn)
+    questdb.reset()
     data_dir = tmp_path_factory.mktemp("recorded")
     async with SimServer(SimConfig(markets=6, rate=500, seed=77)) as sim:
         settings = load_settings({
