@@ -284,3 +284,35 @@ async def test_deltas_pages_rebuild_the_exchange_book_or_gap(lagged) -> None:
           f"{with_source_time} entries moved up")
     assert checked >= 150, checked
     assert with_source_time > 0
+
+
+def best_bid_and_ask(book: tuple[dict[int, int], dict[int, int]]) -> tuple[str, str]:
+    """Best YES bid and ask (1 - best NO bid) as ListCandles prints them."""
+    yes, no = book
+    def dollars(e4_: int) -> str:
+        return f"{e4_ // 10_000}.{e4_ % 10_000:04d}"
+    return (dollars(max(yes)) if yes else "", dollars(10_000 - max(no)) if no else "")
+
+
+async def test_candle_book_closes_are_the_exchange_book_or_gap(lagged) -> None:
+    """Each candle's yes bid/ask close is the book just before its end (a replay of the
+    stored changes in their order), checked where GetOrderbook says CONTINUOUS."""
+    stub, journal = lagged["stub"], lagged["journal"]
+    rng = random.Random(4)
+    checked = 0
+    for ticker, snap_us in rng.sample(lagged["snapshots"], 24):
+        end_us = snap_us + rng.randrange(0, AFTER_US)
+        got = await stub.ListCandles(pb.ListCandlesRequest(
+            ticker=ticker, start_time=ts(end_us - 30_000_000), end_time=ts(end_us),
+            interval="1m"))
+        for candle in got.candles:
+            close_us = min(us_of(candle.start_time) + 60_000_000, end_us) - 1
+            book = await stub.GetOrderbook(pb.GetOrderbookRequest(ticker=ticker,
+                                                                  at=ts(close_us)))
+            if book.continuity.status != pb.CONTINUITY_STATUS_CONTINUOUS:
+                continue
+            assert (candle.yes_bid_close, candle.yes_ask_close) == best_bid_and_ask(
+                exchange_book(journal, ticker, close_us)), (ticker, close_us)
+            checked += 1
+    print(f"ListCandles: {checked} book closes equal the exchange")
+    assert checked >= 10, checked
