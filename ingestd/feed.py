@@ -539,14 +539,16 @@ class Feed:
         """One book_changes row: its ILP line to the writer, its record to the fan-out.
         `source_us`: the row's own clock reading when `at_us` had to be later than it."""
         writer = self.writer
-        writer.add_line(BOOK_CHANGES, lines.ilp(price, after, delta, seq, sid, recv_us, at_us,
-                                                source_us), exchange_ms)
-        if writer.live is None:
-            return
         if source_us is None:
-            writer.live.publish_book_change(lines, price, after, delta, seq, sid, recv_us,
-                                            at_us)
-        else:  # rare: the generic record, which carries source_ts too
+            writer.add_line(BOOK_CHANGES, lines.ilp(price, after, delta, seq, sid, recv_us,
+                                                    at_us), exchange_ms)
+            if writer.live is not None:
+                writer.live.publish_book_change(lines, price, after, delta, seq, sid, recv_us,
+                                                at_us)
+            return
+        writer.add_line(BOOK_CHANGES, lines.ilp_moved(price, after, delta, seq, sid, recv_us,
+                                                      at_us, source_us), exchange_ms)
+        if writer.live is not None:  # rare: the generic record, which carries source_ts too
             writer.live.publish(BOOK_CHANGES, dict(lines.symbols), {
                 "price_e4": price, "qty_after_e2": after, "delta_e2": delta, "seq": seq,
                 "sid": sid, "recv_ts": recv_us, "source_ts": source_us}, at_us)

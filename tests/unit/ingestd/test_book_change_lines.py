@@ -48,7 +48,9 @@ def test_line_equals_client_buffer(ticker: str, side: str, source: str, price: i
                                    after: int, delta: int, seq: int, sid: int, recv_us: int,
                                    at_us: int, source_us: int | None) -> None:
     lines = BookChangeLines(ticker, side, "delta", source)
-    ours = lines.ilp(price, after, delta, seq, sid, recv_us, at_us, source_us).encode()
+    ours = (lines.ilp(price, after, delta, seq, sid, recv_us, at_us) if source_us is None
+            else lines.ilp_moved(price, after, delta, seq, sid, recv_us, at_us, source_us)
+            ).encode()
     assert ours == client_line(ticker, side, source, price, after, delta, seq, sid, recv_us,
                                at_us, source_us)
 
