@@ -259,11 +259,19 @@ class Feed:
         if self.shard == 0:
             # Lifecycle and trades are light: the first connection takes them for every
             # market (so a new market's first trade never waits for a subscription).
-            await self._command("subscribe", {"channels": ["market_lifecycle_v2"]})
-            trade_params: dict[str, Any] = {"channels": ["trade"]}
-            if not self.filter.all:
-                trade_params["market_tickers"] = sorted(self._all_wanted()) or ["-"]
-            await self._command("subscribe", trade_params)
+            await self._subscribe_channel("market_lifecycle_v2")
+            await self._subscribe_channel("trade")
+        await self._subscribe_books()
+
+    async def _subscribe_channel(self, channel: str) -> None:
+        """Subscribe one of shard 0's market-wide channels (lifecycle, trades)."""
+        params: dict[str, Any] = {"channels": [channel]}
+        if channel == "trade" and not self.filter.all:
+            params["market_tickers"] = sorted(self._all_wanted()) or ["-"]
+        await self._command("subscribe", params)
+
+    async def _subscribe_books(self) -> None:
+        """Subscribe every wanted market's book; each gets a snapshot."""
         tickers = sorted(self.wanted)
         for i in range(0, max(1, len(tickers)), SUBSCRIBE_BATCH):
             batch = tickers[i:i + SUBSCRIBE_BATCH]
@@ -333,6 +341,12 @@ class Feed:
             log.warning("feed.unknown_type", type=kind, raw=str(raw)[:300])
             return
         sid, seq = message.get("sid"), message.get("seq")
+        if kind in _DATA_TYPES and type(sid) is int and sid not in self.sids:
+            # A sid we do not hold: an ended subscription's late frames, or a number the
+            # venue reused for a subscription not yet confirmed. Ignored (§5.11).
+            metrics.BAD_INPUT.labels(reason="unknown_sid").inc()
+            log.warning("feed.frame_for_unknown_sid", sid=sid, seq=seq, type=kind)
+            return
         if type(sid) is int and type(seq) is int and kind != "subscribed":
             if not self._check_seq(sid, seq, kind):
                 return
@@ -383,6 +397,8 @@ class Feed:
         msg = message["msg"]
         sid, channel = int(msg["sid"]), str(msg["channel"])
         self.sids[sid] = channel
+        # A new subscription starts a new seq counter, also under a reused sid (§5.11).
+        self.last_seq.pop(sid, None)
         if channel == "orderbook_delta":
             self.book_sid = sid
         log.info("feed.subscribed", sid=sid, channel=channel)
@@ -638,6 +654,9 @@ class Feed:
             self._spawn(self._update_markets("delete_markets", [ticker]))
 
     def _on_reply(self, message: dict[str, Any], recv_us: int) -> None:
+        if message.get("type") == "unsubscribed":
+            self._on_unsubscribed(message)
+            return
         if message.get("type") == "error":
             msg = message.get("msg") or {}
             code = msg.get("code")
@@ -651,6 +670,30 @@ class Feed:
                                        sid=self.book_sid)
                 if self.ws is not None:
                     self._spawn(self.ws.close())
+
+    def _on_unsubscribed(self, message: dict[str, Any]) -> None:
+        """ingestd never unsubscribes, so an `unsubscribed` is the venue ending the
+        subscription on its own (PROTOCOL.md §5.11): from now on its books get no deltas.
+        Every market of it is in a gap from here (never CONTINUOUS on a silent
+        subscription) until it is subscribed again and re-snapshotted."""
+        sid = message.get("sid")
+        channel = self.sids.pop(sid, None) if type(sid) is int else None
+        if channel is None:
+            log.warning("feed.unsubscribed_unknown_sid", sid=sid)
+            return
+        self.last_seq.pop(sid, None)
+        log.warning("feed.unsubscribed_by_server", sid=sid, channel=channel)
+        if sid == self.book_sid:
+            self.book_sid = None
+            asked = now_us()
+            for book in self.books.values():
+                if not book.awaiting_snapshot:
+                    self._open_gap(book, "unsubscribed", expected=None, got=None, sid=sid)
+                book.snapshot_requested_us = asked  # the watchdog reconnects if none comes
+            self._spawn(self._subscribe_books())
+        else:
+            self._gap_row("*", now_us(), f"unsubscribed_{channel}", None, None, None, None, sid)
+            self._spawn(self._subscribe_channel(channel))
 
     def _on_ticker(self, message: dict[str, Any], recv_us: int) -> None:
         """Ticker updates are derived data; counted, not stored."""
@@ -716,6 +759,10 @@ class Feed:
 # The labelled child of ingestd_messages_total per message type, looked up once.
 _MESSAGE_COUNTERS: dict[str, Any] = {}
 COUNT_FLUSH_EVERY = 256  # messages between additions to the Prometheus counters
+
+# Subscription data (as opposed to command replies): only valid on a sid we hold.
+_DATA_TYPES = frozenset({"orderbook_snapshot", "orderbook_delta", "trade", "market_lifecycle_v2",
+                         "event_lifecycle", "event_fee_update"})
 
 _HANDLERS: dict[str, Any] = {
     "subscribed": Feed._on_subscribed,

@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
             "REST subset at /trade-api/v2 on one port, driven by a seeded market model. "
             "Prints one JSON line {\"event\": \"sim.ready\", \"port\": N} when listening. "
             "One-shot faults on demand: GET /_sim/control?action=drop|duplicate|reorder|"
-            "malformed|unknown_type|disconnect|rest_429|rest_500&n=N (status: action=status)."),
+            "malformed|unknown_type|disconnect|unsubscribe|rest_429|rest_500&n=N "
+            "(status: action=status); one market's lifecycle: "
+            "action=close|determine|settle&ticker=T."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -47,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "frames, deltas behind their ts_ms (PROTOCOL.md §5.11; default 0)")
     parser.add_argument("--sending-ts", choices=("all", "no_snapshots", "none"), default="all",
                         help="which messages carry sending_ts_ms (default all)")
+    parser.add_argument("--reuse-sids", action="store_true",
+                        help="a new subscription takes the lowest sid number not held, so an "
+                             "ended subscription's sid comes back (PROTOCOL.md §5.11)")
     parser.add_argument("--journal", type=Path, default=None,
                         help="append the ground-truth journal (NDJSON) to this file")
     parser.add_argument("--public-key", type=Path, default=None,
@@ -80,5 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = SimConfig(host=args.host, port=args.port, seed=args.seed, markets=args.markets,
                        rate=args.rate, faults=faults, journal_path=args.journal,
                        public_key_path=args.public_key, price_decimals=args.price_decimals,
-                       delivery_lag_ms=args.lag_ms, sending_ts=args.sending_ts)
+                       delivery_lag_ms=args.lag_ms, sending_ts=args.sending_ts,
+                       reuse_sids=args.reuse_sids)
     return asyncio.run(_run(config))

@@ -53,7 +53,7 @@ MAX_CATCH_UP_SECS = 0.05
 GENERATE_CHUNK = 200
 FAULT_NAMES = ("drop", "duplicate", "malformed", "unknown_type", "unknown_key", "disconnect",
                "abrupt_disconnect", "error_10", "maintenance", "rest_429", "rest_500",
-               "reorder")
+               "reorder", "unsubscribe")
 SENDING_TS_CHOICES = ("all", "no_snapshots", "none")
 STATUS_FILTER = {"unopened": {"initialized"}, "open": {"active"}, "paused": {"inactive"},
                  "closed": {"closed", "determined"}, "settled": {"finalized"}}
@@ -113,6 +113,13 @@ class SimConfig:
     # Which server messages carry `sending_ts_ms` (PROTOCOL.md §3.2: optional, never to be
     # required): "all", "no_snapshots" (snapshots go without it) or "none".
     sending_ts: str = "all"
+    # PROTOCOL.md §5.11: a second `subscribe` for a channel already held is merged into
+    # the existing subscription and answered `ok` (existing sid, a seq, the full ticker
+    # list), never a second `subscribed`. False: the older `subscribed` reply.
+    merge_subscribe: bool = True
+    # §5.11 sid reuse: a new subscription takes the lowest sid number not held, so a
+    # number that ended can come back with a new seq counter.
+    reuse_sids: bool = False
 
     def __post_init__(self) -> None:
         if self.sending_ts not in SENDING_TS_CHOICES:
@@ -251,6 +258,14 @@ class SimServer:
                     sub.seq += 1
                     self._send(client, {"type": "error", "sid": sub.sid, "seq": sub.seq,
                                         "msg": {"code": 10, "msg": "Channel error"}})
+            return
+        if fault == "unsubscribe":  # the venue ends each book subscription on its own (§5.11)
+            for client in list(self.clients.values()):
+                for sub in [s for s in client.subs.values() if s.channel == "orderbook_delta"]:
+                    client.subs.pop(sub.sid, None)
+                    self.journal.fault(_now_ms(), "unsubscribe", client=client.id, sid=sub.sid)
+                    sub.seq += 1
+                    self._send(client, {"type": "unsubscribed", "sid": sub.sid, "seq": sub.seq})
             return
         if fault == "maintenance":  # trading pauses for n seconds (exchange/status says so)
             self.paused_until = time.monotonic() + n
@@ -625,24 +640,30 @@ class SimServer:
             return
         for channel in channels:
             existing = next((s for s in client.subs.values() if s.channel == channel), None)
-            if existing is not None:  # idempotent: add new tickers to it
+            if existing is not None:  # merged: add new tickers to it
                 new = [t for t in (tickers or []) if existing.tickers is not None
                        and t not in existing.tickers]
                 if existing.tickers is not None:
                     existing.tickers.update(new)
-                self._send(client, {**({"id": cmd_id} if cmd_id else {}), "type": "subscribed",
-                                    "msg": {"channel": channel, "sid": existing.sid}})
+                if self.config.merge_subscribe:
+                    existing.seq += 1
+                    self._send(client, {**({"id": cmd_id} if cmd_id else {}), "type": "ok",
+                                        "sid": existing.sid, "seq": existing.seq, "msg": {
+                                            "market_tickers": sorted(existing.tickers or ())}})
+                else:
+                    self._send(client, {**({"id": cmd_id} if cmd_id else {}),
+                                        "type": "subscribed",
+                                        "msg": {"channel": channel, "sid": existing.sid}})
                 if channel == "orderbook_delta":
                     self._snapshots(client, existing, new, None)
                 elif channel == "ticker" and params.get("send_initial_snapshot"):
                     self._initial_tickers(client, existing, new)
                 continue
             sub = Subscription(
-                client.next_sid, channel,
+                self._new_sid(client), channel,
                 set(tickers) if tickers is not None and channel != "market_lifecycle_v2" else None,
                 use_yes_price=bool(params.get("use_yes_price", False)),
                 skip_ticker_ack=bool(params.get("skip_ticker_ack", False)))
-            client.next_sid += 1
             client.subs[sub.sid] = sub
             self._send(client, {**({"id": cmd_id} if cmd_id else {}), "type": "subscribed",
                                 "msg": {"channel": channel, "sid": sub.sid}})
@@ -650,6 +671,14 @@ class SimServer:
                 self._snapshots(client, sub, sorted(sub.tickers or ()), None)
             elif channel == "ticker" and params.get("send_initial_snapshot"):
                 self._initial_tickers(client, sub, sorted(sub.tickers or self.model.markets))
+
+    def _new_sid(self, client: Client) -> int:
+        """The sid of a new subscription: the next number, or with `reuse_sids` the
+        lowest one not held (an ended subscription's number comes back)."""
+        if self.config.reuse_sids:
+            return next(n for n in itertools.count(1) if n not in client.subs)
+        client.next_sid += 1
+        return client.next_sid - 1
 
     def _initial_tickers(self, client: Client, sub: Subscription, tickers: list[str]) -> None:
         """`send_initial_snapshot` on the ticker channel: the current ticker of each

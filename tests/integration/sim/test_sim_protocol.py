@@ -345,3 +345,38 @@ async def test_delivery_lag_and_snapshots_without_sending_time():
     assert snapshots >= 3  # one per market, and an empty one when a market closes
     assert seqs == list(range(1, len(seqs) + 1))  # lagged, never reordered
     assert lags and min(lags) >= lag_ms - 5, min(lags)  # 5 ms of clock rounding
+
+
+async def test_merged_resubscribe_server_unsubscribe_and_sid_reuse():
+    """PROTOCOL.md §5.11: a second subscribe is merged (`ok`, existing sid, full ticker
+    list, a snapshot only for the new ticker); the venue can end a subscription on its own
+    (`unsubscribed`, no id); and with reuse_sids the next subscription gets that number
+    back, with seq from 1."""
+    async with SimServer(SimConfig(markets=4, rate=0, reuse_sids=True)) as sim:
+        tickers = sorted(sim.model.markets)
+        async with websockets.connect(f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2") as ws:
+            await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": {
+                "channels": ["orderbook_delta"], "market_tickers": tickers[:2]}}))
+            sid = (await _recv_until(ws, lambda m: m["type"] == "subscribed"))["msg"]["sid"]
+            for _ in range(2):
+                await _recv_until(ws, lambda m: m["type"] == "orderbook_snapshot")
+            await ws.send(json.dumps({"id": 2, "cmd": "subscribe", "params": {
+                "channels": ["orderbook_delta"], "market_tickers": tickers[1:3]}}))
+            merged = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert (merged["type"], merged["id"], merged["sid"], merged["seq"]) == (
+                "ok", 2, sid, 3)
+            assert merged["msg"]["market_tickers"] == tickers[:3]
+            snapshot = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert snapshot["msg"]["market_ticker"] == tickers[2]  # only the new one
+            with pytest.raises(TimeoutError):  # and nothing for the ticker already held
+                await asyncio.wait_for(ws.recv(), 0.3)
+
+            sim.inject("unsubscribe")
+            ended = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert ended == {"type": "unsubscribed", "sid": sid, "seq": 5,
+                             "sending_ts_ms": ended["sending_ts_ms"]}
+            await ws.send(json.dumps({"id": 3, "cmd": "subscribe", "params": {
+                "channels": ["orderbook_delta"], "market_tickers": tickers[:1]}}))
+            again = await _recv_until(ws, lambda m: m["type"] == "subscribed")
+            first = await _recv_until(ws, lambda m: m["type"] == "orderbook_snapshot")
+    assert again["msg"]["sid"] == sid and first["seq"] == 1

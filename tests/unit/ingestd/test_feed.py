@@ -236,3 +236,26 @@ async def test_a_snapshot_is_stamped_after_every_row_already_written():
     feed.handle(_snap(1), 13)  # sending time 1_700_000_000_001 ms: before the delta
     last_snapshot = writer.table("book_checkpoints")[-1]
     assert last_snapshot[3] == 1_700_000_000_009_000 + 1
+
+
+async def test_a_server_unsubscribe_is_a_gap_until_a_new_subscription_snapshots():
+    """PROTOCOL.md §5.11: the venue ends a subscription on its own, and may hand the same
+    sid number to the next one, whose seq starts again at 1."""
+    feed, writer = _feed()
+    feed.handle(_snap(1), 10)
+    feed.handle(_delta(2), 11)
+    with capture_logs() as logs:
+        feed.handle(orjson.dumps({"type": "unsubscribed", "sid": 3, "seq": 3}), 12)
+    assert any(e["event"] == "feed.unsubscribed_by_server" for e in logs)
+    gaps = writer.table("gaps")
+    assert [(g[1]["reason"], "end_ts" in g[2]) for g in gaps] == [("unsubscribed", False)]
+    assert feed.books["KX-A"].awaiting_snapshot and feed.book_sid is None
+    with capture_logs() as logs:  # a late frame of the ended subscription
+        feed.handle(_delta(4), 13)
+    assert [e["event"] for e in logs] == ["feed.frame_for_unknown_sid"]
+    feed.handle(orjson.dumps({"id": 9, "type": "subscribed",
+                              "msg": {"channel": "orderbook_delta", "sid": 3}}), 14)
+    feed.handle(_snap(1), 15)  # seq 1 again: a new counter, not a duplicate
+    healed = writer.table("gaps")[-1]
+    assert healed[1]["reason"] == "unsubscribed" and "end_ts" in healed[2]
+    assert not feed.books["KX-A"].awaiting_snapshot

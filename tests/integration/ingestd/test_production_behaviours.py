@@ -1,0 +1,54 @@
+"""What production Kalshi does that the simulator did not (PROTOCOL.md §5.11), each
+switched on in the simulator, against the real ingestd and QuestDB, judged by the
+journal: books outside recorded gaps are the exchange's, and a fault's span is GAP."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import psycopg
+
+from ktape.schema.wal import wait_for_wal
+from ktape.sim.server import SimConfig, SimServer
+from queryd.orderbook import Continuity, orderbook_at
+from tests.integration.ingestd.test_outages import _compare_with_journal
+from tests.integration.ingestd.test_record_against_journal import (
+    _control,
+    final_books_match,
+    recording,
+)
+
+
+async def test_server_unsubscribe_then_a_reused_sid(clean_questdb, tmp_path):
+    """The venue ends the book subscription on its own, and hands its sid number to the
+    next subscription: every market is in a gap from that moment until re-snapshotted on
+    the new subscription (whose seq restarts at 1), never CONTINUOUS on a silent one."""
+    async with SimServer(SimConfig(markets=8, rate=400, seed=57, reuse_sids=True)) as sim:
+        sim.model.lifecycle_rate = 0  # the same eight markets throughout
+        async with recording(clean_questdb, tmp_path, sim) as recorder:
+            await asyncio.sleep(2.0)
+            old_sid = recorder.feed.book_sid
+            await _control(sim.port, "unsubscribe")
+            await asyncio.sleep(3.0)
+            assert recorder.feed.book_sid == old_sid  # the same number, a new subscription
+            await _control(sim.port, "unsubscribe")  # and once more on the reused sid
+            await asyncio.sleep(3.0)
+        journal = sim.journal
+    assert [f["what"] for f in journal.faults()].count("unsubscribe") == 2
+    with clean_questdb.connect() as conn:
+        wait_for_wal(conn)
+        gaps = conn.execute("SELECT ticker, start_ts, end_ts FROM gaps "
+                            "WHERE reason = 'unsubscribed'").fetchall()
+        open_gaps = conn.execute("SELECT count() FROM gaps WHERE end_ts IS NULL AND "
+                                 "ticker != '*'").fetchone()[0]
+    assert len({t for t, _, _ in gaps}) == 8 and len(gaps) == 16  # every market, twice
+    assert open_gaps == 0  # each healed by the new subscription's snapshot
+    async with await psycopg.AsyncConnection.connect(clean_questdb.conninfo,
+                                                     autocommit=True) as conn:
+        for ticker, start, end in gaps:
+            middle = start + (end - start) / 2
+            result = await orderbook_at(conn, ticker, middle.replace(tzinfo=dt.UTC))
+            assert result.continuity is Continuity.GAP, (ticker, middle)
+    assert await _compare_with_journal(clean_questdb.conninfo, journal, samples=30) > 100
+    assert await final_books_match(clean_questdb, journal) >= 6
