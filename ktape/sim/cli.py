@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--journal", type=Path, default=None,
                         help="append the ground-truth journal (NDJSON) to this file")
     parser.add_argument("--public-key", type=Path, default=None,
-                        help="RSA public key PEM: verify Kalshi request signatures (401 otherwise)")
+                        help="RSA or Ed25519 public key PEM: verify Kalshi request signatures "
+                             "(401 otherwise)")
     return parser
 
 

@@ -8,6 +8,9 @@ import asyncio
 import datetime as dt
 
 import psycopg
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig, SimServer
@@ -52,3 +55,28 @@ async def test_server_unsubscribe_then_a_reused_sid(clean_questdb, tmp_path):
             assert result.continuity is Continuity.GAP, (ticker, middle)
     assert await _compare_with_journal(clean_questdb.conninfo, journal, samples=30) > 100
     assert await final_books_match(clean_questdb, journal) >= 6
+
+
+@pytest.mark.parametrize("key_type", ["rsa", "ed25519"])
+async def test_signed_handshake_with_an_rsa_or_an_ed25519_key(clean_questdb, tmp_path,
+                                                             key_type):
+    """PROTOCOL.md §2: production recorders sign with Ed25519 keys as well as RSA; the key
+    type comes from the PEM. The simulator answers an unsigned or badly signed upgrade 401,
+    so recording at all proves the signature."""
+    key = (ed25519.Ed25519PrivateKey.generate() if key_type == "ed25519"
+           else rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    private, public = tmp_path / "key.pem", tmp_path / "pub.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    env = {"KTAPE_KALSHI_KEY_ID": "key-1", "KTAPE_KALSHI_PRIVATE_KEY": str(private)}
+    async with SimServer(SimConfig(markets=4, rate=200, seed=3, public_key_path=public)) as sim:
+        async with recording(clean_questdb, tmp_path / "data", sim, env=env) as recorder:
+            await asyncio.sleep(2.0)
+            assert recorder.feed.connected
+            assert recorder.feed.signer is not None
+            assert recorder.feed.signer.key_type == key_type
+        journal = sim.journal
+    assert await final_books_match(clean_questdb, journal) >= 3

@@ -38,10 +38,11 @@ def recorder_settings(questdb, data_dir, sim, **extra: str) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def recording(questdb, data_dir, sim, **ingest: Any) -> AsyncIterator[Recorder]:
-    """A recorder running against `sim` for the body of the block; then the simulator is
-    quiesced, the recorder catches up and stops."""
-    recorder = Recorder(recorder_settings(questdb, data_dir, sim),
+async def recording(questdb, data_dir, sim, env: dict[str, str] | None = None,
+                    **ingest: Any) -> AsyncIterator[Recorder]:
+    """A recorder running against `sim` for the body of the block (`env`: more KTAPE_*
+    settings); then the simulator is quiesced, the recorder catches up and stops."""
+    recorder = Recorder(recorder_settings(questdb, data_dir, sim, **(env or {})),
                         IngestSettings(flush_interval_ms=100, **ingest))
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(stop))

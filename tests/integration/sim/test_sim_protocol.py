@@ -13,7 +13,7 @@ import httpx
 import pytest
 import websockets
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from ktape.sim.server import SimConfig, SimServer
 
@@ -199,6 +199,30 @@ async def test_signed_requests_are_verified(tmp_path):
         assert (await _get(rest, headers=bad)).status_code == 401
         assert (await _get(rest, headers=headers("/trade-api/v2/markets", now))).status_code == 200
         assert (await _get(rest)).status_code == 200  # unsigned public GET
+
+
+async def test_ed25519_signatures_are_verified(tmp_path):
+    """Ed25519 keys (PROTOCOL.md §2): plain Ed25519 over the same string to sign."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = tmp_path / "pub.pem"
+    pem.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    def headers(path: str, stamp_ms: int, signer=key) -> dict[str, str]:
+        sig = signer.sign(f"{stamp_ms}GET{path}".encode())
+        return {"KALSHI-ACCESS-KEY": "k", "KALSHI-ACCESS-TIMESTAMP": str(stamp_ms),
+                "KALSHI-ACCESS-SIGNATURE": base64.b64encode(sig).decode()}
+
+    async with SimServer(SimConfig(markets=2, rate=0, public_key_path=pem)) as sim:
+        url = f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2"
+        now = int(time.time() * 1000)
+        async with websockets.connect(url, additional_headers=headers("/trade-api/ws/v2", now)):
+            pass
+        with pytest.raises(websockets.InvalidStatus) as info:  # another key's signature
+            async with websockets.connect(url, additional_headers=headers(
+                    "/trade-api/ws/v2", now, ed25519.Ed25519PrivateKey.generate())):
+                pass
+        assert info.value.response.status_code == 401
 
 
 async def test_ticker_channel_is_unsequenced_with_the_documented_fields():
