@@ -23,6 +23,7 @@ from ingestd.config import IngestSettings, load_ingest_settings
 from ingestd.feed import Feed, now_us
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.rest import KalshiRest, RestError
+from ingestd.lag import LagMonitor
 from ingestd.live import LiveFanout
 from ingestd.metadata import (
     MarketRow,
@@ -80,7 +81,10 @@ class Recorder:
         self.feeds = [Feed(settings.kalshi_ws_url, self.writer, settings.markets, signer=signer,
                            checkpoint_every_changes=ingest.checkpoint_every_changes,
                            checkpoint_interval_secs=ingest.checkpoint_interval_secs,
-                           shard=i, shards=ingest.connections, market_rows=self.market_rows)
+                           shard=i, shards=ingest.connections, market_rows=self.market_rows,
+                           liveness_secs=ingest.liveness_secs,
+                           lag=LagMonitor(int(ingest.lag_window_secs * 1e6), ingest.lag_windows,
+                                          int(ingest.lag_growth_secs * 1e6)))
                       for i in range(ingest.connections)]
         for feed in self.feeds:
             feed.peers = self.feeds
@@ -106,6 +110,10 @@ class Recorder:
                                     if not b.awaiting_snapshot),
             "markets_wanted": sum(len(f.wanted) for f in self.feeds),
             "secs_since_last_message": lag,
+            # exchange→receive lag per connection (window floor), and whether it grows
+            "exchange_lag_secs": [None if (f := feed.lag.floor_us()) is None else f / 1e6
+                                  for feed in self.feeds],
+            "exchange_lag_growing": any(feed.lag.growing() for feed in self.feeds),
             "rows_committed": self.writer.committed_rows,
         }
         return connected, body

@@ -17,6 +17,13 @@ class IngestSettings:
     flush_rows: int = 20_000
     spill_max_bytes: int = 2 * 1024**3
     connections: int = 1  # WebSocket connections, markets sharded across them by ticker
+    # No frame and no ping for this long: the connection is dead (reconnect, a gap).
+    liveness_secs: float = 30.0
+    # Exchange→receive lag: its floor per window; `lag_windows` rising floors, up by
+    # `lag_growth_secs` in all, are a backlog (reconnect, a gap). PROTOCOL.md §5.11.
+    lag_window_secs: float = 10.0
+    lag_windows: int = 4
+    lag_growth_secs: float = 10.0
 
 
 def _positive(env: Mapping[str, str], name: str, default: float, cast: type) -> float:
@@ -41,4 +48,8 @@ def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSett
         flush_rows=int(_positive(env, "KTAPE_FLUSH_ROWS", 20_000, int)),
         spill_max_bytes=int(_positive(env, "KTAPE_SPILL_MAX_BYTES", 2 * 1024**3, int)),
         connections=int(_positive(env, "KTAPE_INGEST_CONNECTIONS", 1, int)),
+        liveness_secs=_positive(env, "KTAPE_INGEST_LIVENESS_SECS", 30.0, float),
+        lag_window_secs=_positive(env, "KTAPE_INGEST_LAG_WINDOW_SECS", 10.0, float),
+        lag_windows=int(_positive(env, "KTAPE_INGEST_LAG_WINDOWS", 4, int)),
+        lag_growth_secs=_positive(env, "KTAPE_INGEST_LAG_GROWTH_SECS", 10.0, float),
     )

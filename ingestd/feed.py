@@ -31,6 +31,7 @@ from ingestd.book_change_lines import TABLE as BOOK_CHANGES
 from ingestd.book_change_lines import BookChangeLines
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.normalize import NormalizeError, price_e4, qty_e2
+from ingestd.lag import LagMonitor
 from ingestd.metadata import MarketRow, MarketRows, series_of
 from ingestd.writer import IlpWriter, TimestampMicros
 from ktape.aio import cancel_and_wait
@@ -44,7 +45,7 @@ MAX_BACKOFF_SECS = 30.0
 SNAPSHOT_TIMEOUT_SECS = 15.0
 CONNECT_TIMEOUT_SECS = 15.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a snapshot of a deep book is one message
-TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+TEXT, BINARY, PING = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.PING
 
 
 def now_us() -> int:
@@ -55,7 +56,8 @@ class Feed:
     def __init__(self, ws_url: str, writer: IlpWriter, markets: MarketFilter, *,
                  signer: KalshiSigner | None = None, checkpoint_every_changes: int = 200,
                  checkpoint_interval_secs: float = 60.0, rng: random.Random | None = None,
-                 shard: int = 0, shards: int = 1, market_rows: MarketRows | None = None) -> None:
+                 shard: int = 0, shards: int = 1, market_rows: MarketRows | None = None,
+                 liveness_secs: float = 30.0, lag: LagMonitor | None = None) -> None:
         self.ws_url = ws_url
         # Markets are sharded across connections by a stable hash of the ticker. Shard 0
         # alone follows market_lifecycle_v2 (a global channel) and hands each event's
@@ -67,6 +69,8 @@ class Feed:
         self.market_rows = market_rows or MarketRows(writer)
         self.filter = markets
         self.signer = signer
+        self.liveness_us = int(liveness_secs * 1_000_000)
+        self.lag = lag or LagMonitor()  # exchange→receive lag of this connection
         self.checkpoint_every = checkpoint_every_changes
         self.checkpoint_interval_us = int(checkpoint_interval_secs * 1_000_000)
         self.rng = rng or random.Random()
@@ -154,14 +158,18 @@ class Feed:
                 try:
                     headers = (self.signer.headers("GET", _path(self.ws_url))
                                if self.signer else {})
-                    # Kalshi pings every 10 s and we answer (autoping); our own ping every
-                    # 20 s notices a dead peer (no pong within 10 s).
+                    # Kalshi pings every 10 s and we answer; our own ping every 20 s
+                    # notices a dead peer (no pong within 10 s).
+                    # Pings are answered here, not by aiohttp (autoping off), so that a
+                    # server ping counts as a sign of life (`_liveness_watchdog`).
                     async with session.ws_connect(
                             self.ws_url, headers=headers, max_msg_size=MAX_MESSAGE_BYTES,
-                            heartbeat=20.0, compress=0, autoping=True,
+                            heartbeat=20.0, compress=0, autoping=False,
                             decode_text=False) as ws:
                         self.ws = ws
                         self.connected = True
+                        self.last_message_us = now_us()
+                        self.lag.reset()
                         if not first:
                             self._reconnected()
                         first = False
@@ -197,21 +205,40 @@ class Feed:
                       if b.awaiting_snapshot and b.snapshot_requested_us is not None
                       and now - b.snapshot_requested_us > limit)
 
-    async def _snapshot_watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """`get_snapshot` is young on Kalshi (2026-04) and its replies are not all
-        documented: if a requested snapshot never comes, reconnect, which resubscribes
-        every market and rebuilds each book from a fresh subscription snapshot."""
+    async def _watchdog(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Close the connection (the run loop reconnects, recording a `reconnect` gap for
+        every market) when it can no longer be trusted:
+        - a requested snapshot never came: `get_snapshot` is young on Kalshi (2026-04)
+          and its replies are not all documented;
+        - nothing arrived, not even a ping, for `liveness_secs` (Kalshi pings every 10 s):
+          the connection is dead while the socket looks open;
+        - the exchange→receive lag grew window after window (PROTOCOL.md §5.11): a
+          backlog that only a new connection clears."""
+        tick = min(SNAPSHOT_TIMEOUT_SECS / 3, self.liveness_us / 3e6)
         while True:
-            await asyncio.sleep(SNAPSHOT_TIMEOUT_SECS / 3)
+            await asyncio.sleep(tick)
             self.flush_counts()  # quiet feeds still show their counts within seconds
-            overdue = self.overdue_snapshots(now_us())
+            now = now_us()
+            floor = self.lag.floor_us()
+            if floor is not None:
+                metrics.EXCHANGE_LAG.labels(connection=str(self.shard)).set(floor / 1e6)
+            overdue = self.overdue_snapshots(now)
             if overdue:
                 log.warning("feed.snapshot_timeout", markets=len(overdue), first=overdue[0])
-                await ws.close()
-                return
+            elif self.last_message_us is not None and \
+                    now - self.last_message_us > self.liveness_us:
+                log.warning("feed.silent", secs=round((now - self.last_message_us) / 1e6, 1),
+                            url=self.ws_url)
+            elif self.lag.growing():
+                log.warning("feed.lag_growing", url=self.ws_url, connection=self.shard,
+                            floors_secs=[round(f / 1e6, 3) for f in self.lag.floors])
+            else:
+                continue
+            await ws.close()
+            return
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, stop: asyncio.Event) -> None:
-        watchdog = asyncio.create_task(self._snapshot_watchdog(ws), name="snapshot-watchdog")
+        watchdog = asyncio.create_task(self._watchdog(ws), name="feed-watchdog")
         try:
             await self._read_frames(ws, stop)
         finally:
@@ -234,6 +261,9 @@ class Feed:
                     if self.writer.wants_flush:
                         self.writer.kick()
                         await self.writer.backpressure()
+                elif message.type is PING:
+                    self.last_message_us = now_us()
+                    await ws.pong(message.data)
                 elif message.type is aiohttp.WSMsgType.ERROR:
                     log.warning("feed.read_error", error=str(message.data), url=self.ws_url)
                     return
@@ -341,12 +371,6 @@ class Feed:
             log.warning("feed.unknown_type", type=kind, raw=str(raw)[:300])
             return
         sid, seq = message.get("sid"), message.get("seq")
-        if kind in _DATA_TYPES and type(sid) is int and sid not in self.sids:
-            # A sid we do not hold: an ended subscription's late frames, or a number the
-            # venue reused for a subscription not yet confirmed. Ignored (§5.11).
-            metrics.BAD_INPUT.labels(reason="unknown_sid").inc()
-            log.warning("feed.frame_for_unknown_sid", sid=sid, seq=seq, type=kind)
-            return
         if type(sid) is int and type(seq) is int and kind != "subscribed":
             if not self._check_seq(sid, seq, kind):
                 return
@@ -369,8 +393,16 @@ class Feed:
         self._pending_total = 0
 
     def _check_seq(self, sid: int, seq: int, kind: str) -> bool:
-        """True to process; False for a duplicate. A jump records gaps for the sid."""
+        """True to process; False for a duplicate, or a frame of a sid we do not hold. A
+        jump records gaps for the sid."""
         last = self.last_seq.get(sid)
+        if last is None and kind in _DATA_TYPES and sid not in self.sids:
+            # Only a held sid has a seq on record (subscribed and unsubscribed clear it),
+            # so this check costs nothing per frame. A sid we do not hold: an ended
+            # subscription's late frames, or a reused number not yet confirmed (§5.11).
+            metrics.BAD_INPUT.labels(reason="unknown_sid").inc()
+            log.warning("feed.frame_for_unknown_sid", sid=sid, seq=seq, type=kind)
+            return False
         if last is not None and seq <= last:
             metrics.BAD_INPUT.labels(reason="duplicate_seq").inc()
             log.warning("feed.duplicate_seq", sid=sid, seq=seq, last_seq=last, type=kind)
@@ -492,6 +524,9 @@ class Feed:
         ts_ms = msg.get("ts_ms")
         if type(ts_ms) is int:  # not a bool
             ts_us, source = ts_ms * 1000, "exchange"
+            lag = self.lag  # inline: the call only when the window ends or the floor drops
+            if recv_us >= lag.window_end or recv_us - ts_us < lag.floor:
+                lag.observe(recv_us - ts_us, recv_us)
         elif isinstance(msg.get("ts"), str):
             ts_us = int(dt.datetime.fromisoformat(msg["ts"].replace("Z", "+00:00"))
                         .timestamp() * 1_000_000)

@@ -27,4 +27,8 @@ MOVED_CHANGES = Counter(
     "Book changes stamped before a row already written for their market, stored at that "
     "book time to keep seq order (docs/ingestd.md, Order and time)", registry=REGISTRY)
 RECONNECTS = Counter("ingestd_reconnects_total", "Feed reconnects", registry=REGISTRY)
+EXCHANGE_LAG = Gauge(
+    "ingestd_exchange_lag_seconds",
+    "Exchange→receive lag of book deltas (ts_ms to our receive time): the floor of the "
+    "latest window, per connection", ["connection"], registry=REGISTRY)
 MARKETS = Gauge("ingestd_markets_recorded", "Markets with a live book", registry=REGISTRY)

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lag-ms", type=int, default=0,
                         help="deliver every frame this many ms after it was queued: stale "
                              "frames, deltas behind their ts_ms (PROTOCOL.md §5.11; default 0)")
+    parser.add_argument("--lag-growth-ms-per-s", type=float, default=0.0,
+                        help="the delivery lag grows this much per second of a connection "
+                             "(a backlog, PROTOCOL.md §5.11; default 0)")
     parser.add_argument("--sending-ts", choices=("all", "no_snapshots", "none"), default="all",
                         help="which messages carry sending_ts_ms (default all)")
     parser.add_argument("--reuse-sids", action="store_true",
@@ -87,5 +90,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                        rate=args.rate, faults=faults, journal_path=args.journal,
                        public_key_path=args.public_key, price_decimals=args.price_decimals,
                        delivery_lag_ms=args.lag_ms, sending_ts=args.sending_ts,
-                       reuse_sids=args.reuse_sids)
+                       reuse_sids=args.reuse_sids, lag_growth_ms_per_s=args.lag_growth_ms_per_s)
     return asyncio.run(_run(config))

@@ -53,7 +53,7 @@ MAX_CATCH_UP_SECS = 0.05
 GENERATE_CHUNK = 200
 FAULT_NAMES = ("drop", "duplicate", "malformed", "unknown_type", "unknown_key", "disconnect",
                "abrupt_disconnect", "error_10", "maintenance", "rest_429", "rest_500",
-               "reorder", "unsubscribe")
+               "reorder", "unsubscribe", "silence")
 SENDING_TS_CHOICES = ("all", "no_snapshots", "none")
 STATUS_FILTER = {"unopened": {"initialized"}, "open": {"active"}, "paused": {"inactive"},
                  "closed": {"closed", "determined"}, "settled": {"finalized"}}
@@ -110,6 +110,9 @@ class SimConfig:
     # long after it was queued — deltas and trades behind their `ts_ms`, snapshots behind
     # the instant they describe — in order, as a backed-up connection delivers them.
     delivery_lag_ms: int = 0
+    # ... and the lag grows by this much per second of the connection (§5.11 measured
+    # 8 s growing to 21 s within one connection): a backlog only a new connection clears.
+    lag_growth_ms_per_s: float = 0.0
     # Which server messages carry `sending_ts_ms` (PROTOCOL.md §3.2: optional, never to be
     # required): "all", "no_snapshots" (snapshots go without it) or "none".
     sending_ts: str = "all"
@@ -124,8 +127,8 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.sending_ts not in SENDING_TS_CHOICES:
             raise ValueError(f"sending_ts {self.sending_ts!r}: one of {SENDING_TS_CHOICES}")
-        if self.delivery_lag_ms < 0:
-            raise ValueError("delivery_lag_ms must be >= 0")
+        if self.delivery_lag_ms < 0 or self.lag_growth_ms_per_s < 0:
+            raise ValueError("delivery_lag_ms and lag_growth_ms_per_s must be >= 0")
 
 
 @dataclass
@@ -146,7 +149,8 @@ class Client:
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: ServerConnection, limit: int, lag_secs: float = 0.0) -> None:
+    def __init__(self, ws: ServerConnection, limit: int, lag_secs: float = 0.0,
+                 lag_growth: float = 0.0) -> None:
         self.id = next(self._ids)
         self.ws = ws
         self.subs: dict[int, Subscription] = {}
@@ -157,12 +161,23 @@ class Client:
         # Delivery lag: frames wait here (with the monotonic time they are due) before the
         # writer's queue; `due` wakes the releaser.
         self.lag_secs = lag_secs
+        self.lag_growth = lag_growth  # seconds of lag added per second connected
+        self.connected_at = time.monotonic()
         self.delayed: collections.deque[tuple[float, bytes | None]] = collections.deque()
         self.due = asyncio.Event()
+        self.silenced = False  # `silence` fault: nothing more is sent, not even pings
+
+    @property
+    def lagged(self) -> bool:
+        return bool(self.lag_secs or self.lag_growth)
 
     def put(self, frame: bytes | None) -> None:
-        if self.lag_secs:
-            self.delayed.append((time.monotonic() + self.lag_secs, frame))
+        if self.silenced and frame is not None:
+            return
+        if self.lagged:
+            now = time.monotonic()
+            lag = self.lag_secs + self.lag_growth * (now - self.connected_at)
+            self.delayed.append((now + lag, frame))
             self.due.set()
         else:
             self.queue.put_nowait(frame)
@@ -266,6 +281,12 @@ class SimServer:
                     self.journal.fault(_now_ms(), "unsubscribe", client=client.id, sid=sub.sid)
                     sub.seq += 1
                     self._send(client, {"type": "unsubscribed", "sid": sub.sid, "seq": sub.seq})
+            return
+        if fault == "silence":  # the connection stays open and says nothing, not even pings
+            for client in list(self.clients.values()):
+                client.silenced = True
+                self.journal.fault(_now_ms(), "silence", client=client.id,
+                                   sids=sorted(client.subs))
             return
         if fault == "maintenance":  # trading pauses for n seconds (exchange/status says so)
             self.paused_until = time.monotonic() + n
@@ -530,13 +551,14 @@ class SimServer:
     # -- WebSocket ---------------------------------------------------------------------
 
     async def _handle_ws(self, ws: ServerConnection) -> None:
-        client = Client(ws, self.config.send_queue_limit, self.config.delivery_lag_ms / 1000)
+        client = Client(ws, self.config.send_queue_limit, self.config.delivery_lag_ms / 1000,
+                        self.config.lag_growth_ms_per_s / 1000)
         self.clients[client.id] = client
         log.info("sim.client_connected", client=client.id)
         writer = asyncio.create_task(self._writer(client), name=f"sim-writer-{client.id}")
         pinger = asyncio.create_task(self._pinger(client), name=f"sim-ping-{client.id}")
         tasks = [pinger, writer]
-        if client.lag_secs:
+        if client.lagged:
             tasks.append(asyncio.create_task(client.release_delayed(),
                                              name=f"sim-lag-{client.id}"))
         try:
@@ -576,6 +598,8 @@ class SimServer:
     async def _pinger(self, client: Client) -> None:
         while True:
             await asyncio.sleep(PING_INTERVAL_SECS)
+            if client.silenced:
+                continue
             with contextlib.suppress(ConnectionClosed):
                 await client.ws.ping(b"heartbeat")
 

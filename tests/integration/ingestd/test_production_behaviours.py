@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from ingestd import metrics
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig, SimServer
 from queryd.orderbook import Continuity, orderbook_at
@@ -80,3 +81,61 @@ async def test_signed_handshake_with_an_rsa_or_an_ed25519_key(clean_questdb, tmp
             assert recorder.feed.signer.key_type == key_type
         journal = sim.journal
     assert await final_books_match(clean_questdb, journal) >= 3
+
+
+def _reconnects() -> float:
+    return metrics.REGISTRY.get_sample_value("ingestd_reconnects_total") or 0.0
+
+
+async def _gaps_of(questdb, reason: str) -> list[tuple[str, dt.datetime, dt.datetime | None]]:
+    with questdb.connect() as conn:
+        wait_for_wal(conn)
+        return conn.execute("SELECT ticker, start_ts, end_ts FROM gaps WHERE reason = %s",
+                            (reason,)).fetchall()
+
+
+async def test_a_silent_connection_is_reconnected_with_a_gap(clean_questdb, tmp_path):
+    """The socket stays open but nothing comes, not even a ping (PROTOCOL.md §5.11
+    liveness): after `liveness_secs` ingestd reconnects, and the silent span is a gap."""
+    async with SimServer(SimConfig(markets=6, rate=300, seed=61)) as sim:
+        sim.model.lifecycle_rate = 0
+        before = _reconnects()
+        async with recording(clean_questdb, tmp_path, sim, liveness_secs=1.5):
+            await asyncio.sleep(2.0)
+            await _control(sim.port, "silence")
+            silenced_at = dt.datetime.now(dt.UTC)
+            await asyncio.sleep(4.0)
+            assert _reconnects() == before + 1
+        journal = sim.journal
+    gaps = await _gaps_of(clean_questdb, "reconnect")
+    assert len({t for t, _, _ in gaps}) == 6 and all(end is not None for _, _, end in gaps)
+    async with await psycopg.AsyncConnection.connect(clean_questdb.conninfo,
+                                                     autocommit=True) as conn:
+        for ticker, _start, _end in gaps:  # one second into the silence: a gap
+            result = await orderbook_at(conn, ticker, silenced_at + dt.timedelta(seconds=1))
+            assert result.continuity is Continuity.GAP, ticker
+    assert await _compare_with_journal(clean_questdb.conninfo, journal, samples=30) > 60
+    assert await final_books_match(clean_questdb, journal) >= 5
+
+
+async def test_a_steadily_growing_lag_is_reconnected(clean_questdb, tmp_path):
+    """Frames arrive later and later behind their ts_ms (a backlog, §5.11): the lag is
+    reported per connection, and once its floor has risen window after window ingestd
+    takes a new connection (recorded as a gap) instead of falling further behind."""
+    async with SimServer(SimConfig(markets=6, rate=300, seed=62,
+                                   lag_growth_ms_per_s=300)) as sim:
+        sim.model.lifecycle_rate = 0
+        before = _reconnects()
+        lags: list[float] = []
+        async with recording(clean_questdb, tmp_path, sim, lag_window_secs=0.5,
+                             lag_windows=4, lag_growth_secs=0.25) as recorder:
+            for _ in range(30):
+                await asyncio.sleep(0.2)
+                lag = recorder.health()[1]["exchange_lag_secs"][0]
+                if lag is not None:
+                    lags.append(lag)
+            assert _reconnects() >= before + 1
+        journal = sim.journal
+    assert max(lags) > 0.3  # the growing lag was visible in /healthz (ktape status)
+    assert await _gaps_of(clean_questdb, "reconnect")
+    assert await _compare_with_journal(clean_questdb.conninfo, journal, samples=30) > 60
