@@ -109,6 +109,8 @@ class Recorder:
             "markets_recorded": sum(1 for f in self.feeds for b in f.books.values()
                                     if not b.awaiting_snapshot),
             "markets_wanted": sum(len(f.wanted) for f in self.feeds),
+            # asked for but not held by the venue yet (retried): not recorded
+            "markets_left_out": sum(len(f.left_out) for f in self.feeds),
             "secs_since_last_message": lag,
             # exchange→receive lag per connection (window floor), and whether it grows
             "exchange_lag_secs": [None if (f := feed.lag.floor_us()) is None else f / 1e6

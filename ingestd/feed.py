@@ -86,6 +86,10 @@ class Feed:
         self.connected = False
         self.last_message_us: int | None = None
         self._cmd_id = 0
+        # Tickers each book subscribe / add_markets command asked for, by command id: a
+        # reply may list fewer (§5.11 "tickers left out"), and those are retried.
+        self._asked: dict[int, set[str]] = {}
+        self.left_out: dict[str, int] = {}  # ticker -> retries so far, until held
         self._background: set[asyncio.Task[Any]] = set()
         self._pending_counts: dict[str, int] = {}  # messages by type, not yet in metrics
         self._pending_total = 0
@@ -285,6 +289,7 @@ class Feed:
     async def _subscribe_all(self) -> None:
         self.sids.clear()
         self.last_seq.clear()
+        self._asked.clear()
         self.book_sid = None
         if self.shard == 0:
             # Lifecycle and trades are light: the first connection takes them for every
@@ -307,9 +312,11 @@ class Feed:
             batch = tickers[i:i + SUBSCRIBE_BATCH]
             if not batch:
                 break
-            # Subscribe is idempotent: later batches join the same orderbook sid.
-            await self._command("subscribe", {"channels": ["orderbook_delta"],
-                                              "market_tickers": batch, "use_yes_price": False})
+            # Later batches are merged into the same orderbook sid (an `ok` reply).
+            cmd_id = await self._command("subscribe", {
+                "channels": ["orderbook_delta"], "market_tickers": batch,
+                "use_yes_price": False})
+            self._asked[cmd_id] = set(batch)
 
     async def request_snapshots(self, tickers: list[str]) -> None:
         if self.book_sid is None or not tickers:
@@ -338,8 +345,10 @@ class Feed:
             targets += [(lead, sid) for sid, channel in lead.sids.items() if channel == "trade"]
         for feed, sid in targets:
             if sid is not None:
-                await feed._command("update_subscription", {
+                cmd_id = await feed._command("update_subscription", {
                     "sids": [sid], "action": action, "market_tickers": tickers})
+                if feed is self and action == "add_markets":
+                    self._asked[cmd_id] = set(tickers)
 
     async def add_to_subscription(self, tickers: list[str]) -> None:
         await self._update_markets("add_markets", tickers)
@@ -413,11 +422,22 @@ class Feed:
             log.warning("feed.seq_gap", sid=sid, expected_seq=last + 1, got_seq=seq,
                         channel=channel)
             if sid == self.book_sid:
+                recovering = any(b.awaiting_snapshot and b.snapshot_requested_us is not None
+                                 for b in self.books.values())
                 tickers = [t for t, b in self.books.items() if not b.awaiting_snapshot]
                 for ticker in tickers:
                     self._open_gap(self.books[ticker], "seq_jump", expected=last + 1, got=seq,
                                    sid=sid)
-                self._spawn(self.request_snapshots(sorted(tickers)))
+                if recovering:
+                    # A second gap while the first one's snapshots are still coming: more
+                    # get_snapshot requests are how recorders stormed (§5.11); a new
+                    # connection re-snapshots every book at once.
+                    log.warning("feed.gap_during_recovery", sid=sid, expected_seq=last + 1,
+                                got_seq=seq)
+                    if self.ws is not None:
+                        self._spawn(self.ws.close())
+                else:
+                    self._spawn(self.request_snapshots(sorted(tickers)))
             else:
                 # trade/lifecycle sids: record one sid-wide gap row (ticker "*")
                 self._gap_row("*", now_us(), f"seq_jump_{channel}", None, None, last + 1, seq, sid)
@@ -433,6 +453,7 @@ class Feed:
         self.last_seq.pop(sid, None)
         if channel == "orderbook_delta":
             self.book_sid = sid
+            self._check_held(message)
         log.info("feed.subscribed", sid=sid, channel=channel)
 
     def _on_snapshot(self, message: dict[str, Any], recv_us: int) -> None:
@@ -692,7 +713,11 @@ class Feed:
         if message.get("type") == "unsubscribed":
             self._on_unsubscribed(message)
             return
+        if message.get("type") == "ok":
+            self._check_held(message)
+            return
         if message.get("type") == "error":
+            self._asked.pop(message.get("id"), None)  # type: ignore[arg-type]
             msg = message.get("msg") or {}
             code = msg.get("code")
             log.warning("feed.error_reply", code=code, error=msg.get("msg"), sid=message.get("sid"),
@@ -705,6 +730,37 @@ class Feed:
                                        sid=self.book_sid)
                 if self.ws is not None:
                     self._spawn(self.ws.close())
+
+    def _check_held(self, message: dict[str, Any]) -> None:
+        """A reply to one of our book commands lists the subscription's tickers: those
+        asked for and not listed were left out (§5.11, markets "not held by the venue"
+        at that moment). They get no snapshot and are not recorded — their books stay
+        awaiting a snapshot, so never CONTINUOUS — and are asked for again with backoff."""
+        asked = self._asked.pop(message.get("id"), None)  # type: ignore[arg-type]
+        tickers = (message.get("msg") or {}).get("market_tickers")
+        if asked is None or not isinstance(tickers, list):
+            return
+        held = set(tickers)
+        for ticker in held & asked:
+            self.left_out.pop(ticker, None)
+        missing = sorted(asked - held)
+        if not missing:
+            return
+        metrics.LEFT_OUT.inc(len(missing))
+        log.warning("feed.tickers_left_out", markets=len(missing), first=missing[0],
+                    sid=message.get("sid"))
+        attempt = max(self.left_out.get(t, 0) for t in missing)
+        for ticker in missing:
+            self.left_out[ticker] = attempt + 1
+        delay = min(MAX_BACKOFF_SECS, 0.5 * 2**attempt)
+        self._spawn(self._retry_left_out(missing, delay / 2 + self.rng.uniform(0, delay / 2)))
+
+    async def _retry_left_out(self, tickers: list[str], delay_secs: float) -> None:
+        await asyncio.sleep(delay_secs)
+        again = [t for t in tickers if t in self.left_out and t in self.wanted]
+        if again and self.book_sid is not None:
+            log.info("feed.left_out_retried", markets=len(again), first=again[0])
+            await self._update_markets("add_markets", again)
 
     def _on_unsubscribed(self, message: dict[str, Any]) -> None:
         """ingestd never unsubscribes, so an `unsubscribed` is the venue ending the

@@ -26,6 +26,10 @@ MOVED_CHANGES = Counter(
     "ingestd_moved_changes_total",
     "Book changes stamped before a row already written for their market, stored at that "
     "book time to keep seq order (docs/ingestd.md, Order and time)", registry=REGISTRY)
+LEFT_OUT = Counter(
+    "ingestd_tickers_left_out_total",
+    "Tickers a subscribe/add_markets asked for that the reply did not list (retried)",
+    registry=REGISTRY)
 RECONNECTS = Counter("ingestd_reconnects_total", "Feed reconnects", registry=REGISTRY)
 EXCHANGE_LAG = Gauge(
     "ingestd_exchange_lag_seconds",

@@ -53,7 +53,7 @@ MAX_CATCH_UP_SECS = 0.05
 GENERATE_CHUNK = 200
 FAULT_NAMES = ("drop", "duplicate", "malformed", "unknown_type", "unknown_key", "disconnect",
                "abrupt_disconnect", "error_10", "maintenance", "rest_429", "rest_500",
-               "reorder", "unsubscribe", "silence")
+               "reorder", "unsubscribe", "silence", "leave_out")
 SENDING_TS_CHOICES = ("all", "no_snapshots", "none")
 STATUS_FILTER = {"unopened": {"initialized"}, "open": {"active"}, "paused": {"inactive"},
                  "closed": {"closed", "determined"}, "settled": {"finalized"}}
@@ -69,6 +69,7 @@ class FaultConfig:
     malformed: float = 0.0
     unknown_type: float = 0.0
     unknown_key: float = 0.0
+    leave_out: float = 0.0  # per book subscribe / add_markets: one ticker not held
     rest_429: float = 0.0
     rest_500: float = 0.0
     disconnect_every_secs: float = 0.0
@@ -250,10 +251,17 @@ class SimServer:
             self.server = None
         self.journal.close()
 
-    def inject(self, fault: str, n: int = 1) -> None:
-        """Arm a one-shot fault for the next `n` eligible messages (or now: disconnect)."""
+    def inject(self, fault: str, n: int = 1, channel: str | None = None) -> None:
+        """Arm a one-shot fault for the next `n` eligible messages (or now: disconnect);
+        `channel` limits a `drop` to that channel's frames."""
         if fault not in FAULT_NAMES:
             raise ValueError(f"unknown fault {fault!r}")
+        if channel is not None:
+            if fault != "drop" or channel not in CHANNELS:
+                raise ValueError(f"channel= applies to drop, one of {sorted(CHANNELS)}")
+            key = f"{fault}:{channel}"
+            self.pending[key] = self.pending.get(key, 0) + n
+            return
         if fault == "disconnect":
             for client in list(self.clients.values()):
                 self._disconnect(client, "control")
@@ -468,10 +476,13 @@ class SimServer:
             msg["no_dollars_fp"] = [[self._price(p), contracts(q)] for p, q in no_levels]
         return {"type": "orderbook_snapshot", "msg": msg}
 
-    def _take(self, fault: str) -> bool:
-        if self.pending.get(fault, 0) > 0:
-            self.pending[fault] -= 1
-            return True
+    def _take(self, fault: str, channel: str | None = None) -> bool:
+        """Whether `fault` fires now: armed for this channel (`fault:channel`), armed for
+        any, or by its probability."""
+        for key in ((f"{fault}:{channel}",) if channel else ()) + (fault,):
+            if self.pending.get(key, 0) > 0:
+                self.pending[key] -= 1
+                return True
         probability = getattr(self.config.faults, fault, 0.0)
         return probability > 0 and self.rng.random() < probability
 
@@ -486,7 +497,7 @@ class SimServer:
                 and not self.config.faults.any_message_fault():
             self._enqueue(client, orjson.dumps(frame))  # the common path: no dice to roll
             return
-        if self._take("drop"):
+        if self._take("drop", sub.channel):
             self.journal.fault(_now_ms(), "drop", client=client.id, sid=sub.sid, seq=sub.seq,
                                type=body["type"], ticker=body["msg"].get("market_ticker"))
             return
@@ -662,6 +673,8 @@ class SimServer:
         if "orderbook_delta" in channels and not tickers:
             self._error(client, cmd_id, 14, "Market Ticker required")
             return
+        if tickers is not None and "orderbook_delta" in channels:
+            tickers = self._leave_out(client, tickers)
         for channel in channels:
             existing = next((s for s in client.subs.values() if s.channel == channel), None)
             if existing is not None:  # merged: add new tickers to it
@@ -689,12 +702,25 @@ class SimServer:
                 use_yes_price=bool(params.get("use_yes_price", False)),
                 skip_ticker_ack=bool(params.get("skip_ticker_ack", False)))
             client.subs[sub.sid] = sub
+            reply: dict[str, Any] = {"channel": channel, "sid": sub.sid}
+            if sub.tickers is not None and channel == "orderbook_delta":
+                reply["market_tickers"] = sorted(sub.tickers)  # what is held (§5.11)
             self._send(client, {**({"id": cmd_id} if cmd_id else {}), "type": "subscribed",
-                                "msg": {"channel": channel, "sid": sub.sid}})
+                                "msg": reply})
             if channel == "orderbook_delta":
                 self._snapshots(client, sub, sorted(sub.tickers or ()), None)
             elif channel == "ticker" and params.get("send_initial_snapshot"):
                 self._initial_tickers(client, sub, sorted(sub.tickers or self.model.markets))
+
+    def _leave_out(self, client: Client, tickers: list[str]) -> list[str]:
+        """`leave_out` fault (§5.11 "tickers left out"): the last ticker asked for is not
+        held by the venue at this moment — not added, no snapshot, missing from the
+        reply's list."""
+        if len(tickers) > 0 and self._take("leave_out"):
+            left = sorted(tickers)[-1]
+            self.journal.fault(_now_ms(), "leave_out", client=client.id, ticker=left)
+            return [t for t in tickers if t != left]
+        return tickers
 
     def _new_sid(self, client: Client) -> int:
         """The sid of a new subscription: the next number, or with `reuse_sids` the
@@ -755,6 +781,8 @@ class SimServer:
             self._error(client, cmd_id, 7, "Unknown subscription ID")
             return
         tickers = self._tickers(params) or []
+        if action == "add_markets" and sub.channel == "orderbook_delta":
+            tickers = self._leave_out(client, tickers)
         if action == "get_snapshot":
             if sub.channel != "orderbook_delta":
                 self._error(client, cmd_id, 13, "Unsupported action", sub)
@@ -827,7 +855,7 @@ class SimServer:
             if action in ("close", "determine", "settle"):
                 return _json(200, {"ok": True, "events": self.drive(action,
                                                                     query.get("ticker", ""))})
-            self.inject(action, n)
+            self.inject(action, n, query.get("channel"))
         except ValueError as exc:
             return _json(400, {"ok": False, "error": str(exc)})
         return _json(200, {"ok": True, "action": action, "n": n})

@@ -139,3 +139,63 @@ async def test_a_steadily_growing_lag_is_reconnected(clean_questdb, tmp_path):
     assert max(lags) > 0.3  # the growing lag was visible in /healthz (ktape status)
     assert await _gaps_of(clean_questdb, "reconnect")
     assert await _compare_with_journal(clean_questdb.conninfo, journal, samples=30) > 60
+
+
+async def test_tickers_left_out_are_retried_and_not_reported_recorded(clean_questdb, tmp_path):
+    """A subscribe (and then the retry's add_markets) answered without one of the tickers
+    (§5.11): that market gets no snapshot and is not recorded — NOT_RECORDED, never a
+    book — until a retry with backoff is answered with it."""
+    async with SimServer(SimConfig(markets=5, rate=300, seed=63)) as sim:
+        sim.model.lifecycle_rate = 0
+        await _control(sim.port, "leave_out", 2)  # the first subscribe and the first retry
+        before = metrics.REGISTRY.get_sample_value("ingestd_tickers_left_out_total") or 0
+        async with recording(clean_questdb, tmp_path, sim) as recorder:
+            await asyncio.sleep(0.3)
+            assert recorder.health()[1]["markets_left_out"] == 1
+            await asyncio.sleep(4.0)
+            assert recorder.health()[1]["markets_left_out"] == 0
+        journal = sim.journal
+    left = [f for f in journal.faults() if f["what"] == "leave_out"]
+    assert len(left) == 2 and left[0]["ticker"] == left[1]["ticker"]
+    ticker = left[0]["ticker"]
+    assert (metrics.REGISTRY.get_sample_value("ingestd_tickers_left_out_total") or 0) == before + 2
+    with clean_questdb.connect() as conn:
+        wait_for_wal(conn)
+        first = conn.execute("SELECT min(ts) FROM book_checkpoints WHERE ticker = %s",
+                             (ticker,)).fetchone()[0]
+        others = conn.execute("SELECT min(ts) FROM book_checkpoints WHERE ticker != %s",
+                              (ticker,)).fetchone()[0]
+    assert first is not None and first > others  # recorded, from the retry on
+    async with await psycopg.AsyncConnection.connect(clean_questdb.conninfo,
+                                                     autocommit=True) as conn:
+        before_first = (first - dt.timedelta(milliseconds=50)).replace(tzinfo=dt.UTC)
+        result = await orderbook_at(conn, ticker, before_first)
+        assert result.continuity is Continuity.NOT_RECORDED
+    assert await final_books_match(clean_questdb, journal) == 5
+
+
+async def test_a_second_gap_during_recovery_reconnects(clean_questdb, tmp_path):
+    """Two frames lost in quick succession on a lagged feed: the second seq jump comes
+    while the first one's snapshots are still on their way. ingestd reconnects (one new
+    subscription re-snapshots every book) instead of stacking get_snapshot requests."""
+    async with SimServer(SimConfig(markets=6, rate=300, seed=64, delivery_lag_ms=400)) as sim:
+        sim.model.lifecycle_rate = 0
+        before = _reconnects()
+        async with recording(clean_questdb, tmp_path, sim):
+            await asyncio.sleep(2.0)
+            await _control(sim.port, "drop", channel="orderbook_delta")
+            await asyncio.sleep(0.1)  # the first jump is not even seen yet (400 ms lag)
+            await _control(sim.port, "drop", channel="orderbook_delta")
+            await asyncio.sleep(3.0)
+            assert _reconnects() == before + 1
+        journal = sim.journal
+    with clean_questdb.connect() as conn:
+        wait_for_wal(conn)
+        reasons = {r for (r,) in conn.execute("SELECT DISTINCT reason FROM gaps").fetchall()}
+        open_gaps = conn.execute("SELECT count() FROM gaps WHERE end_ts IS NULL AND "
+                                 "ticker != '*'").fetchone()[0]
+    # every book was already in a seq_jump gap when the connection was replaced: those
+    # gaps are healed by the new subscription's snapshots (no reconnect rows on top)
+    assert "seq_jump" in reasons and open_gaps == 0
+    assert len({f["client"] for f in journal.faults() if f["what"] == "drop"}) == 1
+    assert await _compare_with_journal(clean_questdb.conninfo, journal, samples=30) > 60

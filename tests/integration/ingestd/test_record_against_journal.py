@@ -72,10 +72,10 @@ async def final_books_match(questdb, journal) -> int:
     return checked
 
 
-async def _control(port: int, action: str, n: int = 1) -> None:
+async def _control(port: int, action: str, n: int = 1, **more: str) -> None:
     async with httpx.AsyncClient() as client:
         resp = await client.get(f"http://127.0.0.1:{port}/_sim/control",
-                                params={"action": action, "n": n})
+                                params={"action": action, "n": n, **more})
         assert resp.status_code == 200, resp.text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -259,3 +260,19 @@ async def test_a_server_unsubscribe_is_a_gap_until_a_new_subscription_snapshots(
     healed = writer.table("gaps")[-1]
     assert healed[1]["reason"] == "unsubscribed" and "end_ts" in healed[2]
     assert not feed.books["KX-A"].awaiting_snapshot
+
+
+async def test_a_second_gap_while_snapshots_are_coming_reconnects_instead_of_asking_again():
+    feed, _ = _feed()
+    feed.handle(_snap(1), 10)
+    feed.handle(_snap(2, ticker="KX-B"), 11)
+    with capture_logs() as logs:
+        feed.handle(_delta(5), 12)  # 3..4 lost: both books re-snapshot
+    await asyncio.sleep(0)
+    assert all(b.awaiting_snapshot and b.snapshot_requested_us for b in feed.books.values())
+    assert not any(e["event"] == "feed.gap_during_recovery" for e in logs)
+    feed.handle(_snap(6), 13)  # KX-A healed, KX-B's snapshot still coming
+    with capture_logs() as logs:
+        feed.handle(_delta(9), 14)  # another jump during recovery
+    assert [e["event"] for e in logs if e["event"].startswith("feed.")] == [
+        "feed.seq_gap", "feed.gap_during_recovery"]
