@@ -165,10 +165,12 @@ class Feed:
                     # Kalshi pings every 10 s and we answer; our own ping every 20 s
                     # notices a dead peer (no pong within 10 s).
                     # Pings are answered here, not by aiohttp (autoping off), so that a
-                    # server ping counts as a sign of life (`_liveness_watchdog`).
+                    # server ping counts as a sign of life (`_watchdog`). permessage-deflate
+                    # is offered (compress=15): a venue that takes it sends deep snapshots
+                    # in a fraction of the bytes (up to MAX_MESSAGE_BYTES inflated).
                     async with session.ws_connect(
                             self.ws_url, headers=headers, max_msg_size=MAX_MESSAGE_BYTES,
-                            heartbeat=20.0, compress=0, autoping=False,
+                            heartbeat=20.0, compress=15, autoping=False,
                             decode_text=False) as ws:
                         self.ws = ws
                         self.connected = True

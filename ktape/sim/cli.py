@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reuse-sids", action="store_true",
                         help="a new subscription takes the lowest sid number not held, so an "
                              "ended subscription's sid comes back (PROTOCOL.md §5.11)")
+    parser.add_argument("--deflate", action="store_true",
+                        help="accept permessage-deflate when offered (default off: it halves "
+                             "throughput)")
     parser.add_argument("--journal", type=Path, default=None,
                         help="append the ground-truth journal (NDJSON) to this file")
     parser.add_argument("--public-key", type=Path, default=None,
@@ -90,5 +93,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                        rate=args.rate, faults=faults, journal_path=args.journal,
                        public_key_path=args.public_key, price_decimals=args.price_decimals,
                        delivery_lag_ms=args.lag_ms, sending_ts=args.sending_ts,
-                       reuse_sids=args.reuse_sids, lag_growth_ms_per_s=args.lag_growth_ms_per_s)
+                       reuse_sids=args.reuse_sids, lag_growth_ms_per_s=args.lag_growth_ms_per_s,
+                       deflate=args.deflate)
     return asyncio.run(_run(config))

@@ -121,6 +121,9 @@ class SimConfig:
     # the existing subscription and answered `ok` (existing sid, a seq, the full ticker
     # list), never a second `subscribed`. False: the older `subscribed` reply.
     merge_subscribe: bool = True
+    # Accept permessage-deflate when the client offers it (PROTOCOL.md §5.1); off by
+    # default because compressing every frame halves the simulator's throughput.
+    deflate: bool = False
     # §5.11 sid reuse: a new subscription takes the lowest sid number not held, so a
     # number that ended can come back with a new seq counter.
     reuse_sids: bool = False
@@ -217,6 +220,7 @@ class SimServer:
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.messages_sent = 0
+        self.extensions_seen: list[list[str]] = []  # per connection, for tests
         for market in self.model.markets.values():
             self.journal.initial_book(self.model.start_ms, market)
 
@@ -232,7 +236,8 @@ class SimServer:
     async def start(self) -> None:
         self.server = await serve(
             self._handle_ws, self.config.host, self.config.port,
-            process_request=self._process_request, ping_interval=None, compression=None,
+            process_request=self._process_request, ping_interval=None,
+            compression="deflate" if self.config.deflate else None,
             max_size=1 << 20, max_queue=64, write_limit=1 << 20,
         )
         self.port = self.server.sockets[0].getsockname()[1] if self.server.sockets else 0
@@ -565,7 +570,9 @@ class SimServer:
         client = Client(ws, self.config.send_queue_limit, self.config.delivery_lag_ms / 1000,
                         self.config.lag_growth_ms_per_s / 1000)
         self.clients[client.id] = client
-        log.info("sim.client_connected", client=client.id)
+        extensions = [e.name for e in ws.protocol.extensions]
+        self.extensions_seen.append(extensions)
+        log.info("sim.client_connected", client=client.id, extensions=extensions)
         writer = asyncio.create_task(self._writer(client), name=f"sim-writer-{client.id}")
         pinger = asyncio.create_task(self._pinger(client), name=f"sim-ping-{client.id}")
         tasks = [pinger, writer]

@@ -199,3 +199,14 @@ async def test_a_second_gap_during_recovery_reconnects(clean_questdb, tmp_path):
     assert "seq_jump" in reasons and open_gaps == 0
     assert len({f["client"] for f in journal.faults() if f["what"] == "drop"}) == 1
     assert await _compare_with_journal(clean_questdb.conninfo, journal, samples=30) > 60
+
+
+async def test_permessage_deflate_is_offered_and_used_when_accepted(clean_questdb, tmp_path):
+    """PROTOCOL.md §5.1: deflate is optional — ingestd offers it, and records the same
+    books whether the venue takes it or not (every other test runs without it)."""
+    async with SimServer(SimConfig(markets=4, rate=300, seed=65, deflate=True)) as sim:
+        async with recording(clean_questdb, tmp_path, sim):
+            await asyncio.sleep(2.0)
+        journal = sim.journal
+        assert sim.extensions_seen == [["permessage-deflate"]]
+    assert await final_books_match(clean_questdb, journal) >= 3
