@@ -22,6 +22,7 @@ variable of the message) plus the typed details, sent with `abort_with_status`.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,17 @@ class UnknownTicker(NotFound):
 
     def __init__(self, ticker: str) -> None:
         super().__init__(f"unknown ticker {ticker!r}", metadata={"ticker": ticker})
+
+
+class MarketNotYetKnown(NotFound):
+    """A market asked for as of an instant before ktape's first version of it."""
+
+    reason = "MARKET_NOT_YET_KNOWN"
+
+    def __init__(self, ticker: str, at: dt.datetime, first: dt.datetime) -> None:
+        super().__init__(f"{ticker} is first known at {first.isoformat()}, after "
+                         f"{at.isoformat()}", metadata={"ticker": ticker,
+                                                        "first_known_time": first.isoformat()})
 
 
 class AlreadyExists(KtapeError):

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from ktape.errors import (
     InvalidArgument,
     KtapeError,
+    MarketNotYetKnown,
     NotFound,
     PageTokenMismatch,
     Unavailable,
@@ -39,7 +40,7 @@ from queryd.history import Page, deltas_page, trades_page
 from queryd.live import LiveTail
 from queryd.orderbook import Continuity, orderbook_at
 from queryd.stream import stream_orderbook
-from queryd.timeutil import now_utc
+from queryd.timeutil import as_utc, now_utc
 
 log = get_logger(__name__)
 
@@ -134,6 +135,15 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
             if await (await conn.execute(query, {"ticker": ticker})).fetchone():
                 return
         raise UnknownTicker(ticker)
+
+    @staticmethod
+    async def _not_yet_known(conn: Any, ticker: str, at: dt.datetime) -> None:
+        """GetMarket at an instant before ktape's first version of the market."""
+        first = (await (await conn.execute(sql.MARKET_FIRST_VERSION, {"ticker": ticker})
+                        ).fetchone() or (None,))[0]
+        if first is None:
+            return  # no version at all: the usual unknown-ticker path decides
+        raise MarketNotYetKnown(ticker, at, as_utc(first))
 
     # -- book --------------------------------------------------------------------------
 
@@ -237,7 +247,14 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
                         context: grpc.aio.ServicerContext) -> pb.GetMarketResponse:
         ticker = _ticker(request.ticker)
         async with self.pool.connection() as conn:
-            row = await (await conn.execute(sql.MARKET_ONE, {"ticker": ticker})).fetchone()
+            if request.HasField("at"):
+                at = from_timestamp(request.at)
+                row = await (await conn.execute(sql.MARKET_AT, {"ticker": ticker, "at": at})
+                             ).fetchone()
+                if row is None:
+                    await self._not_yet_known(conn, ticker, at)
+            else:
+                row = await (await conn.execute(sql.MARKET_ONE, {"ticker": ticker})).fetchone()
             if row is None:
                 if not await (await conn.execute(sql.TICKER_RECORDED,
                                                  {"ticker": ticker})).fetchone():

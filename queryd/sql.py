@@ -167,6 +167,22 @@ WHERE ticker = %(ticker)s
 LATEST ON ts PARTITION BY ticker
 """
 
+# The version of one market in force at an instant (every change is a new row, at the
+# time ingestd wrote it): GetMarket with `at`.
+MARKET_AT = """
+SELECT ts, ticker, event_ticker, series_ticker, status, market_type, title, subtitle,
+       yes_sub_title, no_sub_title, open_time, close_time, expiration_time, result,
+       price_level_structure, price_ranges, settlement_value_e4, determination_time,
+       settlement_time
+FROM markets
+WHERE ticker = %(ticker)s AND ts <= %(at)s
+LATEST ON ts PARTITION BY ticker
+"""
+
+MARKET_FIRST_VERSION = """
+SELECT min(ts) FROM markets WHERE ticker = %(ticker)s
+"""
+
 EVENTS_LATEST = """
 SELECT ts, event_ticker, series_ticker, title, sub_title, category, mutually_exclusive
 FROM (SELECT * FROM events LATEST ON ts PARTITION BY event_ticker)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import httpx
+import psycopg
 import pytest
 import pytest_asyncio
+from google.protobuf import timestamp_pb2
 
 from ingestd.app import Recorder
 from ingestd.config import IngestSettings
@@ -79,7 +82,7 @@ async def stack(questdb, tmp_path_factory) -> AsyncIterator[dict]:
         running, pool, _service = await build_server(settings, addr="127.0.0.1:0")
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         try:
-            yield {"sim": sim, "settings": settings,
+            yield {"sim": sim, "settings": settings, "conninfo": questdb.conninfo,
                    "stub": pb_grpc.MarketDataServiceStub(channel)}
         finally:
             await channel.close()
@@ -170,3 +173,46 @@ async def test_an_unknown_status_filter_is_an_error(stack) -> None:
         await stack["stub"].ListMarkets(pb.ListMarketsRequest(status="open"))
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "finalized" in (err.value.details() or "")
+
+
+async def test_get_market_at_an_instant_returns_the_version_then(stack) -> None:
+    """Issue 14, item 3: every change is a version, and GetMarket(at) is the market as
+    it was at that instant (status, result, times), NOT_FOUND before the first one."""
+    stub, sim = stack["stub"], stack["sim"]
+    async with running_recorder(stack["settings"]):
+        ticker = sorted(sim.model.active_tickers())[-1]
+        await within(status_check(stub, ticker, "active"), "active")
+        for action, status in (("close", "closed"), ("determine", "determined"),
+                               ("settle", "finalized")):
+            await drive(sim.port, action, ticker)
+            await within(status_check(stub, ticker, status), status)
+    versions = await _versions(stack, ticker)
+    assert versions[0][1] == "active"
+    assert {"closed", "determined", "finalized"} <= {status for _, status in versions}
+    for (when, status), later in zip(versions, [*versions[1:], (None, None)], strict=True):
+        probe = when + dt.timedelta(microseconds=1)
+        if later[0] is not None and probe >= later[0]:
+            continue
+        got = await stub.GetMarket(pb.GetMarketRequest(ticker=ticker, at=_ts(probe)))
+        assert got.market.status == status, (probe, status)
+        assert got.market.update_time.ToDatetime(tzinfo=dt.UTC) == when
+    earliest = versions[0][0] - dt.timedelta(seconds=1)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetMarket(pb.GetMarketRequest(ticker=ticker, at=_ts(earliest)))
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "first known" in (err.value.details() or "")
+
+
+async def _versions(stack: dict, ticker: str) -> list[tuple[dt.datetime, str]]:
+    """Every recorded version of a market: (its time, its status), oldest first."""
+    conninfo = stack["conninfo"]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute("SELECT ts, status FROM markets WHERE ticker = %s ORDER BY ts",
+                            (ticker,)).fetchall()
+    return [(ts.replace(tzinfo=dt.UTC), str(status)) for ts, status in rows]
+
+
+def _ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
