@@ -34,7 +34,7 @@ from ingestd.kalshi.normalize import NormalizeError, price_e4, qty_e2
 from ingestd.lag import LagMonitor
 from ingestd.metadata import MarketRow, MarketRows, series_of
 from ingestd.writer import IlpWriter, TimestampMicros
-from ktape.aio import cancel_and_wait
+from ktape.aio import TokenBucket, cancel_and_wait
 from ktape.config import MarketFilter
 from ktape.log import get_logger
 
@@ -45,6 +45,8 @@ MAX_BACKOFF_SECS = 30.0
 SNAPSHOT_TIMEOUT_SECS = 15.0
 CONNECT_TIMEOUT_SECS = 15.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a snapshot of a deep book is one message
+COMMANDS_PER_SEC = 20.0  # ours per connection; Kalshi allows 10,000/s (PROTOCOL.md §5.1)
+MAX_REMEMBERED_COMMANDS = 10_000
 TEXT, BINARY, PING = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.PING
 
 
@@ -89,6 +91,9 @@ class Feed:
         # Tickers each book subscribe / add_markets command asked for, by command id: a
         # reply may list fewer (§5.11 "tickers left out"), and those are retried.
         self._asked: dict[int, set[str]] = {}
+        # Commands sent and not yet answered: (cmd, params, attempt), to resend on error 27.
+        self._sent: dict[int, tuple[str, dict[str, Any] | None, int]] = {}
+        self._command_rate = TokenBucket(COMMANDS_PER_SEC, COMMANDS_PER_SEC)
         self.left_out: dict[str, int] = {}  # ticker -> retries so far, until held
         self._background: set[asyncio.Task[Any]] = set()
         self._pending_counts: dict[str, int] = {}  # messages by type, not yet in metrics
@@ -279,19 +284,36 @@ class Feed:
             else:
                 await cancel_and_wait([closer])
 
-    async def _command(self, cmd: str, params: dict[str, Any] | None = None) -> int:
+    async def _command(self, cmd: str, params: dict[str, Any] | None = None,
+                       attempt: int = 0) -> int:
+        """Send one command at a bounded rate (no resubscribe storms, §5.11); returns its
+        id. It is remembered until answered, so an error 27 can send it again."""
+        await self._command_rate.take()
         self._cmd_id += 1
         body: dict[str, Any] = {"id": self._cmd_id, "cmd": cmd}
         if params is not None:
             body["params"] = params
+        self._sent[self._cmd_id] = (cmd, params, attempt)
+        while len(self._sent) > MAX_REMEMBERED_COMMANDS:  # replies that never came
+            self._sent.pop(next(iter(self._sent)))
         if self.ws is not None:
             await self.ws.send_str(orjson.dumps(body).decode())
         return self._cmd_id
+
+    async def _resend(self, cmd: str, params: dict[str, Any] | None, attempt: int,
+                      asked: set[str] | None) -> None:
+        """A command refused with error 27 (too many requests), after a backoff."""
+        delay = min(MAX_BACKOFF_SECS, 0.5 * 2**attempt)
+        await asyncio.sleep(delay / 2 + self.rng.uniform(0, delay / 2))
+        cmd_id = await self._command(cmd, params, attempt + 1)
+        if asked is not None:
+            self._asked[cmd_id] = asked
 
     async def _subscribe_all(self) -> None:
         self.sids.clear()
         self.last_seq.clear()
         self._asked.clear()
+        self._sent.clear()
         self.book_sid = None
         if self.shard == 0:
             # Lifecycle and trades are light: the first connection takes them for every
@@ -453,6 +475,7 @@ class Feed:
         self.sids[sid] = channel
         # A new subscription starts a new seq counter, also under a reused sid (§5.11).
         self.last_seq.pop(sid, None)
+        self._sent.pop(message.get("id"), None)  # type: ignore[arg-type]
         if channel == "orderbook_delta":
             self.book_sid = sid
             self._check_held(message)
@@ -716,12 +739,25 @@ class Feed:
             self._on_unsubscribed(message)
             return
         if message.get("type") == "ok":
+            self._sent.pop(message.get("id"), None)  # type: ignore[arg-type]
             self._check_held(message)
             return
         if message.get("type") == "error":
-            self._asked.pop(message.get("id"), None)  # type: ignore[arg-type]
+            cmd_id = message.get("id")
+            asked = self._asked.pop(cmd_id, None)  # type: ignore[arg-type]
+            sent = self._sent.pop(cmd_id, None)  # type: ignore[arg-type]
             msg = message.get("msg") or {}
             code = msg.get("code")
+            if code == 27 and sent is not None:  # the command rate limit: back off, again
+                log.warning("feed.command_rate_limited", cmd=sent[0], attempt=sent[2] + 1)
+                self._spawn(self._resend(*sent, asked))
+                return
+            if code == 26 and asked:
+                # The subscription's market cap: the whole command was refused. Its
+                # markets are not recorded (never reported as such) and asked for again.
+                log.warning("feed.market_limit_exceeded", markets=len(asked))
+                self._left_out(sorted(asked), message.get("sid"))
+                return
             log.warning("feed.error_reply", code=code, error=msg.get("msg"), sid=message.get("sid"),
                         id=message.get("id"))
             if code in (10, 25) and message.get("sid") == self.book_sid:
@@ -739,18 +775,21 @@ class Feed:
         at that moment). They get no snapshot and are not recorded — their books stay
         awaiting a snapshot, so never CONTINUOUS — and are asked for again with backoff."""
         asked = self._asked.pop(message.get("id"), None)  # type: ignore[arg-type]
-        tickers = (message.get("msg") or {}).get("market_tickers")
+        msg = message.get("msg")
+        tickers = msg.get("market_tickers") if isinstance(msg, dict) else None
         if asked is None or not isinstance(tickers, list):
             return
         held = set(tickers)
         for ticker in held & asked:
             self.left_out.pop(ticker, None)
         missing = sorted(asked - held)
-        if not missing:
-            return
+        if missing:
+            self._left_out(missing, message.get("sid"))
+
+    def _left_out(self, missing: list[str], sid: Any) -> None:
+        """Markets asked for and not held: counted, shown, asked for again later."""
         metrics.LEFT_OUT.inc(len(missing))
-        log.warning("feed.tickers_left_out", markets=len(missing), first=missing[0],
-                    sid=message.get("sid"))
+        log.warning("feed.tickers_left_out", markets=len(missing), first=missing[0], sid=sid)
         attempt = max(self.left_out.get(t, 0) for t in missing)
         for ticker in missing:
             self.left_out[ticker] = attempt + 1
@@ -760,9 +799,16 @@ class Feed:
     async def _retry_left_out(self, tickers: list[str], delay_secs: float) -> None:
         await asyncio.sleep(delay_secs)
         again = [t for t in tickers if t in self.left_out and t in self.wanted]
-        if again and self.book_sid is not None:
-            log.info("feed.left_out_retried", markets=len(again), first=again[0])
+        if not again or self.ws is None:
+            return
+        log.info("feed.left_out_retried", markets=len(again), first=again[0])
+        if self.book_sid is not None:
             await self._update_markets("add_markets", again)
+        else:  # no book subscription yet (its subscribe was refused): subscribe them
+            cmd_id = await self._command("subscribe", {
+                "channels": ["orderbook_delta"], "market_tickers": again,
+                "use_yes_price": False})
+            self._asked[cmd_id] = set(again)
 
     def _on_unsubscribed(self, message: dict[str, Any]) -> None:
         """ingestd never unsubscribes, so an `unsubscribed` is the venue ending the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterable
 
 
@@ -15,3 +16,23 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object] | None]) -> None:
     for task in pending:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class TokenBucket:
+    """A rate limit that waits rather than refuses: `take` returns once `cost` tokens,
+    refilled at `rate_per_sec` up to `capacity`, are available (Kalshi's REST read budget,
+    the WebSocket command rate)."""
+
+    def __init__(self, rate_per_sec: float, capacity: float) -> None:
+        self.rate, self.capacity = rate_per_sec, capacity
+        self.tokens, self.updated = capacity, time.monotonic()
+
+    async def take(self, cost: float = 1.0) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= cost:
+                self.tokens -= cost
+                return
+            await asyncio.sleep((cost - self.tokens) / self.rate)

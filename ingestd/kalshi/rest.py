@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from ingestd.kalshi.auth import KalshiSigner
+from ktape.aio import TokenBucket
 from ktape.log import get_logger
 
 log = get_logger(__name__)
@@ -22,22 +22,6 @@ log = get_logger(__name__)
 
 class RestError(RuntimeError):
     pass
-
-
-class TokenBucket:
-    def __init__(self, rate_per_sec: float, capacity: float) -> None:
-        self.rate, self.capacity = rate_per_sec, capacity
-        self.tokens, self.updated = capacity, time.monotonic()
-
-    async def take(self, cost: float = 1.0) -> None:
-        while True:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-            if self.tokens >= cost:
-                self.tokens -= cost
-                return
-            await asyncio.sleep((cost - self.tokens) / self.rate)
 
 
 class KalshiRest:

@@ -53,7 +53,7 @@ MAX_CATCH_UP_SECS = 0.05
 GENERATE_CHUNK = 200
 FAULT_NAMES = ("drop", "duplicate", "malformed", "unknown_type", "unknown_key", "disconnect",
                "abrupt_disconnect", "error_10", "maintenance", "rest_429", "rest_500",
-               "reorder", "unsubscribe", "silence", "leave_out")
+               "reorder", "unsubscribe", "silence", "leave_out", "too_many_requests")
 SENDING_TS_CHOICES = ("all", "no_snapshots", "none")
 STATUS_FILTER = {"unopened": {"initialized"}, "open": {"active"}, "paused": {"inactive"},
                  "closed": {"closed", "determined"}, "settled": {"finalized"}}
@@ -124,6 +124,9 @@ class SimConfig:
     # Accept permessage-deflate when the client offers it (PROTOCOL.md §5.1); off by
     # default because compressing every frame halves the simulator's throughput.
     deflate: bool = False
+    # Error 26 (PROTOCOL.md §5.4): a book subscribe / add_markets that would take a
+    # subscription past this many markets is refused whole. None: no cap.
+    max_markets_per_sub: int | None = None
     # §5.11 sid reuse: a new subscription takes the lowest sid number not held, so a
     # number that ended can come back with a new seq counter.
     reuse_sids: bool = False
@@ -649,6 +652,11 @@ class SimServer:
         if name not in ("subscribe", "unsubscribe", "update_subscription"):
             self._error(client, cmd_id, 5, "Unknown command")
             return
+        if self._take("too_many_requests"):  # error 27: refused, to be retried later
+            self.journal.fault(_now_ms(), "too_many_requests", client=client.id, cmd=name,
+                               id=cmd_id)
+            self._error(client, cmd_id, 27, "Too many requests")
+            return
         if not isinstance(params, dict):
             self._error(client, cmd_id, 2, "Params required")
             return
@@ -682,6 +690,11 @@ class SimServer:
             return
         if tickers is not None and "orderbook_delta" in channels:
             tickers = self._leave_out(client, tickers)
+            held = next((s for s in client.subs.values() if s.channel == "orderbook_delta"),
+                        None)
+            if self._over_cap(held.tickers if held else set(), tickers):
+                self._error(client, cmd_id, 26, "Subscription market limit exceeded", held)
+                return
         for channel in channels:
             existing = next((s for s in client.subs.values() if s.channel == channel), None)
             if existing is not None:  # merged: add new tickers to it
@@ -718,6 +731,10 @@ class SimServer:
                 self._snapshots(client, sub, sorted(sub.tickers or ()), None)
             elif channel == "ticker" and params.get("send_initial_snapshot"):
                 self._initial_tickers(client, sub, sorted(sub.tickers or self.model.markets))
+
+    def _over_cap(self, held: set[str], adding: list[str]) -> bool:
+        cap = self.config.max_markets_per_sub
+        return cap is not None and len(held | set(adding)) > cap
 
     def _leave_out(self, client: Client, tickers: list[str]) -> list[str]:
         """`leave_out` fault (§5.11 "tickers left out"): the last ticker asked for is not
@@ -790,6 +807,9 @@ class SimServer:
         tickers = self._tickers(params) or []
         if action == "add_markets" and sub.channel == "orderbook_delta":
             tickers = self._leave_out(client, tickers)
+            if self._over_cap(sub.tickers or set(), tickers):
+                self._error(client, cmd_id, 26, "Subscription market limit exceeded", sub)
+                return
         if action == "get_snapshot":
             if sub.channel != "orderbook_delta":
                 self._error(client, cmd_id, 13, "Unsupported action", sub)

@@ -210,3 +210,35 @@ async def test_permessage_deflate_is_offered_and_used_when_accepted(clean_questd
         journal = sim.journal
         assert sim.extensions_seen == [["permessage-deflate"]]
     assert await final_books_match(clean_questdb, journal) >= 3
+
+
+async def test_commands_refused_for_rate_are_sent_again(clean_questdb, tmp_path):
+    """Error 27 (PROTOCOL.md §5.4, too many requests): the refused commands — here the
+    first two subscribes — are sent again after a backoff, and recording proceeds."""
+    async with SimServer(SimConfig(markets=4, rate=300, seed=66)) as sim:
+        sim.model.lifecycle_rate = 0
+        await _control(sim.port, "too_many_requests", 2)
+        async with recording(clean_questdb, tmp_path, sim) as recorder:
+            await asyncio.sleep(3.0)
+            assert sorted(recorder.feed.sids.values()) == [
+                "market_lifecycle_v2", "orderbook_delta", "trade"]
+        journal = sim.journal
+    assert [f["what"] for f in journal.faults()].count("too_many_requests") == 2
+    assert await final_books_match(clean_questdb, journal) == 4
+
+
+async def test_a_subscription_over_the_market_cap_records_nothing_as_recorded(clean_questdb,
+                                                                            tmp_path):
+    """Error 26 (the subscription's market cap) refuses the whole command: no market of
+    it is recorded or reported as such, all are counted as left out and asked for again
+    (more connections, KTAPE_INGEST_CONNECTIONS, are the way past a cap)."""
+    async with SimServer(SimConfig(markets=5, rate=300, seed=67, max_markets_per_sub=3)) as sim:
+        async with recording(clean_questdb, tmp_path, sim) as recorder:
+            await asyncio.sleep(2.0)
+            health = recorder.health()[1]
+        journal = sim.journal
+    assert health["markets_left_out"] == 5 and health["markets_recorded"] == 0
+    with clean_questdb.connect() as conn:
+        wait_for_wal(conn)
+        assert conn.execute("SELECT count() FROM book_checkpoints").fetchone()[0] == 0
+    assert await final_books_match(clean_questdb, journal) == 0
