@@ -99,3 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(component="backfill")
     return asyncio.run(_run(args.status or STATUSES, candles=args.candles, period=args.period,
                             since_days=args.since_days))
+
+
+if __name__ == "__main__":  # `ktape backfill` runs this module as its own process
+    raise SystemExit(main())

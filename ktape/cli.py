@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -71,13 +72,10 @@ def _delegate(command: str, rest: list[str]) -> int:
         from ktape.sim.cli import main as sim_main
 
         return sim_main(rest)
-    if command == "backfill":
-        from ingestd.backfill import main as backfill_main
-
-        return backfill_main(rest)
-    from ktape.keys import main as keys_main
-
-    return keys_main(rest)
+    # The services' own entry points, in their own process: the shared floor (ktape/)
+    # never imports a service. exec keeps the exit code and the signals the user's.
+    module = {"backfill": "ingestd.backfill", "keys": "billingd.keys_cli"}[command]
+    os.execv(sys.executable, [sys.executable, "-m", module, *rest])
 
 
 async def _up(settings: Settings, args: argparse.Namespace) -> int:

@@ -101,7 +101,7 @@ def test_fifty_concurrent_debits_never_overdraw(store):
 
 
 def test_ktape_keys_create_prints_the_key_once(billing_dsn, tmp_path, monkeypatch, capsys):
-    from ktape.keys import main
+    from billingd.keys_cli import main
 
     monkeypatch.setenv("KTAPE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("KTAPE_BILLING_DSN", billing_dsn)

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from billingd.store import BillingStore
 from ktape.entrypoint import settings_or_report
 
 
@@ -27,8 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def create_key(dsn: str, account: str, *, env: str, credits: int, name: str) -> tuple[str, str]:
     """Returns (account_id, full key)."""
-    from billingd.store import BillingStore
-
     store = BillingStore.from_dsn(dsn)
     try:
         acct = store.account_for_name(account)
@@ -54,3 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(full)
     print(f"account {args.account} ({account_id}); the key is shown only now", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":  # `ktape keys` runs this module as its own process
+    raise SystemExit(main())
