@@ -320,12 +320,13 @@ class Feed:
             # market (so a new market's first trade never waits for a subscription).
             await self._subscribe_channel("market_lifecycle_v2")
             await self._subscribe_channel("trade")
+            await self._subscribe_channel("ticker")
         await self._subscribe_books()
 
     async def _subscribe_channel(self, channel: str) -> None:
-        """Subscribe one of shard 0's market-wide channels (lifecycle, trades)."""
+        """Subscribe one of shard 0's market-wide channels (lifecycle, trades, ticker)."""
         params: dict[str, Any] = {"channels": [channel]}
-        if channel == "trade" and not self.filter.all:
+        if channel in ("trade", "ticker") and not self.filter.all:
             params["market_tickers"] = sorted(self._all_wanted()) or ["-"]
         await self._command("subscribe", params)
 
@@ -359,14 +360,15 @@ class Feed:
 
     async def _update_markets(self, action: str, tickers: list[str]) -> None:
         """add_markets / delete_markets on this connection's book sid and, when trades
-        are subscribed market by market (KTAPE_MARKETS), on the trade sid of the
-        connection that follows trades."""
+        and tickers are subscribed market by market (KTAPE_MARKETS), on the trade and
+        ticker sids of the connection that follows them."""
         if not tickers:
             return
         targets = [(self, self.book_sid)]
         if not self.filter.all:
             lead = self.peers[0]
-            targets += [(lead, sid) for sid, channel in lead.sids.items() if channel == "trade"]
+            targets += [(lead, sid) for sid, channel in lead.sids.items()
+                        if channel in ("trade", "ticker")]
         for feed, sid in targets:
             if sid is not None:
                 cmd_id = await feed._command("update_subscription", {
@@ -835,7 +837,36 @@ class Feed:
             self._spawn(self._subscribe_channel(channel))
 
     def _on_ticker(self, message: dict[str, Any], recv_us: int) -> None:
-        """Ticker updates are derived data; counted, not stored."""
+        """Kalshi's derived statistics of a market (PROTOCOL.md §5.7) — volume, open
+        interest, last price, best bid and ask as Kalshi reports them — stored exactly,
+        one complete row per message (the channel is unsequenced: nothing to gap)."""
+        msg = message["msg"]
+        ticker = msg["market_ticker"]
+        if not self.filter.all and not any(ticker in peer.wanted for peer in self.peers):
+            return
+        ts_ms = msg.get("ts_ms")
+        if type(ts_ms) is not int:
+            raise ValueError(f"ts_ms {ts_ms!r}")
+        def price(name: str) -> int | None:
+            value = msg.get(name)
+            return None if value in (None, "") else price_e4(value)
+
+        def size(name: str) -> int | None:
+            value = msg.get(name)
+            return None if value in (None, "") else qty_e2(value)
+
+        columns = {"price_e4": price("price_dollars"), "yes_bid_e4": price("yes_bid_dollars"),
+                   "yes_ask_e4": price("yes_ask_dollars"),
+                   "yes_bid_size_e2": size("yes_bid_size_fp"),
+                   "yes_ask_size_e2": size("yes_ask_size_fp"),
+                   "last_trade_size_e2": size("last_trade_size_fp"),
+                   "volume_e2": size("volume_fp"), "open_interest_e2": size("open_interest_fp"),
+                   "dollar_volume": _whole(msg.get("dollar_volume")),
+                   "dollar_open_interest": _whole(msg.get("dollar_open_interest")),
+                   "sid": _whole(message.get("sid")), "recv_ts": TimestampMicros(recv_us)}
+        self.writer.row("tickers", symbols={"ticker": ticker},
+                        columns={k: v for k, v in columns.items() if v is not None},
+                        at_us=ts_ms * 1000, exchange_ms=ts_ms)
 
     # -- gaps and checkpoints --------------------------------------------------------------
 
@@ -916,6 +947,11 @@ _HANDLERS: dict[str, Any] = {
     "error": Feed._on_reply,
     "ticker": Feed._on_ticker,
 }
+
+
+def _whole(value: Any) -> int | None:
+    """A JSON integer field (not a bool), else None."""
+    return value if type(value) is int else None
 
 
 def _path(url: str) -> str:

@@ -16,6 +16,7 @@ from queryd import sql
 from queryd.convert import timestamp
 from queryd.ladder import PRICE_SCALE, Book, format_price, format_quantity
 from queryd.orderbook import orderbook_at
+from queryd.reference import statistics_at
 from queryd.timeutil import as_utc, to_us
 
 INTERVAL_US = {"1m": 60_000_000, "1h": 3_600_000_000, "1d": 86_400_000_000}
@@ -36,8 +37,11 @@ async def candles(conn: AsyncConnection, ticker: str, start: dt.datetime, end: d
     bucket_us = INTERVAL_US[interval]
     bucket_ends = [min(to_us(r[0]) + bucket_us, to_us(end)) for r in rows]
     closes = await _book_closes(conn, ticker, start, end, bucket_ends)
+    interest = await _open_interest(conn, ticker, start, end, interval,
+                                    [to_us(r[0]) for r in rows])
     out: list[pb.Candle] = []
-    for (ts, open_, high, low, close, volume, count), (bid, ask) in zip(rows, closes, strict=True):
+    for (ts, open_, high, low, close, volume, count), (bid, ask), oi in zip(
+            rows, closes, interest, strict=True):
         out.append(pb.Candle(
             start_time=timestamp(as_utc(ts)), open=format_price(int(open_)),
             high=format_price(int(high)), low=format_price(int(low)),
@@ -46,8 +50,29 @@ async def candles(conn: AsyncConnection, ticker: str, start: dt.datetime, end: d
             yes_bid_close=format_price(bid) if bid is not None else "",
             yes_ask_close=format_price(ask) if ask is not None else "",
             source="trades",
+            open_interest=format_quantity(oi) if oi is not None else "",
         ))
     return out
+
+
+async def _open_interest(conn: AsyncConnection, ticker: str, start: dt.datetime,
+                         end: dt.datetime, interval: str, bucket_starts_us: list[int]
+                         ) -> list[int | None]:
+    """Open interest at each bucket's close: the bucket's last ticker report, else the
+    last one before it (carried from before `start` when the first buckets have none)."""
+    rows = await (await conn.execute(sql.OPEN_INTEREST[interval], {
+        "ticker": ticker, "start": start, "end": end})).fetchall()
+    by_bucket = {to_us(ts): None if oi is None else int(oi) for ts, oi in rows}
+    before = await statistics_at(conn, ticker, start - dt.timedelta(microseconds=1))
+    carried = before[2] if before is not None else None
+    wanted = set(bucket_starts_us)
+    at_close: dict[int, int | None] = {}
+    for bucket in sorted(wanted | set(by_bucket)):
+        if by_bucket.get(bucket) is not None:
+            carried = by_bucket[bucket]
+        if bucket in wanted:
+            at_close[bucket] = carried
+    return [at_close[b] for b in bucket_starts_us]
 
 
 async def kalshi_candles(conn: AsyncConnection, ticker: str, start: dt.datetime,

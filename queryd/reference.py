@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -10,7 +11,7 @@ from psycopg import AsyncConnection
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
 from queryd.convert import duration_us, timestamp
-from queryd.ladder import format_price
+from queryd.ladder import format_price, format_quantity
 from queryd.timeutil import as_utc
 
 
@@ -55,6 +56,37 @@ async def _aggregate(conn: AsyncConnection, query: str, params: dict[str, Any],
     at all (not a row of NULLs), so that case becomes NULLs here."""
     row = await (await conn.execute(query, params)).fetchone()
     return tuple(row) if row is not None else (None,) * width
+
+
+STATISTICS_LOOKBACK = dt.timedelta(days=2)
+
+
+async def statistics_at(conn: AsyncConnection, ticker: str, at: dt.datetime
+                        ) -> tuple[dt.datetime, int | None, int | None] | None:
+    """Kalshi's latest ticker-channel report of `ticker` at or before `at`:
+    (its time, volume_e2, open_interest_e2), or None before any."""
+    params = {"ticker": ticker, "at": at, "since": at - STATISTICS_LOOKBACK}
+    row = await (await conn.execute(sql.TICKER_STATS_AT, params)).fetchone()
+    if row is None:
+        row = await (await conn.execute(sql.TICKER_STATS_AT_UNBOUNDED, params)).fetchone()
+    if row is None:
+        return None
+    ts, volume, open_interest = row
+    return (as_utc(ts), None if volume is None else int(volume),
+            None if open_interest is None else int(open_interest))
+
+
+def add_statistics(market: pb.Market,
+                   stats: tuple[dt.datetime, int | None, int | None] | None) -> None:
+    """Volume and open interest, exact, on a GetMarket answer."""
+    if stats is None:
+        return
+    ts, volume, open_interest = stats
+    market.statistics_time.CopyFrom(timestamp(ts))
+    if volume is not None:
+        market.volume = format_quantity(volume)
+    if open_interest is not None:
+        market.open_interest = format_quantity(open_interest)
 
 
 async def coverage(conn: AsyncConnection, ticker: str) -> pb.Coverage:

@@ -263,6 +263,9 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
             else:
                 market = reference.market_message(row)
             market.coverage.CopyFrom(await reference.coverage(conn, ticker))
+            at_or_now = from_timestamp(request.at) if request.HasField("at") else now_utc()
+            reference.add_statistics(market, await reference.statistics_at(conn, ticker,
+                                                                            at_or_now))
         return pb.GetMarketResponse(market=market)
 
     @_rpc

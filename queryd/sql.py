@@ -252,3 +252,29 @@ FROM gaps
 WHERE ticker = %(ticker)s AND ts > %(after)s
 ORDER BY ts
 """
+
+
+# Kalshi's ticker-channel statistics of one market at or before T (tickers: one complete
+# row per report). Bounded below like CHECKPOINT_AT, with an unbounded fallback.
+TICKER_STATS_AT = """
+SELECT ts, volume_e2, open_interest_e2
+FROM tickers
+WHERE ticker = %(ticker)s AND ts >= %(since)s AND ts <= %(at)s
+LATEST ON ts PARTITION BY ticker
+"""
+TICKER_STATS_AT_UNBOUNDED = """
+SELECT ts, volume_e2, open_interest_e2
+FROM tickers
+WHERE ticker = %(ticker)s AND ts <= %(at)s
+LATEST ON ts PARTITION BY ticker
+"""
+
+# Open interest at each candle bucket's close: the last report in each bucket (a bucket
+# without one carries the one before). Same buckets as _CANDLES.
+_OPEN_INTEREST = """
+SELECT ts, last(open_interest_e2) AS open_interest_e2
+FROM tickers
+WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
+SAMPLE BY {unit} ALIGN TO CALENDAR
+"""
+OPEN_INTEREST = {name: _OPEN_INTEREST.format(unit=unit) for name, unit in CANDLE_UNITS.items()}

@@ -49,6 +49,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", tables.V0001_INITIAL),
     Migration(2, "kalshi candles", tables.V0002_KALSHI_CANDLES),
     Migration(3, "book order and market lifecycle", tables.V0003_ORDER_AND_LIFECYCLE),
+    Migration(4, "ticker channel", tables.V0004_TICKERS),
 )
 
 

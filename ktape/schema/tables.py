@@ -212,3 +212,29 @@ V0003_ORDER_AND_LIFECYCLE = [
     "ALTER TABLE markets ADD COLUMN IF NOT EXISTS determination_time TIMESTAMP",
     "ALTER TABLE markets ADD COLUMN IF NOT EXISTS settlement_time TIMESTAMP",
 ]
+
+# Kalshi's `ticker` channel (PROTOCOL.md §5.7), as sent: derived market statistics, not
+# the book (that is `book_changes`). Unsequenced, so a lost message cannot be detected;
+# each row is a complete statement, so the latest row at or before T is the state at T.
+# Prices NULL where Kalshi sends "" (no trade yet). `ts` is the exchange's `ts_ms`.
+V0004_TICKERS = [
+    f"""
+    CREATE TABLE IF NOT EXISTS tickers (
+        ts TIMESTAMP,
+        ticker {TICKER},
+        price_e4 LONG,
+        yes_bid_e4 LONG,
+        yes_ask_e4 LONG,
+        yes_bid_size_e2 LONG,
+        yes_ask_size_e2 LONG,
+        last_trade_size_e2 LONG,
+        volume_e2 LONG,
+        open_interest_e2 LONG,
+        dollar_volume LONG,
+        dollar_open_interest LONG,
+        sid LONG,
+        recv_ts TIMESTAMP
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, ticker)
+    """,
+]

@@ -12,8 +12,9 @@ API (stable):
     journal.tickers() -> set[str]
 
 Record kinds (`k`): `book` (initial full book at start), `chg` (one level change:
-t, m, s, p, d, q), `clr` (book emptied at close), `trd` (trade), `life` (lifecycle),
-`fault` (an injected fault: t, what, details). Times `t` are exchange milliseconds.
+t, m, s, p, d, q), `clr` (book emptied at close), `trd` (trade; `oi` = open interest
+after it), `life` (lifecycle), `fault` (an injected fault: t, what, details). Times `t`
+are exchange milliseconds.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class Journal:
             self.append({"k": "clr", "t": event.ts_ms, "m": event.ticker})
         elif isinstance(event, TradeEvent):
             self.append({"k": "trd", "t": event.ts_ms, "m": event.ticker, "id": event.trade_id,
-                         "p": event.yes_price_e4, "c": event.count_e2, "side": event.taker_side})
+                         "p": event.yes_price_e4, "c": event.count_e2, "side": event.taker_side,
+                         "oi": event.open_interest_e2})
         elif isinstance(event, LifecycleEvent):
             self.append({"k": "life", "t": event.ts_ms, "m": event.ticker,
                          "type": event.event_type, **event.fields})

@@ -62,6 +62,7 @@ class Market:
     yes: dict[int, int] = field(default_factory=dict)
     no: dict[int, int] = field(default_factory=dict)
     volume_e2: int = 0
+    open_interest_e2: int = 0  # contracts outstanding (changes only with trades)
     last_price_e4: int | None = None
     created_ms: int = 0
     settled_ms: int | None = None
@@ -105,6 +106,7 @@ class TradeEvent:
     count_e2: int
     taker_side: str
     is_block: bool = False
+    open_interest_e2: int = 0  # the market's open interest after this trade
 
 
 @dataclass(frozen=True)
@@ -253,8 +255,9 @@ class MarketModel:
             count = self.rng.randrange(50, 500) * 100
             market.volume_e2 += count
             market.last_price_e4 = yes_price
+            _open_or_close(market, count, taker)
             return [TradeEvent(now_ms, market.ticker, self._uuid(), yes_price, count, taker,
-                               is_block=True)]
+                               is_block=True, open_interest_e2=market.open_interest_e2)]
         maker_side = "no" if taker == "yes" else "yes"
         best = market.best(maker_side)
         if best is None:
@@ -262,9 +265,11 @@ class MarketModel:
         available = market.side(maker_side)[best]
         count = min(available, self.rng.randrange(1, 20) * 100)
         yes_price = 10_000 - best if maker_side == "no" else best
-        trade = TradeEvent(now_ms, market.ticker, self._uuid(), yes_price, count, taker)
         market.volume_e2 += count
         market.last_price_e4 = yes_price
+        _open_or_close(market, count, taker)
+        trade = TradeEvent(now_ms, market.ticker, self._uuid(), yes_price, count, taker,
+                           open_interest_e2=market.open_interest_e2)
         change = self._apply(market, maker_side, best, -count, now_ms)
         return [change, trade]
 
@@ -349,3 +354,13 @@ class MarketModel:
 
     def active_tickers(self) -> list[str]:
         return list(self._active)
+
+
+def _open_or_close(market: Market, count_e2: int, taker: str) -> None:
+    """Open interest after a trade, without a draw of the seeded generator (so adding it
+    moved no other event): a YES taker opens new contracts, a NO taker closes half of its
+    count (never below zero)."""
+    if taker == "yes":
+        market.open_interest_e2 += count_e2
+    else:
+        market.open_interest_e2 = max(0, market.open_interest_e2 - count_e2 // 2)

@@ -392,8 +392,10 @@ class SimServer:
             "yes_ask_size_fp": contracts(market.no.get(best_no, 0) if best_no else 0),
             "last_trade_size_fp": contracts(event.count_e2 if isinstance(event, TradeEvent)
                                             else 0),
-            "volume_fp": contracts(market.volume_e2), "open_interest_fp": "0.00",
-            "dollar_volume": market.volume_e2 // 100, "dollar_open_interest": 0,
+            "volume_fp": contracts(market.volume_e2),
+            "open_interest_fp": contracts(market.open_interest_e2),
+            "dollar_volume": market.volume_e2 // 100,
+            "dollar_open_interest": market.open_interest_e2 // 100,
             "ts": event.ts_ms // 1000, "ts_ms": event.ts_ms,
             "time": stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z",
         }
@@ -1125,7 +1127,8 @@ def _market_json(m: Market) -> dict[str, Any]:
         "yes_ask_size_fp": contracts(m.no.get(best_no, 0) if best_no else 0),
         "last_price_dollars": dollars(m.last_price_e4 or 0),
         "volume_fp": contracts(m.volume_e2), "volume_24h_fp": contracts(m.volume_e2),
-        "open_interest_fp": "0.00", "result": m.result, "can_close_early": True,
+        "open_interest_fp": contracts(m.open_interest_e2), "result": m.result,
+        "can_close_early": True,
         "expiration_value": "", "rules_primary": "Simulated.", "rules_secondary": "",
         "price_level_structure": m.grid_label, "price_ranges": m.price_ranges(),
     }

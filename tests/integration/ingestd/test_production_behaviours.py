@@ -221,7 +221,7 @@ async def test_commands_refused_for_rate_are_sent_again(clean_questdb, tmp_path)
         async with recording(clean_questdb, tmp_path, sim) as recorder:
             await asyncio.sleep(3.0)
             assert sorted(recorder.feed.sids.values()) == [
-                "market_lifecycle_v2", "orderbook_delta", "trade"]
+                "market_lifecycle_v2", "orderbook_delta", "ticker", "trade"]
         journal = sim.journal
     assert [f["what"] for f in journal.faults()].count("too_many_requests") == 2
     assert await final_books_match(clean_questdb, journal) == 4

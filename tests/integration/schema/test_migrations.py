@@ -7,7 +7,7 @@ from ktape.schema.wal import wait_for_wal
 
 EXPECTED_TABLES = {
     "book_changes", "book_checkpoints", "gaps", "trades", "lifecycle", "markets", "events",
-    "series", "settlements", "ingest_sessions", "schema_migrations",
+    "series", "settlements", "ingest_sessions", "schema_migrations", "tickers",
 }
 
 
