@@ -29,6 +29,7 @@ from ingestd import metrics
 from ingestd.book import MarketBook, NegativeLevel, ladder_text
 from ingestd.book_change_lines import TABLE as BOOK_CHANGES
 from ingestd.book_change_lines import BookChangeLines
+from ingestd.gaps import Sequencer, Verdict
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.normalize import NormalizeError, price_e4, qty_e2
 from ingestd.lag import LagMonitor
@@ -81,8 +82,8 @@ class Feed:
         self.series_of: dict[str, str] = {}
         self.close_us: dict[str, int] = {}  # known close time per market (REST, lifecycle)
         self.reactivated_us: dict[str, int] = {}  # `activated` seen, wipe snapshot pending
-        self.sids: dict[int, str] = {}  # sid -> channel
-        self.last_seq: dict[int, int] = {}
+        self.sequencer = Sequencer()  # the subscriptions held and their seq counters
+        self._last_seq = self.sequencer.last  # read and advanced inline on the hot path
         self.book_sid: int | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.connected = False
@@ -120,6 +121,11 @@ class Feed:
                 added.append(ticker)
             self.market_rows.record(row, source, now_us())
         return added
+
+    @property
+    def sids(self) -> dict[int, str]:
+        """The subscriptions held on this connection: sid -> channel."""
+        return self.sequencer.channels
 
     def owns(self, ticker: str) -> bool:
         return self.shards == 1 or zlib.crc32(ticker.encode()) % self.shards == self.shard
@@ -310,8 +316,7 @@ class Feed:
             self._asked[cmd_id] = asked
 
     async def _subscribe_all(self) -> None:
-        self.sids.clear()
-        self.last_seq.clear()
+        self.sequencer.clear()
         self._asked.clear()
         self._sent.clear()
         self.book_sid = None
@@ -407,7 +412,12 @@ class Feed:
             return
         sid, seq = message.get("sid"), message.get("seq")
         if type(sid) is int and type(seq) is int and kind != "subscribed":
-            if not self._check_seq(sid, seq, kind):
+            # The common case inline (the next seq of a held sid: what Sequencer.check
+            # answers APPLY without a call); everything else is decided in gaps.py.
+            last = self._last_seq.get(sid)
+            if last is not None and seq == last + 1:
+                self._last_seq[sid] = seq
+            elif not self._check_seq(sid, seq, kind):
                 return
         try:
             handler(self, message, recv_us)
@@ -428,45 +438,44 @@ class Feed:
         self._pending_total = 0
 
     def _check_seq(self, sid: int, seq: int, kind: str) -> bool:
-        """True to process; False for a duplicate, or a frame of a sid we do not hold. A
-        jump records gaps for the sid."""
-        last = self.last_seq.get(sid)
-        if last is None and kind in _DATA_TYPES and sid not in self.sids:
-            # Only a held sid has a seq on record (subscribed and unsubscribed clear it),
-            # so this check costs nothing per frame. A sid we do not hold: an ended
-            # subscription's late frames, or a reused number not yet confirmed (§5.11).
+        """True to process the frame (ingestd/gaps.py decides); a gap on the book sid
+        puts every book of it in a gap and asks for their snapshots."""
+        verdict, gap = self.sequencer.check(sid, seq, kind in _DATA_TYPES)
+        if verdict is Verdict.APPLY:
+            return True
+        if verdict is Verdict.UNKNOWN_SID:
             metrics.BAD_INPUT.labels(reason="unknown_sid").inc()
             log.warning("feed.frame_for_unknown_sid", sid=sid, seq=seq, type=kind)
             return False
-        if last is not None and seq <= last:
+        if verdict is Verdict.DUPLICATE:
             metrics.BAD_INPUT.labels(reason="duplicate_seq").inc()
-            log.warning("feed.duplicate_seq", sid=sid, seq=seq, last_seq=last, type=kind)
+            log.warning("feed.duplicate_seq", sid=sid, seq=seq,
+                        last_seq=self.sequencer.last_seq(sid), type=kind)
             return False
-        self.last_seq[sid] = seq
-        if last is not None and seq > last + 1:
-            channel = self.sids.get(sid, "unknown")
-            log.warning("feed.seq_gap", sid=sid, expected_seq=last + 1, got_seq=seq,
-                        channel=channel)
-            if sid == self.book_sid:
-                recovering = any(b.awaiting_snapshot and b.snapshot_requested_us is not None
-                                 for b in self.books.values())
-                tickers = [t for t, b in self.books.items() if not b.awaiting_snapshot]
-                for ticker in tickers:
-                    self._open_gap(self.books[ticker], "seq_jump", expected=last + 1, got=seq,
-                                   sid=sid)
-                if recovering:
-                    # A second gap while the first one's snapshots are still coming: more
-                    # get_snapshot requests are how recorders stormed (§5.11); a new
-                    # connection re-snapshots every book at once.
-                    log.warning("feed.gap_during_recovery", sid=sid, expected_seq=last + 1,
-                                got_seq=seq)
-                    if self.ws is not None:
-                        self._spawn(self.ws.close())
-                else:
-                    self._spawn(self.request_snapshots(sorted(tickers)))
+        assert gap is not None
+        log.warning("feed.seq_gap", sid=sid, expected_seq=gap.expected, got_seq=gap.got,
+                    channel=gap.channel)
+        if sid == self.book_sid:
+            recovering = any(b.awaiting_snapshot and b.snapshot_requested_us is not None
+                             for b in self.books.values())
+            tickers = [t for t, b in self.books.items() if not b.awaiting_snapshot]
+            for ticker in tickers:
+                self._open_gap(self.books[ticker], "seq_jump", expected=gap.expected,
+                               got=gap.got, sid=sid)
+            if recovering:
+                # A second gap while the first one's snapshots are still coming: more
+                # get_snapshot requests are how recorders stormed (§5.11); a new
+                # connection re-snapshots every book at once.
+                log.warning("feed.gap_during_recovery", sid=sid, expected_seq=gap.expected,
+                            got_seq=gap.got)
+                if self.ws is not None:
+                    self._spawn(self.ws.close())
             else:
-                # trade/lifecycle sids: record one sid-wide gap row (ticker "*")
-                self._gap_row("*", now_us(), f"seq_jump_{channel}", None, None, last + 1, seq, sid)
+                self._spawn(self.request_snapshots(sorted(tickers)))
+        else:
+            # trade/lifecycle sids: record one sid-wide gap row (ticker "*")
+            self._gap_row("*", now_us(), f"seq_jump_{gap.channel}", None, None, gap.expected,
+                          gap.got, sid)
         return True
 
     # handlers -----------------------------------------------------------------------
@@ -474,9 +483,7 @@ class Feed:
     def _on_subscribed(self, message: dict[str, Any], recv_us: int) -> None:
         msg = message["msg"]
         sid, channel = int(msg["sid"]), str(msg["channel"])
-        self.sids[sid] = channel
-        # A new subscription starts a new seq counter, also under a reused sid (§5.11).
-        self.last_seq.pop(sid, None)
+        self.sequencer.subscribed(sid, channel)  # a new counter, also for a reused sid
         self._sent.pop(message.get("id"), None)  # type: ignore[arg-type]
         if channel == "orderbook_delta":
             self.book_sid = sid
@@ -818,11 +825,10 @@ class Feed:
         Every market of it is in a gap from here (never CONTINUOUS on a silent
         subscription) until it is subscribed again and re-snapshotted."""
         sid = message.get("sid")
-        channel = self.sids.pop(sid, None) if type(sid) is int else None
+        channel = self.sequencer.ended(sid) if type(sid) is int else None
         if channel is None:
             log.warning("feed.unsubscribed_unknown_sid", sid=sid)
             return
-        self.last_seq.pop(sid, None)
         log.warning("feed.unsubscribed_by_server", sid=sid, channel=channel)
         if sid == self.book_sid:
             self.book_sid = None
