@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ingestd.book_change_lines import BookChangeLines
+from ingestd.gaps import Gap
 
 
 class NegativeLevel(ValueError):
@@ -40,11 +41,7 @@ class MarketBook:
     continuous_since_us: int | None = None
     changes_since_checkpoint: int = 0
     last_checkpoint_us: int = 0
-    gap_detected_us: int | None = None  # `ts` of the open gap row, healed by a snapshot
-    gap_reason: str | None = None
-    gap_start_us: int | None = None
-    gap_expected_seq: int | None = None
-    gap_got_seq: int | None = None
+    open_gap: Gap | None = None  # the gap a snapshot will heal (its row has no end yet)
     snapshot_requested_us: int | None = None  # when we last asked for a snapshot
     # Text parts of this market's book_changes rows by (side, kind, ts_source)
     lines_by_shape: dict[tuple[str, str, str], BookChangeLines] = field(default_factory=dict)

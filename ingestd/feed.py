@@ -29,7 +29,7 @@ from ingestd import metrics
 from ingestd.book import MarketBook, NegativeLevel, ladder_text
 from ingestd.book_change_lines import TABLE as BOOK_CHANGES
 from ingestd.book_change_lines import BookChangeLines
-from ingestd.gaps import Sequencer, Verdict
+from ingestd.gaps import Gap, Sequencer, Verdict
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.normalize import NormalizeError, price_e4, qty_e2
 from ingestd.lag import LagMonitor
@@ -474,8 +474,8 @@ class Feed:
                 self._spawn(self.request_snapshots(sorted(tickers)))
         else:
             # trade/lifecycle sids: record one sid-wide gap row (ticker "*")
-            self._gap_row("*", now_us(), f"seq_jump_{gap.channel}", None, None, gap.expected,
-                          gap.got, sid)
+            self._write_gap(Gap("*", f"seq_jump_{gap.channel}", now_us(), None,
+                                expected_seq=gap.expected, got_seq=gap.got, sid=sid))
         return True
 
     # handlers -----------------------------------------------------------------------
@@ -508,7 +508,7 @@ class Feed:
         ts_us = book.snapshot_time(clock_us)
         first = book.last_book_us is None
         covered_from: int | None = 0 if first else None
-        if not book.awaiting_snapshot and book.gap_detected_us is None and not first:
+        if not book.awaiting_snapshot and book.open_gap is None and not first:
             closing = not yes and not no and self._closed_by(ticker, ts_us)
             reactivated = self.reactivated_us.pop(ticker, None)
             start: int | None = None
@@ -518,26 +518,26 @@ class Feed:
                 # `activated` event and this snapshot is unknown: a short gap, not a
                 # claim of continuity.
                 start = max(book.last_book_us or 0, reactivated)
-                self._gap_row(ticker, recv_us, "market_reactivated", start, ts_us, None, seq,
-                              sid)
+                self._write_gap(Gap(ticker, "market_reactivated", recv_us, start, ts_us,
+                                    got_seq=seq, sid=sid))
             elif closing:
                 # The empty book Kalshi sends at close (resting orders cancelled) is an
                 # expected change, not a lost delta; but when between the close time and
                 # this snapshot the book emptied is unknown, so that span is recorded as
                 # a short `market_close` gap rather than claimed continuous.
                 start = max(book.last_book_us or 0, self.close_us[ticker])
-                self._gap_row(ticker, recv_us, "market_close", start, ts_us, None, seq, sid)
+                self._write_gap(Gap(ticker, "market_close", recv_us, start, ts_us, got_seq=seq,
+                                    sid=sid))
             elif (yes, no) != (book.yes, book.no):
                 start = book.last_book_us
-                self._gap_row(ticker, recv_us, "snapshot_mismatch", start, ts_us, None, seq,
-                              sid)
+                self._write_gap(Gap(ticker, "snapshot_mismatch", recv_us, start, ts_us,
+                                    got_seq=seq, sid=sid))
             covered_from = start
-        if book.gap_detected_us is not None:
+        if book.open_gap is not None:
             # heal: same dedup key as the detection row, now with its end bound
-            self._gap_row(ticker, book.gap_detected_us, book.gap_reason or "gap",
-                          book.gap_start_us, ts_us, book.gap_expected_seq, book.gap_got_seq, sid)
-            book.gap_detected_us = None
-            covered_from = book.gap_start_us if book.gap_start_us is not None else 0
+            self._write_gap(book.open_gap.healed(ts_us, sid))
+            covered_from = book.open_gap.start_us if book.open_gap.start_us is not None else 0
+            book.open_gap = None
         book.replace(yes, no)
         book.awaiting_snapshot = False
         book.snapshot_requested_us = None
@@ -636,7 +636,8 @@ class Feed:
                         got_seq=seq, exchange_us=clock_us, book_us=at)
             metrics.GAPS.labels(reason="clock_order").inc()
         book.clock_gap = (detected, start, at)
-        self._gap_row(book.ticker, detected, "clock_order", start, at, None, seq, sid)
+        self._write_gap(Gap(book.ticker, "clock_order", detected, start, at, got_seq=seq,
+                            sid=sid))
         return at
 
     def _write_change(self, lines: BookChangeLines, price: int, after: int, delta: int,
@@ -839,7 +840,7 @@ class Feed:
                 book.snapshot_requested_us = asked  # the watchdog reconnects if none comes
             self._spawn(self._subscribe_books())
         else:
-            self._gap_row("*", now_us(), f"unsubscribed_{channel}", None, None, None, None, sid)
+            self._write_gap(Gap("*", f"unsubscribed_{channel}", now_us(), None, sid=sid))
             self._spawn(self._subscribe_channel(channel))
 
     def _on_ticker(self, message: dict[str, Any], recv_us: int) -> None:
@@ -884,31 +885,31 @@ class Feed:
 
     def _open_gap(self, book: MarketBook, reason: str, *, expected: int | None,
                   got: int | None, sid: int | None, detected_us: int | None = None) -> None:
+        """The book's changes can no longer be trusted from its last row on: a gap row
+        now, the book awaits the snapshot that heals it."""
         detected = detected_us or now_us()
-        if book.gap_detected_us is not None and book.gap_detected_us >= detected:
-            detected = book.gap_detected_us + 1
+        if book.open_gap is not None and book.open_gap.detected_us >= detected:
+            detected = book.open_gap.detected_us + 1  # a distinct row key
         book.awaiting_snapshot = True
-        book.gap_detected_us, book.gap_reason = detected, reason
-        book.gap_start_us = book.last_book_us
-        book.gap_expected_seq, book.gap_got_seq = expected, got
-        self._gap_row(book.ticker, detected, reason, book.last_book_us, None, expected, got,
-                      sid)
+        book.open_gap = Gap(book.ticker, reason, detected, book.last_book_us,
+                            expected_seq=expected, got_seq=got, sid=sid)
+        self._write_gap(book.open_gap)
 
-    def _gap_row(self, ticker: str, detected_us: int, reason: str, start_us: int | None,
-                 end_us: int | None, expected: int | None, got: int | None,
-                 sid: int | None) -> None:
-        if end_us is None:
-            metrics.GAPS.labels(reason=reason).inc()
-            log.warning("book.gap_detected", ticker=ticker, reason=reason, sid=sid,
-                        expected_seq=expected, got_seq=got)
-        columns: dict[str, Any] = {"expected_seq": expected, "got_seq": got, "sid": sid}
-        if start_us is not None:
-            columns["start_ts"] = TimestampMicros(start_us)
-        if end_us is not None:
-            columns["end_ts"] = TimestampMicros(end_us)
-        self.writer.row("gaps", symbols={"ticker": ticker, "reason": reason},
+    def _write_gap(self, gap: Gap) -> None:
+        """One `gaps` row; an open one is also logged and counted."""
+        if gap.end_us is None:
+            metrics.GAPS.labels(reason=gap.reason).inc()
+            log.warning("book.gap_detected", ticker=gap.ticker, reason=gap.reason,
+                        sid=gap.sid, expected_seq=gap.expected_seq, got_seq=gap.got_seq)
+        columns: dict[str, Any] = {"expected_seq": gap.expected_seq, "got_seq": gap.got_seq,
+                                   "sid": gap.sid}
+        if gap.start_us is not None:
+            columns["start_ts"] = TimestampMicros(gap.start_us)
+        if gap.end_us is not None:
+            columns["end_ts"] = TimestampMicros(gap.end_us)
+        self.writer.row("gaps", symbols={"ticker": gap.ticker, "reason": gap.reason},
                         columns={k: v for k, v in columns.items() if v is not None},
-                        at_us=detected_us)
+                        at_us=gap.detected_us)
 
     def _checkpoint(self, book: MarketBook, ts_us: int, recv_us: int, reason: str,
                     source: str) -> None:

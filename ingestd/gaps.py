@@ -15,7 +15,30 @@ for everything else.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A span in which a market's stored book may not be the exchange's: one `gaps` row.
+
+    Written when detected (`end_us` None: still open; the row's key is detected_us,
+    ticker, reason) and, for a book gap, written again with its end when a snapshot heals
+    it — the same key, so QuestDB upserts the end bound. `start_us` None: from detection.
+    Ticker `*` is a sid-wide gap of a channel without books (trades, lifecycle).
+    """
+
+    ticker: str
+    reason: str
+    detected_us: int
+    start_us: int | None
+    end_us: int | None = None
+    expected_seq: int | None = None
+    got_seq: int | None = None
+    sid: int | None = None
+
+    def healed(self, end_us: int, sid: int) -> Gap:
+        return replace(self, end_us=end_us, sid=sid)
 
 
 class Verdict(enum.Enum):

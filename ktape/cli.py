@@ -78,6 +78,22 @@ def _delegate(command: str, rest: list[str]) -> int:
     os.execv(sys.executable, [sys.executable, "-m", module, *rest])
 
 
+async def _create_demo_key(billing_dsn: str) -> str:
+    """A dev key with credits for `make demo`, made by billingd's own key command in its
+    own process (ktape/ imports no service); "" if that failed (logged)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "billingd.keys_cli", "create", "--account", "demo",
+        "--credits", "1000", "--env", "dev", "--name", "make demo",
+        env={**os.environ, "KTAPE_BILLING_DSN": billing_dsn},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        log.error("stack.demo_key_failed", code=proc.returncode,
+                  error=err.decode(errors="replace")[-500:])
+        return ""
+    return out.decode().strip()
+
+
 async def _up(settings: Settings, args: argparse.Namespace) -> int:
     from ktape.stack import StackOptions, build_stack
     from ktape.supervisor import ChildFailed, Supervisor
@@ -104,10 +120,7 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
             await asyncio.sleep(0.2)
         demo_key = ""
         if args.simulator and settings.billing_dsn_effective.startswith("sqlite:///"):
-            from ktape.keys import create_key
-
-            _, demo_key = create_key(settings.billing_dsn_effective, "demo", env="dev",
-                                     credits=1000, name="make demo")
+            demo_key = await _create_demo_key(settings.billing_dsn_effective)
         log.info(
             "stack.ready",
             rest_base_url=f"http://127.0.0.1:{settings.http_port}",

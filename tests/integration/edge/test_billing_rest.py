@@ -11,8 +11,8 @@ import httpx
 import pytest
 import stripe
 
+from billingd.keys_cli import create_key
 from ktape.billing.v1 import metering_pb2, metering_pb2_grpc
-from ktape.keys import create_key
 from tests.fixtures.services import EDGE_WEBHOOK_SECRET
 
 

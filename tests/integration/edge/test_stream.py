@@ -108,7 +108,7 @@ def test_stream_as_server_sent_events_for_browsers(edge, questdb):
 
 
 def test_revoked_key_ends_a_rest_stream_with_an_error_object(edge, questdb):
-    from ktape.keys import create_key
+    from billingd.keys_cli import create_key
 
     ticker = f"KX-REVOKE-{int(time.time())}"
     now = dt.datetime.now(dt.UTC)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingestd.gaps import SeqGap, Sequencer, Verdict
+from ingestd.gaps import Gap, SeqGap, Sequencer, Verdict
 
 
 def test_next_seq_applies_a_jump_is_a_gap_and_a_repeat_a_duplicate() -> None:
@@ -46,3 +46,11 @@ def test_an_ended_sid_then_reused_starts_a_new_counter() -> None:
     assert seq.ended(42) is None
     seq.clear()
     assert seq.channels == {} and seq.last_seq(3) is None
+
+
+def test_a_healed_gap_keeps_its_row_key_and_gains_its_end() -> None:
+    gap = Gap("KX-A", "seq_jump", 1_000, 900, expected_seq=3, got_seq=5, sid=2)
+    healed = gap.healed(1_500, sid=7)
+    assert (healed.detected_us, healed.ticker, healed.reason) == (1_000, "KX-A", "seq_jump")
+    assert (healed.start_us, healed.end_us, healed.sid) == (900, 1_500, 7)
+    assert (healed.expected_seq, healed.got_seq) == (3, 5) and gap.end_us is None
