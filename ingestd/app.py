@@ -1,8 +1,7 @@
 """ingestd's process: config, migrations, discovery, the feed, the writer, health/metrics.
 
 Shutdown (SIGTERM/SIGINT): stop intake (close the socket) -> flush every buffered row
-(or spill it) -> close. `GET /healthz` is 200 while the feed is connected and the writer
-is either committing or spilling; `GET /metrics` is Prometheus text.
+(or spill it) -> close. The HTTP side (`/healthz`, `/metrics`, `/live`) is ingestd/http.py.
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import psycopg
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ingestd import metrics
 from ingestd.config import IngestSettings, load_ingest_settings
 from ingestd.feed import Feed, now_us
+from ingestd.http import start_http
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.rest import KalshiRest, RestError
 from ingestd.lag import LagMonitor
@@ -188,37 +185,6 @@ class Recorder:
                 await asyncio.wait_for(stop.wait(), MARKET_CLOCK_SECS)
 
 
-async def serve_http(recorder: Recorder, host: str, port: int) -> asyncio.AbstractServer:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request_line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = request_line.decode("latin-1").split()
-            path = parts[1] if len(parts) > 1 else "/"
-            if path == "/live":
-                await recorder.live.serve(reader, writer)
-                return
-            if path == "/metrics":
-                status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(metrics.REGISTRY)
-            elif path == "/healthz":
-                ok, info = recorder.health()
-                status, ctype, body = (200 if ok else 503), "application/json", orjson.dumps(info)
-            else:
-                status, ctype, body = 404, "application/json", b'{"error":"not found"}'
-            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-            writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                         + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(handle, host, port)
-
-
 async def _main(settings: Settings) -> int:
     ingest = load_ingest_settings()
     with psycopg.connect(settings.questdb_pg_conninfo, autocommit=True, connect_timeout=10) as c:
@@ -229,12 +195,12 @@ async def _main(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     addr = settings.ingestd_metrics_addr
-    server = await serve_http(recorder, addr.host, addr.port)
+    http = await start_http(recorder, addr.host, addr.port)
     log.info("ingestd.started", metrics=str(addr), ws_url=settings.kalshi_ws_url)
     try:
         await recorder.run(stop)
     finally:
-        server.close()
+        await http.cleanup()
     return 0
 
 

@@ -19,6 +19,7 @@ import uuid
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from ingestd.book_change_lines import TABLE, BookChangeLines
 from ktape.log import get_logger
@@ -30,8 +31,7 @@ HEARTBEAT_SECS = 2.0
 
 
 class _Follower:
-    def __init__(self, writer: asyncio.StreamWriter, max_pending: int) -> None:
-        self.writer = writer
+    def __init__(self, max_pending: int) -> None:
         self.max_pending = max_pending
         self.chunks: list[bytes] = []
         self.pending = 0
@@ -117,20 +117,23 @@ class LiveFanout:
             for follower in self._followers:
                 follower.offer(chunk)
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer `GET /live` on an accepted connection until the follower leaves."""
-        follower = _Follower(writer, self.max_pending_bytes)
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        """Answer `GET /live` (ingestd/http.py) until the follower leaves or falls more
+        than `max_pending_bytes` behind."""
+        follower = _Follower(self.max_pending_bytes)
         self._loop = asyncio.get_running_loop()
         self._deliver()  # lines published before the hello belong to the earlier followers
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
-                     b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n")
-        writer.write(orjson.dumps({"epoch": self.epoch, "n": self.live_seq,
-                                   "last": self.last_by_table}) + b"\n")
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                               "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        hello = orjson.dumps({"epoch": self.epoch, "n": self.live_seq,
+                              "last": self.last_by_table}) + b"\n"
         self._followers.add(follower)
-        peer = writer.get_extra_info("peername")
+        peer = request.remote
         log.info("live.follower_joined", peer=str(peer), followers=len(self._followers))
         try:
-            while not follower.dropped and not reader.at_eof():
+            await response.write(hello)
+            while not follower.dropped:
                 try:
                     await asyncio.wait_for(follower.wake.wait(), HEARTBEAT_SECS)
                 except TimeoutError:  # idle: a heartbeat tells the follower we are alive
@@ -138,14 +141,13 @@ class LiveFanout:
                 follower.wake.clear()
                 if follower.chunks:
                     chunks, follower.chunks, follower.pending = follower.chunks, [], 0
-                    writer.write(b"".join(chunks))
-                    await writer.drain()
-            if follower.dropped:
-                self.dropped_followers += 1
-                log.warning("live.follower_dropped", peer=str(peer),
-                            reason="more than max_pending_bytes behind")
+                    await response.write(b"".join(chunks))  # waits while the socket is full
+            self.dropped_followers += 1
+            log.warning("live.follower_dropped", peer=str(peer),
+                        reason="more than max_pending_bytes behind")
         except ConnectionError:
-            pass
+            pass  # the follower left
         finally:
             self._followers.discard(follower)
             log.info("live.follower_left", peer=str(peer), followers=len(self._followers))
+        return response

@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import cpu_secs, save
 from bench.query.synthetic import bench_questdb
-from ingestd.app import serve_http
 from ingestd.feed import Feed
+from ingestd.http import start_http
 from ingestd.live import LiveFanout
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter, TimestampMicros
@@ -228,7 +228,7 @@ async def over_websocket(questdb_http: str, questdb_pid: int, spill: Path, messa
         assert (await exchange.stdout.readline()).strip() == b"ready"
         writer = IlpWriter(questdb_http, SpillFile(spill, 1 << 34), flush_rows=20_000)
         writer.live = LiveFanout()
-        http = await serve_http(SimpleNamespace(live=writer.live),  # type: ignore[arg-type]
+        http = await start_http(SimpleNamespace(live=writer.live, health=lambda: (True, {})),
                                 "127.0.0.1", live_port)
         follower = await asyncio.create_subprocess_exec(sys.executable, "-c", DRAIN,
                                                         str(live_port))
@@ -246,7 +246,7 @@ async def over_websocket(questdb_http: str, questdb_pid: int, spill: Path, messa
         stop = asyncio.Event()
         began = time.perf_counter()
         tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(writer.run(stop))]
-        while feed.last_seq.get(1) != last_seq:
+        while feed.sequencer.last_seq(1) != last_seq:
             await asyncio.sleep(0.005)
         stop.set()
         await asyncio.gather(*tasks)
@@ -258,8 +258,7 @@ async def over_websocket(questdb_http: str, questdb_pid: int, spill: Path, messa
         await follower.wait()
         while writer.live.followers:  # its serving task ends at the follower's EOF
             await asyncio.sleep(0.01)
-        http.close()
-        await http.wait_closed()
+        await http.cleanup()
         return (1 + markets + messages) / elapsed, split
     finally:
         for proc in (follower, exchange):

@@ -16,8 +16,9 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from ingestd.app import Recorder, serve_http
+from ingestd.app import Recorder
 from ingestd.config import IngestSettings
+from ingestd.http import start_http
 from ktape.config import load_settings
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
@@ -68,7 +69,7 @@ async def recording(questdb, tmp_path, rate: int = 400):
             "KTAPE_INGESTD_METRICS_ADDR": f"127.0.0.1:{http_port}",
             "KTAPE_PAGE_TOKEN_SECRET": "live-stream-tests"})
         recorder = Recorder(settings, IngestSettings(flush_interval_ms=200))
-        server = await serve_http(recorder, "127.0.0.1", http_port)
+        server = await start_http(recorder, "127.0.0.1", http_port)
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))
         tail = LiveTail(f"http://127.0.0.1:{http_port}/live")
@@ -87,7 +88,7 @@ async def recording(questdb, tmp_path, rate: int = 400):
             tail_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await tail_task
-            server.close()
+            await server.cleanup()
 
 
 async def test_stream_replays_then_joins_live_without_loss_or_repeat(questdb, tmp_path):
