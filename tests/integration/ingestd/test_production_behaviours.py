@@ -242,3 +242,27 @@ async def test_a_subscription_over_the_market_cap_records_nothing_as_recorded(cl
         wait_for_wal(conn)
         assert conn.execute("SELECT count() FROM book_checkpoints").fetchone()[0] == 0
     assert await final_books_match(clean_questdb, journal) == 0
+
+
+async def test_book_subscribes_in_batches_are_merged_into_one_subscription(
+        clean_questdb, tmp_path, monkeypatch):
+    """§5.11 merged re-subscribe: each later batch of the book subscribe is answered `ok`
+    with the existing sid and the full ticker list, and snapshots only for the tickers it
+    added — every market recorded once, on one subscription, none reported left out."""
+    monkeypatch.setattr("ingestd.feed.SUBSCRIBE_BATCH", 3)  # 8 markets: 3 subscribes
+    async with SimServer(SimConfig(markets=8, rate=300, seed=69)) as sim:
+        sim.model.lifecycle_rate = 0
+        async with recording(clean_questdb, tmp_path, sim) as recorder:
+            await asyncio.sleep(2.5)
+            health = recorder.health()[1]
+            client = next(iter(sim.clients.values()))
+            book_subs = [s for s in client.subs.values() if s.channel == "orderbook_delta"]
+        journal = sim.journal
+    assert len(book_subs) == 1 and len(book_subs[0].tickers or ()) == 8
+    assert health["markets_recorded"] == 8 and health["markets_left_out"] == 0
+    with clean_questdb.connect() as conn:
+        wait_for_wal(conn)
+        snapshots = conn.execute("SELECT ticker, count() FROM book_checkpoints "
+                                 "WHERE reason = 'snapshot' GROUP BY ticker").fetchall()
+    assert sorted(n for _, n in snapshots) == [1] * 8  # one snapshot each, none repeated
+    assert await final_books_match(clean_questdb, journal) == 8
