@@ -139,15 +139,18 @@ CANDLES = {name: _CANDLES.format(unit=unit) for name, unit in CANDLE_UNITS.items
 # Reference data: the latest version of each row (markets/events/series are appended on
 # every change, DEDUP(ts, key)); keyset pagination by the key. Optional filters are
 # whole clauses picked from constants by the code — values are always parameters.
-MARKETS_LATEST = """
-SELECT ts, ticker, event_ticker, series_ticker, status, market_type, title, subtitle,
-       yes_sub_title, no_sub_title, open_time, close_time, expiration_time, result,
-       price_level_structure, price_ranges, settlement_value_e4, determination_time,
-       settlement_time
+# The columns of a market as reference.market_message reads them.
+_MARKET_COLUMNS = """ts, ticker, event_ticker, series_ticker, status, market_type, title,
+       subtitle, yes_sub_title, no_sub_title, open_time, close_time, expiration_time,
+       result, price_level_structure, price_ranges, settlement_value_e4,
+       determination_time, settlement_time"""
+
+MARKETS_LATEST = f"""
+SELECT {_MARKET_COLUMNS}
 FROM (
     SELECT * FROM markets LATEST ON ts PARTITION BY ticker
 )
-WHERE ticker > %(after)s {filters}
+WHERE ticker > %(after)s {{filters}}
 ORDER BY ticker
 LIMIT %(limit)s
 """
@@ -157,11 +160,8 @@ MARKET_FILTERS = {
     "status": "AND status = %(status)s",
 }
 
-MARKET_ONE = """
-SELECT ts, ticker, event_ticker, series_ticker, status, market_type, title, subtitle,
-       yes_sub_title, no_sub_title, open_time, close_time, expiration_time, result,
-       price_level_structure, price_ranges, settlement_value_e4, determination_time,
-       settlement_time
+MARKET_ONE = f"""
+SELECT {_MARKET_COLUMNS}
 FROM markets
 WHERE ticker = %(ticker)s
 LATEST ON ts PARTITION BY ticker
@@ -169,11 +169,8 @@ LATEST ON ts PARTITION BY ticker
 
 # The version of one market in force at an instant (every change is a new row, at the
 # time ingestd wrote it): GetMarket with `at`.
-MARKET_AT = """
-SELECT ts, ticker, event_ticker, series_ticker, status, market_type, title, subtitle,
-       yes_sub_title, no_sub_title, open_time, close_time, expiration_time, result,
-       price_level_structure, price_ranges, settlement_value_e4, determination_time,
-       settlement_time
+MARKET_AT = f"""
+SELECT {_MARKET_COLUMNS}
 FROM markets
 WHERE ticker = %(ticker)s AND ts <= %(at)s
 LATEST ON ts PARTITION BY ticker

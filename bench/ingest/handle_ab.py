@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Stage 2's loop, written out here rather than imported from pipeline.py: the old tree's
+# pipeline.py has no such function, and both trees must run exactly this code.
 ONE_TREE = r"""
 import sys, tempfile, time
 from pathlib import Path
