@@ -70,38 +70,44 @@ class SqliteDb:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # Every thread's connection with the lock its transactions hold: `close` takes
+        # each lock, so it waits for a transaction still running in a worker thread (a
+        # gRPC call cancelled at shutdown) instead of closing the connection under it,
+        # which crashed the process inside SQLite.
+        self._all: list[tuple[sqlite3.Connection, threading.Lock]] = []
         self._lock = threading.Lock()
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+    def _conn(self) -> tuple[sqlite3.Connection, threading.Lock]:
+        held = getattr(self._local, "conn", None)
+        if held is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL-safe
-            self._local.conn = conn
+            held = self._local.conn = (conn, threading.Lock())
             with self._lock:
-                self._all.append(conn)
-        return conn
+                self._all.append(held)
+        return held
 
     @contextmanager
     def tx(self) -> Iterator[_SqliteTx]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield _SqliteTx(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        conn, in_use = self._conn()
+        with in_use:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._all:
-                conn.close()
+            for conn, in_use in self._all:
+                with in_use:  # a transaction under way finishes first
+                    conn.close()
             self._all.clear()
         self._local = threading.local()
 
