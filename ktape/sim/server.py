@@ -367,8 +367,11 @@ class SimServer:
         for client in list(self.clients.values()):
             for sub in list(client.subs.values()):
                 if sub.channel == "ticker":
-                    # the ticker channel is not sequenced (PROTOCOL.md §5.5)
-                    if isinstance(event, (BookChange, TradeEvent)) and sub.wants(event.ticker):
+                    # the ticker channel is not sequenced (PROTOCOL.md §5.5), and sent when
+                    # one of its fields changes (§5.7): a trade, or a change at the top of
+                    # the book — not a change deeper in it
+                    if _moves_ticker(self.model.markets[event.ticker], event) \
+                            and sub.wants(event.ticker):
                         ticker_msg = ticker_msg or self._ticker_msg(event)
                         self._send(client, {"type": "ticker", "sid": sub.sid, "msg": ticker_msg})
                     continue
@@ -1046,6 +1049,17 @@ class SimServer:
             "taker_outcome_side": t["side"], "taker_book_side": "bid" if t["side"] == "yes"
             else "ask", "taker_side": t["side"], "is_block_trade": False,
             "created_time": _rfc3339(t["t"])} for t in page]})
+
+
+def _moves_ticker(market: Market, event: Event) -> bool:
+    """Whether an event changes a field of the market's ticker message: a trade, or a
+    book change at or above the side's best bid after it (the best level's size, a new
+    best, or the old best removed)."""
+    if isinstance(event, TradeEvent):
+        return True
+    if isinstance(event, BookChange):
+        return event.price_e4 >= (market.best(event.side) or 0)
+    return False
 
 
 @functools.lru_cache(maxsize=64)
