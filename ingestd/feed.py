@@ -35,7 +35,7 @@ from ingestd.kalshi.normalize import NormalizeError, price_e4, qty_e2
 from ingestd.lag import LagMonitor
 from ingestd.metadata import MarketRow, MarketRows, series_of
 from ingestd.writer import IlpWriter, TimestampMicros
-from ktape.aio import TokenBucket, cancel_and_wait
+from ktape.aio import Backoff, TokenBucket, cancel_and_wait
 from ktape.config import MarketFilter
 from ktape.log import get_logger
 
@@ -76,7 +76,8 @@ class Feed:
         self.lag = lag or LagMonitor()  # exchange→receive lag of this connection
         self.checkpoint_every = checkpoint_every_changes
         self.checkpoint_interval_us = int(checkpoint_interval_secs * 1_000_000)
-        self.rng = rng or random.Random()
+        # reconnects, resent commands and left-out retries: 0.5 s doubling, jittered
+        self.backoff = Backoff(0.5, MAX_BACKOFF_SECS, rng=rng or random.Random())
         self.books: dict[str, MarketBook] = {}
         self.wanted: set[str] = set()  # tickers we record
         self.series_of: dict[str, str] = {}
@@ -206,8 +207,7 @@ class Feed:
                     return
                 metrics.RECONNECTS.inc()
                 self._mark_all_disconnected()
-                delay = min(MAX_BACKOFF_SECS, 0.5 * 2**attempt)
-                delay = delay / 2 + self.rng.uniform(0, delay / 2)
+                delay = self.backoff.delay(attempt)
                 attempt += 1
                 log.info("feed.reconnecting", delay_secs=round(delay, 2), attempt=attempt)
                 try:
@@ -309,8 +309,7 @@ class Feed:
     async def _resend(self, cmd: str, params: dict[str, Any] | None, attempt: int,
                       asked: set[str] | None) -> None:
         """A command refused with error 27 (too many requests), after a backoff."""
-        delay = min(MAX_BACKOFF_SECS, 0.5 * 2**attempt)
-        await asyncio.sleep(delay / 2 + self.rng.uniform(0, delay / 2))
+        await asyncio.sleep(self.backoff.delay(attempt))
         cmd_id = await self._command(cmd, params, attempt + 1)
         if asked is not None:
             self._asked[cmd_id] = asked
@@ -803,8 +802,7 @@ class Feed:
         attempt = max(self.left_out.get(t, 0) for t in missing)
         for ticker in missing:
             self.left_out[ticker] = attempt + 1
-        delay = min(MAX_BACKOFF_SECS, 0.5 * 2**attempt)
-        self._spawn(self._retry_left_out(missing, delay / 2 + self.rng.uniform(0, delay / 2)))
+        self._spawn(self._retry_left_out(missing, self.backoff.delay(attempt)))
 
     async def _retry_left_out(self, tickers: list[str], delay_secs: float) -> None:
         await asyncio.sleep(delay_secs)

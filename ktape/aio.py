@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[object] | None]) -> None:
@@ -36,3 +38,22 @@ class TokenBucket:
                 self.tokens -= cost
                 return
             await asyncio.sleep((cost - self.tokens) / self.rate)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff with jitter (each delay in [ceiling/2, ceiling]); `rng`
+    is injectable for tests. One rule for every retry: the supervisor's restarts, Kalshi
+    REST retries, reconnects and resent WebSocket commands."""
+
+    initial_secs: float = 0.5
+    max_secs: float = 30.0
+    multiplier: float = 2.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int) -> float:
+        ceiling = min(self.max_secs, self.initial_secs * self.multiplier ** max(0, attempt))
+        return self.jitter(ceiling)
+
+    def jitter(self, ceiling: float) -> float:
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
 import time
 from collections import deque
@@ -26,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ktape.aio import cancel_and_wait
+from ktape.aio import Backoff, cancel_and_wait
 from ktape.log import get_logger
 
 log = get_logger(__name__)
@@ -47,23 +46,6 @@ class ChildSpec:
     ready_timeout_secs: float = 60.0
     stop_timeout_secs: float = 8.0
     cwd: str | None = None
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff with full jitter; `rng` is injectable for tests."""
-
-    initial_secs: float = 0.5
-    max_secs: float = 30.0
-    multiplier: float = 2.0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, attempt: int) -> float:
-        ceiling = min(self.max_secs, self.initial_secs * self.multiplier ** max(0, attempt))
-        return self.jitter(ceiling)
-
-    def jitter(self, ceiling: float) -> float:
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
 
 class ChildState:

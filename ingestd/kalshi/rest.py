@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ingestd.kalshi.auth import KalshiSigner
-from ktape.aio import TokenBucket
+from ktape.aio import Backoff, TokenBucket
 from ktape.log import get_logger
 
 log = get_logger(__name__)
@@ -33,15 +33,14 @@ class KalshiRest:
         self.signer = signer
         self.bucket = TokenBucket(requests_per_sec, requests_per_sec)
         self.max_attempts = max_attempts
-        self.rng = rng or random.Random()
+        self.backoff = Backoff(0.5, 30.0, rng=rng or random.Random())
         self.client = httpx.AsyncClient(timeout=20.0)
 
     async def close(self) -> None:
         await self.client.aclose()
 
     def backoff_secs(self, attempt: int) -> float:
-        ceiling = min(30.0, 0.5 * 2**attempt)
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+        return self.backoff.delay(attempt)
 
     async def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         for attempt in range(self.max_attempts):

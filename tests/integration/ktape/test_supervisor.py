@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from ktape.supervisor import Backoff, ChildSpec, Supervisor
+from ktape.aio import Backoff
+from ktape.supervisor import ChildSpec, Supervisor
 
 CHILD = """
 import os, signal, sys, time

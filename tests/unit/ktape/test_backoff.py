@@ -2,7 +2,8 @@
 
 import random
 
-from ktape.supervisor import Backoff, ChildSpec, _dependency_order
+from ktape.aio import Backoff
+from ktape.supervisor import ChildSpec, _dependency_order
 
 
 def test_backoff_is_capped_and_jittered():
