@@ -58,9 +58,6 @@ async def record_reference_data(rest: KalshiRest, writer: IlpWriter, at_us: int,
 
 # -- markets ----------------------------------------------------------------------------
 
-# Kalshi's market statuses (PROTOCOL.md §7), the values of `markets.status`.
-MARKET_STATUSES = ("initialized", "active", "inactive", "closed", "determined", "disputed",
-                   "amended", "finalized")
 OPEN_STATUSES = ("active", "inactive")  # they become `closed` at close_time, with no event
 # How far along its lifecycle a status is: a market never moves back (a reopening moves
 # closed → active, but only by its own `activated` event).
@@ -211,9 +208,8 @@ class MarketRows:
         self.finalized.discard(row.ticker)
         self.rows[row.ticker] = row
         self._schedule(row)
-        if not self._clock_change(row, now):
-            return
-        self.tick(now)
+        if self._clock_change(row, now):  # already due (e.g. created after its open time)
+            self.tick(now)
 
     def unfinished(self) -> list[str]:
         """Tickers of the markets followed that are not finalized."""

@@ -33,6 +33,7 @@ from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.paging import PageTokenError, PageTokens, page_size, query_digest
+from ktape.schema.tables import MARKET_STATUSES
 from queryd import reference, sql
 from queryd.candles import INTERVAL_US, MAX_BUCKETS, candles
 from queryd.convert import from_timestamp, orderbook_response
@@ -91,10 +92,7 @@ def _page_size(value: int) -> int:
         raise InvalidArgument.field("page_size", str(exc)) from None
 
 
-# Kalshi's market statuses (PROTOCOL.md §7), as GetMarket reports them; `settled` is the
-# word users (and Kalshi's own REST filter) use for `finalized`.
-MARKET_STATUSES = ("initialized", "active", "inactive", "closed", "determined", "disputed",
-                   "amended", "finalized")
+# `settled` is the word users (and Kalshi's own REST filter) use for `finalized`.
 STATUS_ALIASES = {"settled": "finalized"}
 
 
@@ -246,9 +244,9 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
     async def GetMarket(self, request: pb.GetMarketRequest,
                         context: grpc.aio.ServicerContext) -> pb.GetMarketResponse:
         ticker = _ticker(request.ticker)
+        at = from_timestamp(request.at) if request.HasField("at") else None
         async with self.pool.connection() as conn:
-            if request.HasField("at"):
-                at = from_timestamp(request.at)
+            if at is not None:
                 row = await (await conn.execute(sql.MARKET_AT, {"ticker": ticker, "at": at})
                              ).fetchone()
                 if row is None:
@@ -263,9 +261,8 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
             else:
                 market = reference.market_message(row)
             market.coverage.CopyFrom(await reference.coverage(conn, ticker))
-            at_or_now = from_timestamp(request.at) if request.HasField("at") else now_utc()
-            reference.add_statistics(market, await reference.statistics_at(conn, ticker,
-                                                                            at_or_now))
+            reference.add_statistics(market, await reference.statistics_at(
+                conn, ticker, at if at is not None else now_utc()))
         return pb.GetMarketResponse(market=market)
 
     @_rpc

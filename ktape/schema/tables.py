@@ -20,6 +20,11 @@ Conventions every reader of these tables relies on:
 
 from __future__ import annotations
 
+# The values of `markets.status`: Kalshi's market statuses (PROTOCOL.md §7), which ingestd
+# writes and queryd filters on.
+MARKET_STATUSES = ("initialized", "active", "inactive", "closed", "determined", "disputed",
+                   "amended", "finalized")
+
 TICKER = "SYMBOL CAPACITY 262144 NOCACHE"
 SMALL_SYMBOL = "SYMBOL CAPACITY 256 CACHE"
 
