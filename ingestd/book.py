@@ -34,8 +34,7 @@ class MarketBook:
     # (the snapshot healed a gap, or was the first): a change moved up to the snapshot's
     # time from within them needs no gap row of its own. None: nothing before is covered.
     covered_from_us: int | None = None
-    # The latest `clock_order` gap row: (detected, start, end) in µs.
-    clock_gap: tuple[int, int, int] | None = None
+    clock_gap: Gap | None = None  # the latest `clock_order` gap row (widened in place)
     last_seq: int = 0
     last_sid: int = 0
     continuous_since_us: int | None = None

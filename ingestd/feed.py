@@ -342,10 +342,13 @@ class Feed:
             if not batch:
                 break
             # Later batches are merged into the same orderbook sid (an `ok` reply).
-            cmd_id = await self._command("subscribe", {
-                "channels": ["orderbook_delta"], "market_tickers": batch,
-                "use_yes_price": False})
-            self._asked[cmd_id] = set(batch)
+            await self._subscribe_book_batch(batch)
+
+    async def _subscribe_book_batch(self, tickers: list[str]) -> None:
+        """One book subscribe, remembering what it asked for (tickers left out, §5.11)."""
+        cmd_id = await self._command("subscribe", {
+            "channels": ["orderbook_delta"], "market_tickers": tickers, "use_yes_price": False})
+        self._asked[cmd_id] = set(tickers)
 
     async def request_snapshots(self, tickers: list[str]) -> None:
         if self.book_sid is None or not tickers:
@@ -625,18 +628,18 @@ class Feed:
                 and clock_us >= book.covered_from_us:
             return at
         gap = book.clock_gap
-        if gap is not None and gap[2] == at:
-            if gap[1] <= clock_us:
+        if gap is not None and gap.end_us == at:
+            if gap.start_us is not None and gap.start_us <= clock_us:
                 return at
-            detected, start = gap[0], clock_us  # widen the same row (same dedup key)
+            detected = gap.detected_us  # widen the same row (same dedup key)
         else:
-            detected, start = now_us(), clock_us
+            detected = now_us()
             log.warning("book.gap_detected", ticker=book.ticker, reason="clock_order", sid=sid,
                         got_seq=seq, exchange_us=clock_us, book_us=at)
             metrics.GAPS.labels(reason="clock_order").inc()
-        book.clock_gap = (detected, start, at)
-        self._write_gap(Gap(book.ticker, "clock_order", detected, start, at, got_seq=seq,
-                            sid=sid))
+        book.clock_gap = Gap(book.ticker, "clock_order", detected, clock_us, at, got_seq=seq,
+                             sid=sid)
+        self._write_gap(book.clock_gap)
         return at
 
     def _write_change(self, lines: BookChangeLines, price: int, after: int, delta: int,
@@ -813,10 +816,7 @@ class Feed:
         if self.book_sid is not None:
             await self._update_markets("add_markets", again)
         else:  # no book subscription yet (its subscribe was refused): subscribe them
-            cmd_id = await self._command("subscribe", {
-                "channels": ["orderbook_delta"], "market_tickers": again,
-                "use_yes_price": False})
-            self._asked[cmd_id] = set(again)
+            await self._subscribe_book_batch(again)
 
     def _on_unsubscribed(self, message: dict[str, Any]) -> None:
         """ingestd never unsubscribes, so an `unsubscribed` is the venue ending the
@@ -831,11 +831,11 @@ class Feed:
         log.warning("feed.unsubscribed_by_server", sid=sid, channel=channel)
         if sid == self.book_sid:
             self.book_sid = None
-            asked = now_us()
+            requested = now_us()
             for book in self.books.values():
                 if not book.awaiting_snapshot:
                     self._open_gap(book, "unsubscribed", expected=None, got=None, sid=sid)
-                book.snapshot_requested_us = asked  # the watchdog reconnects if none comes
+                book.snapshot_requested_us = requested  # the watchdog reconnects if none comes
             self._spawn(self._subscribe_books())
         else:
             self._write_gap(Gap("*", f"unsubscribed_{channel}", now_us(), None, sid=sid))
