@@ -282,21 +282,11 @@ class SimServer:
                 client.ws.transport.abort()
             return
         if fault == "error_10":  # a channel error kills the book subscription, not the socket
-            for client in list(self.clients.values()):
-                for sub in [s for s in client.subs.values() if s.channel == "orderbook_delta"]:
-                    client.subs.pop(sub.sid, None)
-                    self.journal.fault(_now_ms(), "error_10", client=client.id, sid=sub.sid)
-                    sub.seq += 1
-                    self._send(client, {"type": "error", "sid": sub.sid, "seq": sub.seq,
-                                        "msg": {"code": 10, "msg": "Channel error"}})
+            self._end_book_subscriptions(fault, {"type": "error", "msg": {
+                "code": 10, "msg": "Channel error"}})
             return
         if fault == "unsubscribe":  # the venue ends each book subscription on its own (§5.11)
-            for client in list(self.clients.values()):
-                for sub in [s for s in client.subs.values() if s.channel == "orderbook_delta"]:
-                    client.subs.pop(sub.sid, None)
-                    self.journal.fault(_now_ms(), "unsubscribe", client=client.id, sid=sub.sid)
-                    sub.seq += 1
-                    self._send(client, {"type": "unsubscribed", "sid": sub.sid, "seq": sub.seq})
+            self._end_book_subscriptions(fault, {"type": "unsubscribed"})
             return
         if fault == "silence":  # the connection stays open and says nothing, not even pings
             for client in list(self.clients.values()):
@@ -309,6 +299,16 @@ class SimServer:
             self.journal.fault(_now_ms(), "maintenance", secs=n)
             return
         self.pending[fault] = self.pending.get(fault, 0) + n
+
+    def _end_book_subscriptions(self, fault: str, body: dict[str, Any]) -> None:
+        """Every client's book subscription ends from the server's side with `body`
+        (taking the subscription's next seq); the socket stays open."""
+        for client in list(self.clients.values()):
+            for sub in [s for s in client.subs.values() if s.channel == "orderbook_delta"]:
+                client.subs.pop(sub.sid, None)
+                self.journal.fault(_now_ms(), fault, client=client.id, sid=sub.sid)
+                sub.seq += 1
+                self._send(client, {**body, "sid": sub.sid, "seq": sub.seq})
 
     def drive(self, action: str, ticker: str) -> list[str]:
         """Move one market along its lifecycle now (`close` an active market, `determine`
