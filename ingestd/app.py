@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import signal
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
 from ingestd.config import IngestSettings, load_ingest_settings
-from ingestd.feed import Feed, now_us
 from ingestd.http import start_http
 from ingestd.kalshi.auth import KalshiSigner
+from ingestd.kalshi.feed import KalshiFeed
+from ingestd.kalshi.markets import MarketsChange
 from ingestd.kalshi.rest import KalshiRest, RestError
+from ingestd.kalshi.subscriptions import MARKET_WIDE
 from ingestd.lag import LagMonitor
 from ingestd.live import LiveFanout
 from ingestd.metadata import (
@@ -29,8 +31,10 @@ from ingestd.metadata import (
     series_of,
     stored_market_rows,
 )
+from ingestd.sink import RowSink
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter
+from ktape.clock import datetime_us, now_us
 from ktape.config import Settings
 from ktape.entrypoint import run_service
 from ktape.log import get_logger
@@ -57,11 +61,22 @@ def last_recorded(conninfo: str, market_rows: MarketRows) -> dict[str, int]:
         rows = conn.execute(LAST_RECORDED).fetchall()
         market_rows.load(*stored_market_rows(conn))
     # QuestDB returns naive datetimes that are UTC.
-    return {str(t): int(ts.replace(tzinfo=dt.UTC).timestamp() * 1_000_000)
+    return {str(t): datetime_us(ts)
             for t, ts in rows if ts is not None}
 
 
-class Recorder:
+def shard_of(ticker: str, shards: int) -> int:
+    """The connection that records a market: a stable hash of its ticker."""
+    return 0 if shards == 1 else zlib.crc32(ticker.encode()) % shards
+
+
+class Ingestd:
+    """The recording process: one KalshiFeed per WebSocket connection, markets sharded
+    across them by ticker (`shard_of`). Connection 0 alone follows the market-wide
+    channels (lifecycle, trades, tickers); this object hands each lifecycle event's
+    effects to the connection that records the market, and their market-set changes back
+    to connection 0's market-wide subscriptions."""
+
     def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
         self.settings = settings
         self.ingest = ingest
@@ -73,41 +88,66 @@ class Recorder:
                                 SpillFile(settings.spill_dir / "ilp.spill", ingest.spill_max_bytes),
                                 flush_rows=ingest.flush_rows,
                                 flush_interval_ms=ingest.flush_interval_ms)
-        self.market_rows = MarketRows(self.writer)
-        # One Feed per WebSocket connection, markets sharded across them by ticker.
-        self.feeds = [Feed(settings.kalshi_ws_url, self.writer, settings.markets, signer=signer,
-                           checkpoint_every_changes=ingest.checkpoint_every_changes,
-                           checkpoint_interval_secs=ingest.checkpoint_interval_secs,
-                           shard=i, shards=ingest.connections, market_rows=self.market_rows,
-                           liveness_secs=ingest.liveness_secs,
-                           lag=LagMonitor(int(ingest.lag_window_secs * 1e6), ingest.lag_windows,
-                                          int(ingest.lag_growth_secs * 1e6)))
-                      for i in range(ingest.connections)]
-        for feed in self.feeds:
-            feed.peers = self.feeds
-        self.feed = self.feeds[0]  # the lifecycle connection
         self.live = LiveFanout()
-        self.writer.live = self.live
+        self.sink = RowSink(self.writer, self.live)
+        self.market_rows = MarketRows(self.sink)
+        self.feeds = [KalshiFeed(
+            settings.kalshi_ws_url, self.sink, settings.markets, signer=signer,
+            checkpoint_every_changes=ingest.checkpoint_every_changes,
+            checkpoint_interval_secs=ingest.checkpoint_interval_secs,
+            market_rows=self.market_rows, liveness_secs=ingest.liveness_secs,
+            lag=LagMonitor(int(ingest.lag_window_secs * 1e6), ingest.lag_windows,
+                           int(ingest.lag_growth_secs * 1e6)),
+            name=str(i), market_wide=MARKET_WIDE if i == 0 else (),
+            listed=self._all_wanted, on_lifecycle=self._lifecycle,
+            wanted_anywhere=self._wanted_anywhere)
+            for i in range(ingest.connections)]
+        self.feed = self.feeds[0]  # the market-wide connection
         self.started_us = now_us()
+
+    def owner(self, ticker: str) -> KalshiFeed:
+        return self.feeds[shard_of(ticker, len(self.feeds))]
+
+    def _all_wanted(self) -> set[str]:
+        return set().union(*(feed.wanted for feed in self.feeds))
+
+    def _wanted_anywhere(self, ticker: str) -> bool:
+        return ticker in self.owner(ticker).wanted
+
+    def _lifecycle(self, ticker: str, event_type: str, msg: dict[str, Any], ts_us: int) -> None:
+        change: MarketsChange | None = self.owner(ticker).markets.apply_lifecycle(
+            ticker, event_type, msg, ts_us)
+        if change is not None:
+            self.feed.follow_markets(change)
+
+    def add_markets(self, markets: list[dict[str, Any]]) -> list[str]:
+        """Discovered markets, each to the connection that records it."""
+        by_shard: dict[int, list[dict[str, Any]]] = {}
+        for market in markets:
+            ticker = market.get("ticker")
+            if isinstance(ticker, str):
+                by_shard.setdefault(shard_of(ticker, len(self.feeds)), []).append(market)
+        return [t for shard, group in sorted(by_shard.items())
+                for t in self.feeds[shard].markets.add(group)]
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         lag = None
-        last = [f.last_message_us for f in self.feeds if f.last_message_us is not None]
+        last = [f.connection.last_message_us for f in self.feeds
+                if f.connection.last_message_us is not None]
         if last:
             lag = round((now_us() - min(last)) / 1e6, 3)
-        connected = all(f.connected for f in self.feeds)
+        connected = all(f.connection.connected for f in self.feeds)
         body = {
             "feed_connected": connected,
             "connections": len(self.feeds),
-            "connections_up": sum(1 for f in self.feeds if f.connected),
+            "connections_up": sum(1 for f in self.feeds if f.connection.connected),
             "writer": "committing" if self.writer.healthy else "spilling",
             "writer_error": self.writer.last_error,
             "spill_bytes": self.writer.spill.size,
-            "markets_recorded": sum(1 for f in self.feeds for b in f.books.values()
-                                    if not b.awaiting_snapshot),
+            "markets_recorded": sum(f.recorder.recorded for f in self.feeds),
             "markets_wanted": sum(len(f.wanted) for f in self.feeds),
             # asked for but not held by the venue yet (retried): not recorded
-            "markets_left_out": sum(len(f.left_out) for f in self.feeds),
+            "markets_left_out": sum(len(f.subscriptions.left_out) for f in self.feeds),
             "secs_since_last_message": lag,
             # exchange→receive lag per connection (window floor), and whether it grows
             "exchange_lag_secs": [None if (f := feed.lag.floor_us()) is None else f / 1e6
@@ -126,11 +166,11 @@ class Recorder:
                 behind = set(self.market_rows.unfinished())
                 markets = await self.rest.markets(status="open")
                 behind -= {str(m.get("ticker")) for m in markets}
-                added = [t for feed in self.feeds for t in feed.add_markets(markets)]
+                added = self.add_markets(markets)
                 log.info("markets.discovered", markets=len(markets), recording=len(added),
                          connections=len(self.feeds))
                 await self.catch_up(sorted(behind))
-                await record_reference_data(self.rest, self.writer, now_us())
+                await record_reference_data(self.rest, self.sink, now_us())
                 return
             except RestError as exc:
                 attempt += 1
@@ -157,7 +197,8 @@ class Recorder:
             recorded = await asyncio.to_thread(last_recorded, self.settings.questdb_pg_conninfo,
                                                self.market_rows)
             for feed in self.feeds:
-                feed.note_restart(recorded)
+                feed.recorder.note_restart({t: us for t, us in recorded.items()
+                                            if self.owner(t) is feed})
         except psycopg.Error as exc:
             log.warning("restart.lookup_failed", error=str(exc))
         await self.discover(stop)
@@ -165,7 +206,7 @@ class Recorder:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.writer.run(writer_stop), name="ilp-writer")
             clock = tasks.create_task(self._market_clock(stop), name="market-clock")
-            feeds = [tasks.create_task(feed.run(stop), name=f"feed-{feed.shard}")
+            feeds = [tasks.create_task(feed.run(stop), name=f"feed-{feed.name}")
                      for feed in self.feeds]
             await asyncio.gather(*feeds)
             await clock
@@ -189,7 +230,7 @@ async def _main(settings: Settings) -> int:
     ingest = load_ingest_settings()
     with psycopg.connect(settings.questdb_pg_conninfo, autocommit=True, connect_timeout=10) as c:
         apply_migrations(c)
-    recorder = Recorder(settings, ingest)
+    recorder = Ingestd(settings, ingest)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

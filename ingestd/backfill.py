@@ -15,12 +15,13 @@ from collections.abc import Sequence
 import psycopg
 
 from ingestd.candles_backfill import backfill_candles
-from ingestd.feed import now_us
 from ingestd.kalshi.auth import KalshiSigner
 from ingestd.kalshi.rest import KalshiRest, RestError
 from ingestd.metadata import MarketRow, MarketRows, record_reference_data, series_of
+from ingestd.sink import RowSink
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter
+from ktape.clock import now_us
 from ktape.config import load_settings
 from ktape.entrypoint import settings_or_report
 from ktape.log import configure_logging, get_logger
@@ -57,9 +58,10 @@ async def _run(statuses: Sequence[str], *, candles: bool = False, period: int = 
     rest = KalshiRest(settings.kalshi_rest_url, signer)
     writer = IlpWriter(str(settings.questdb_http),
                        SpillFile(settings.spill_dir / "backfill.spill", 1 << 30))
-    market_rows = MarketRows(writer)
+    sink = RowSink(writer)  # no live fan-out: nobody follows a backfill
+    market_rows = MarketRows(sink)
     try:
-        counts = await record_reference_data(rest, writer, now_us(), source="backfill")
+        counts = await record_reference_data(rest, sink, now_us(), source="backfill")
         total = 0
         wanted: list[dict] = []
         for status in statuses:

@@ -25,7 +25,6 @@ from typing import Any
 import httpx
 
 from ingestd import metrics
-from ingestd.live import LIVE_TABLES, LiveFanout
 from ingestd.spill import SpillFile, SpillFull
 from ktape.log import get_logger
 
@@ -60,10 +59,6 @@ class IlpWriter:
         # Batches that could neither be sent nor spilled (spill file full). Kept in order
         # in memory while the reader is held back (`backpressure`), never dropped.
         self.held: list[bytes] = []
-        # The live fan-out (ingestd/live.py): rows of LIVE_TABLES are handed to it as
-        # they are buffered. Book changes, which come as ready lines, are handed over by
-        # their writer (Feed) with the values, not as dicts.
-        self.live: LiveFanout | None = None
         metrics.SPILL_BYTES.set(self.spill.size)
 
     def row(self, table: str, *, symbols: dict[str, str], columns: dict[str, Any],
@@ -72,8 +67,6 @@ class IlpWriter:
             self.segments.append("".join(self.lines).encode())
             self.lines = []
         self.buffer.row(table, symbols=symbols, columns=columns, at=TimestampMicros(at_us))
-        if self.live is not None and table in LIVE_TABLES:
-            self.live.publish(table, symbols, columns, at_us)
         self._count(table, exchange_ms)
 
     def add_line(self, table: str, line: str, exchange_ms: int | None) -> None:

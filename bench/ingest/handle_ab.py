@@ -1,4 +1,4 @@
-"""Feed.handle of two checkouts side by side: did a change to ingestd's hot path cost CPU?
+"""The frame handler of two checkouts side by side: did a change to the hot path cost CPU?
 
 Intent: "old vs new in one run". Stage 2 of pipeline.py (JSON frames through
 `Feed.handle`: parse, exact normalisation, sequence check, book update, ILP row, no
@@ -24,18 +24,25 @@ from pathlib import Path
 tree = sys.argv[1]
 sys.path.insert(0, tree)
 from bench.ingest.pipeline import END_TO_END_T0, frames
-import ingestd.feed
-from ingestd.feed import Feed
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter
 from ktape.config import MarketFilter
-assert ingestd.feed.__file__.startswith(tree), ingestd.feed.__file__
+try:  # the pipeline of issue 14: a Kalshi adapter writing to a row sink
+    import ingestd.kalshi.feed as module
+    from ingestd.sink import RowSink
+    def make(writer):
+        return module.KalshiFeed("ws://x/trade-api/ws/v2", RowSink(writer), MarketFilter(all=True))
+except ImportError:  # before it: one Feed class given the writer
+    import ingestd.feed as module
+    def make(writer):
+        return module.Feed("ws://x/trade-api/ws/v2", writer, MarketFilter(all=True))
+assert module.__file__.startswith(tree), module.__file__
 data = frames(300_000, 500)
 best = 0.0
 for _ in range(5):
     sink = IlpWriter("127.0.0.1:9", SpillFile(Path(tempfile.mkdtemp()) / "a.spill", 1 << 34),
                      flush_rows=10**12)
-    feed = Feed("ws://x/trade-api/ws/v2", sink, MarketFilter(all=True))
+    feed = make(sink)
     began = time.perf_counter()
     for i, frame in enumerate(data):
         feed.handle(frame, END_TO_END_T0 * 1000 + i)

@@ -2,7 +2,7 @@
 
 Intent: "how fast", the issue's p99 < 1 s. Starts `ktape sim` as its own process (a feed
 at `--rate` events/s over `--markets` markets) and a private QuestDB, records with the
-real Recorder in this process for `--secs`, and reads ingestd's own lag histogram
+real Ingestd in this process for `--secs`, and reads ingestd's own lag histogram
 (`ingestd_ingest_lag_seconds`, observed once per committed batch for its oldest row).
 Percentiles are bucket upper bounds. With a `--rate` above what the simulator can send
 (~60,000 messages/s, docs/performance.md) it also gives the sustained rate against the
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import save
 from ingestd import metrics
-from ingestd.app import Recorder
+from ingestd.app import Ingestd
 from ingestd.config import IngestSettings
 from ktape.config import HostPort, load_settings
 from ktape.runtime.ports import free_port
@@ -47,7 +47,7 @@ def histogram_percentiles(histogram, quantiles=(0.5, 0.9, 0.99)) -> dict[str, fl
 
 
 async def record(settings, secs: float) -> dict:
-    recorder = Recorder(settings, IngestSettings())
+    recorder = Ingestd(settings, IngestSettings())
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(stop))
     await asyncio.sleep(secs)

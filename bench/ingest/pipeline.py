@@ -5,11 +5,11 @@ Intent: "how fast", four stages on one private QuestDB:
    as QuestDB takes them (no parsing, no book). `ilp_client_rows_per_sec` — the same rows
    written through the ILP client in the timed loop (row building + sending): what a
    client that already has the values, and no Kalshi frames to parse, achieves.
-2. `handle_msgs_per_sec` — ingestd's CPU cost alone: JSON frames through `Feed.handle`
+2. `handle_msgs_per_sec` — ingestd's CPU cost alone: JSON frames through `KalshiFeed.handle`
    (parse, exact normalisation, sequence check, book update, ILP row), no network.
-3. `end_to_end_msgs_per_sec` — frames through `Feed.handle` with the real writer flushing
+3. `end_to_end_msgs_per_sec` — frames through `KalshiFeed.handle` with the real writer flushing
    to QuestDB (what a feed at full speed would see), and the ratio to the ceiling.
-4. `over_websocket_msgs_per_sec` — ingestd as it runs: `Feed.run` reading the frames over
+4. `over_websocket_msgs_per_sec` — ingestd as it runs: `KalshiFeed.run` reading the frames over
    a loopback WebSocket from an exchange in its own process (replay_exchange.py), the
    writer on its timer, and the live fan-out followed by one reader in another process
    (as queryd follows it), until every row is committed.
@@ -38,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import cpu_secs, save
 from bench.query.synthetic import bench_questdb
-from ingestd.feed import Feed
 from ingestd.http import start_http
+from ingestd.kalshi.feed import KalshiFeed
 from ingestd.live import LiveFanout
+from ingestd.sink import RowSink
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter, TimestampMicros
 from ktape.config import MarketFilter
@@ -108,7 +109,7 @@ async def run(messages: int, markets: int) -> dict:
         # 2. handle only (writer buffer is discarded, never sent)
         sink = IlpWriter(f"127.0.0.1:{free_port()}", SpillFile(root / "a.spill", 1 << 34),
                          flush_rows=10**12)
-        feed = Feed("ws://x/trade-api/ws/v2", sink, MarketFilter(all=True))
+        feed = KalshiFeed("ws://x/trade-api/ws/v2", RowSink(sink), MarketFilter(all=True))
         began = time.perf_counter()
         for i, frame in enumerate(data):
             feed.handle(frame, END_TO_END_T0 * 1000 + i)
@@ -137,12 +138,12 @@ async def run(messages: int, markets: int) -> dict:
         # 3. end to end with the real writer
         writer = IlpWriter(str(qdb.http), SpillFile(root / "c.spill", 1 << 34),
                            flush_rows=20_000)
-        feed = Feed("ws://x/trade-api/ws/v2", writer, MarketFilter(all=True))
+        feed = KalshiFeed("ws://x/trade-api/ws/v2", RowSink(writer), MarketFilter(all=True))
         cpu = CpuSplit(questdb_pid(qdb), len(data))
         began = time.perf_counter()
         for i, frame in enumerate(data):
             feed.handle(frame, END_TO_END_T0 * 1000 + i)
-            if writer.wants_flush:  # as Feed._read does
+            if writer.wants_flush:  # as KalshiFeed.run does
                 writer.kick()
                 await writer.backpressure()
             if i % 500 == 0:
@@ -227,16 +228,16 @@ async def over_websocket(questdb_http: str, questdb_pid: int, spill: Path, messa
         assert exchange.stdout is not None
         assert (await exchange.stdout.readline()).strip() == b"ready"
         writer = IlpWriter(questdb_http, SpillFile(spill, 1 << 34), flush_rows=20_000)
-        writer.live = LiveFanout()
-        http = await start_http(SimpleNamespace(live=writer.live, health=lambda: (True, {})),
+        live = LiveFanout()
+        http = await start_http(SimpleNamespace(live=live, health=lambda: (True, {})),
                                 "127.0.0.1", live_port)
         follower = await asyncio.create_subprocess_exec(sys.executable, "-c", DRAIN,
                                                         str(live_port))
-        while writer.live.followers < 1:
+        while live.followers < 1:
             await asyncio.sleep(0.01)
-        feed = Feed(f"ws://127.0.0.1:{exchange_port}/trade-api/ws/v2", writer,
-                    MarketFilter(all=True))
-        feed.add_markets([{"ticker": f"{prefix}-{m}", "series_ticker": prefix}
+        feed = KalshiFeed(f"ws://127.0.0.1:{exchange_port}/trade-api/ws/v2",
+                          RowSink(writer, live), MarketFilter(all=True))
+        feed.markets.add([{"ticker": f"{prefix}-{m}", "series_ticker": prefix}
                           for m in range(markets)])
         if start is not None:
             await start()
@@ -246,17 +247,17 @@ async def over_websocket(questdb_http: str, questdb_pid: int, spill: Path, messa
         stop = asyncio.Event()
         began = time.perf_counter()
         tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(writer.run(stop))]
-        while feed.sequencer.last_seq(1) != last_seq:
+        while feed.subscriptions.sequencer.last_seq(1) != last_seq:
             await asyncio.sleep(0.005)
         stop.set()
         await asyncio.gather(*tasks)
         await writer.close()
         elapsed = time.perf_counter() - began
         split = await cpu.settled()
-        assert writer.spill.size == 0 and writer.live.dropped_followers == 0
+        assert writer.spill.size == 0 and live.dropped_followers == 0
         follower.terminate()
         await follower.wait()
-        while writer.live.followers:  # its serving task ends at the follower's EOF
+        while live.followers:  # its serving task ends at the follower's EOF
             await asyncio.sleep(0.01)
         await http.cleanup()
         return (1 + markets + messages) / elapsed, split

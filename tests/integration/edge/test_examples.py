@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from ingestd.app import Recorder
+from ingestd.app import Ingestd
 from ingestd.config import IngestSettings
 from ktape.config import load_settings
 from ktape.runtime.pins import REPO_ROOT
@@ -28,7 +28,7 @@ async def test_examples_run_against_recorded_data(edge, questdb, tmp_path):
             **questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
             "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
             "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
-        recorder = Recorder(settings, IngestSettings(flush_interval_ms=100))
+        recorder = Ingestd(settings, IngestSettings(flush_interval_ms=100))
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))
         await asyncio.sleep(3)

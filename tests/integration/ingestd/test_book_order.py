@@ -25,7 +25,7 @@ import pytest
 import pytest_asyncio
 from google.protobuf import timestamp_pb2
 
-from ingestd.app import Recorder
+from ingestd.app import Ingestd
 from ingestd.config import IngestSettings
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
@@ -123,7 +123,7 @@ async def lagged(questdb, tmp_path_factory) -> AsyncIterator[dict]:
 
         async def run_recorder(body) -> None:  # type: ignore[no-untyped-def]
             stop = asyncio.Event()
-            task = asyncio.create_task(Recorder(settings, ingest).run(stop))
+            task = asyncio.create_task(Ingestd(settings, ingest).run(stop))
             try:
                 await body()
             finally:

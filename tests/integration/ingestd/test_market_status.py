@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 from google.protobuf import timestamp_pb2
 
-from ingestd.app import Recorder
+from ingestd.app import Ingestd
 from ingestd.config import IngestSettings
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
@@ -55,13 +55,13 @@ async def within(check: Callable[[], Awaitable[str | None]], what: str) -> float
 
 
 @contextlib.asynccontextmanager
-async def running_recorder(settings) -> AsyncIterator[Recorder]:  # type: ignore[no-untyped-def]
-    recorder = Recorder(settings, IngestSettings(flush_interval_ms=100))
+async def running_recorder(settings) -> AsyncIterator[Ingestd]:  # type: ignore[no-untyped-def]
+    recorder = Ingestd(settings, IngestSettings(flush_interval_ms=100))
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(stop))
     try:
         for _ in range(200):  # lifecycle is followed from here on
-            if "market_lifecycle_v2" in recorder.feed.sids.values():
+            if "market_lifecycle_v2" in recorder.feed.subscriptions.sids.values():
                 break
             await asyncio.sleep(0.05)
         else:

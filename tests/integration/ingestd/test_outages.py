@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from ingestd.app import Recorder
+from ingestd.app import Ingestd
 from ingestd.config import IngestSettings
 from ktape.config import HostPort, load_settings
 from ktape.runtime.ports import free_port
@@ -58,7 +58,7 @@ async def test_questdb_restart_mid_run_loses_nothing(tmp_path):
                 "KTAPE_DATA_DIR": str(tmp_path),
                 "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
                 "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
-            recorder = Recorder(settings, IngestSettings(checkpoint_every_changes=50,
+            recorder = Ingestd(settings, IngestSettings(checkpoint_every_changes=50,
                                                          flush_interval_ms=100))
             stop = asyncio.Event()
             task = asyncio.create_task(recorder.run(stop))

@@ -32,10 +32,10 @@ async def test_server_unsubscribe_then_a_reused_sid(clean_questdb, tmp_path):
         sim.model.lifecycle_rate = 0  # the same eight markets throughout
         async with recording(clean_questdb, tmp_path, sim) as recorder:
             await asyncio.sleep(2.0)
-            old_sid = recorder.feed.book_sid
+            old_sid = recorder.feed.subscriptions.book_sid
             await _control(sim.port, "unsubscribe")
             await asyncio.sleep(3.0)
-            assert recorder.feed.book_sid == old_sid  # the same number, a new subscription
+            assert recorder.feed.subscriptions.book_sid == old_sid  # the same number, a new subscription
             await _control(sim.port, "unsubscribe")  # and once more on the reused sid
             await asyncio.sleep(3.0)
         journal = sim.journal
@@ -76,9 +76,9 @@ async def test_signed_handshake_with_an_rsa_or_an_ed25519_key(clean_questdb, tmp
     async with SimServer(SimConfig(markets=4, rate=200, seed=3, public_key_path=public)) as sim:
         async with recording(clean_questdb, tmp_path / "data", sim, env=env) as recorder:
             await asyncio.sleep(2.0)
-            assert recorder.feed.connected
-            assert recorder.feed.signer is not None
-            assert recorder.feed.signer.key_type == key_type
+            assert recorder.feed.connection.connected
+            assert recorder.feed.connection.signer is not None
+            assert recorder.feed.connection.signer.key_type == key_type
         journal = sim.journal
     assert await final_books_match(clean_questdb, journal) >= 3
 
@@ -220,7 +220,7 @@ async def test_commands_refused_for_rate_are_sent_again(clean_questdb, tmp_path)
         await _control(sim.port, "too_many_requests", 2)
         async with recording(clean_questdb, tmp_path, sim) as recorder:
             await asyncio.sleep(3.0)
-            assert sorted(recorder.feed.sids.values()) == [
+            assert sorted(recorder.feed.subscriptions.sids.values()) == [
                 "market_lifecycle_v2", "orderbook_delta", "ticker", "trade"]
         journal = sim.journal
     assert [f["what"] for f in journal.faults()].count("too_many_requests") == 2
@@ -249,7 +249,7 @@ async def test_book_subscribes_in_batches_are_merged_into_one_subscription(
     """§5.11 merged re-subscribe: each later batch of the book subscribe is answered `ok`
     with the existing sid and the full ticker list, and snapshots only for the tickers it
     added — every market recorded once, on one subscription, none reported left out."""
-    monkeypatch.setattr("ingestd.feed.SUBSCRIBE_BATCH", 3)  # 8 markets: 3 subscribes
+    monkeypatch.setattr("ingestd.kalshi.subscriptions.SUBSCRIBE_BATCH", 3)  # 8 markets: 3 subscribes
     async with SimServer(SimConfig(markets=8, rate=300, seed=69)) as sim:
         sim.model.lifecycle_rate = 0
         async with recording(clean_questdb, tmp_path, sim) as recorder:

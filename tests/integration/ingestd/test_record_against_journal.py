@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from ingestd.app import Recorder
+from ingestd.app import Ingestd
 from ingestd.config import IngestSettings
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter, TimestampMicros
@@ -39,10 +39,10 @@ def recorder_settings(questdb, data_dir, sim, **extra: str) -> Settings:
 
 @contextlib.asynccontextmanager
 async def recording(questdb, data_dir, sim, env: dict[str, str] | None = None,
-                    **ingest: Any) -> AsyncIterator[Recorder]:
+                    **ingest: Any) -> AsyncIterator[Ingestd]:
     """A recorder running against `sim` for the body of the block (`env`: more KTAPE_*
     settings); then the simulator is quiesced, the recorder catches up and stops."""
-    recorder = Recorder(recorder_settings(questdb, data_dir, sim, **(env or {})),
+    recorder = Ingestd(recorder_settings(questdb, data_dir, sim, **(env or {})),
                         IngestSettings(flush_interval_ms=100, **ingest))
     stop = asyncio.Event()
     task = asyncio.create_task(recorder.run(stop))
@@ -86,7 +86,7 @@ async def test_faulty_run_rebuilds_the_true_book_outside_recorded_gaps(clean_que
             "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
             "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2",
         })
-        recorder = Recorder(settings, IngestSettings(checkpoint_every_changes=50,
+        recorder = Ingestd(settings, IngestSettings(checkpoint_every_changes=50,
                                                      flush_interval_ms=100))
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))

@@ -1,6 +1,6 @@
 """StreamOrderbook over ingestd's live fan-out: replay, seamless join, live, re-join.
 
-The simulator feeds a real ingestd (Recorder with its HTTP server, so `/live` is real),
+The simulator feeds a real ingestd (Ingestd with its HTTP server, so `/live` is real),
 queryd follows the fan-out, and streams are compared with what QuestDB stored: every
 change exactly once, across the history/live seam and across a fan-out reconnect.
 """
@@ -16,7 +16,7 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from ingestd.app import Recorder
+from ingestd.app import Ingestd
 from ingestd.config import IngestSettings
 from ingestd.http import start_http
 from ktape.config import load_settings
@@ -68,7 +68,7 @@ async def recording(questdb, tmp_path, rate: int = 400):
             "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2",
             "KTAPE_INGESTD_METRICS_ADDR": f"127.0.0.1:{http_port}",
             "KTAPE_PAGE_TOKEN_SECRET": "live-stream-tests"})
-        recorder = Recorder(settings, IngestSettings(flush_interval_ms=200))
+        recorder = Ingestd(settings, IngestSettings(flush_interval_ms=200))
         server = await start_http(recorder, "127.0.0.1", http_port)
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))

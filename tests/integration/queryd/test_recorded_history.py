@@ -20,7 +20,7 @@ from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from ingestd.app import Recorder
+from ingestd.app import Ingestd
 from ingestd.config import IngestSettings
 from ktape.config import load_settings
 from ktape.marketdata.v1 import marketdata_pb2 as pb
@@ -48,7 +48,7 @@ async def recorded(questdb, tmp_path_factory) -> AsyncIterator[dict]:
             "KTAPE_PAGE_TOKEN_SECRET": "recorded-history-tests",
         })
         began = dt.datetime.now(dt.UTC)
-        recorder = Recorder(settings, IngestSettings(checkpoint_every_changes=40,
+        recorder = Ingestd(settings, IngestSettings(checkpoint_every_changes=40,
                                                      flush_interval_ms=100))
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))

@@ -1,14 +1,12 @@
-"""Reference data (series, events, markets) into QuestDB: from Kalshi REST, and for
-markets also from the lifecycle channel and the clock.
+"""Market rows: one version per change, from REST discovery, lifecycle events and the
+clock (Kalshi sends no event when a market opens or closes, PROTOCOL.md §7).
 
-Shared by live recording (at start-up, so queries have events and series from the first
-minute) and `ktape backfill`. Every row is keyed (ts, ticker) and QuestDB keeps the latest
-version per ticker via `LATEST ON`, so re-running is harmless.
+Every row is keyed (ts, ticker) and readers take the latest per ticker (`LATEST ON`), so
+each version carries every column of the one before, and re-writing is harmless.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import heapq
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,47 +14,12 @@ from typing import Any
 import orjson
 
 from ingestd.kalshi.normalize import NormalizeError, price_e4
-from ingestd.kalshi.rest import KalshiRest
-from ingestd.writer import IlpWriter, TimestampMicros
+from ingestd.sink import RowSink, TimestampMicros
+from ktape.clock import rfc3339_us
 from ktape.log import get_logger
 
 log = get_logger(__name__)
 
-
-def write_event(writer: IlpWriter, event: dict[str, Any], at_us: int, source: str) -> None:
-    writer.row("events", symbols={
-        "event_ticker": str(event["event_ticker"]),
-        "series_ticker": str(event.get("series_ticker") or ""),
-        "category": str(event.get("category") or ""), "source": source},
-        columns={"title": event.get("title") or "", "sub_title": event.get("sub_title") or "",
-                 "mutually_exclusive": bool(event.get("mutually_exclusive", False)),
-                 "raw": orjson.dumps(event).decode()}, at_us=at_us)
-
-
-def write_series(writer: IlpWriter, series: dict[str, Any], at_us: int, source: str) -> None:
-    writer.row("series", symbols={
-        "series_ticker": str(series["ticker"]), "category": str(series.get("category") or ""),
-        "frequency": str(series.get("frequency") or ""), "source": source},
-        columns={"title": series.get("title") or "", "raw": orjson.dumps(series).decode()},
-        at_us=at_us)
-
-
-async def record_reference_data(rest: KalshiRest, writer: IlpWriter, at_us: int,
-                                source: str = "rest") -> dict[str, int]:
-    """Write every series and event; returns counts."""
-    series = await rest.series()
-    for item in series:
-        if isinstance(item.get("ticker"), str):
-            write_series(writer, item, at_us, source)
-    events = await rest.events()
-    for item in events:
-        if isinstance(item.get("event_ticker"), str):
-            write_event(writer, item, at_us, source)
-    log.info("reference.recorded", series=len(series), events=len(events))
-    return {"series": len(series), "events": len(events)}
-
-
-# -- markets ----------------------------------------------------------------------------
 
 OPEN_STATUSES = ("active", "inactive")  # they become `closed` at close_time, with no event
 # How far along its lifecycle a status is: a market never moves back (a reopening moves
@@ -70,13 +33,27 @@ def series_of(market: dict[str, Any]) -> str:
     return str(market.get("series_ticker") or str(market.get("event_ticker", "")).split("-")[0])
 
 
+def created_market(ticker: str, msg: dict[str, Any], now: int) -> dict[str, Any]:
+    """A REST-shaped market object from a lifecycle `created` event (§5.9), so a market
+    born while we record is recorded like one discovered over REST."""
+    meta = msg.get("additional_metadata") or {}
+    opens = msg.get("open_ts")
+    opened = type(opens) is int and opens * 1_000_000 <= now
+    return {"ticker": ticker, "event_ticker": meta.get("event_ticker", ""),
+            "title": meta.get("title", ""), "yes_sub_title": meta.get("yes_sub_title", ""),
+            "no_sub_title": meta.get("no_sub_title", ""),
+            "status": "active" if opened else "initialized",
+            "price_level_structure": msg.get("price_level_structure", ""),
+            "price_ranges": msg.get("price_ranges") or [],
+            "open_ts": opens, "close_ts": msg.get("close_ts")}
+
+
 def _iso_us(value: Any) -> int | None:
     """An RFC 3339 REST time in µs; None when absent or not a time."""
     if not isinstance(value, str) or not value:
         return None
     try:
-        return int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-                   * 1_000_000)
+        return rfc3339_us(value)
     except ValueError:
         return None
 
@@ -149,7 +126,7 @@ def _price_or_none(value: Any) -> int | None:
         return None
 
 
-def write_market(writer: IlpWriter, row: MarketRow, at_us: int, source: str) -> None:
+def write_market(sink: RowSink, row: MarketRow, at_us: int, source: str) -> None:
     """One `markets` row: this version of the market, as of `at_us` (our clock)."""
     columns: dict[str, Any] = {
         "title": row.title, "subtitle": row.subtitle, "yes_sub_title": row.yes_sub_title,
@@ -162,7 +139,7 @@ def write_market(writer: IlpWriter, row: MarketRow, at_us: int, source: str) -> 
             columns[column] = TimestampMicros(value)
     if row.settlement_value_e4 is not None:
         columns["settlement_value_e4"] = row.settlement_value_e4
-    writer.row("markets", symbols={
+    sink.row("markets", symbols={
         "ticker": row.ticker, "event_ticker": row.event_ticker,
         "series_ticker": row.series_ticker, "status": row.status,
         "market_type": row.market_type, "result": row.result,
@@ -183,8 +160,8 @@ class MarketRows:
     Shared by every connection of one recorder: lifecycle arrives on one of them.
     """
 
-    def __init__(self, writer: IlpWriter) -> None:
-        self.writer = writer
+    def __init__(self, sink: RowSink) -> None:
+        self.sink = sink
         self.rows: dict[str, MarketRow] = {}
         # Finalized is terminal: such markets are remembered by ticker only, so a repeated
         # `settled` (§5.9) changes nothing and memory does not grow with every row.
@@ -200,7 +177,7 @@ class MarketRows:
         last = self._last_us.get(row.ticker)
         at = now if last is None or now > last else last + 1
         self._last_us[row.ticker] = at
-        write_market(self.writer, row, at, source)
+        write_market(self.sink, row, at, source)
         if row.status == "finalized":
             self.rows.pop(row.ticker, None)
             self.finalized.add(row.ticker)
@@ -321,33 +298,3 @@ def _apply_event(row: MarketRow, event_type: str, msg: dict[str, Any], now: int)
     if event_type == "metadata_updated":
         return replace(row, yes_sub_title=str(msg.get("yes_sub_title") or row.yes_sub_title))
     return row
-
-
-# The latest row of every market, for a restarted recorder.
-MARKETS_TO_FOLLOW = """
-SELECT ts, ticker, event_ticker, series_ticker, status, market_type, title, subtitle,
-       yes_sub_title, no_sub_title, open_time, close_time, expiration_time, result,
-       price_level_structure, price_ranges, raw, settlement_value_e4, determination_time,
-       settlement_time
-FROM markets LATEST ON ts PARTITION BY ticker
-"""
-
-
-def stored_market_rows(conn: Any) -> tuple[list[MarketRow], dict[str, int]]:
-    """Rows written before this process started, and each one's `ts` (µs)."""
-    def us(value: dt.datetime | None) -> int | None:
-        return None if value is None else int(value.replace(tzinfo=dt.UTC).timestamp()
-                                              * 1_000_000)
-
-    rows: list[MarketRow] = []
-    last: dict[str, int] = {}
-    for (ts, ticker, event, series, status, mtype, title, subtitle, yes_sub, no_sub, open_,
-         close, expiration, result, structure, ranges, raw, value, determined,
-         settled) in conn.execute(MARKETS_TO_FOLLOW).fetchall():
-        rows.append(MarketRow(
-            str(ticker), event or "", series or "", status or "", mtype or "", title or "",
-            subtitle or "", yes_sub or "", no_sub or "", us(open_), us(close), us(expiration),
-            result or "", structure or "", ranges or "[]", raw or "{}",
-            None if value is None else int(value), us(determined), us(settled)))
-        last[str(ticker)] = us(ts) or 0
-    return rows, last

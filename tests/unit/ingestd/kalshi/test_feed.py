@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 from structlog.testing import capture_logs
 
-from ingestd.feed import Feed
+from ingestd.kalshi.feed import KalshiFeed
+from ingestd.sink import RowSink
 from ktape.config import MarketFilter
 
 
@@ -35,9 +36,10 @@ class RecordingWriter:
         return [r for r in self.rows if r[0] == name]
 
 
-def _feed() -> tuple[Feed, RecordingWriter]:
+def _feed() -> tuple[KalshiFeed, RecordingWriter]:
     writer = RecordingWriter()
-    feed = Feed("ws://127.0.0.1:1/trade-api/ws/v2", writer, MarketFilter(all=True))  # type: ignore[arg-type]
+    feed = KalshiFeed("ws://127.0.0.1:1/trade-api/ws/v2", RowSink(writer),  # type: ignore[arg-type]
+                      MarketFilter(all=True))
     feed.handle(orjson.dumps({"id": 1, "type": "subscribed",
                               "msg": {"channel": "orderbook_delta", "sid": 3}}), 1)
     return feed, writer
@@ -102,8 +104,8 @@ async def test_duplicates_malformed_unknown_and_negative_are_survived():
         feed.handle(b'{"type": "orderbook_delta", "sid": 3', 13)  # malformed
         feed.handle(orjson.dumps({"type": "mystery", "msg": {}}), 14)
         feed.handle(_delta(3, ticker="KX-NOPE"), 15)  # unknown market
-        feed.handle(_delta(4, price="0.42000001"), 16)  # not exact
-        feed.handle(_delta(5, delta="-999.00"), 17)  # would go negative
+        feed.handle(_delta(4, delta="-999.00"), 16)  # would go negative
+        feed.handle(_delta(5, price="0.42000001"), 17)  # not exact (book already in a gap)
     events = [e["event"] for e in logs]
     for expected in ("feed.duplicate_seq", "feed.malformed_json", "feed.unknown_type",
                      "feed.delta_unknown_market", "book.negative_level",
@@ -111,6 +113,24 @@ async def test_duplicates_malformed_unknown_and_negative_are_survived():
         assert expected in events, expected
     assert feed.books["KX-A"].yes == {4200: 10000}
     assert [g[1]["reason"] for g in writer.table("gaps")] == ["negative_level"]
+
+
+async def test_a_change_that_cannot_be_applied_puts_its_market_in_a_gap():
+    """A delta whose seq was counted but whose price is off the $0.0001 grid: the book
+    after it is unknown, so it is a gap (never CONTINUOUS) until a snapshot, not a change
+    silently skipped."""
+    feed, writer = _feed()
+    feed.handle(_snap(1), 10)
+    feed.handle(_snap(2, ticker="KX-B"), 10)
+    with capture_logs() as logs:
+        feed.handle(_delta(3, price="0.42000001"), 11)
+    assert "feed.invalid_message" in [e["event"] for e in logs]
+    assert [(g[1]["ticker"], g[1]["reason"]) for g in writer.table("gaps")] == [
+        ("KX-A", "invalid_message")]
+    assert feed.books["KX-A"].awaiting_snapshot and not feed.books["KX-B"].awaiting_snapshot
+    await asyncio.sleep(0)  # the snapshot request goes out in the background
+    feed.handle(_delta(4, ticker="KX-B", price="0.5700", delta="1.00", side="no"), 12)
+    assert writer.table("gaps")[-1][1]["ticker"] == "KX-A"  # seq 4 follows: no new gap
 
 
 async def test_a_delta_whose_sid_or_seq_is_not_an_integer_is_rejected_not_written():
@@ -141,9 +161,9 @@ async def test_snapshot_that_disagrees_records_a_mismatch_gap():
 
 async def test_empty_snapshot_at_close_is_not_a_gap_but_before_close_is():
     feed, writer = _feed()
-    feed.add_markets([{"ticker": "KX-A", "event_ticker": "KX", "close_time":
+    feed.markets.add([{"ticker": "KX-A", "event_ticker": "KX", "close_time":
                        "2023-11-14T22:13:20Z"}])  # 1_700_000_000 s: closes at seq 0's time
-    feed.add_markets([{"ticker": "KX-B", "event_ticker": "KX", "close_time":
+    feed.markets.add([{"ticker": "KX-B", "event_ticker": "KX", "close_time":
                        "2030-01-01T00:00:00Z"}])
     feed.handle(_snap(1), 10)
     feed.handle(_snap(2, ticker="KX-B"), 11)
@@ -161,20 +181,20 @@ async def test_empty_snapshot_at_close_is_not_a_gap_but_before_close_is():
 
 
 async def test_a_requested_snapshot_that_never_comes_is_overdue():
-    from ingestd.feed import SNAPSHOT_TIMEOUT_SECS
+    from ingestd.recorder import SNAPSHOT_TIMEOUT_SECS
 
     feed, _writer = _feed()
     feed.handle(_snap(1), 10)
     feed.handle(_snap(2, ticker="KX-B"), 11)
     feed.handle(_delta(9), 12)  # seq jump: both markets await a snapshot
-    await feed.request_snapshots(["KX-A", "KX-B"])
+    await feed.subscriptions.request_snapshots(["KX-A", "KX-B"])
     asked = feed.books["KX-A"].snapshot_requested_us
     assert asked is not None
-    assert feed.overdue_snapshots(asked + 1_000_000) == []
+    assert feed.recorder.overdue_snapshots(asked + 1_000_000) == []
     late = asked + int(SNAPSHOT_TIMEOUT_SECS * 1_000_000) + 1
-    assert feed.overdue_snapshots(late) == ["KX-A", "KX-B"]
+    assert feed.recorder.overdue_snapshots(late) == ["KX-A", "KX-B"]
     feed.handle(_snap(10), 13)  # KX-A healed
-    assert feed.overdue_snapshots(late) == ["KX-B"]
+    assert feed.recorder.overdue_snapshots(late) == ["KX-B"]
 
 
 def _raw_snap(seq, ticker="KX-A", sid=3):
@@ -249,7 +269,7 @@ async def test_a_server_unsubscribe_is_a_gap_until_a_new_subscription_snapshots(
     assert any(e["event"] == "feed.unsubscribed_by_server" for e in logs)
     gaps = writer.table("gaps")
     assert [(g[1]["reason"], "end_ts" in g[2]) for g in gaps] == [("unsubscribed", False)]
-    assert feed.books["KX-A"].awaiting_snapshot and feed.book_sid is None
+    assert feed.books["KX-A"].awaiting_snapshot and feed.subscriptions.book_sid is None
     with capture_logs() as logs:  # a late frame of the ended subscription
         feed.handle(_delta(4), 13)
     assert [e["event"] for e in logs] == ["feed.frame_for_unknown_sid"]
