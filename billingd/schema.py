@@ -102,6 +102,36 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE usage_events ADD COLUMN answer_start TEXT",
         "ALTER TABLE usage_events ADD COLUMN answer_end TEXT",
     ]),
+    (3, [
+        # people who sign in to the console (billingd/people.py); an account may have many
+        """CREATE TABLE IF NOT EXISTS users (
+            user_id TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES accounts(account_id),
+            email TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            password_changed_at TEXT)""",
+        # sessions by the sha256 of their cookie: a stolen database holds no cookie
+        """CREATE TABLE IF NOT EXISTS sessions (
+            session_sha256 TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(user_id),
+            csrf_token TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            ended_at TEXT)""",
+        "CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user_id)",
+        """CREATE TABLE IF NOT EXISTS password_resets (
+            token_sha256 TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(user_id),
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            used_at TEXT)""",
+        """CREATE TABLE IF NOT EXISTS signin_failures (
+            seq {serial},
+            email TEXT NOT NULL,
+            failed_at TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS signin_failures_email ON signin_failures(email, failed_at)",
+    ]),
 ]
 
 

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 
 import psycopg
 
+from billingd.auth_service import AuthService, SessionAuth
 from billingd.metering_service import MeteringService
+from billingd.people import People
 from billingd.service import BillingAdminService, BillingService
 from billingd.store import BillingStore, GapLookup
 from billingd.stripe_gateway import StripeGateway
 from ktape.aio import cancel_and_wait
+from ktape.billing.v1 import auth_pb2_grpc as auth_grpc
 from ktape.billing.v1 import billing_pb2_grpc as pb_grpc
 from ktape.billing.v1 import metering_pb2_grpc as metering_grpc
 from ktape.config import Settings
@@ -32,6 +35,7 @@ from ktape.service_metrics import ServiceMetrics
 log = get_logger(__name__)
 
 SERVICE_NAMES = ["ktape.billing.v1.BillingService", "ktape.billing.v1.BillingAdminService",
+                 "ktape.billing.v1.AuthService",
                  "ktape.billing.v1.MeteringService"]
 
 
@@ -56,13 +60,15 @@ async def build_server(settings: Settings, addr: str | None = None,
     store = await asyncio.to_thread(BillingStore.from_dsn, settings.billing_dsn_effective)
     tokens = PageTokens(load_key(settings.data_dir))
     stripe = stripe_gateway(settings, store)
+    people = People(store)
     running = await start_server(
         addr or str(settings.billingd_addr),
         [
             lambda s: pb_grpc.add_BillingServiceServicer_to_server(
-                BillingService(store, tokens, stripe), s),
+                BillingService(store, tokens, stripe, SessionAuth(people)), s),
+            lambda s: auth_grpc.add_AuthServiceServicer_to_server(AuthService(people), s),
             lambda s: pb_grpc.add_BillingAdminServiceServicer_to_server(
-                BillingAdminService(store, tokens), s),
+                BillingAdminService(store, tokens, people), s),
             lambda s: metering_grpc.add_MeteringServiceServicer_to_server(MeteringService(store), s),
         ],
         SERVICE_NAMES,

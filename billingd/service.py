@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 
+from billingd.auth_service import SessionAuth, reset_path
+from billingd.people import People
 from billingd.store import Account, ApiKeyRow, AuditEvent, BillingStore, LedgerEntry, UsageRow
 from billingd.stripe_gateway import StripeGateway
 from ktape.billing.v1 import billing_pb2 as pb
@@ -94,6 +96,10 @@ def audit_message(event: AuditEvent) -> pb.AuditEvent:
 _rpc = rpc_handler(log)
 
 
+def has_bearer(context: grpc.aio.ServicerContext) -> bool:
+    return any(key == "authorization" for key, _ in context.invocation_metadata() or ())
+
+
 def bearer(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
@@ -151,12 +157,21 @@ class _Pager:
 
 class BillingService(pb_grpc.BillingServiceServicer):
     def __init__(self, store: BillingStore, tokens: PageTokens,
-                 stripe: StripeGateway | None = None) -> None:
+                 stripe: StripeGateway | None = None,
+                 sessions: SessionAuth | None = None) -> None:
         self.store = store
         self.pager = _Pager(tokens)
         self.stripe = stripe
+        self.sessions = sessions  # console sign-in (billingd/auth_service.py)
 
-    async def _caller(self, context: grpc.aio.ServicerContext) -> Account:
+    async def _caller(self, context: grpc.aio.ServicerContext, *,
+                      write: bool = False) -> Account:
+        """The API key's account; without a key, the console session's (a write then
+        needs the session's CSRF token too)."""
+        if self.sessions is not None and not has_bearer(context):
+            account_id = await self.sessions.account_id(context, write=write)
+            if account_id is not None:
+                return await asyncio.to_thread(self.store.usable_account, account_id)
         account, _key = await asyncio.to_thread(self.store.authenticate, bearer(context))
         return account
 
@@ -180,7 +195,7 @@ class BillingService(pb_grpc.BillingServiceServicer):
     @_rpc
     async def CreateApiKey(self, request: pb.CreateApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> pb.CreateApiKeyResponse:
-        account = await self._caller(context)
+        account = await self._caller(context, write=True)
         if len(request.name) > 100:
             raise InvalidArgument.field("name", "at most 100 characters")
         if request.env not in ENVS:
@@ -209,7 +224,7 @@ class BillingService(pb_grpc.BillingServiceServicer):
     @_rpc
     async def DeleteApiKey(self, request: pb.DeleteApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> pb.DeleteApiKeyResponse:
-        account = await self._caller(context)
+        account = await self._caller(context, write=True)
         if not request.key_id:
             raise InvalidArgument.field("key_id", "is required")
         row = await asyncio.to_thread(self.store.revoke_key, account.account_id, request.key_id)
@@ -219,7 +234,7 @@ class BillingService(pb_grpc.BillingServiceServicer):
     async def CreateCheckoutSession(self, request: pb.CreateCheckoutSessionRequest,
                                     context: grpc.aio.ServicerContext
                                     ) -> pb.CreateCheckoutSessionResponse:
-        account = await self._caller(context)
+        account = await self._caller(context, write=True)
         if self.stripe is None:
             raise Unavailable("Stripe is not configured on this deployment "
                               "(KTAPE_STRIPE_API_KEY)", reason="STRIPE_NOT_CONFIGURED")
@@ -244,9 +259,23 @@ class BillingService(pb_grpc.BillingServiceServicer):
 
 
 class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
-    def __init__(self, store: BillingStore, tokens: PageTokens) -> None:
+    def __init__(self, store: BillingStore, tokens: PageTokens,
+                 people: People | None = None) -> None:
         self.store = store
         self.pager = _Pager(tokens)
+        self.people = people or People(store)
+
+    @_rpc
+    async def CreateAccountLogin(self, request: pb.CreateAccountLoginRequest,
+                                 context: grpc.aio.ServicerContext
+                                 ) -> pb.CreateAccountLoginResponse:
+        await self._admin(context, "create_login", request, request.account_id)
+        token = await asyncio.to_thread(self.people.give_login, request.account_id,
+                                        request.email)
+        path = reset_path(token)
+        log.warning("auth.login_created", account_id=request.account_id,
+                    email=request.email.strip().lower(), path=path)
+        return pb.CreateAccountLoginResponse(reset_path=path)
 
     async def _admin(self, context: grpc.aio.ServicerContext, action: str, request: Any,
                      target: str = "") -> Account:

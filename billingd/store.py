@@ -314,10 +314,11 @@ class BillingStore:
                 raise Unauthenticated("API key revoked", reason="API_KEY_REVOKED",
                                       metadata={"key_id": key_id})
             account = _get_account(tx, key.account_id)
-        if account.state != "active":
-            raise PermissionDenied("account suspended", reason="ACCOUNT_SUSPENDED",
-                                   metadata={"account_id": account.account_id})
-        return account, key
+        return _usable(account), key
+
+    def usable_account(self, account_id: str) -> Account:
+        """The account a signed-in person acts for; PERMISSION_DENIED when suspended."""
+        return _usable(self.account(account_id))
 
     # -- ledger ----------------------------------------------------------------------
 
@@ -610,6 +611,13 @@ def _check_plan(plan: str) -> None:
     if plan not in PLANS:
         raise InvalidArgument.field("plan", f"unknown plan (one of {', '.join(sorted(PLANS))})",
                                     plan=plan)
+
+
+def _usable(account: Account) -> Account:
+    if account.state != "active":
+        raise PermissionDenied("account suspended", reason="ACCOUNT_SUSPENDED",
+                               metadata={"account_id": account.account_id})
+    return account
 
 
 def _get_account(tx: Tx, account_id: str) -> Account:
