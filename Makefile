@@ -9,14 +9,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install deps questdb buf openapiv2 stripe-mock postgres gen docs lint fmt test test-unit demo up bench clean help
+.PHONY: install deps questdb buf openapiv2 stripe-mock postgres gen docs console chromium lint fmt test test-unit demo up bench clean help
 
 help:
 	@echo "make demo   install everything and run the whole stack on the simulator"
 	@echo "make test   install everything and run lint + the full test suite"
 	@echo "make bench  run the benchmarks (bench/), results in bench/results/"
 
-install: deps questdb buf openapiv2 stripe-mock postgres gen
+install: deps questdb buf openapiv2 stripe-mock postgres gen console
 
 deps: $(STAMP)
 
@@ -42,6 +42,13 @@ stripe-mock:
 postgres:
 	bash infra/install_postgres.sh >/dev/null
 
+console:
+	bash infra/build_console.sh
+
+# Debian's Chromium, for the console's browser tests (Playwright drives it).
+chromium:
+	bash infra/install_chromium.sh >/dev/null
+
 gen: deps
 	$(PY) infra/gen_protos.py
 	$(PY) infra/gen_docs.py
@@ -58,7 +65,7 @@ lint: install
 fmt: deps
 	$(VENV)/bin/ruff check --fix .
 
-test: install lint
+test: install chromium lint
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test-unit: install

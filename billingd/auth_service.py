@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
-from http.cookies import CookieError, SimpleCookie
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -23,9 +22,9 @@ from ktape.billing.v1 import auth_pb2 as pb
 from ktape.billing.v1 import auth_pb2_grpc as pb_grpc
 from ktape.errors import PermissionDenied, Unauthenticated, rpc_handler
 from ktape.log import get_logger
+from ktape.sessions import COOKIE, SIGNED_IN_COOKIE, session_cookie
 
 log = get_logger(__name__)
-COOKIE = "ktape_session"
 _rpc = rpc_handler(log)
 
 
@@ -38,19 +37,19 @@ def _header(context: grpc.aio.ServicerContext, name: str) -> str | None:
 
 def session_token(context: grpc.aio.ServicerContext) -> str | None:
     """The `ktape_session` cookie of the request, if any."""
-    raw = _header(context, "cookie")
-    if not raw:
-        return None
-    try:
-        morsel = SimpleCookie(raw).get(COOKIE)
-    except CookieError:
-        return None
-    return morsel.value if morsel is not None and morsel.value else None
+    return session_cookie(context.invocation_metadata())
 
 
-def _cookie(context: grpc.aio.ServicerContext, value: str, max_age: int) -> str:
+def _cookies(context: grpc.aio.ServicerContext, value: str,
+             max_age: int) -> tuple[tuple[str, str], ...]:
+    """The session cookie, and beside it `ktape_signed_in=1`: readable by the page (no
+    secret in it), so a signed-out page does not ask for a session it does not have."""
     secure = "; Secure" if _header(context, "x-forwarded-proto") == "https" else ""
-    return (f"{COOKIE}={value}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax{secure}")
+    flag = "1" if value else ""
+    return (("set-cookie", f"{COOKIE}={value}; Max-Age={max_age}; Path=/; HttpOnly; "
+                           f"SameSite=Lax{secure}"),
+            ("set-cookie", f"{SIGNED_IN_COOKIE}={flag}; Max-Age={max_age}; Path=/; "
+                           f"SameSite=Lax{secure}"))
 
 
 def _timestamp(when: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -93,7 +92,7 @@ class AuthService(pb_grpc.AuthServiceServicer):
         if old is not None:
             await asyncio.to_thread(self.people.sign_out, old)
         await context.send_initial_metadata(
-            (("set-cookie", _cookie(context, session.token, int(SESSION_TTL.total_seconds()))),))
+            _cookies(context, session.token, int(SESSION_TTL.total_seconds())))
 
     @_rpc
     async def SignUp(self, request: pb.SignUpRequest,
@@ -115,7 +114,7 @@ class AuthService(pb_grpc.AuthServiceServicer):
         token = session_token(context)
         if token is not None:
             await asyncio.to_thread(self.people.sign_out, token)
-        await context.send_initial_metadata((("set-cookie", _cookie(context, "", 0)),))
+        await context.send_initial_metadata(_cookies(context, "", 0))
         return pb.SignOutResponse()
 
     @_rpc

@@ -13,6 +13,7 @@ import datetime as dt
 
 import grpc
 
+from billingd.people import People
 from billingd.service import ENV_ENUM, _rpc
 from billingd.store import BillingStore, UsageIn
 from ktape.billing.v1 import metering_pb2 as pb
@@ -27,11 +28,14 @@ MAX_BATCH = 10_000
 
 
 class MeteringService(pb_grpc.MeteringServiceServicer):
-    def __init__(self, store: BillingStore) -> None:
+    def __init__(self, store: BillingStore, people: People | None = None) -> None:
         self.store = store
+        self.people = people or People(store)
 
-    def _verify(self, api_key: str) -> pb.VerifyApiKeyResponse:
-        account, key = self.store.authenticate(api_key)
+    def _verify(self, request: pb.VerifyApiKeyRequest) -> pb.VerifyApiKeyResponse:
+        account, key = (self.people.playground_key(request.session_token)
+                        if request.session_token and not request.api_key
+                        else self.store.authenticate(request.api_key))
         standing = self.store.standing(account.account_id)
         plan = PLANS.get(account.plan, PLANS[DEFAULT_PLAN])
         return pb.VerifyApiKeyResponse(
@@ -44,7 +48,7 @@ class MeteringService(pb_grpc.MeteringServiceServicer):
     @_rpc
     async def VerifyApiKey(self, request: pb.VerifyApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> pb.VerifyApiKeyResponse:
-        return await asyncio.to_thread(self._verify, request.api_key)
+        return await asyncio.to_thread(self._verify, request)
 
     @_rpc
     async def RecordUsage(self, request: pb.RecordUsageRequest,

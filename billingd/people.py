@@ -25,13 +25,14 @@ from dataclasses import dataclass
 import argon2
 
 from billingd.db import Database
-from billingd.store import Account, BillingStore, stamp, utcnow
+from billingd.store import Account, ApiKeyRow, BillingStore, stamp, utcnow
 from ktape.errors import AlreadyExists, InvalidArgument, RateLimited, Unauthenticated
 from ktape.log import get_logger
 
 log = get_logger(__name__)
 
 MIN_PASSWORD_CHARS = 10
+PLAYGROUND_KEY_NAME = "console playground"
 SESSION_TTL = dt.timedelta(hours=12)
 SLIDE_AFTER = dt.timedelta(minutes=5)  # extend at most this often (one write per 5 min)
 RESET_TTL = dt.timedelta(hours=1)
@@ -171,6 +172,26 @@ class People:
                 tx.run("UPDATE sessions SET expires_at = ? WHERE session_sha256 = ?",
                        (stamp(expires), _sha256(token)))
         return Session("", str(row[1]), str(row[2]), str(row[3]), expires)
+
+    def playground_key(self, token: str) -> tuple[Account, ApiKeyRow]:
+        """The session's person's "console playground" key (made on first use, again if
+        revoked): the console's market-data calls are metered to it like any call."""
+        self.session(token)
+        with self.db.tx() as tx:
+            row = tx.one("SELECT u.user_id, u.account_id, u.playground_key_id FROM sessions s "
+                         "JOIN users u ON u.user_id = s.user_id WHERE s.session_sha256 = ?",
+                         (_sha256(token),))
+        assert row is not None
+        user_id, account_id, key_id = str(row[0]), str(row[1]), row[2]
+        if key_id is not None:
+            key = self.store.key(account_id, str(key_id))
+            if key.revoked_at is None:
+                return self.store.usable_account(account_id), key
+        made = self.store.create_key(account_id, env="prod", name=PLAYGROUND_KEY_NAME)
+        with self.db.tx() as tx:
+            tx.run("UPDATE users SET playground_key_id = ? WHERE user_id = ?",
+                   (made.key_id, user_id))
+        return self.store.usable_account(account_id), self.store.key(account_id, made.key_id)
 
     def sign_out(self, token: str, *, now: dt.datetime | None = None) -> None:
         with self.db.tx() as tx:

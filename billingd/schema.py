@@ -110,7 +110,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             email TEXT NOT NULL UNIQUE,
             password_hash TEXT NOT NULL,
             created_at TEXT NOT NULL,
-            password_changed_at TEXT)""",
+            password_changed_at TEXT,
+            playground_key_id TEXT)""",
         # sessions by the sha256 of their cookie: a stolen database holds no cookie
         """CREATE TABLE IF NOT EXISTS sessions (
             session_sha256 TEXT PRIMARY KEY,

@@ -69,7 +69,7 @@ async def build_server(settings: Settings, addr: str | None = None,
             lambda s: auth_grpc.add_AuthServiceServicer_to_server(AuthService(people), s),
             lambda s: pb_grpc.add_BillingAdminServiceServicer_to_server(
                 BillingAdminService(store, tokens, people), s),
-            lambda s: metering_grpc.add_MeteringServiceServicer_to_server(MeteringService(store), s),
+            lambda s: metering_grpc.add_MeteringServiceServicer_to_server(MeteringService(store, people), s),
         ],
         SERVICE_NAMES,
         interceptors=[*([stats] if stats else []),

@@ -32,6 +32,7 @@ from ktape.errors import (
 )
 from ktape.log import get_logger
 from ktape.paging import PageTokenError, PageTokens, page_size, query_digest
+from ktape.pricing import CREDIT_PACKS
 
 log = get_logger(__name__)
 ENVS = {pb.KEY_ENV_DEV: "dev", pb.KEY_ENV_PROD: "prod", pb.KEY_ENV_UNSPECIFIED: "prod"}
@@ -110,6 +111,18 @@ def bearer(context: grpc.aio.ServicerContext) -> str:
                           reason="API_KEY_MISSING")
 
 
+async def caller(store: BillingStore, sessions: SessionAuth | None,
+                 context: grpc.aio.ServicerContext, *, write: bool) -> Account:
+    """The API key's account; without a key, the console session's (a write then needs
+    the session's CSRF token too)."""
+    if sessions is not None and not has_bearer(context):
+        account_id = await sessions.account_id(context, write=write)
+        if account_id is not None:
+            return await asyncio.to_thread(store.usable_account, account_id)
+    account, _key = await asyncio.to_thread(store.authenticate, bearer(context))
+    return account
+
+
 def time_range(start: timestamp_pb2.Timestamp, end: timestamp_pb2.Timestamp, *,
                default_start: dt.datetime, required: bool = False) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) from optional Timestamps; at most MAX_USAGE_DAYS long."""
@@ -166,14 +179,7 @@ class BillingService(pb_grpc.BillingServiceServicer):
 
     async def _caller(self, context: grpc.aio.ServicerContext, *,
                       write: bool = False) -> Account:
-        """The API key's account; without a key, the console session's (a write then
-        needs the session's CSRF token too)."""
-        if self.sessions is not None and not has_bearer(context):
-            account_id = await self.sessions.account_id(context, write=write)
-            if account_id is not None:
-                return await asyncio.to_thread(self.store.usable_account, account_id)
-        account, _key = await asyncio.to_thread(self.store.authenticate, bearer(context))
-        return account
+        return await caller(self.store, self.sessions, context, write=write)
 
     @_rpc
     async def GetAccount(self, request: pb.GetAccountRequest,
@@ -222,6 +228,31 @@ class BillingService(pb_grpc.BillingServiceServicer):
         return pb.ListApiKeysResponse(keys=[key_message(r) for r in rows], next_page_token=token)
 
     @_rpc
+    async def ListLedgerEntries(self, request: pb.ListLedgerEntriesRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> pb.ListLedgerEntriesResponse:
+        account = await self._caller(context)
+        args = {"account": account.account_id}
+        size, position = self.pager.open("ListLedgerEntries", args, request)
+        rows = await asyncio.to_thread(self.store.ledger_page, account.account_id,
+                                       before_seq=int(position[0]) if position else None,
+                                       limit=size + 1)
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = self.pager.next_token("ListLedgerEntries", args, [rows[-1][0]])
+        return pb.ListLedgerEntriesResponse(entries=[entry_message(e) for _, e in rows],
+                                            next_page_token=token)
+
+    @_rpc
+    async def ListCreditPacks(self, request: pb.ListCreditPacksRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListCreditPacksResponse:
+        packs = sorted(CREDIT_PACKS.values(), key=lambda p: p.price_cents)
+        return pb.ListCreditPacksResponse(packs=[
+            pb.CreditPack(pack_id=p.pack_id, credits=p.credits, price_cents=p.price_cents)
+            for p in packs])
+
+    @_rpc
     async def DeleteApiKey(self, request: pb.DeleteApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> pb.DeleteApiKeyResponse:
         account = await self._caller(context, write=True)
@@ -258,18 +289,23 @@ class BillingService(pb_grpc.BillingServiceServicer):
         return pb.HandleStripeWebhookResponse(event_id=event_id, applied=applied)
 
 
+# Admin RPCs that change nothing: a console session needs no CSRF token for them.
+READ_ACTIONS = frozenset({"ListAccounts", "LookupAccount", "GetUsage", "ListAuditEvents"})
+
+
 class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
     def __init__(self, store: BillingStore, tokens: PageTokens,
                  people: People | None = None) -> None:
         self.store = store
         self.pager = _Pager(tokens)
         self.people = people or People(store)
+        self.sessions = SessionAuth(self.people)
 
     @_rpc
     async def CreateAccountLogin(self, request: pb.CreateAccountLoginRequest,
                                  context: grpc.aio.ServicerContext
                                  ) -> pb.CreateAccountLoginResponse:
-        await self._admin(context, "create_login", request, request.account_id)
+        await self._admin(context, "CreateAccountLogin", request, request.account_id)
         token = await asyncio.to_thread(self.people.give_login, request.account_id,
                                         request.email)
         path = reset_path(token)
@@ -281,7 +317,8 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
                      target: str = "") -> Account:
         """Authenticate an admin and audit the action (before it runs: an attempt that
         fails half-way is still on record)."""
-        account, _key = await asyncio.to_thread(self.store.authenticate, bearer(context))
+        account = await caller(self.store, self.sessions, context,
+                               write=action not in READ_ACTIONS)
         if not account.admin:
             raise PermissionDenied("admin key required", reason="ADMIN_REQUIRED",
                                    metadata={"account_id": account.account_id})

@@ -357,6 +357,16 @@ class BillingStore:
                           "WHERE account_id = ? ORDER BY seq", (account_id,))
         return [LedgerEntry(*row[:7], balance_after=int(row[7])) for row in rows]
 
+    def ledger_page(self, account_id: str, *, before_seq: int | None,
+                    limit: int) -> list[tuple[int, LedgerEntry]]:
+        """Entries newest first, each with its seq (the page position)."""
+        with self.db.tx() as tx:
+            rows = tx.all(f"SELECT seq, {_ENTRY_COLUMNS}, balance_after FROM ledger "
+                          "WHERE account_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                          (account_id, before_seq if before_seq is not None else 2**62, limit))
+        return [(int(row[0]), LedgerEntry(*row[1:8], balance_after=int(row[8])))
+                for row in rows]
+
     def standing(self, account_id: str, *, now: dt.datetime | None = None) -> Standing:
         """Balance, allowance left, month's spend and today's sandbox calls — granting
         this month's allowance (and expiring last month's) if not done yet."""

@@ -124,12 +124,14 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
         log.info(
             "stack.ready",
             rest_base_url=f"http://127.0.0.1:{settings.http_port}",
+            console_url=f"http://127.0.0.1:{settings.http_port}/",
             grpc_address=f"127.0.0.1:{settings.http_port}",
             queryd=str(settings.queryd_addr),
             billingd=str(settings.billingd_addr),
         )
         print(
-            f"\nktape ready\n  REST  http://127.0.0.1:{settings.http_port}/v1/markets\n"
+            f"\nktape ready\n  console http://127.0.0.1:{settings.http_port}/ (sign up there)\n"
+            f"  REST  http://127.0.0.1:{settings.http_port}/v1/markets\n"
             f"  gRPC  127.0.0.1:{settings.http_port} (via Envoy) or {settings.queryd_addr}\n"
             f"  health http://127.0.0.1:{settings.http_port}/healthz\n"
             + (f"  demo API key (shown once): {demo_key}\n" if demo_key else "")

@@ -30,6 +30,7 @@ DEFAULTS: Mapping[str, str] = {
     "KTAPE_INGESTD_METRICS_ADDR": "127.0.0.1:9101",
     "KTAPE_QUERYD_METRICS_ADDR": "127.0.0.1:9102",
     "KTAPE_BILLINGD_METRICS_ADDR": "127.0.0.1:9103",
+    "KTAPE_CONSOLE_ADDR": "127.0.0.1:9104",
     "KTAPE_ENVOY_ADMIN_PORT": "9901",
     "KTAPE_SIM_PORT": "8790",
 }
@@ -116,6 +117,7 @@ class Settings:
     ingestd_metrics_addr: HostPort
     queryd_metrics_addr: HostPort
     billingd_metrics_addr: HostPort
+    console_addr: HostPort
     internal_token: Secret | None
     envoy_admin_port: int
     sim_port: int
@@ -272,6 +274,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "KTAPE_QUERYD_METRICS_ADDR", get("KTAPE_QUERYD_METRICS_ADDR")),
         billingd_metrics_addr=parse_hostport(
             "KTAPE_BILLINGD_METRICS_ADDR", get("KTAPE_BILLINGD_METRICS_ADDR")),
+        console_addr=parse_hostport("KTAPE_CONSOLE_ADDR", get("KTAPE_CONSOLE_ADDR")),
         internal_token=Secret(token) if (token := optional("KTAPE_INTERNAL_TOKEN")) else None,
         envoy_admin_port=parse_port("KTAPE_ENVOY_ADMIN_PORT", get("KTAPE_ENVOY_ADMIN_PORT")),
         sim_port=parse_port("KTAPE_SIM_PORT", get("KTAPE_SIM_PORT")),

@@ -44,6 +44,7 @@ def render_envoy_config(
     ingestd_metrics_addr: str = "127.0.0.1:9101",
     queryd_metrics_addr: str = "127.0.0.1:9102",
     billingd_metrics_addr: str = "127.0.0.1:9103",
+    console_addr: str = "127.0.0.1:9104",
 ) -> str:
     """The Envoy YAML for one ktape edge.
 
@@ -55,6 +56,7 @@ def render_envoy_config(
     metrics: HostPort = parse_hostport("KTAPE_INGESTD_METRICS_ADDR", ingestd_metrics_addr)
     q_metrics = parse_hostport("KTAPE_QUERYD_METRICS_ADDR", queryd_metrics_addr)
     b_metrics = parse_hostport("KTAPE_BILLINGD_METRICS_ADDR", billingd_metrics_addr)
+    console = parse_hostport("KTAPE_CONSOLE_ADDR", console_addr)
     return Template(TEMPLATE.read_text()).substitute(
         http_port=http_port,
         admin_port=admin_port,
@@ -74,6 +76,8 @@ def render_envoy_config(
         queryd_metrics_port=q_metrics.port,
         billingd_metrics_host=b_metrics.host,
         billingd_metrics_port=b_metrics.port,
+        console_host=console.host,
+        console_port=console.port,
         openapi_path=_quoted(str(descriptor_path.parent / "openapi.json")),
         llms_path=_quoted(str(descriptor_path.parent / "llms.txt")),
         llms_full_path=_quoted(str(descriptor_path.parent / "llms-full.txt")),

@@ -93,6 +93,9 @@ def build_stack(settings: Settings, options: StackOptions) -> list[ChildSpec]:
     async def billingd_ready() -> bool:
         return (await grpc_health_probe(str(settings.billingd_addr))).healthy
 
+    async def console_ready() -> bool:
+        return (await http_probe(f"http://{settings.console_addr}/healthz")).healthy
+
     async def envoy_ready() -> bool:
         return (await http_probe(f"http://127.0.0.1:{settings.http_port}/healthz")).healthy
 
@@ -103,8 +106,9 @@ def build_stack(settings: Settings, options: StackOptions) -> list[ChildSpec]:
         ChildSpec("queryd", [PYTHON, "-m", "queryd"], queryd_ready, env=env,
                   depends_on=["questdb"]),
         ChildSpec("billingd", [PYTHON, "-m", "billingd"], billingd_ready, env=env),
+        ChildSpec("consoled", [PYTHON, "-m", "consoled"], console_ready, env=env),
         ChildSpec("envoy", envoy_command(envoy_config), envoy_ready, env=env,
-                  depends_on=["queryd", "billingd"], ready_timeout_secs=60),
+                  depends_on=["queryd", "billingd", "consoled"], ready_timeout_secs=60),
     ]
     return specs
 
@@ -124,6 +128,7 @@ def write_envoy_config(settings: Settings, envoy_dir: Path) -> Path:
         ingestd_metrics_addr=str(settings.ingestd_metrics_addr),
         queryd_metrics_addr=str(settings.queryd_metrics_addr),
         billingd_metrics_addr=str(settings.billingd_metrics_addr),
+        console_addr=str(settings.console_addr),
     )
     path = envoy_dir / "envoy.yaml"
     path.write_text(config)

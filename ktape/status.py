@@ -22,6 +22,8 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
                     http_probe(f"http://{settings.ingestd_metrics_addr}/healthz")),
         "queryd": (str(settings.queryd_addr), grpc_health_probe(str(settings.queryd_addr))),
         "billingd": (str(settings.billingd_addr), grpc_health_probe(str(settings.billingd_addr))),
+        "consoled": (str(settings.console_addr),
+                     http_probe(f"http://{settings.console_addr}/healthz")),
         "envoy": (f"127.0.0.1:{settings.http_port}",
                   http_probe(f"http://127.0.0.1:{settings.http_port}/healthz")),
     }

@@ -1,6 +1,7 @@
 """The metering interceptor: authenticate, rate limit, check credits, record usage.
 
-Order per call (before the handler runs): bearer key from metadata `authorization`
+Order per call (before the handler runs): bearer key from metadata `authorization` (or
+the console's session cookie, metered to the person's "console playground" key)
 -> cached verification (UNAUTHENTICATED / PERMISSION_DENIED relayed from billingd with
 their details) -> per-key token bucket (RESOURCE_EXHAUSTED + RetryInfo + QuotaFailure)
 -> credits or sandbox calls available, counting usage this process has served but
@@ -28,9 +29,10 @@ from ktape.errors import InsufficientCredits, KtapeError, RateLimited, Unauthent
 from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2
 from ktape.pricing import STREAM_PRICES_PER_MINUTE, is_free, price_of
+from ktape.sessions import session_cookie
 from queryd.metering.ratelimit import RateLimiter
 from queryd.metering.usage import UsageRecorder
-from queryd.metering.verifier import Grant, KeyVerifier
+from queryd.metering.verifier import SESSION_PREFIX, Grant, KeyVerifier
 
 log = get_logger(__name__)
 
@@ -39,12 +41,18 @@ STREAM_RECHECK_SECS = 1.0  # an open stream's key is re-checked at most this oft
 
 
 def bearer_key(metadata: Any) -> str:
+    """The caller's credential: the bearer key, else the console's session cookie (as
+    `session:<value>`, which the verifier sends to billingd as a session)."""
     for key, value in metadata or ():
         if key == "authorization":
             scheme, _, token = str(value).partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             break
+    else:
+        session = session_cookie(metadata)
+        if session is not None:
+            return SESSION_PREFIX + session
     raise Unauthenticated("missing API key: send 'Authorization: Bearer kt_...'",
                           reason="API_KEY_MISSING")
 

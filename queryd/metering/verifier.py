@@ -74,6 +74,9 @@ class _Entry:
     checked: float  # last attempt to ask (an outage re-serves the stale answer until ttl)
 
 
+SESSION_PREFIX = "session:"  # a credential that is a console session cookie, not a key
+
+
 class KeyVerifier:
     def __init__(self, stub: metering_grpc.MeteringServiceStub, *, ttl: float = 4.0,
                  grace: float = 120.0, timeout: float = 2.0, max_entries: int = 100_000,
@@ -119,8 +122,11 @@ class KeyVerifier:
     async def _fetch(self, api_key: str, stale: _Entry | None) -> _Entry:
         self.remote_calls += 1
         try:
-            reply = await self._stub.VerifyApiKey(
-                metering_pb2.VerifyApiKeyRequest(api_key=api_key), timeout=self._timeout)
+            request = (metering_pb2.VerifyApiKeyRequest(
+                session_token=api_key.removeprefix(SESSION_PREFIX))
+                if api_key.startswith(SESSION_PREFIX)
+                else metering_pb2.VerifyApiKeyRequest(api_key=api_key))
+            reply = await self._stub.VerifyApiKey(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             now = self._clock()
             if exc.code() in DEFINITIVE_CODES:

@@ -120,10 +120,15 @@ def test_stack_comes_up_healthy_and_stops_cleanly(tmp_path):
         billingd_metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics/billingd",
                                      timeout=10)
         assert 'billingd_rpc_total{code="OK",method="GetAccount"}' in billingd_metrics.text
+        # The console through Envoy: its page, with its security and cache headers.
+        page = httpx.get(f"http://127.0.0.1:{http_port}/keys", timeout=10)
+        assert page.status_code == 200 and '<div id="app">' in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-cache"
         children = _started_children(log_path)
         pids = {c["pid"] for c in children}
         assert {c["component"] for c in children} >= {
-            "questdb", "sim", "ingestd", "queryd", "billingd", "envoy"}
+            "questdb", "sim", "ingestd", "queryd", "billingd", "consoled", "envoy"}
 
         began = time.monotonic()
         proc.send_signal(signal.SIGTERM)

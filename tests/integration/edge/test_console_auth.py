@@ -22,11 +22,13 @@ def test_sign_up_sets_an_httponly_cookie_that_authenticates_self_service(edge):
     email = _email()
     signed = browser.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
     assert signed.status_code == 200, signed.text
-    cookie = signed.headers["set-cookie"]
+    cookie, hint = signed.headers.get_list("set-cookie")
     assert cookie.startswith("ktape_session=")
     for attribute in ("HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=43200"):
         assert attribute in cookie
     assert "Secure" not in cookie  # plain HTTP on loopback
+    # its companion, readable by the page, holds no secret
+    assert hint.startswith("ktape_signed_in=1;") and "HttpOnly" not in hint
     assert PASSWORD not in signed.text
     session = browser.get("/v1/auth/session")
     assert session.status_code == 200, session.text

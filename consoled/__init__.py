@@ -1,0 +1,1 @@
+"""consoled: serves the console's built assets (build/console) behind Envoy."""

@@ -1,0 +1,5 @@
+import sys
+
+from consoled.app import main
+
+sys.exit(main())
