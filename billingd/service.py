@@ -275,6 +275,17 @@ class BillingService(pb_grpc.BillingServiceServicer):
         return pb.CreateCheckoutSessionResponse(session_id=session_id, url=url)
 
     @_rpc
+    async def CreateBillingPortalSession(self, request: pb.CreateBillingPortalSessionRequest,
+                                         context: grpc.aio.ServicerContext
+                                         ) -> pb.CreateBillingPortalSessionResponse:
+        account = await self._caller(context, write=True)
+        if self.stripe is None:
+            raise Unavailable("Stripe is not configured on this deployment "
+                              "(KTAPE_STRIPE_API_KEY)", reason="STRIPE_NOT_CONFIGURED")
+        url = await self.stripe.create_portal(account.account_id, return_url=request.return_url)
+        return pb.CreateBillingPortalSessionResponse(url=url)
+
+    @_rpc
     async def HandleStripeWebhook(self, request: pb.HandleStripeWebhookRequest,
                                   context: grpc.aio.ServicerContext
                                   ) -> pb.HandleStripeWebhookResponse:

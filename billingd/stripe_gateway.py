@@ -101,6 +101,16 @@ class StripeGateway:
                  session_id=session.id)
         return session.id, session.url or ""
 
+    async def create_portal(self, account_id: str, *, return_url: str) -> str:
+        """A Stripe customer-portal session (cards, invoices, receipts) for the account;
+        returns its URL."""
+        client = self._need_client()
+        customer = await self._customer(account_id)
+        session = await self._call(client.v1.billing_portal.sessions.create_async(params={
+            "customer": customer, "return_url": return_url or DEFAULT_CANCEL_URL}))
+        log.info("stripe.portal_created", account_id=account_id)
+        return str(session.url)
+
     async def handle_webhook(self, payload: bytes, signature: str) -> tuple[str, bool]:
         if not self.webhook_secret:
             raise Unavailable("Stripe webhooks are not configured (KTAPE_STRIPE_WEBHOOK_SECRET)",

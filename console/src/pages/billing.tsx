@@ -55,8 +55,14 @@ export function BillingPage() {
             <strong>{credits(pack.credits)} credits</strong><span>{dollars(pack.price_cents)}</span>
           </button>))}</div>
         {error && <p class="error">{error}</p>}
-        <p class="small muted">Payments are handled by Stripe Checkout; invoices and cards
-          are managed in Stripe's customer portal.</p>
+        <p class="small muted">Payments are handled by Stripe Checkout; cards, invoices and
+          receipts are in <button class="link" data-testid="portal" onClick={async () => {
+            try {
+              const portal = await post<{ url: string }>("/v1/billing/portal",
+                { return_url: `${location.origin}/billing` });
+              location.assign(portal.url);
+            } catch (caught) { setError(String((caught as Error).message)); }
+          }}>Stripe's customer portal</button>.</p>
       </div>
       <div class="card">
         <h2>Ledger</h2>

@@ -35,9 +35,14 @@ def test_allowance_is_spent_first_and_expires_at_month_end(billing_store: Billin
     billing_store.record_usage([_event(key.key_id, 2, 800, NOV)], now=NOV)
     nov = billing_store.standing(account.account_id, now=NOV)
     assert (nov.balance, nov.allowance_remaining, nov.spent_this_month) == (400, 0, 100)
-    # December: November's allowance is gone (fully used), a fresh one arrives.
+    # December: November's allowance is gone (fully used), a fresh one arrives. Reading
+    # shows it before anything is written; opening the month writes exactly that.
     dec = billing_store.standing(account.account_id, now=DEC)
     assert (dec.balance, dec.allowance_remaining, dec.spent_this_month) == (1400, 1000, 0)
+    assert len(billing_store.entries(account.account_id)) == 4  # the read wrote nothing
+    billing_store.open_month(account.account_id, now=DEC)
+    billing_store.open_month(account.account_id, now=DEC)  # once
+    assert billing_store.standing(account.account_id, now=DEC) == dec
     kinds = [(e.kind, e.credits) for e in billing_store.entries(account.account_id)]
     assert kinds == [("grant", 500), ("allowance", 1000), ("usage", -300), ("usage", -800),
                      ("allowance_expiry", 0), ("allowance", 1000)]
@@ -49,8 +54,12 @@ def test_unused_allowance_expires(billing_store: BillingStore):
     account, key = _account_with_key(billing_store, "idle")
     billing_store.record_usage([_event(key.key_id, 1, 10, NOV)], now=NOV)
     assert billing_store.standing(account.account_id, now=DEC).balance == 1000
+    assert not [e for e in billing_store.entries(account.account_id)
+                if e.kind == "allowance_expiry"]  # a read does not write
+    billing_store.record_usage([_event(key.key_id, 2, 1, DEC)], now=DEC)  # opens December
     expiry = [e for e in billing_store.entries(account.account_id) if e.kind == "allowance_expiry"]
     assert [e.credits for e in expiry] == [-990]
+    assert billing_store.standing(account.account_id, now=DEC).balance == 999
 
 
 def test_usage_is_applied_once_and_counted_per_day_and_method(billing_store: BillingStore):

@@ -147,3 +147,37 @@ def test_an_admin_gives_an_existing_account_a_login(edge):
     plain = httpx.post(f"{edge.http_url}/v1/admin/accounts/{account_id}:createLogin",
                        headers=edge.auth, json={"email": _email()}, timeout=10)
     assert plain.status_code == 403
+
+
+def test_billing_page_routes_packs_ledger_pages_and_the_portal(edge):
+    packs = httpx.get(f"{edge.http_url}/v1/billing/packs", timeout=10)  # no key needed
+    assert packs.status_code == 200
+    listed = packs.json()["packs"]
+    assert [p["pack_id"] for p in listed] == ["credits_10k", "credits_100k", "credits_1m"]
+    assert listed[0] == {"pack_id": "credits_10k", "credits": "10000", "price_cents": "1000"}
+
+    browser = httpx.Client(base_url=edge.http_url, timeout=10)
+    assert browser.post("/v1/auth/signup",
+                        json={"email": _email(), "password": PASSWORD}).status_code == 200
+    csrf = browser.get("/v1/auth/session").json()["csrf_token"]
+    account = browser.get("/v1/account").json()["account"]
+    assert account["balance_credits"] == "1000"  # this month's allowance, read not written
+    assert browser.get("/v1/account/ledger").json()["entries"] == []
+    for i in range(3):
+        granted = httpx.post(f"{edge.http_url}/v1/admin/accounts/{account['account_id']}:grant",
+                             headers=edge.admin_auth, timeout=10,
+                             json={"credits": str(10 * (i + 1)), "reason": f"grant {i}",
+                                   "idempotency_key": f"ledger-page-{i}"})
+        assert granted.status_code == 200, granted.text
+    first = browser.get("/v1/account/ledger", params={"page_size": 2}).json()
+    assert [e["credits"] for e in first["entries"]] == ["30", "20"]  # newest first
+    rest = browser.get("/v1/account/ledger", params={"page_size": 2,
+                                                     "page_token": first["next_page_token"]})
+    assert [e["credits"] for e in rest.json()["entries"]] == ["10"]
+    assert rest.json()["next_page_token"] == ""
+
+    assert browser.post("/v1/billing/portal", json={}).status_code == 403  # no CSRF token
+    portal = browser.post("/v1/billing/portal", json={"return_url": f"{edge.http_url}/billing"},
+                          headers={"X-CSRF-Token": csrf})
+    assert portal.status_code == 200, portal.text
+    assert portal.json()["url"].startswith("https://")
