@@ -35,6 +35,8 @@ STREAM_PRICES_PER_MINUTE: dict[str, int] = {
 
 # Infrastructure methods every client (and every load balancer) may call without a key.
 FREE_PREFIXES: tuple[str, ...] = (
+    # public reads: how complete the recording is (no key, no credits)
+    "/ktape.marketdata.v1.DataStatusService/",
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",

@@ -16,10 +16,12 @@ from ktape.entrypoint import run_service
 from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
 from ktape.internal_auth import InternalTokenClient
 from ktape.log import get_logger
+from ktape.marketdata.v1 import data_status_pb2_grpc as status_grpc
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, load_key
 from ktape.schema import apply_migrations
 from ktape.service_metrics import ServiceMetrics
+from queryd.data_status import DataStatusService
 from queryd.live import LiveTail
 from queryd.metering.interceptor import MeteringInterceptor
 from queryd.metering.usage import UsageRecorder
@@ -29,6 +31,7 @@ from queryd.service import MarketDataService
 log = get_logger(__name__)
 
 SERVICE_NAME = "ktape.marketdata.v1.MarketDataService"
+STATUS_SERVICE_NAME = "ktape.marketdata.v1.DataStatusService"
 STORE_PROBE_INTERVAL_SECS = 2.0
 
 
@@ -50,11 +53,14 @@ async def build_server(settings: Settings, addr: str | None = None,
     await pool.open(wait=True, timeout=30)
     if live is not None:
         live.pool = pool  # its visibility tracker reads QuestDB through the same pool
-    service = MarketDataService(pool, PageTokens(load_key(settings.data_dir)), live)
+    tokens = PageTokens(load_key(settings.data_dir))
+    service = MarketDataService(pool, tokens, live)
+    status = DataStatusService(pool, tokens)
     running = await start_server(
         addr or str(settings.queryd_addr),
-        [lambda server: pb_grpc.add_MarketDataServiceServicer_to_server(service, server)],
-        [SERVICE_NAME],
+        [lambda server: pb_grpc.add_MarketDataServiceServicer_to_server(service, server),
+         lambda server: status_grpc.add_DataStatusServiceServicer_to_server(status, server)],
+        [SERVICE_NAME, STATUS_SERVICE_NAME],
         interceptors=interceptors,
     )
     return running, pool, service

@@ -2,6 +2,7 @@
 // each series with its markets' coverage and gaps.
 import { useEffect, useState } from "preact/hooks";
 import { get, Market } from "../api";
+import { when } from "../format";
 
 interface Health {
   feed_connected?: boolean;
@@ -17,7 +18,44 @@ interface Health {
   exchange_lag_growing?: boolean;
 }
 
+interface Incident {
+  detect_time: string;
+  start_time: string;
+  end_time?: string;
+  reason: string;
+  market_count: string;
+  tickers: string[];
+}
+
+interface DayCondition {
+  ticker: string;
+  date: string;
+  condition: string;
+  total_gap_duration?: string;
+}
+
+function ConditionsRow(props: { series: string; markets: number }) {
+  const [rows, setRows] = useState<DayCondition[] | null>(null);
+  useEffect(() => {
+    void get<{ conditions: DayCondition[] }>(`/v1/conditions?series_ticker=${encodeURIComponent(
+      props.series)}&page_size=1000`).then((r) => setRows(r.conditions ?? [])).catch(() => setRows([]));
+  }, [props.series]);
+  // today is PENDING (not closed): split by whether it has had a gap so far
+  const gapOf = (r: DayCondition) => parseFloat(r.total_gap_duration ?? "0s");
+  const missing = (rows ?? []).filter((r) => r.condition === "DATA_CONDITION_MISSING").length;
+  const clean = (rows ?? []).filter((r) => r.condition !== "DATA_CONDITION_MISSING" && gapOf(r) === 0).length;
+  const gapSecs = (rows ?? []).reduce((sum, r) => sum + gapOf(r), 0);
+  return (
+    <tr><td>{props.series}</td><td class="num">{props.markets}</td>
+      <td class="num">{rows ? clean : "…"}</td>
+      <td class="num">{rows ? rows.length - clean - missing : "…"}</td>
+      <td class="num">{rows ? missing : "…"}</td>
+      <td class="num">{rows ? `${gapSecs.toFixed(1)} s` : "…"}</td></tr>
+  );
+}
+
 export function StatusPage() {
+  const [incidents, setIncidents] = useState<Incident[] | null>(null);
   const [health, setHealth] = useState<Health | null>(null);
   const [healthError, setHealthError] = useState("");
   const [markets, setMarkets] = useState<Market[] | null>(null);
@@ -33,6 +71,9 @@ export function StatusPage() {
     };
     void load();
     const timer = setInterval(load, 5000);
+    const weekAgo = new Date(Date.now() - 7 * 86_400_000).toISOString();
+    void get<{ incidents: Incident[] }>(`/v1/incidents?start_time=${weekAgo}`)
+      .then((r) => setIncidents(r.incidents ?? [])).catch(() => setIncidents([]));
     void get<{ markets: Market[] }>("/v1/markets?page_size=500").then((r) => setMarkets(r.markets ?? []))
       .catch(() => setMarkets(null));
     return () => clearInterval(timer);
@@ -62,15 +103,26 @@ export function StatusPage() {
         )}
       </div>
       <div class="card">
-        <h2>Coverage by series</h2>
-        {markets === null ? <p class="muted">Sign in to see each series' coverage and gaps.</p> : (
+        <h2>Incidents (7 days)</h2>
+        {incidents === null ? <p class="muted">Loading…</p> : incidents.length === 0 ?
+          <p class="muted" data-testid="incidents">No incident: no reconnect, restart or lost
+            subscription put markets in a gap.</p> : (
+          <table data-testid="incidents"><thead><tr><th>Detected</th><th>Reason</th>
+            <th class="num">Markets</th><th>Gap from</th><th>Healed</th></tr></thead>
+            <tbody>{incidents.map((i) => (<tr><td>{when(i.detect_time)}</td><td>{i.reason}</td>
+              <td class="num">{i.market_count}</td><td>{when(i.start_time)}</td>
+              <td>{i.end_time ? when(i.end_time) : "still open"}</td></tr>))}</tbody></table>
+        )}
+      </div>
+      <div class="card">
+        <h2>Today's data condition by series</h2>
+        {markets === null ? <p class="muted">Sign in to see each series' markets and their
+          condition today.</p> : (
           <table data-testid="coverage"><thead><tr><th>Series</th><th class="num">Markets</th>
-            <th class="num">Open</th><th class="num">Closed or settled</th></tr></thead>
-            <tbody>{[...bySeries.entries()].sort().map(([series, list]) => {
-              const open = list.filter((m) => m.status === "active" || m.status === "open").length;
-              return <tr><td>{series}</td><td class="num">{list.length}</td>
-                <td class="num">{open}</td><td class="num">{list.length - open}</td></tr>;
-            })}</tbody></table>
+            <th class="num">No gap so far</th><th class="num">With gaps</th>
+            <th class="num">Missing</th><th class="num">Gap time today</th></tr></thead>
+            <tbody>{[...bySeries.entries()].sort().map(([series, list]) => (
+              <ConditionsRow series={series} markets={list.length} />))}</tbody></table>
         )}
       </div>
     </section>

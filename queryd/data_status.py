@@ -1,0 +1,190 @@
+"""DataStatusService: per-market, per-day data conditions and incidents (public, free).
+
+The facts come from QuestDB in a few grouped queries (one per kind, for every market of
+the request at once); what they mean is decided in queryd/conditions.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import grpc
+from psycopg import sql as psql
+from psycopg_pool import AsyncConnectionPool
+
+from ktape.clock import datetime_us, now_us
+from ktape.errors import InvalidArgument, NotFound, PageTokenMismatch, rpc_handler
+from ktape.log import get_logger
+from ktape.marketdata.v1 import data_status_pb2 as pb
+from ktape.marketdata.v1 import data_status_pb2_grpc as pb_grpc
+from ktape.paging import PageTokenError, PageTokens, page_size, query_digest
+from queryd.conditions import DayFacts, GapSpan, day_condition, day_start_us, incidents
+from queryd.convert import duration_us, from_timestamp, timestamp
+
+log = get_logger(__name__)
+_rpc = rpc_handler(log)
+MAX_DAYS = 31
+MAX_TICKERS_LISTED = 100
+
+MARKET = """SELECT ticker, open_time, close_time FROM markets WHERE ticker = %(ticker)s
+LATEST ON ts PARTITION BY ticker"""
+SERIES_MARKETS = """SELECT ticker, open_time, close_time FROM markets
+WHERE series_ticker = %(series)s LATEST ON ts PARTITION BY ticker"""
+COVERAGE_START = "SELECT ticker, min(ts) FROM book_checkpoints WHERE ticker IN ({tickers})"
+DAY_FACTS = """SELECT ts, ticker, count(), min(ts), max(ts) FROM book_changes
+WHERE ticker IN ({tickers}) AND ts >= %(start)s AND ts < %(end)s SAMPLE BY 1d ALIGN TO CALENDAR"""
+GAPS = """SELECT ticker, reason, coalesce(start_ts, ts), end_ts FROM gaps
+WHERE ticker IN ({tickers}) AND coalesce(start_ts, ts) < %(end)s
+  AND (end_ts IS NULL OR end_ts > %(start)s)"""
+INCIDENT_ROWS = """SELECT ts, ticker, reason, start_ts, end_ts FROM gaps
+WHERE ts >= %(start)s AND ts < %(end)s"""
+
+CONDITIONS = {"AVAILABLE": pb.DATA_CONDITION_AVAILABLE, "DEGRADED": pb.DATA_CONDITION_DEGRADED,
+              "MISSING": pb.DATA_CONDITION_MISSING, "PENDING": pb.DATA_CONDITION_PENDING}
+
+
+def _us(value: dt.datetime | None) -> int | None:
+    return None if value is None else datetime_us(value)
+
+
+def _dt(us: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
+
+
+def _ts(us: int) -> Any:
+    return timestamp(_dt(us))
+
+
+def _date(value: str, field: str, default: dt.date) -> dt.date:
+    if not value:
+        return default
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument.field(field, "must be a date, YYYY-MM-DD") from None
+
+
+def _in(query: str, tickers: list[str]) -> psql.Composed:
+    """The query with `IN ({tickers})` filled with the tickers as quoted literals (psycopg
+    quotes them; they are also known market tickers, read from the markets table)."""
+    return psql.SQL(query).format(tickers=psql.SQL(", ").join(psql.Literal(t) for t in tickers))
+
+
+class DataStatusService(pb_grpc.DataStatusServiceServicer):
+    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens) -> None:
+        self.pool = pool
+        self.tokens = tokens
+
+    @_rpc
+    async def ListDataConditions(self, request: pb.ListDataConditionsRequest,
+                                 context: grpc.aio.ServicerContext
+                                 ) -> pb.ListDataConditionsResponse:
+        if bool(request.ticker) == bool(request.series_ticker):
+            raise InvalidArgument.field("ticker", "give exactly one of ticker or series_ticker")
+        today = dt.datetime.now(dt.UTC).date()
+        first = _date(request.start_date, "start_date", today)
+        last = _date(request.end_date, "end_date", first)
+        if last < first:
+            raise InvalidArgument.field("end_date", "must not be before start_date")
+        if (last - first).days >= MAX_DAYS:
+            raise InvalidArgument.field("end_date", f"at most {MAX_DAYS} days in one request")
+        try:
+            size = page_size(request.page_size)
+        except ValueError as exc:
+            raise InvalidArgument.field("page_size", str(exc)) from None
+        digest = query_digest("ListDataConditions", {
+            "ticker": request.ticker, "series": request.series_ticker,
+            "first": first.isoformat(), "last": last.isoformat()})
+        offset = 0
+        if request.page_token:
+            try:
+                offset = int(self.tokens.open(request.page_token, digest)[0])
+            except PageTokenError as exc:
+                raise PageTokenMismatch(str(exc), metadata={"field": "page_token"}) from None
+        rows = await self._conditions(request.ticker, request.series_ticker, first, last)
+        page = rows[offset:offset + size]
+        token = self.tokens.seal(digest, [offset + size]) if offset + size < len(rows) else ""
+        return pb.ListDataConditionsResponse(conditions=page, next_page_token=token)
+
+    async def _conditions(self, ticker: str, series: str, first: dt.date,
+                          last: dt.date) -> list[pb.DayCondition]:
+        start_us = day_start_us(first)
+        end_us = day_start_us(last) + 86_400_000_000
+        window = {"start": _dt(start_us), "end": _dt(end_us)}
+        async with self.pool.connection() as conn:
+            if ticker:
+                markets = await (await conn.execute(MARKET, {"ticker": ticker})).fetchall()
+                if not markets:
+                    raise NotFound(f"no market {ticker!r} is recorded", reason="UNKNOWN_TICKER",
+                                   metadata={"ticker": ticker})
+            else:
+                markets = await (await conn.execute(SERIES_MARKETS, {"series": series})).fetchall()
+                if not markets:
+                    raise NotFound(f"no series {series!r} is recorded", reason="UNKNOWN_SERIES",
+                                   metadata={"series_ticker": series})
+            tickers = sorted(str(m[0]) for m in markets)
+            coverage = {str(t): _us(first_ts) for t, first_ts in
+                        await (await conn.execute(_in(COVERAGE_START, tickers))).fetchall()}
+            facts: dict[tuple[str, dt.date], DayFacts] = {}
+            for day, t, count, lo, hi in await (await conn.execute(
+                    _in(DAY_FACTS, tickers), window)).fetchall():
+                facts[str(t), day.date()] = DayFacts(int(count), _us(lo), _us(hi))
+            gaps: dict[str, list[GapSpan]] = {}
+            for t, reason, lo, hi in await (await conn.execute(_in(GAPS, tickers),
+                                                               window)).fetchall():
+                gaps.setdefault(str(t), []).append(GapSpan(datetime_us(lo), _us(hi), str(reason)))
+        now = now_us()
+        out: list[pb.DayCondition] = []
+        for t, open_time, close_time in sorted(markets, key=lambda m: str(m[0])):
+            day = first
+            while day <= last:
+                found = day_condition(str(t), day, now_us=now, coverage_start_us=coverage.get(str(t)),
+                                      open_us=_us(open_time), close_us=_us(close_time),
+                                      gaps=gaps.get(str(t), []), facts=facts.get((str(t), day)))
+                if found is not None:
+                    out.append(_condition_message(found))
+                day += dt.timedelta(days=1)
+        return out
+
+    @_rpc
+    async def ListIncidents(self, request: pb.ListIncidentsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ListIncidentsResponse:
+        if not request.HasField("start_time"):
+            raise InvalidArgument.field("start_time", "is required")
+        start = from_timestamp(request.start_time)
+        end = from_timestamp(request.end_time) if request.HasField("end_time") else \
+            dt.datetime.now(dt.UTC)
+        if end <= start:
+            raise InvalidArgument.field("end_time", "must be after start_time")
+        if end - start > dt.timedelta(days=MAX_DAYS):
+            raise InvalidArgument.field("end_time", f"the range may span at most {MAX_DAYS} days")
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(INCIDENT_ROWS, {"start": start, "end": end})
+                          ).fetchall()
+        found = incidents([(datetime_us(ts), str(t), str(reason), _us(lo), _us(hi))
+                           for ts, t, reason, lo, hi in rows])
+        out = pb.ListIncidentsResponse()
+        for i in found:
+            incident = out.incidents.add(
+                detect_time=_ts(i.detect_us), start_time=_ts(i.start_us), reason=i.reason,
+                market_count=len(i.tickers),
+                tickers=sorted(i.tickers)[:MAX_TICKERS_LISTED] or
+                (["*"] if i.subscription_wide else []))
+            if i.end_us is not None:
+                incident.end_time.CopyFrom(_ts(i.end_us))
+        return out
+
+
+def _condition_message(found: Any) -> pb.DayCondition:
+    message = pb.DayCondition(
+        ticker=found.ticker, date=found.date.isoformat(), condition=CONDITIONS[found.condition],
+        gaps=[pb.GapInterval(start_time=_ts(s), end_time=_ts(e), reason=r)
+              for s, e, r in found.spans],
+        total_gap_duration=duration_us(found.total_gap_us),
+        change_count=found.facts.changes)
+    if found.facts.first_us is not None:
+        message.first_change_time.CopyFrom(_ts(found.facts.first_us))
+    if found.facts.last_us is not None:
+        message.last_change_time.CopyFrom(_ts(found.facts.last_us))
+    return message
