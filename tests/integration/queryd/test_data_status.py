@@ -24,7 +24,7 @@ def at(hours: float) -> dt.datetime:
     return DAY + dt.timedelta(hours=hours)
 
 
-def _seed(conn) -> None:  # noqa: ANN001
+def _seed(conn) -> None:
     market = ("INSERT INTO markets (ts, ticker, event_ticker, series_ticker, status, open_time,"
               " close_time) VALUES (%s, %s, 'KXT-E', 'KXT', 'active', %s, %s)")
     conn.execute(market, (at(-48), "KXT-A", at(-48), at(72)))
@@ -48,7 +48,7 @@ def _seed(conn) -> None:  # noqa: ANN001
 
 
 @pytest.fixture
-async def status(clean_questdb, tmp_path):  # noqa: ANN201
+async def status(clean_questdb, tmp_path):
     with clean_questdb.connect() as conn:
         _seed(conn)
     pool = AsyncConnectionPool(clean_questdb.conninfo, min_size=1, max_size=4, open=False,

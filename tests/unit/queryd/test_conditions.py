@@ -12,7 +12,7 @@ H = 3_600_000_000
 LATER = D0 + 10 * DAY_US  # "now": the day has closed
 
 
-def cond(**kw):  # noqa: ANN003, ANN201
+def cond(**kw):
     args = {"now_us": LATER, "coverage_start_us": D0 - H, "open_us": D0 - DAY_US,
             "close_us": None, "gaps": [], "facts": DayFacts(10, D0 + H, D0 + 2 * H)}
     args.update(kw)
