@@ -228,6 +228,15 @@ class BillingService(pb_grpc.BillingServiceServicer):
         return pb.ListApiKeysResponse(keys=[key_message(r) for r in rows], next_page_token=token)
 
     @_rpc
+    async def UpdateSpendingCap(self, request: pb.UpdateSpendingCapRequest,
+                                context: grpc.aio.ServicerContext) -> pb.UpdateSpendingCapResponse:
+        account = await self._caller(context, write=True)
+        account = await asyncio.to_thread(self.store.set_spending_cap, account.account_id,
+                                          request.spending_cap_credits)
+        message = await asyncio.to_thread(account_message, self.store, account)
+        return pb.UpdateSpendingCapResponse(account=message)
+
+    @_rpc
     async def ListLedgerEntries(self, request: pb.ListLedgerEntriesRequest,
                                 context: grpc.aio.ServicerContext
                                 ) -> pb.ListLedgerEntriesResponse:

@@ -44,10 +44,24 @@ export function BillingPage() {
           {account ? credits(account.balance_credits) : "…"}</strong><small>credits</small></div>
         <div class="tile"><span>Plan</span><strong>{account?.plan ?? "…"}</strong>
           <small>{account?.plan === "payg" ? "pay as you go: usage billed monthly" : "prepaid credits"}</small></div>
-        <div class="tile"><span>Spending cap</span><strong>
+        <div class="tile"><span>Spending cap</span><strong data-testid="cap">
           {account ? (account.spending_cap_credits === "0" ? "none" : credits(account.spending_cap_credits)) : "…"}
-        </strong><small>credits per month</small></div>
+        </strong><small>credits per month beyond the allowance</small></div>
       </div>
+      <form class="card row" onSubmit={async (event) => {
+        event.preventDefault();
+        const value = new FormData(event.currentTarget as HTMLFormElement).get("cap") as string;
+        setError("");
+        try {
+          const r = await post<{ account: Account }>("/v1/account:setSpendingCap",
+            { spending_cap_credits: value || "0" });
+          setAccount(r.account);
+        } catch (caught) { setError(String((caught as Error).message)); }
+      }}>
+        <label>Monthly spending cap (credits; 0 for none)
+          <input name="cap" inputMode="numeric" pattern="[0-9]*" placeholder="50000" /></label>
+        <button type="submit">Set cap</button>
+      </form>
       <div class="card">
         <h2>Buy credits</h2>
         <div class="packs">{packs.map((pack) => (

@@ -215,6 +215,9 @@ async def _journey(http, edge, recording, browser, context, page, shots,
     await page.wait_for_function(
         f"() => Number(document.querySelector('[data-testid=balance]').innerText"
         f".replaceAll(',', '')) >= {start + 10_000 - 100}")
+    await page.get_by_label("Monthly spending cap").fill("50000")
+    await page.get_by_role("button", name="Set cap").click()
+    await page.get_by_test_id("cap").get_by_text("50,000").wait_for()
     await shots.take(page, "billing-success")
 
     # -- the remaining pages ----------------------------------------------------------

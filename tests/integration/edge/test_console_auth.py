@@ -176,6 +176,13 @@ def test_billing_page_routes_packs_ledger_pages_and_the_portal(edge):
     assert [e["credits"] for e in rest.json()["entries"]] == ["10"]
     assert rest.json()["next_page_token"] == ""
 
+    capped = browser.post("/v1/account:setSpendingCap", json={"spending_cap_credits": "5000"},
+                          headers={"X-CSRF-Token": csrf})
+    assert capped.status_code == 200 and capped.json()["account"]["spending_cap_credits"] == "5000"
+    assert browser.post("/v1/account:setSpendingCap", json={"spending_cap_credits": "-1"},
+                        headers={"X-CSRF-Token": csrf}).status_code == 400
+    assert browser.post("/v1/account:setSpendingCap",
+                        json={"spending_cap_credits": "1"}).status_code == 403  # no CSRF
     assert browser.post("/v1/billing/portal", json={}).status_code == 403  # no CSRF token
     portal = browser.post("/v1/billing/portal", json={"return_url": f"{edge.http_url}/billing"},
                           headers={"X-CSRF-Token": csrf})
