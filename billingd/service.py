@@ -181,6 +181,12 @@ class BillingService(pb_grpc.BillingServiceServicer):
                       write: bool = False) -> Account:
         return await caller(self.store, self.sessions, context, write=write)
 
+    def _stripe(self, setting: str) -> StripeGateway:
+        if self.stripe is None:
+            raise Unavailable(f"Stripe is not configured on this deployment ({setting})",
+                              reason="STRIPE_NOT_CONFIGURED")
+        return self.stripe
+
     @_rpc
     async def GetAccount(self, request: pb.GetAccountRequest,
                          context: grpc.aio.ServicerContext) -> pb.GetAccountResponse:
@@ -275,10 +281,7 @@ class BillingService(pb_grpc.BillingServiceServicer):
                                     context: grpc.aio.ServicerContext
                                     ) -> pb.CreateCheckoutSessionResponse:
         account = await self._caller(context, write=True)
-        if self.stripe is None:
-            raise Unavailable("Stripe is not configured on this deployment "
-                              "(KTAPE_STRIPE_API_KEY)", reason="STRIPE_NOT_CONFIGURED")
-        session_id, url = await self.stripe.create_checkout(
+        session_id, url = await self._stripe("KTAPE_STRIPE_API_KEY").create_checkout(
             account.account_id, request.pack, success_url=request.success_url,
             cancel_url=request.cancel_url)
         return pb.CreateCheckoutSessionResponse(session_id=session_id, url=url)
@@ -288,24 +291,20 @@ class BillingService(pb_grpc.BillingServiceServicer):
                                          context: grpc.aio.ServicerContext
                                          ) -> pb.CreateBillingPortalSessionResponse:
         account = await self._caller(context, write=True)
-        if self.stripe is None:
-            raise Unavailable("Stripe is not configured on this deployment "
-                              "(KTAPE_STRIPE_API_KEY)", reason="STRIPE_NOT_CONFIGURED")
-        url = await self.stripe.create_portal(account.account_id, return_url=request.return_url)
+        url = await self._stripe("KTAPE_STRIPE_API_KEY").create_portal(
+            account.account_id, return_url=request.return_url)
         return pb.CreateBillingPortalSessionResponse(url=url)
 
     @_rpc
     async def HandleStripeWebhook(self, request: pb.HandleStripeWebhookRequest,
                                   context: grpc.aio.ServicerContext
                                   ) -> pb.HandleStripeWebhookResponse:
-        if self.stripe is None:
-            raise Unavailable("Stripe is not configured on this deployment "
-                              "(KTAPE_STRIPE_WEBHOOK_SECRET)", reason="STRIPE_NOT_CONFIGURED")
+        stripe = self._stripe("KTAPE_STRIPE_WEBHOOK_SECRET")
         signature = ""
         for key, value in context.invocation_metadata() or ():
             if key == "stripe-signature":
                 signature = str(value)
-        event_id, applied = await self.stripe.handle_webhook(request.body.data, signature)
+        event_id, applied = await stripe.handle_webhook(request.body.data, signature)
         return pb.HandleStripeWebhookResponse(event_id=event_id, applied=applied)
 
 
