@@ -1,4 +1,4 @@
-"""The `ktape` command: up, sim, status, keys, backfill.
+"""The `ktape` command: up, sim, status, logs, keys, backfill.
 
 Each subcommand parses its own flags and hands off to the module that owns the work; this
 file only wires them together and turns configuration errors into one clear line.
@@ -12,7 +12,10 @@ import json
 import os
 import signal
 import sys
+import time
+from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 
 from ktape.config import Settings
 from ktape.entrypoint import settings_or_report
@@ -43,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="health of every component")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    logs = sub.add_parser("logs", help="follow a component's log (`ktape up` writes one per "
+                                       "component under the data dir)")
+    logs.add_argument("component", nargs="?", help="questdb, ingestd, queryd, billingd, "
+                      "consoled, envoy, sim (none: list the logs)")
+    logs.add_argument("--lines", type=int, default=40, help="lines to show first (default 40)")
+    logs.add_argument("--no-follow", action="store_true", help="print and exit")
+
     sub.add_parser("keys", help="API keys (see `ktape keys --help`)", add_help=False)
     sub.add_parser("backfill", help="fill history from Kalshi REST (see `ktape backfill --help`)",
                    add_help=False)
@@ -64,7 +74,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         configure_logging(component="cli")
         return asyncio.run(_status(settings, as_json=args.json))
+    if args.command == "logs":
+        return _logs(settings.data_dir / "logs", args.component, args.lines,
+                     follow=not args.no_follow)
     raise AssertionError(args.command)
+
+
+def _logs(directory: Path, component: str | None, lines: int, *, follow: bool) -> int:
+    """Print the end of a component's log and follow it (like `tail -f`)."""
+    if component is None:
+        found = sorted(directory.glob("*.log")) if directory.is_dir() else []
+        for path in found:
+            print(f"{path.stem:<10} {path}  ({path.stat().st_size} bytes)")
+        if not found:
+            print(f"no logs in {directory} yet (`ktape up` writes them)", file=sys.stderr)
+        return 0
+    path = directory / f"{component}.log"
+    if not path.exists():
+        print(f"no log {path}", file=sys.stderr)
+        return 1
+    with open(path, errors="replace") as log_file:
+        for line in deque(log_file, maxlen=lines):
+            print(line, end="")
+        while follow:
+            line = log_file.readline()
+            if line:
+                print(line, end="", flush=True)
+            else:
+                time.sleep(0.25)
+    return 0
 
 
 def _delegate(command: str, rest: list[str]) -> int:
@@ -95,6 +133,7 @@ async def _create_demo_key(billing_dsn: str) -> str:
 
 
 async def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from ktape.child_logs import ChildLogs
     from ktape.stack import StackOptions, build_stack
     from ktape.supervisor import ChildFailed, Supervisor
 
@@ -107,7 +146,8 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
     except (FileNotFoundError, RuntimeError) as exc:
         log.error("supervisor.setup_failed", error=str(exc))
         return 1
-    supervisor = Supervisor(specs)
+    child_logs = ChildLogs(settings.data_dir / "logs")
+    supervisor = Supervisor(specs, sink=child_logs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

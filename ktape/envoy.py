@@ -29,6 +29,38 @@ def _quoted(value: str) -> str:
     return json.dumps(value)
 
 
+# HTTP status of an Envoy local reply -> the gRPC code a service would have answered
+# (the inverse of grpc-gateway's mapping); anything else >= 400 is UNKNOWN (2).
+LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 408: 4, 409: 10, 413: 3,
+                     429: 8, 431: 3, 499: 1, 500: 13, 501: 12, 502: 14, 503: 14, 504: 4}
+
+
+def local_reply_mappers(indent: str = "            ") -> str:
+    """The local_reply_config mappers (YAML): one per HTTP status above, then >= 400.
+    Only errors: direct responses (openapi.json, llms.txt) keep their bodies."""
+    def mapper(op: str, status: int, code: int, http_status: str) -> str:
+        return "\n".join(indent + line for line in (
+            "- filter:",
+            "    status_code_filter:",
+            f"      comparison: {{op: {op}, value: {{default_value: {status}, "
+            f"runtime_key: ktape_local_reply_{status}}}}}",
+            "  body_format_override:",
+            "    content_type: application/json",
+            "    json_format:",
+            f"      code: {code}",
+            '      message: "%LOCAL_REPLY_BODY%"',
+            "      details:",
+            '      - "@type": type.googleapis.com/google.rpc.ErrorInfo',
+            '        reason: "%RESPONSE_CODE_DETAILS%"',
+            "        domain: envoy.ktape.dev",
+            f'        metadata: {{http_status: "{http_status}"}}'))
+    # ErrorInfo metadata values are strings: a literal per status (a bare %RESPONSE_CODE%
+    # would print as a JSON number), with text around it in the catch-all.
+    return "\n".join([*(mapper("EQ", status, code, str(status))
+                        for status, code in LOCAL_REPLY_CODES.items()),
+                      mapper("GE", 400, 2, "HTTP %RESPONSE_CODE%")])
+
+
 def render_envoy_config(
     *,
     http_port: int,
@@ -78,6 +110,7 @@ def render_envoy_config(
         billingd_metrics_port=b_metrics.port,
         console_host=console.host,
         console_port=console.port,
+        local_reply_mappers=local_reply_mappers(),
         openapi_path=_quoted(str(descriptor_path.parent / "openapi.json")),
         llms_path=_quoted(str(descriptor_path.parent / "llms.txt")),
         llms_full_path=_quoted(str(descriptor_path.parent / "llms-full.txt")),

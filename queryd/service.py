@@ -73,11 +73,12 @@ def _ticker(value: str, field: str = "ticker") -> str:
 
 
 def _range(request: Any) -> tuple[dt.datetime, dt.datetime]:
+    """[start_time, end_time): start required, end omitted means the time the request
+    arrived (CONTRACT.md "Time ranges")."""
     if not request.HasField("start_time"):
         raise InvalidArgument.field("start_time", "is required")
-    if not request.HasField("end_time"):
-        raise InvalidArgument.field("end_time", "is required")
-    start, end = from_timestamp(request.start_time), from_timestamp(request.end_time)
+    start = from_timestamp(request.start_time)
+    end = from_timestamp(request.end_time) if request.HasField("end_time") else now_utc()
     if end <= start:
         raise InvalidArgument.field("end_time", "must be after start_time")
     if end - start > MAX_RANGE:
@@ -195,14 +196,13 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
         ticker = _ticker(request.ticker)
         if request.interval not in INTERVAL_US:
             raise InvalidArgument.field("interval", "must be one of 1m, 1h, 1d")
-        if not request.HasField("start_time") or not request.HasField("end_time"):
-            raise InvalidArgument.field(
-                "start_time" if not request.HasField("start_time") else "end_time",
-                "is required")
-        start, end = from_timestamp(request.start_time), from_timestamp(request.end_time)
+        if not request.HasField("start_time"):
+            raise InvalidArgument.field("start_time", "is required")
+        start = from_timestamp(request.start_time)
+        end = from_timestamp(request.end_time) if request.HasField("end_time") else now_utc()
         if end <= start:
             raise InvalidArgument.field("end_time", "must be after start_time")
-        span_us = int((end - start).total_seconds() * 1_000_000)
+        span_us = (end - start) // dt.timedelta(microseconds=1)
         if span_us // INTERVAL_US[request.interval] > MAX_BUCKETS:
             raise InvalidArgument.field("end_time", f"at most {MAX_BUCKETS} buckets per call")
         async with self.pool.connection() as conn:

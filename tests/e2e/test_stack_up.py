@@ -99,7 +99,7 @@ def test_stack_comes_up_healthy_and_stops_cleanly(tmp_path):
                 )
                 assert answer.status == health_pb2.HealthCheckResponse.SERVING, backend
 
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 45  # its own process (billingd's key command): slow on a busy machine
         while "demo API key (shown once): kt_dev_" not in log_path.read_text():
             assert time.monotonic() < deadline, "no demo key printed"
             time.sleep(0.2)

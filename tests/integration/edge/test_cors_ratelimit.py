@@ -48,7 +48,9 @@ def test_local_rate_limit_answers_json_429(edge, tmp_path):
         limited = [r for r in statuses if r.status_code == 429]
         assert limited, [r.status_code for r in statuses]
         assert limited[0].headers["content-type"].startswith("application/json")
-        assert limited[0].json()["code"] == 429
+        body = limited[0].json()  # the services' error shape: RESOURCE_EXHAUSTED + ErrorInfo
+        assert body["code"] == 8 and body["details"][0]["domain"] == "envoy.ktape.dev"
+        assert body["details"][0]["metadata"]["http_status"] == "429"
         assert limited[0].headers["x-ktape-rate-limited"] == "edge"
     finally:
         proc.terminate()

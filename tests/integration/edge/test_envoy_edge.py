@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import subprocess
@@ -72,6 +73,11 @@ def test_rest_routes_are_transcoded_with_json_errors(edge):
     resp = httpx.get(f"{edge.http_url}/v1/markets", headers=edge.auth, params={"bogus": "1"}, timeout=10)
     assert resp.status_code == 400
     assert resp.headers["content-type"].startswith("application/json")
+    # Envoy's own error, in the services' shape: code, message, details with an ErrorInfo
+    body = resp.json()
+    assert body["code"] == 3 and body["message"]
+    assert body["details"][0]["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+    assert body["details"][0]["reason"] and body["details"][0]["domain"] == "envoy.ktape.dev"
 
     resp = httpx.get(f"{edge.http_url}/v1/markets/KXNOPE-1/orderbook", headers=edge.auth, timeout=10)
     assert resp.status_code == 404
@@ -80,13 +86,19 @@ def test_rest_routes_are_transcoded_with_json_errors(edge):
     assert body["details"][0]["reason"] == "UNKNOWN_TICKER"
 
     resp = httpx.get(f"{edge.http_url}/v1/markets/KX-A/deltas", headers=edge.auth,
-                     params={"start_time": "2026-11-24T00:00:00Z"}, timeout=10)
+                     params={"end_time": "2026-11-24T00:00:00Z"}, timeout=10)
     assert resp.status_code == 400
-    assert resp.json()["details"][-1]["field_violations"][0]["field"] == "end_time"
+    assert resp.json()["details"][-1]["field_violations"][0]["field"] == "start_time"
+    # end_time may be left out: it means now (CONTRACT.md "Time ranges")
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    resp = httpx.get(f"{edge.http_url}/v1/markets/KXNOPE-1/trades", headers=edge.auth,
+                     params={"start_time": since}, timeout=10)
+    assert resp.status_code == 404, resp.text  # past validation: the ticker is unknown
 
     resp = httpx.get(f"{edge.http_url}/v1/no-such-route", timeout=10)
     assert resp.status_code == 404
     assert resp.headers["content-type"].startswith("application/json")
+    assert resp.json()["code"] == 5 and resp.json()["details"][0]["reason"]
 
 
 def test_request_size_limits_answer_json(edge):
@@ -94,6 +106,7 @@ def test_request_size_limits_answer_json(edge):
                      content=b'{"pack": "' + b"x" * (2 << 20) + b'"}', timeout=10)
     assert big.status_code == 413, big.text[:200]
     assert big.headers["content-type"].startswith("application/json")
+    assert big.json()["code"] == 3 and big.json()["details"][0]["reason"]
     huge_header = httpx.get(f"{edge.http_url}/v1/series", timeout=10,
                             headers={**edge.auth, "x-padding": "y" * (64 << 10)})
     assert huge_header.status_code == 431
