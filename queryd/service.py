@@ -41,7 +41,7 @@ from queryd.history import Page, deltas_page, trades_page
 from queryd.live import LiveTail
 from queryd.orderbook import Continuity, orderbook_at
 from queryd.stream import stream_orderbook
-from queryd.timeutil import as_utc, now_utc
+from queryd.timeutil import as_utc, from_us, now_utc, to_us
 
 log = get_logger(__name__)
 
@@ -170,12 +170,20 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
         ticker = _ticker(request.ticker)
         start, end = _range(request)
         size = _page_size(request.page_size)
-        digest = query_digest(method, {"t": ticker, "s": start, "e": end})
+        # An omitted end means "now" at the first page; later pages must keep that end
+        # (AIP-158: same query), so it travels in the page token, after the position.
+        open_end = not request.HasField("end_time")
+        digest = query_digest(method, {"t": ticker, "s": start, "e": "now" if open_end else end})
         after = self._position(request.page_token, digest)
+        if open_end and after is not None:
+            end, after = from_us(int(after[-1])), after[:-1]
         async with self.pool.connection() as conn:
             await self._require_ticker(conn, ticker)
             page = await fetch(conn, ticker, start, end, after, size)
-        return page.items, self._next_token(digest, page.last_key)
+        position = page.last_key
+        if open_end and position is not None:
+            position = [*position, to_us(end)]
+        return page.items, self._next_token(digest, position)
 
     @_rpc
     async def ListOrderbookDeltas(self, request: pb.ListOrderbookDeltasRequest,

@@ -1,0 +1,97 @@
+"""The book of one market at one instant, in exact decimals.
+
+Kalshi's book holds bids only, on two sides: a NO bid at p is an offer to sell YES at
+1 - p. So the best YES ask is 1 - the best NO bid, and the spread is that ask minus the
+best YES bid (PROTOCOL.md §4).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+ONE = Decimal(1)
+
+
+@dataclass(frozen=True)
+class Level:
+    price: Decimal  # dollars, 4 decimals
+    quantity: Decimal  # contracts, 2 decimals
+
+
+@dataclass(frozen=True)
+class Continuity:
+    status: str  # CONTINUOUS | GAP | NOT_RECORDED
+    since: dt.datetime | None = None
+    gap_start: dt.datetime | None = None
+    gap_end: dt.datetime | None = None
+    reason: str = ""
+
+    @property
+    def proven(self) -> bool:
+        return self.status == "CONTINUOUS"
+
+
+@dataclass(frozen=True)
+class Book:
+    ticker: str
+    at: dt.datetime
+    yes: tuple[Level, ...]  # YES bids, best (highest) first
+    no: tuple[Level, ...]  # NO bids, best first
+    seq: int
+    continuity: Continuity
+    last_change: dt.datetime | None = None
+
+    @property
+    def best_yes_bid(self) -> Decimal | None:
+        return self.yes[0].price if self.yes else None
+
+    @property
+    def best_no_bid(self) -> Decimal | None:
+        return self.no[0].price if self.no else None
+
+    @property
+    def best_yes_ask(self) -> Decimal | None:
+        """Implied by the best NO bid: 1 - its price."""
+        return ONE - self.no[0].price if self.no else None
+
+    @property
+    def best_no_ask(self) -> Decimal | None:
+        return ONE - self.yes[0].price if self.yes else None
+
+    @property
+    def spread(self) -> Decimal | None:
+        ask, bid = self.best_yes_ask, self.best_yes_bid
+        return None if ask is None or bid is None else ask - bid
+
+    @property
+    def mid(self) -> Decimal | None:
+        ask, bid = self.best_yes_ask, self.best_yes_bid
+        return None if ask is None or bid is None else (ask + bid) / 2
+
+    def to_frame(self) -> Any:
+        """Both ladders as one pandas DataFrame (side, price, quantity; Decimal objects)."""
+        import pandas as pd
+
+        rows = [("yes", lv.price, lv.quantity) for lv in self.yes] + [
+            ("no", lv.price, lv.quantity) for lv in self.no]
+        return pd.DataFrame(rows, columns=["side", "price", "quantity"])
+
+
+def ts(message: Any, name: str) -> dt.datetime | None:
+    return message.__getattribute__(name).ToDatetime(dt.UTC) if message.HasField(name) else None
+
+
+def book_from(response: Any) -> Book:
+    c = response.continuity
+    status = type(c).DESCRIPTOR.fields_by_name["status"].enum_type.values_by_number[c.status].name
+    return Book(
+        ticker=response.ticker, at=response.at.ToDatetime(dt.UTC),
+        yes=tuple(Level(Decimal(lv.price), Decimal(lv.quantity)) for lv in response.yes),
+        no=tuple(Level(Decimal(lv.price), Decimal(lv.quantity)) for lv in response.no),
+        seq=response.seq,
+        continuity=Continuity(status.removeprefix("CONTINUITY_STATUS_"), ts(c, "since"),
+                              ts(c, "gap_start_time"), ts(c, "gap_end_time"), c.reason),
+        last_change=ts(response, "last_change_time"))

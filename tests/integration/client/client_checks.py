@@ -1,0 +1,80 @@
+"""Run by the clean-venv test (tests/integration/client/test_client.py) with only
+ktape-client (and pandas) installed: exercises the client against a live edge and prints
+one JSON object of findings. Arguments: TARGET TICKER."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+from decimal import Decimal
+
+import ktape_client
+from ktape_client import AsyncClient, AuthenticationError, Client, InvalidArgumentError, NotFoundError
+
+target, ticker = sys.argv[1], sys.argv[2]
+out: dict = {"module": ktape_client.__file__}
+key = os.environ["KTAPE_API_KEY"]
+start = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
+end = dt.datetime.now(dt.UTC).isoformat()  # fixed: the feed keeps recording meanwhile
+
+with Client(target=target) as client:
+    out["repr_hides_key"] = key not in repr(client) and key[12:] not in repr(client)
+    book = client.orderbook(ticker, depth=5)
+    out["book"] = {"continuity": book.continuity.status,
+                   "decimal": all(isinstance(lv.price, Decimal) and isinstance(lv.quantity, Decimal)
+                                  for lv in (*book.yes, *book.no)),
+                   "implied_ask_ok": book.best_yes_ask == Decimal(1) - book.best_no_bid
+                   if book.no else True, "levels": len(book.yes) + len(book.no),
+                   "spread": str(book.spread)}
+    small = list(client.deltas(ticker, start=start, end=end, page_size=7))
+    big = list(client.deltas(ticker, start=start, end=end, page_size=1000))
+    keys = [(d.ts.seconds, d.ts.nanos, d.sid, d.seq, d.side, d.price) for d in small]
+    open_end = list(client.deltas(ticker, start=start, page_size=7))  # end: now, kept by paging
+    open_keys = {(d.ts.seconds, d.ts.nanos, d.sid, d.seq, d.side, d.price) for d in open_end}
+    out["paging"] = {"small": len(small), "big": len(big), "unique": len(set(keys)),
+                     "same": [k for k in keys] == [(d.ts.seconds, d.ts.nanos, d.sid, d.seq,
+                                                    d.side, d.price) for d in big],
+                     "open_end": len(open_end), "open_unique": len(open_keys)}
+    frame = client.deltas(ticker, start=start).to_df()
+    out["frame"] = {"rows": len(frame), "dtypes": {c: str(t) for c, t in frame.dtypes.items()},
+                    "price_type": type(frame["price"].dropna().iloc[0]).__name__
+                    if frame["price"].notna().any() else None}
+    out["markets"] = len(list(client.markets()))
+    out["trades_df_cols"] = list(client.trades(ticker, start=start).to_df().columns)
+    errors = {}
+    try:
+        client.orderbook("KXNOPE-1")
+    except NotFoundError as exc:
+        errors["not_found"] = exc.reason
+    try:
+        list(client.candles(ticker, start=start, interval="5m"))
+    except InvalidArgumentError as exc:
+        errors["invalid_field"] = exc.field
+    out["errors"] = errors
+    stream_items = []
+    for item in client.stream(ticker):
+        stream_items.append(type(item).__name__)
+        if len(stream_items) >= 3:
+            break
+    out["stream"] = stream_items
+
+with Client(api_key="", target=target) as anonymous:
+    os.environ.pop("KTAPE_API_KEY")
+    try:
+        Client(api_key=None, target=target).orderbook(ticker)
+    except AuthenticationError as exc:
+        out["no_key"] = exc.reason
+
+
+async def main() -> None:
+    async with AsyncClient(key, target) as client:
+        book = await client.orderbook(ticker)
+        out["async_book_levels"] = len(book.yes) + len(book.no)
+        out["async_deltas"] = len([d async for d in client.deltas(ticker, start=start)])
+
+
+asyncio.run(main())
+print(json.dumps(out))

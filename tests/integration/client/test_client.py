@@ -1,0 +1,90 @@
+"""ktape-client as a user gets it: `pip install ./clients/python` into a clean venv (no
+ktape beside it), then every kind of call against the live edge on recorded data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from ingestd.app import Ingestd
+from ingestd.config import IngestSettings
+from ktape.config import load_settings
+from ktape.runtime.pins import REPO_ROOT
+from ktape.sim.server import SimConfig, SimServer
+
+
+@pytest.fixture(scope="session")
+def client_python(tmp_path_factory) -> Path:
+    """A venv with only ktape-client[pandas] installed from the source tree."""
+    root = tmp_path_factory.mktemp("client-venv")
+    venv.EnvBuilder(with_pip=True).create(root)
+    python = root / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                    f"{REPO_ROOT / 'clients' / 'python'}[pandas]"], check=True, timeout=600)
+    return python
+
+
+def test_the_package_holds_its_own_stubs_and_imports_without_ktape(client_python):
+    probe = subprocess.run(
+        [str(client_python), "-c", "import sys, ktape_client; "
+         "print(ktape_client.__file__); print('ktape' in sys.modules)"],
+        capture_output=True, text=True, check=True, cwd="/")
+    where, ktape_loaded = probe.stdout.split()
+    assert "site-packages" in where and ktape_loaded == "False"
+
+
+async def test_every_kind_of_call_against_recorded_data(client_python, edge, questdb, tmp_path):
+    async with SimServer(SimConfig(markets=4, rate=200, seed=31)) as sim:
+        settings = load_settings({
+            **questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
+            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
+            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
+        recorder = Ingestd(settings, IngestSettings(flush_interval_ms=100))
+        stop = asyncio.Event()
+        task = asyncio.create_task(recorder.run(stop))
+        try:
+            await asyncio.sleep(4)
+            ticker = max(recorder.feed.books, key=lambda t: recorder.feed.books[t].last_seq)
+            proc = await asyncio.create_subprocess_exec(
+                str(client_python), str(Path(__file__).with_name("client_checks.py")),
+                f"127.0.0.1:{edge.http_port}", ticker, cwd="/",
+                env={**{k: v for k, v in os.environ.items() if not k.startswith("KTAPE")},
+                     "KTAPE_API_KEY": edge.api_key},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 120)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    found = json.loads(out.decode().splitlines()[-1])
+    assert "site-packages" in found["module"]
+    assert found["repr_hides_key"]
+    assert found["book"]["decimal"] and found["book"]["implied_ask_ok"]
+    assert found["book"]["continuity"] == "CONTINUOUS" and found["book"]["levels"] > 0
+    paging = found["paging"]
+    # every change exactly once whatever the page size; an omitted end stays fixed across pages
+    assert paging["small"] == paging["unique"] == paging["big"] > 7 and paging["same"]
+    assert paging["open_end"] == paging["open_unique"] >= paging["big"]
+    frame = found["frame"]
+    assert frame["rows"] >= paging["big"]
+    assert not [c for c, t in frame["dtypes"].items() if t.startswith("float")], frame
+    assert frame["dtypes"]["ts"].startswith("datetime64") and frame["price_type"] == "Decimal"
+    assert found["markets"] >= 4  # the sim's, and any a new listing added
+    assert "yes_price" in found["trades_df_cols"]
+    assert found["errors"] == {"not_found": "UNKNOWN_TICKER", "invalid_field": "interval"}
+    assert found["stream"][0] == "Book" and set(found["stream"][1:]) == {"Change"}
+    assert found["no_key"] == "API_KEY_MISSING"
+    assert found["async_book_levels"] > 0 and found["async_deltas"] >= paging["big"]
+
+
+def test_it_builds_without_the_server_package_importable():
+    """The build reads the protos from the repository, nothing from ktape's Python."""
+    assert (REPO_ROOT / "clients" / "python" / "setup.py").exists()
+    assert sys.version_info >= (3, 11)
