@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ingestd.app import Ingestd
-from ingestd.config import IngestSettings
-from ktape.config import load_settings
 from ktape.runtime.pins import REPO_ROOT
-from ktape.sim.server import SimConfig, SimServer
+from ktape.sim.server import SimConfig
+from tests.fixtures.recording import recorded_simulator
 
 
 @pytest.fixture(scope="session")
@@ -41,27 +39,17 @@ def test_the_package_holds_its_own_stubs_and_imports_without_ktape(client_python
 
 
 async def test_every_kind_of_call_against_recorded_data(client_python, edge, questdb, tmp_path):
-    async with SimServer(SimConfig(markets=4, rate=200, seed=31)) as sim:
-        settings = load_settings({
-            **questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
-            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
-            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
-        recorder = Ingestd(settings, IngestSettings(flush_interval_ms=100))
-        stop = asyncio.Event()
-        task = asyncio.create_task(recorder.run(stop))
-        try:
-            await asyncio.sleep(4)
-            ticker = max(recorder.feed.books, key=lambda t: recorder.feed.books[t].last_seq)
-            proc = await asyncio.create_subprocess_exec(
-                str(client_python), str(Path(__file__).with_name("client_checks.py")),
-                f"127.0.0.1:{edge.http_port}", ticker, cwd="/",
-                env={**{k: v for k, v in os.environ.items() if not k.startswith("KTAPE")},
-                     "KTAPE_API_KEY": edge.api_key},
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            out, err = await asyncio.wait_for(proc.communicate(), 120)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 20)
+    config = SimConfig(markets=4, rate=200, seed=31)
+    async with recorded_simulator(questdb, tmp_path, config) as (recorder, _sim):
+        await asyncio.sleep(4)
+        ticker = max(recorder.feed.books, key=lambda t: recorder.feed.books[t].last_seq)
+        proc = await asyncio.create_subprocess_exec(
+            str(client_python), str(Path(__file__).with_name("client_checks.py")),
+            f"127.0.0.1:{edge.http_port}", ticker, cwd="/",
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("KTAPE")},
+                 "KTAPE_API_KEY": edge.api_key},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()[-3000:]
     found = json.loads(out.decode().splitlines()[-1])
     assert "site-packages" in found["module"]

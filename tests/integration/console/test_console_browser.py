@@ -24,10 +24,10 @@ import stripe
 from playwright.async_api import Browser, Page, Route, async_playwright
 
 from ingestd.app import Ingestd
-from ingestd.config import IngestSettings
 from ingestd.http import start_http
-from ktape.config import load_settings, parse_hostport
-from ktape.sim.server import SimConfig, SimServer
+from ktape.config import parse_hostport
+from ktape.sim.server import SimConfig
+from tests.fixtures.recording import recorded_simulator
 from tests.fixtures.services import EDGE_WEBHOOK_SECRET
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,16 +46,10 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
 async def recording(edge, questdb, tmp_path) -> AsyncIterator[Ingestd]:
     """The simulator recorded into the edge's QuestDB, ingestd's /healthz where Envoy
     expects it (the status page reads it)."""
-    async with SimServer(SimConfig(markets=4, rate=100, seed=21)) as sim:
-        settings = load_settings({
-            **questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
-            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
-            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
-        recorder = Ingestd(settings, IngestSettings(flush_interval_ms=100))
+    async with recorded_simulator(questdb, tmp_path, SimConfig(markets=4, rate=100, seed=21)
+                                  ) as (recorder, _sim):
         addr = parse_hostport("ingestd", edge.ingestd_metrics_addr)
         http = await start_http(recorder, addr.host, addr.port)
-        stop = asyncio.Event()
-        task = asyncio.create_task(recorder.run(stop))
         try:
             for _ in range(100):
                 if recorder.feed.recorder.recorded >= 4:
@@ -64,8 +58,6 @@ async def recording(edge, questdb, tmp_path) -> AsyncIterator[Ingestd]:
             await asyncio.sleep(2)  # rows committed and visible to queryd
             yield recorder
         finally:
-            stop.set()
-            await asyncio.wait_for(task, 20)
             await http.cleanup()
 
 

@@ -7,12 +7,10 @@ import os
 import subprocess
 import sys
 
-from ingestd.app import Ingestd
-from ingestd.config import IngestSettings
-from ktape.config import load_settings
 from ktape.runtime.pins import REPO_ROOT
 from ktape.schema.wal import wait_for_wal
-from ktape.sim.server import SimConfig, SimServer
+from ktape.sim.server import SimConfig
+from tests.fixtures.recording import recorded_simulator
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
@@ -23,14 +21,8 @@ def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
 
 
 async def test_examples_run_against_recorded_data(edge, questdb, tmp_path):
-    async with SimServer(SimConfig(markets=5, rate=200, seed=55)) as sim:
-        settings = load_settings({
-            **questdb.env(), "KTAPE_DATA_DIR": str(tmp_path),
-            "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim.port}/trade-api/ws/v2",
-            "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim.port}/trade-api/v2"})
-        recorder = Ingestd(settings, IngestSettings(flush_interval_ms=100))
-        stop = asyncio.Event()
-        task = asyncio.create_task(recorder.run(stop))
+    config = SimConfig(markets=5, rate=200, seed=55)
+    async with recorded_simulator(questdb, tmp_path, config) as (recorder, sim):
         await asyncio.sleep(3)
         ticker = max(recorder.feed.books,
                      key=lambda t: len(recorder.feed.books[t].yes) + len(recorder.feed.books[t].no))
@@ -41,10 +33,8 @@ async def test_examples_run_against_recorded_data(edge, questdb, tmp_path):
         await asyncio.sleep(2)
         sim.config.rate = 0
         await asyncio.sleep(0.5)
-        stop.set()
-        await asyncio.wait_for(task, 20)
-        streamed = await asyncio.wait_for(stream, 60)
-        yes, no = sim.journal.book_at(ticker, 2**62)
+    streamed = await asyncio.wait_for(stream, 60)
+    yes, no = sim.journal.book_at(ticker, 2**62)
     with questdb.connect() as conn:
         wait_for_wal(conn)
     assert streamed.splitlines()[0].startswith("snapshot seq=")
