@@ -4,7 +4,7 @@ Why a process of its own rather than Envoy's direct responses: a single-page app
 every page path answered with index.html, and hashed assets want a year of caching while
 index.html must never be cached (it names the current hashes). The console calls the
 public API through Envoy like any customer code; this process serves files and nothing
-else, so it holds no secret and talks to no backend.
+else (and, for `/healthz`, asks each backend's health), so it holds no secret.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from consoled.health import Health
 from ktape.config import Settings
 from ktape.entrypoint import run_service
 from ktape.log import get_logger
@@ -40,14 +41,16 @@ SECURITY_HEADERS = {
 }
 
 
-def make_app(build_dir: Path = BUILD_DIR) -> web.Application:
+def make_app(build_dir: Path = BUILD_DIR, health: Health | None = None) -> web.Application:
+    """The console's files; with `health`, also `GET /healthz` (Envoy routes its own
+    /healthz here). `GET /livez` is this process alone (the supervisor's probe)."""
     mimetypes.add_type("text/javascript", ".js")  # not every system's table has it
     root = build_dir.resolve()
     index = root / "index.html"
     if not index.is_file():
         raise FileNotFoundError(f"{index} is missing: run `make console` (npm ci + vite build)")
 
-    async def healthz(request: web.Request) -> web.Response:
+    async def livez(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
     async def serve(request: web.Request) -> web.StreamResponse:
@@ -64,13 +67,15 @@ def make_app(build_dir: Path = BUILD_DIR) -> web.Application:
         return response
 
     app = web.Application()
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
+    if health is not None:
+        app.router.add_get("/healthz", health.handle)
     app.router.add_get("/{path:.*}", serve)
     return app
 
 
 async def _main(settings: Settings) -> int:
-    runner = web.AppRunner(make_app(), access_log=None)
+    runner = web.AppRunner(make_app(health=Health(settings)), access_log=None)
     await runner.setup()
     addr = settings.console_addr
     await web.TCPSite(runner, addr.host, addr.port).start()

@@ -94,7 +94,7 @@ def build_stack(settings: Settings, options: StackOptions) -> list[ChildSpec]:
         return (await grpc_health_probe(str(settings.billingd_addr))).healthy
 
     async def console_ready() -> bool:
-        return (await http_probe(f"http://{settings.console_addr}/healthz")).healthy
+        return (await http_probe(f"http://{settings.console_addr}/livez")).healthy
 
     async def envoy_ready() -> bool:
         return (await http_probe(f"http://127.0.0.1:{settings.http_port}/healthz")).healthy

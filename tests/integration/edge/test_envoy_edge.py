@@ -43,6 +43,11 @@ def test_broken_config_fails_validation(tmp_path: Path):
 def test_healthz_answers_when_backends_are_up(edge):
     resp = httpx.get(f"{edge.http_url}/healthz", timeout=5)
     assert resp.status_code == 200
+    body = resp.json()  # each component named, with its state
+    assert body["status"] == "ok"
+    assert body["components"]["queryd"] == body["components"]["billingd"] == "serving"
+    assert body["components"]["consoled"] == "serving"
+    assert body["components"]["ingestd"].startswith("unreachable")  # none in this fixture
 
 
 def test_grpc_health_reaches_each_backend_through_envoy(edge):
