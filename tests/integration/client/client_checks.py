@@ -42,6 +42,13 @@ with Client(target=target) as client:
     out["frame"] = {"rows": len(frame), "dtypes": {c: str(t) for c, t in frame.dtypes.items()},
                     "price_type": type(frame["price"].dropna().iloc[0]).__name__
                     if frame["price"].notna().any() else None}
+    steps = list(client.replay(ticker, start=start, end=end))
+    final = steps[-1][1] if steps else None
+    just_before_end = dt.datetime.fromisoformat(end) - dt.timedelta(microseconds=1)
+    stored = client.orderbook(ticker, at=just_before_end, depth=1000)
+    out["replay"] = {"steps": len(steps), "equals_book": final is not None and
+                     (final.yes, final.no) == (stored.yes, stored.no),
+                     "continuity": final.continuity.status if final else None}
     out["markets"] = len(list(client.markets()))
     out["trades_df_cols"] = list(client.trades(ticker, start=start).to_df().columns)
     errors = {}

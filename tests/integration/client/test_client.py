@@ -64,6 +64,9 @@ async def test_every_kind_of_call_against_recorded_data(client_python, edge, que
     assert frame["rows"] >= paging["big"]
     assert not [c for c, t in frame["dtypes"].items() if t.startswith("float")], frame
     assert frame["dtypes"]["ts"].startswith("datetime64") and frame["price_type"] == "Decimal"
+    # the book after every change, rebuilt by the client, ends on the stored book
+    assert found["replay"]["steps"] == paging["big"]
+    assert found["replay"]["equals_book"], found["replay"]
     assert found["markets"] >= 4  # the sim's, and any a new listing added
     assert "yes_price" in found["trades_df_cols"]
     assert found["errors"] == {"not_found": "UNKNOWN_TICKER", "invalid_field": "interval"}

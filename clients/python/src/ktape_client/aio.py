@@ -27,7 +27,7 @@ from ktape_client._gen.ktape.marketdata.v1 import (
     marketdata_pb2,
     marketdata_pb2_grpc,
 )
-from ktape_client.book import Book, book_from
+from ktape_client.book import Book, Continuity, Level, book_from
 from ktape_client.errors import KtapeError, RateLimitedError, from_rpc_error
 from ktape_client.pages import (
     CANDLE_COLUMNS,
@@ -203,6 +203,35 @@ class AsyncClient:
         reply = await self._call(self._billing.GetAccount, billing_pb2.GetAccountRequest())
         return reply.account
 
+    async def replay(self, ticker: str, start: Time, end: Time = None,
+                     page_size: int = 1000) -> AsyncIterator[tuple[Change, Book]]:
+        """The book after every stored change in [start, end): (change, book) pairs,
+        starting from the book just before `start`. Snapshot rows replace the book, deltas
+        set a level's size, a gap marker makes the continuity GAP until the next snapshot."""
+        begin = timestamp(start)
+        assert begin is not None
+        before = begin.ToDatetime(dt.UTC) - dt.timedelta(microseconds=1)
+        book = await self.orderbook(ticker, at=before)
+        sides = {"yes": {lv.price: lv.quantity for lv in book.yes},
+                 "no": {lv.price: lv.quantity for lv in book.no}}
+        status, snapshot_key = book.continuity.status, None
+        async for delta in self.deltas(ticker, start, end, page_size=page_size):
+            change = _change(delta)
+            if change.kind == "gap":
+                status = "GAP"
+            elif change.kind == "snapshot":
+                key = (change.ts, change.sid, change.seq)
+                if key != snapshot_key:  # a new snapshot: the book is replaced
+                    sides = {"yes": {}, "no": {}}
+                    snapshot_key, status = key, "CONTINUOUS"
+                _set(sides, change)
+            else:
+                _set(sides, change)
+            yield change, Book(
+                ticker=ticker, at=change.ts or before, seq=change.seq,
+                yes=_ladder(sides["yes"]), no=_ladder(sides["no"]),
+                continuity=Continuity(status), last_change=change.ts)
+
     # -- streams -----------------------------------------------------------------------------
 
     async def stream(self, ticker: str, start_time: Time = None) -> AsyncIterator[Any]:
@@ -241,6 +270,21 @@ class AsyncClient:
                 attempt += 1
                 if last is not None and last[0] is not None:
                     start = timestamp(last[0])  # replay from the last change: skip repeats
+
+
+def _set(sides: dict[str, dict[Decimal, Decimal]], change: Change) -> None:
+    """A stored row carries the level's size after it: set it (0 removes the level; the
+    empty snapshot's row at price 0 sets nothing)."""
+    if change.price is None or change.quantity is None or change.side not in sides:
+        return
+    if change.quantity == 0:
+        sides[change.side].pop(change.price, None)
+    elif change.price != 0:
+        sides[change.side][change.price] = change.quantity
+
+
+def _ladder(side: dict[Decimal, Decimal]) -> tuple[Level, ...]:
+    return tuple(Level(p, q) for p, q in sorted(side.items(), reverse=True))
 
 
 def _change(d: Any) -> Change:
