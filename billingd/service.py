@@ -243,6 +243,19 @@ class BillingService(pb_grpc.BillingServiceServicer):
         return pb.UpdateSpendingCapResponse(account=message)
 
     @_rpc
+    async def ListRecentCalls(self, request: pb.ListRecentCallsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListRecentCallsResponse:
+        account = await self._caller(context)
+        if request.page_size < 0:
+            raise InvalidArgument.field("page_size", "must not be negative")
+        rows = await asyncio.to_thread(self.store.recent_calls, account.account_id,
+                                       limit=min(request.page_size or 20, 100))
+        return pb.ListRecentCallsResponse(calls=[
+            pb.RecentCall(serve_time=_ts(served), method=method, ticker=ticker, key_id=key_id,
+                          credits=credits, in_gap=in_gap)
+            for served, method, ticker, key_id, _calls, credits, in_gap in rows])
+
+    @_rpc
     async def ListLedgerEntries(self, request: pb.ListLedgerEntriesRequest,
                                 context: grpc.aio.ServicerContext
                                 ) -> pb.ListLedgerEntriesResponse:

@@ -130,6 +130,17 @@ class UsageArea:
             return [UsageRow(str(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]))
                     for r in tx.all(sql, params)]
 
+    def recent_calls(self, account_id: str, *, limit: int) -> list[tuple[str, str, str, str,
+                                                                      int, int, bool]]:
+        """The account's latest booked calls, newest first: (served_at, method, ticker,
+        key_id, calls, credits, in_gap). A stream's later minutes are rows of their own."""
+        with self.db.tx() as tx:
+            rows = tx.all("SELECT served_at, method, ticker, key_id, calls, credits, in_gap "
+                          "FROM usage_events WHERE account_id = ? "
+                          "ORDER BY served_at DESC, event_id LIMIT ?", (account_id, limit))
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5]), bool(r[6]))
+                for r in rows]
+
     def refund_gap_calls(self, start: dt.datetime, end: dt.datetime, *,
                          gaps: GapLookup | None = None, now: dt.datetime | None = None
                          ) -> tuple[int, int]:

@@ -3,20 +3,31 @@
 import { useEffect, useState } from "preact/hooks";
 import { Account, get, query, UsageRow } from "../api";
 import { UsageChart } from "../charts";
-import { credits, short } from "../format";
+import { credits, short, when } from "../format";
+
+interface RecentCall {
+  serve_time: string;
+  method: string;
+  ticker: string;
+  key_id: string;
+  credits: string;
+  in_gap: boolean;
+}
 
 export function Overview() {
   const [account, setAccount] = useState<Account | null>(null);
   const [usage, setUsage] = useState<UsageRow[]>([]);
+  const [calls, setCalls] = useState<RecentCall[]>([]);
   useEffect(() => {
     void get<{ account: Account }>("/v1/account").then((r) => setAccount(r.account));
     const start = new Date(Date.now() - 29 * 86_400_000);
     start.setUTCHours(0, 0, 0, 0);
     void get<{ usage: UsageRow[] }>(`/v1/account/usage${query({ start_time: start.toISOString() })}`)
       .then((r) => setUsage(r.usage ?? []));
+    void get<{ calls: RecentCall[] }>("/v1/account/calls?page_size=20")
+      .then((r) => setCalls(r.calls ?? []));
   }, []);
   if (!account) return <div class="loading">Loading…</div>;
-  const latest = [...usage].reverse().slice(0, 10);
   return (
     <section>
       <h1>Overview</h1>
@@ -36,12 +47,15 @@ export function Overview() {
         {usage.length ? <UsageChart rows={usage} /> : <p class="muted">No calls yet.</p>}
       </div>
       <div class="card">
-        <h2>Latest usage</h2>
-        <table><thead><tr><th>Day</th><th>Method</th><th class="num">Calls</th>
-          <th class="num">Credits</th></tr></thead>
-          <tbody>{latest.map((row) => (
-            <tr><td>{row.day}</td><td>{short(row.method)}</td><td class="num">{row.calls}</td>
-              <td class="num">{row.credits}</td></tr>))}</tbody></table>
+        <h2>Last calls</h2>
+        {calls.length === 0 ? <p class="muted">No calls yet.</p> : (
+          <table data-testid="last-calls"><thead><tr><th>Time</th><th>Method</th><th>Market</th>
+            <th>Key</th><th class="num">Credits</th><th></th></tr></thead>
+            <tbody>{calls.map((call) => (
+              <tr><td>{when(call.serve_time)}</td><td>{short(call.method)}</td><td>{call.ticker}</td>
+                <td><code>{call.key_id}</code></td><td class="num">{call.credits}</td>
+                <td>{call.in_gap ? "in a gap (refundable)" : ""}</td></tr>))}</tbody></table>
+        )}
       </div>
     </section>
   );

@@ -187,3 +187,14 @@ def test_calls_are_refunded_for_gaps_recorded_after_them(billing_store: BillingS
     assert billing_store.refund_gap_calls(*window, gaps=gaps, now=later) == (1, 1)
     assert asked and asked[0][0] <= window[0]
     assert_ledger_consistent(billing_store, account.account_id)
+
+
+def test_recent_calls_are_the_latest_booked_ones_newest_first(billing_store: BillingStore):
+    account, key = _account_with_key(billing_store, "recent")
+    billing_store.record_usage([_event(key.key_id, i, 1 + i, NOV + dt.timedelta(minutes=i))
+                                for i in range(5)], now=NOV)
+    calls = billing_store.recent_calls(account.account_id, limit=3)
+    assert [c[5] for c in calls] == [5, 4, 3]  # credits of the three latest
+    assert all(c[1] == GET_BOOK and c[3] == key.key_id for c in calls)
+    other, _ = _account_with_key(billing_store, "other")
+    assert billing_store.recent_calls(other.account_id, limit=3) == []

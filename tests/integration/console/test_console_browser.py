@@ -215,6 +215,7 @@ async def _journey(http, edge, recording, browser, context, page, shots,
     # -- the remaining pages ----------------------------------------------------------
     await page.get_by_role("link", name="Overview").click()
     await page.get_by_test_id("usage-chart").locator("canvas").wait_for()
+    await page.get_by_test_id("last-calls").get_by_text("GetOrderbook").first.wait_for()
     await shots.take(page, "overview")
     await page.get_by_role("link", name="Status").click()
     await page.get_by_test_id("ingest-state").get_by_text("recording").wait_for()

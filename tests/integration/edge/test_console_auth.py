@@ -176,6 +176,7 @@ def test_billing_page_routes_packs_ledger_pages_and_the_portal(edge):
     assert [e["credits"] for e in rest.json()["entries"]] == ["10"]
     assert rest.json()["next_page_token"] == ""
 
+    assert browser.get("/v1/account/calls").json() == {"calls": []}  # none made yet
     capped = browser.post("/v1/account:setSpendingCap", json={"spending_cap_credits": "5000"},
                           headers={"X-CSRF-Token": csrf})
     assert capped.status_code == 200 and capped.json()["account"]["spending_cap_credits"] == "5000"
