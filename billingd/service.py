@@ -24,14 +24,13 @@ from ktape.billing.v1 import billing_pb2 as pb
 from ktape.billing.v1 import billing_pb2_grpc as pb_grpc
 from ktape.errors import (
     InvalidArgument,
-    PageTokenMismatch,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
     rpc_handler,
 )
 from ktape.log import get_logger
-from ktape.paging import PageTokenError, PageTokens, page_size, query_digest
+from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
 from ktape.pricing import CREDIT_PACKS
 
 log = get_logger(__name__)
@@ -152,17 +151,8 @@ class _Pager:
         self.tokens = tokens
 
     def open(self, method: str, args: dict[str, Any], request: Any) -> tuple[int, list[Any] | None]:
-        try:
-            size = page_size(request.page_size)
-        except ValueError as exc:
-            raise InvalidArgument.field("page_size", str(exc)) from None
-        if not request.page_token:
-            return size, None
-        try:
-            return size, self.tokens.open(request.page_token, query_digest(method, args))
-        except PageTokenError as exc:
-            raise PageTokenMismatch(str(exc), violations=[], metadata={"field": "page_token"}
-                                    ) from None
+        return (checked_page_size(request.page_size),
+                position_of(self.tokens, request.page_token, query_digest(method, args)))
 
     def next_token(self, method: str, args: dict[str, Any], position: list[Any]) -> str:
         return self.tokens.seal(query_digest(method, args), position)

@@ -22,6 +22,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ktape.errors import InvalidArgument, PageTokenMismatch
+
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _VERSION = b"\x01"
@@ -100,3 +102,22 @@ class PageTokens:
         if not isinstance(position, list):
             raise PageTokenError("page_token is not a token this service issued")
         return position
+
+
+def checked_page_size(requested: int) -> int:
+    """`page_size` of a request, or INVALID_ARGUMENT naming the field (AIP-158, 193)."""
+    try:
+        return page_size(requested)
+    except ValueError as exc:
+        raise InvalidArgument.field("page_size", str(exc)) from None
+
+
+def position_of(tokens: PageTokens, token: str, digest: str) -> list[Any] | None:
+    """The position a request's `page_token` carries (None on a first page), or
+    INVALID_ARGUMENT when it is forged or belongs to another query."""
+    if not token:
+        return None
+    try:
+        return tokens.open(token, digest)
+    except PageTokenError as exc:
+        raise PageTokenMismatch(str(exc), violations=[], metadata={"field": "page_token"}) from None

@@ -13,18 +13,20 @@ import grpc
 from psycopg import sql as psql
 from psycopg_pool import AsyncConnectionPool
 
-from ktape.clock import datetime_us, now_us
-from ktape.errors import InvalidArgument, NotFound, PageTokenMismatch, rpc_handler
+from ktape.clock import now_us
+from ktape.errors import InvalidArgument, NotFound, rpc_handler
 from ktape.log import get_logger
 from ktape.marketdata.v1 import data_status_pb2 as pb
 from ktape.marketdata.v1 import data_status_pb2_grpc as pb_grpc
-from ktape.paging import PageTokenError, PageTokens, page_size, query_digest
+from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
 from queryd.conditions import DayFacts, GapSpan, day_condition, day_start_us, incidents
-from queryd.convert import duration_us, from_timestamp, timestamp
+from queryd.convert import duration_us, timestamp
+from queryd.service import time_range
+from queryd.timeutil import from_us, to_us
 
 log = get_logger(__name__)
 _rpc = rpc_handler(log)
-MAX_DAYS = 31
+MAX_DAYS = 31  # as every ranged read (queryd.service.MAX_RANGE)
 MAX_TICKERS_LISTED = 100
 
 MARKET = """SELECT ticker, open_time, close_time FROM markets WHERE ticker = %(ticker)s
@@ -45,15 +47,11 @@ CONDITIONS = {"AVAILABLE": pb.DATA_CONDITION_AVAILABLE, "DEGRADED": pb.DATA_COND
 
 
 def _us(value: dt.datetime | None) -> int | None:
-    return None if value is None else datetime_us(value)
-
-
-def _dt(us: int) -> dt.datetime:
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
+    return None if value is None else to_us(value)
 
 
 def _ts(us: int) -> Any:
-    return timestamp(_dt(us))
+    return timestamp(from_us(us))
 
 
 def _date(value: str, field: str, default: dt.date) -> dt.date:
@@ -89,19 +87,12 @@ class DataStatusService(pb_grpc.DataStatusServiceServicer):
             raise InvalidArgument.field("end_date", "must not be before start_date")
         if (last - first).days >= MAX_DAYS:
             raise InvalidArgument.field("end_date", f"at most {MAX_DAYS} days in one request")
-        try:
-            size = page_size(request.page_size)
-        except ValueError as exc:
-            raise InvalidArgument.field("page_size", str(exc)) from None
+        size = checked_page_size(request.page_size)
         digest = query_digest("ListDataConditions", {
             "ticker": request.ticker, "series": request.series_ticker,
             "first": first.isoformat(), "last": last.isoformat()})
-        offset = 0
-        if request.page_token:
-            try:
-                offset = int(self.tokens.open(request.page_token, digest)[0])
-            except PageTokenError as exc:
-                raise PageTokenMismatch(str(exc), metadata={"field": "page_token"}) from None
+        position = position_of(self.tokens, request.page_token, digest)
+        offset = int(position[0]) if position else 0
         rows = await self._conditions(request.ticker, request.series_ticker, first, last)
         page = rows[offset:offset + size]
         token = self.tokens.seal(digest, [offset + size]) if offset + size < len(rows) else ""
@@ -111,7 +102,7 @@ class DataStatusService(pb_grpc.DataStatusServiceServicer):
                           last: dt.date) -> list[pb.DayCondition]:
         start_us = day_start_us(first)
         end_us = day_start_us(last) + 86_400_000_000
-        window = {"start": _dt(start_us), "end": _dt(end_us)}
+        window = {"start": from_us(start_us), "end": from_us(end_us)}
         async with self.pool.connection() as conn:
             if ticker:
                 markets = await (await conn.execute(MARKET, {"ticker": ticker})).fetchall()
@@ -133,7 +124,7 @@ class DataStatusService(pb_grpc.DataStatusServiceServicer):
             gaps: dict[str, list[GapSpan]] = {}
             for t, reason, lo, hi in await (await conn.execute(_in(GAPS, tickers),
                                                                window)).fetchall():
-                gaps.setdefault(str(t), []).append(GapSpan(datetime_us(lo), _us(hi), str(reason)))
+                gaps.setdefault(str(t), []).append(GapSpan(to_us(lo), _us(hi), str(reason)))
         now = now_us()
         out: list[pb.DayCondition] = []
         for t, open_time, close_time in sorted(markets, key=lambda m: str(m[0])):
@@ -150,19 +141,11 @@ class DataStatusService(pb_grpc.DataStatusServiceServicer):
     @_rpc
     async def ListIncidents(self, request: pb.ListIncidentsRequest,
                             context: grpc.aio.ServicerContext) -> pb.ListIncidentsResponse:
-        if not request.HasField("start_time"):
-            raise InvalidArgument.field("start_time", "is required")
-        start = from_timestamp(request.start_time)
-        end = from_timestamp(request.end_time) if request.HasField("end_time") else \
-            dt.datetime.now(dt.UTC)
-        if end <= start:
-            raise InvalidArgument.field("end_time", "must be after start_time")
-        if end - start > dt.timedelta(days=MAX_DAYS):
-            raise InvalidArgument.field("end_time", f"the range may span at most {MAX_DAYS} days")
+        start, end = time_range(request)  # start required, end default now, <= 31 days
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(INCIDENT_ROWS, {"start": start, "end": end})
                           ).fetchall()
-        found = incidents([(datetime_us(ts), str(t), str(reason), _us(lo), _us(hi))
+        found = incidents([(to_us(ts), str(t), str(reason), _us(lo), _us(hi))
                            for ts, t, reason, lo, hi in rows])
         out = pb.ListIncidentsResponse()
         for i in found:

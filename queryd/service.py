@@ -23,7 +23,6 @@ from ktape.errors import (
     KtapeError,
     MarketNotYetKnown,
     NotFound,
-    PageTokenMismatch,
     Unavailable,
     UnknownTicker,
     abort_with,
@@ -32,7 +31,7 @@ from ktape.errors import (
 from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
-from ktape.paging import PageTokenError, PageTokens, page_size, query_digest
+from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
 from ktape.schema.tables import MARKET_STATUSES
 from queryd import reference, sql
 from queryd.candles import INTERVAL_US, MAX_BUCKETS, candles
@@ -72,7 +71,7 @@ def _ticker(value: str, field: str = "ticker") -> str:
     return value
 
 
-def _range(request: Any) -> tuple[dt.datetime, dt.datetime]:
+def time_range(request: Any) -> tuple[dt.datetime, dt.datetime]:
     """[start_time, end_time): start required, end omitted means the time the request
     arrived (CONTRACT.md "Time ranges")."""
     if not request.HasField("start_time"):
@@ -84,13 +83,6 @@ def _range(request: Any) -> tuple[dt.datetime, dt.datetime]:
     if end - start > MAX_RANGE:
         raise InvalidArgument.field("end_time", "the range may span at most 31 days")
     return start, end
-
-
-def _page_size(value: int) -> int:
-    try:
-        return page_size(value)
-    except ValueError as exc:
-        raise InvalidArgument.field("page_size", str(exc)) from None
 
 
 # `settled` is the word users (and Kalshi's own REST filter) use for `finalized`.
@@ -116,15 +108,6 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
         self.live = live  # ingestd's fan-out, when followed (queryd/live.py)
 
     # -- helpers -----------------------------------------------------------------------
-
-    def _position(self, token: str, digest: str) -> list[Any] | None:
-        if not token:
-            return None
-        try:
-            return self.tokens.open(token, digest)
-        except PageTokenError as exc:
-            raise PageTokenMismatch(str(exc), violations=[],
-                                    metadata={"field": "page_token"}) from None
 
     def _next_token(self, digest: str, position: list[Any] | None) -> str:
         return self.tokens.seal(digest, position) if position is not None else ""
@@ -168,13 +151,13 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
                        ) -> tuple[list[Any], str]:
         """One page of a ticker's history in [start_time, end_time), keyset-paged."""
         ticker = _ticker(request.ticker)
-        start, end = _range(request)
-        size = _page_size(request.page_size)
+        start, end = time_range(request)
+        size = checked_page_size(request.page_size)
         # An omitted end means "now" at the first page; later pages must keep that end
         # (AIP-158: same query), so it travels in the page token, after the position.
         open_end = not request.HasField("end_time")
         digest = query_digest(method, {"t": ticker, "s": start, "e": "now" if open_end else end})
-        after = self._position(request.page_token, digest)
+        after = position_of(self.tokens, request.page_token, digest)
         if open_end and after is not None:
             end, after = from_us(int(after[-1])), after[:-1]
         async with self.pool.connection() as conn:
@@ -223,10 +206,10 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
     async def _keyed_page(self, method: str, template: str, clauses: dict[str, str],
                           filters: dict[str, str], token: str, requested_size: int,
                           build: Callable[[tuple[Any, ...]], Any]) -> tuple[list[Any], str]:
-        size = _page_size(requested_size)
+        size = checked_page_size(requested_size)
         present = {k: v for k, v in filters.items() if v}
         digest = query_digest(method, present)
-        after = self._position(token, digest)
+        after = position_of(self.tokens, token, digest)
         query = sql.with_filters(template, clauses, set(present))
         params = {**present, "after": after[0] if after else "", "limit": size + 1}
         async with self.pool.connection() as conn:
