@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from ktape_client.pages import enum_name, when
+
 ONE = Decimal(1)
 
 
@@ -80,18 +82,14 @@ class Book:
         return pd.DataFrame(rows, columns=["side", "price", "quantity"])
 
 
-def ts(message: Any, name: str) -> dt.datetime | None:
-    return message.__getattribute__(name).ToDatetime(dt.UTC) if message.HasField(name) else None
-
-
 def book_from(response: Any) -> Book:
     c = response.continuity
-    status = type(c).DESCRIPTOR.fields_by_name["status"].enum_type.values_by_number[c.status].name
+    status = enum_name(c, "status", "CONTINUITY_STATUS_").upper()
     return Book(
         ticker=response.ticker, at=response.at.ToDatetime(dt.UTC),
         yes=tuple(Level(Decimal(lv.price), Decimal(lv.quantity)) for lv in response.yes),
         no=tuple(Level(Decimal(lv.price), Decimal(lv.quantity)) for lv in response.no),
         seq=response.seq,
-        continuity=Continuity(status.removeprefix("CONTINUITY_STATUS_"), ts(c, "since"),
-                              ts(c, "gap_start_time"), ts(c, "gap_end_time"), c.reason),
-        last_change=ts(response, "last_change_time"))
+        continuity=Continuity(status, when(c, "since"),
+                              when(c, "gap_start_time"), when(c, "gap_end_time"), c.reason),
+        last_change=when(response, "last_change_time"))
