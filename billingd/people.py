@@ -46,6 +46,7 @@ _DUMMY_HASH = _HASHER.hash("not a password of anyone")
 @dataclass(frozen=True)
 class Session:
     token: str  # the cookie value: only here, when the session is made
+    user_id: str
     account_id: str
     email: str
     csrf_token: str
@@ -152,7 +153,7 @@ class People:
             tx.run("INSERT INTO sessions (session_sha256, user_id, csrf_token, created_at, "
                    "expires_at) VALUES (?, ?, ?, ?, ?)",
                    (_sha256(token), user_id, csrf, stamp(now), stamp(expires)))
-        return Session(token, account_id, email, csrf, expires)
+        return Session(token, user_id, account_id, email, csrf, expires)
 
     def session(self, token: str, *, now: dt.datetime | None = None) -> Session:
         """The live session of a cookie value, its expiry slid forward; UNAUTHENTICATED
@@ -171,18 +172,16 @@ class People:
                 expires = now + SESSION_TTL
                 tx.run("UPDATE sessions SET expires_at = ? WHERE session_sha256 = ?",
                        (stamp(expires), _sha256(token)))
-        return Session("", str(row[1]), str(row[2]), str(row[3]), expires)
+        return Session("", str(row[0]), str(row[1]), str(row[2]), str(row[3]), expires)
 
     def playground_key(self, token: str) -> tuple[Account, ApiKeyRow]:
         """The session's person's "console playground" key (made on first use, again if
         revoked): the console's market-data calls are metered to it like any call."""
-        self.session(token)
+        session = self.session(token)
+        user_id, account_id = session.user_id, session.account_id
         with self.db.tx() as tx:
-            row = tx.one("SELECT u.user_id, u.account_id, u.playground_key_id FROM sessions s "
-                         "JOIN users u ON u.user_id = s.user_id WHERE s.session_sha256 = ?",
-                         (_sha256(token),))
-        assert row is not None
-        user_id, account_id, key_id = str(row[0]), str(row[1]), row[2]
+            row = tx.one("SELECT playground_key_id FROM users WHERE user_id = ?", (user_id,))
+        key_id = row[0] if row else None
         if key_id is not None:
             key = self.store.key(account_id, str(key_id))
             if key.revoked_at is None:
