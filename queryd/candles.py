@@ -11,10 +11,10 @@ import datetime as dt
 
 from psycopg import AsyncConnection
 
+from ktape.book.ladder import PRICE_SCALE, Book, format_price, format_quantity
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
 from queryd.convert import timestamp
-from queryd.ladder import PRICE_SCALE, Book, format_price, format_quantity
 from queryd.orderbook import orderbook_at
 from queryd.reference import statistics_at
 from queryd.timeutil import as_utc, to_us

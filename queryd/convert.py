@@ -6,8 +6,8 @@ import datetime as dt
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from ktape.book.ladder import Book, format_price, format_quantity
 from ktape.marketdata.v1 import marketdata_pb2 as pb
-from queryd.ladder import Book, format_price, format_quantity
 from queryd.orderbook import Continuity, OrderbookAt
 from queryd.timeutil import UTC, as_utc
 

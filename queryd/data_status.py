@@ -14,12 +14,12 @@ from psycopg import sql as psql
 from psycopg_pool import AsyncConnectionPool
 
 from ktape.clock import now_us
+from ktape.conditions import DayFacts, GapSpan, day_condition, day_start_us, incidents
 from ktape.errors import InvalidArgument, NotFound, rpc_handler
 from ktape.log import get_logger
 from ktape.marketdata.v1 import data_status_pb2 as pb
 from ktape.marketdata.v1 import data_status_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
-from queryd.conditions import DayFacts, GapSpan, day_condition, day_start_us, incidents
 from queryd.convert import duration_us, timestamp
 from queryd.service import time_range
 from queryd.timeutil import from_us, to_us

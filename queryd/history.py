@@ -13,10 +13,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from ktape.book.ladder import format_price, format_quantity
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
 from queryd.convert import SIDES, TAKER_SIDES, timestamp
-from queryd.ladder import format_price, format_quantity
 from queryd.timeutil import as_utc, from_us, to_us
 
 # Sort keys: (ts_us, sid, seq, side, price_e4) for deltas; gap markers use sid = seq = -1.

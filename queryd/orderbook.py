@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection
 
+from ktape.book.ladder import Book
+from ktape.book.reconstruct import Change, Checkpoint, apply_changes
 from queryd import sql
-from queryd.ladder import Book
-from queryd.reconstruct import Change, Checkpoint, apply_changes
 from queryd.timeutil import as_utc, from_us, to_us
 
 CHECKPOINT_LOOKBACK = dt.timedelta(days=2)

@@ -8,10 +8,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from ktape.book.ladder import format_price, format_quantity
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
 from queryd.convert import duration_us, timestamp
-from queryd.ladder import format_price, format_quantity
 from queryd.timeutil import as_utc
 
 

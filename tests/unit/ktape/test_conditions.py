@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from queryd.conditions import DAY_US, DayFacts, GapSpan, day_condition, day_start_us, incidents
+from ktape.conditions import DAY_US, DayFacts, GapSpan, day_condition, day_start_us, incidents
 
 DAY = dt.date(2026, 11, 24)
 D0 = day_start_us(DAY)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from queryd.ladder import Book, LadderFormatError, format_price, format_quantity, parse_ladder
-from queryd.reconstruct import Change, Checkpoint, apply_changes
+from ktape.book.ladder import Book, LadderFormatError, format_price, format_quantity, parse_ladder
+from ktape.book.reconstruct import Change, Checkpoint, apply_changes
 
 
 def test_parse_ladder_round_trip_and_errors():

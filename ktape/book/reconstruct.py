@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from queryd.ladder import Book, parse_ladder
+from ktape.book.ladder import Book, parse_ladder
 
 
 @dataclass(frozen=True)
