@@ -56,13 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("keys", help="API keys (see `ktape keys --help`)", add_help=False)
     sub.add_parser("backfill", help="fill history from Kalshi REST (see `ktape backfill --help`)",
                    add_help=False)
+    sub.add_parser("datasets", help="daily Parquet/CSV files (see `ktape datasets --help`)",
+                   add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     # Subcommands owned elsewhere get their raw arguments (their own --help included).
-    if args_list and args_list[0] in ("sim", "keys", "backfill"):
+    if args_list and args_list[0] in ("sim", "keys", "backfill", "datasets"):
         return _delegate(args_list[0], args_list[1:])
     args = build_parser().parse_args(args_list)
     settings = settings_or_report("ktape")
@@ -112,7 +114,8 @@ def _delegate(command: str, rest: list[str]) -> int:
         return sim_main(rest)
     # The services' own entry points, in their own process: the shared floor (ktape/)
     # never imports a service. exec keeps the exit code and the signals the user's.
-    module = {"backfill": "ingestd.backfill", "keys": "billingd.keys_cli"}[command]
+    module = {"backfill": "ingestd.backfill", "keys": "billingd.keys_cli",
+              "datasets": "datasetd.cli"}[command]
     os.execv(sys.executable, [sys.executable, "-m", module, *rest])
 
 

@@ -36,3 +36,13 @@ def rfc3339_us(text: str) -> int:
     if when.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone")
     return datetime_us(when)
+
+
+def us_rfc3339(us: int) -> str:
+    """RFC 3339 UTC text with microseconds ("2026-05-06T00:51:22.875661Z") of Unix µs."""
+    return (EPOCH + dt.timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def us_datetime(us: int) -> dt.datetime:
+    """The UTC datetime of Unix µs (exact: integer arithmetic on a timedelta)."""
+    return EPOCH + dt.timedelta(microseconds=us)

@@ -111,3 +111,8 @@ class LocalStorage:
             return []
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
                       if p.is_file() and ".tmp" not in p.relative_to(self.root).parts)
+
+
+def open_storage(settings: object) -> Storage:
+    """The configured store (a local directory under the data dir by default)."""
+    return LocalStorage(settings.data_dir / "datasets")  # type: ignore[attr-defined]
