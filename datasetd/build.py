@@ -85,6 +85,7 @@ def _ints(values: pa.ChunkedArray | pa.Array, fill: int | None = None) -> list:
 class BuildReport:
     day: dt.date
     closed: bool
+    end_us: int  # the files hold rows before this instant (the day's end, or the build's now)
     series_built: list[str] = field(default_factory=list)
     series_fresh: list[str] = field(default_factory=list)
     files: int = 0
@@ -110,7 +111,7 @@ class DayBuilder:
               progress: Progress | None = None) -> BuildReport:
         plan = plan_day(self.source, day, self.clock())
         manifest = self.manifest(day)
-        report = BuildReport(day, plan.closed)
+        report = BuildReport(day, plan.closed, plan.end_us)
         groups = plan.series()
         for done, (series, markets) in enumerate(groups.items(), start=1):
             fingerprint = series_fingerprint(markets)
