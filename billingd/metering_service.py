@@ -73,3 +73,18 @@ class MeteringService(pb_grpc.MeteringServiceServicer):
                  duplicates=result.duplicates, unknown_keys=len(result.unknown_keys))
         return pb.RecordUsageResponse(applied=result.applied, duplicates=result.duplicates)
 
+
+    @_rpc
+    async def ChargeCredits(self, request: pb.ChargeCreditsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ChargeCreditsResponse:
+        if not request.key_id or not request.method:
+            raise InvalidArgument.field("key_id", "key_id and method are required")
+        if not request.items or len(request.items) > MAX_BATCH:
+            raise InvalidArgument.field("items", f"1 to {MAX_BATCH} items")
+        for index, item in enumerate(request.items):
+            if not item.item_id or item.credits < 0:
+                raise InvalidArgument.field(f"items[{index}]", "needs item_id and credits >= 0")
+        charged, already = await asyncio.to_thread(
+            self.store.charge_purchase, request.key_id, request.method,
+            [(i.item_id, i.credits, i.description) for i in request.items])
+        return pb.ChargeCreditsResponse(charged_credits=charged, already_charged=already)

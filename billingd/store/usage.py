@@ -17,7 +17,17 @@ from billingd.store.records import (
     stamp,
     utcnow,
 )
-from billingd.store.tx import add_totals, allowance_left, balance_of, get_account, insert_entry, open_month
+from billingd.store.tx import (
+    add_totals,
+    allowance_left,
+    balance_of,
+    get_account,
+    insert_entry,
+    open_month,
+    standing_of,
+    usable,
+)
+from ktape.errors import InsufficientCredits, NotFound, PermissionDenied
 from ktape.log import get_logger
 from ktape.pricing import DEFAULT_PLAN, PLANS
 
@@ -53,6 +63,53 @@ class UsageArea:
             for account_id in sorted(accounts):
                 self._charge(tx, account_id, accounts[account_id], now, result)
         return result
+
+    def charge_purchase(self, key_id: str, method: str, items: Sequence[tuple[str, int, str]],
+                        *, now: dt.datetime | None = None) -> tuple[int, list[str]]:
+        """Charge priced items (item id, credits, subject) to the key's account, all or
+        none: the new items' total must fit what the account may spend now, checked
+        under the account lock in the transaction that books them, so two purchases at
+        once cannot both pass on the same credits. Items are booked as usage (allowance
+        first, like calls), so they appear in usage and the ledger like any call. An
+        item id booked before is not charged again. Returns (charged, already charged)."""
+        now = now or utcnow()
+        with self.db.tx() as tx:
+            row = tx.one("SELECT account_id, env FROM api_keys WHERE key_id = ?", (key_id,))
+            if row is None:
+                raise NotFound(f"no key {key_id!r}", reason="API_KEY_INVALID")
+            account_id, env = str(row[0]), str(row[1])
+            if env != "prod":
+                raise PermissionDenied(
+                    "dev keys draw on a sandbox quota and cannot buy files; use a prod key",
+                    reason="DEV_KEY_NOT_ALLOWED", metadata={"key_id": key_id})
+            account = usable(get_account(tx, account_id))
+            tx.lock_account(account_id)
+            open_month(tx, account, now)
+            already = [item_id for item_id, _credits, _subject in items
+                       if tx.one("SELECT 1 FROM usage_events WHERE event_id = ?", (item_id,))]
+            new = [(i, c, s) for i, c, s in items if i not in set(already)]
+            need = sum(c for _i, c, _s in new)
+            available = standing_of(tx, account, now).available(account, "prod")
+            if need > available:
+                plan = PLANS.get(account.plan, PLANS[DEFAULT_PLAN])
+                metadata = {"account_id": account_id, "needed": str(need),
+                            "available": str(available)}
+                if plan.postpaid:
+                    raise InsufficientCredits(
+                        f"{need} credits needed, {available} left under the spending cap",
+                        reason="SPENDING_CAP_REACHED", subject=f"account:{account_id}",
+                        metadata=metadata)
+                raise InsufficientCredits(
+                    f"{need} credits needed, {available} available; buy credits first",
+                    subject=f"account:{account_id}", metadata=metadata)
+            result = RecordResult()
+            self._charge(tx, account_id, [
+                (UsageIn(event_id=item_id, key_id=key_id, method=method, credits=credits,
+                         served_at=now, ticker=subject), "prod")
+                for item_id, credits, subject in new], now, result)
+        log.info("purchase.charged", account_id=account_id, key_id=key_id, method=method,
+                 items=len(new), credits=need, already=len(already))
+        return need, already
 
     def _charge(self, tx: Tx, account_id: str, items: list[tuple[UsageIn, str]],
                 now: dt.datetime, result: RecordResult) -> None:
