@@ -81,7 +81,9 @@ class MarketWalk:
     def __post_init__(self) -> None:
         first = self.start_us if self.continuity.coverage_us is None else max(
             self.start_us, self.continuity.coverage_us)
-        self._next_second = ceil_to(first, SECOND_US)
+        # a market with no recorded book has no seconds to show (GetOrderbook: NOT_RECORDED)
+        self._next_second = (ceil_to(first, SECOND_US) if self.continuity.coverage_us is not None
+                             else ceil_to(self.end_us, SECOND_US))
         self._next_minute_end = self.start_us + MINUTE_US
         if self.continuity.coverage_us is not None and first < self.end_us:
             self._first_instant = first
