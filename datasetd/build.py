@@ -97,10 +97,13 @@ class DayBuilder:
     """Builds and rebuilds days from one QuestDB into one storage."""
 
     def __init__(self, source: QuestSource, storage: Storage, *,
-                 formats: tuple[str, ...] = FORMATS, clock: Callable[[], int] = now_us) -> None:
+                 formats: tuple[str, ...] = FORMATS, data_types: tuple[str, ...] = DATA_TYPES,
+                 clock: Callable[[], int] = now_us) -> None:
         self.source = source
         self.storage = storage
         self.formats = formats
+        self.data_types = data_types  # fewer than all: benchmarks and tests of one kind
+        self.walking = any(t in data_types for t in (*DERIVED, "candles_1m"))
         self.clock = clock
 
     def manifest(self, day: dt.date) -> DayManifest:
@@ -138,7 +141,7 @@ class DayBuilder:
     def _names(self, day: dt.date, series: str, markets: list[MarketDay]
                ) -> Iterator[tuple[FileName, str]]:
         """Every file of a series and its markets, with the fingerprint it is built from."""
-        for data_type in DATA_TYPES:
+        for data_type in self.data_types:
             for fmt in self.formats:
                 yield FileName(data_type, day, "", series, fmt), series_fingerprint(markets)
                 for market in markets:
@@ -165,12 +168,14 @@ class DayBuilder:
             self._book_changes(plan, series, by_ticker, walks, writers)
             for ticker, walk in walks.items():
                 self._add_derived(plan.day, ticker, walk.finish(), writers)
-            self._trades(plan, series, list(by_ticker), writers)
-            self._candles(plan, series, walks, writers)
-            for market in markets:
-                for data_type in ("book_changes", "trades", "candles_1m", *DERIVED):
+            if "trades" in self.data_types:
+                self._trades(plan, series, list(by_ticker), writers)
+            if "candles_1m" in self.data_types:
+                self._candles(plan, series, walks, writers)
+            for data_type in self.data_types:
+                for market in markets:
                     writers.ensure(FileName(data_type, plan.day, market.ticker))
-                for data_type in ("book_changes", "trades", "candles_1m"):
+                if data_type not in DERIVED:
                     writers.ensure(FileName(data_type, plan.day, "", series))
             written = writers.close()
             derived = self._derived_series(plan.day, series, list(by_ticker), written)
@@ -248,6 +253,8 @@ class DayBuilder:
             writers.add(FileName("book_changes", plan.day, "", series), table)
             for ticker, part in _by_ticker(table):
                 writers.add(FileName("book_changes", plan.day, ticker), part)
+                if not self.walking:
+                    continue
                 changes = part.filter(pc.not_equal(part.column("kind"), "gap"))
                 if changes.num_rows:
                     self._add_derived(plan.day, ticker, walks[ticker].feed(
@@ -262,9 +269,9 @@ class DayBuilder:
 
     def _add_derived(self, day: dt.date, ticker: str, tables: tuple[pa.Table, pa.Table],
                      writers: WriterSet) -> None:
-        quotes, top10 = tables
-        writers.add(FileName("quotes", day, ticker), quotes)
-        writers.add(FileName("book_top10_1s", day, ticker), top10)
+        for data_type, table in zip(DERIVED, tables, strict=True):
+            if data_type in self.data_types:
+                writers.add(FileName(data_type, day, ticker), table)
 
     def _trades(self, plan: DayPlan, series: str, tickers: list[str], writers: WriterSet) -> None:
         query = TRADES_EXPORT.format(tickers=tickers_literal(tickers),
@@ -319,7 +326,7 @@ class DayBuilder:
         """The series files of the derived views: its markets' files, one after another."""
         parquet = {w.name: w for w in written if w.name.format == "parquet"}
         out = []
-        for data_type in DERIVED:
+        for data_type in (t for t in DERIVED if t in self.data_types):
             name = FileName(data_type, day, "", series)
             writers = [FileWriter(name.with_format(f), self.storage.scratch_dir())
                        for f in self.formats]
