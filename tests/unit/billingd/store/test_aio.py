@@ -1,9 +1,11 @@
 """The store's async facade on real SQLite: every store and People method is on it (with
 its docstring and signature), calls never run more at once than the pool has threads
-while the event loop keeps turning, and 50 concurrent debits never overdraw."""
+while the event loop keeps turning, 50 concurrent debits never overdraw, and billingd's
+services reach blocking code only through it."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextvars
 import inspect
@@ -173,3 +175,14 @@ async def test_calls_carry_the_callers_context_variables():
     finally:
         pool.close()
 
+
+def test_billingd_reaches_blocking_code_only_through_the_facade():
+    """No `asyncio.to_thread` (or `run_in_executor`) in billingd but the facade's own."""
+    found = []
+    for path in sorted((ROOT / "billingd").rglob("*.py")):
+        if path == ROOT / "billingd" / "store" / "aio.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in {"to_thread", "run_in_executor"}:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == []
