@@ -25,6 +25,7 @@ INCIDENT_WINDOW_US = 2_000_000
 CONNECTION_REASONS = frozenset({"reconnect", "ingest_restart", "seq_jump", "unsubscribed",
                                 "error_10", "error_25"})
 EPOCH = dt.date(1970, 1, 1)
+NOT_RECORDED = "not_recorded"  # the reason of a span before recording of a market began
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def day_condition(ticker: str, day: dt.date, *, now_us: int, coverage_start_us: 
     raw: list[Span] = []
     if coverage_start_us is None or coverage_start_us > lo:
         raw.append(Span(lo, hi if coverage_start_us is None else min(hi, coverage_start_us),
-                        "not_recorded"))
+                        NOT_RECORDED))
     for gap in gaps:
         s, e = max(gap.start_us, lo), min(hi if gap.end_us is None else gap.end_us, hi)
         if e > s:
@@ -104,12 +105,20 @@ def day_condition(ticker: str, day: dt.date, *, now_us: int, coverage_start_us: 
 
 def merge(spans: list[Span]) -> list[Span]:
     """Overlapping or touching spans as one (the earliest one's reason; open when any of
-    them is: an open gap's span reaches the end of every span it joins)."""
+    them is: an open gap's span reaches the end of every span it joins) — except that
+    time before recording began stays its own span beside a gap that merely starts where
+    recording began (a quiet market's first gap starts at its first snapshot): joined,
+    the gap would be listed as `not_recorded`."""
+    def joins(last: Span, span: Span) -> bool:
+        if span.start_us != last.end_us:
+            return span.start_us < last.end_us
+        return (span.reason == NOT_RECORDED) == (last.reason == NOT_RECORDED)
+
     out: list[Span] = []
     for span in sorted(spans, key=lambda g: (g.start_us, g.end_us, g.reason)):
         if span.end_us <= span.start_us:
             continue
-        if out and span.start_us <= out[-1].end_us:
+        if out and joins(out[-1], span):
             last = out[-1]
             out[-1] = Span(last.start_us, max(last.end_us, span.end_us), last.reason,
                            last.open or span.open)

@@ -67,6 +67,16 @@ def test_a_day_not_closed_is_pending_with_its_gaps_so_far():
     assert found.spans == (Span(D0 + H, D0 + 3 * H, "reconnect", open=True),)
 
 
+def test_a_gap_from_where_recording_began_is_not_merged_into_before_recording():
+    began = D0 + 6 * H  # a quiet market: its first gap starts at its first snapshot
+    found = cond(coverage_start_us=began, gaps=[GapSpan(began, began + H, "seq_jump")])
+    assert found.spans == (Span(D0, began, "not_recorded"), Span(began, began + H, "seq_jump"))
+    assert found.total_gap_us == 7 * H
+    # a gap detected before recording began (no start known) overlaps it: one span
+    early = cond(coverage_start_us=began, gaps=[GapSpan(began - H, began + H, "reconnect")])
+    assert early.spans == (Span(D0, began + H, "not_recorded"),)
+
+
 def test_a_span_is_open_while_a_gap_of_it_has_no_end():
     now = D0 + 6 * H
     found = cond(now_us=now, gaps=[GapSpan(D0 + H, D0 + 2 * H, "seq_jump"),  # healed
