@@ -1,7 +1,7 @@
 """DataStatusService: per-market, per-day data conditions and incidents (public, free).
 
 The facts come from QuestDB in a few grouped queries (one per kind, for every market of
-the request at once); what they mean is decided in queryd/conditions.py.
+the request at once); what they mean is decided in ktape/conditions.py.
 """
 
 from __future__ import annotations
