@@ -158,6 +158,7 @@ export function StatusPage() {
     return () => clearInterval(timer);
   }, []);
   const [conditions, setConditions] = useState<Record<string, DayCondition[]>>({});
+  const [unread, setUnread] = useState<string[]>([]); // series whose conditions failed
   const [today, setToday] = useState(() => utcDate(Date.now()));
   useEffect(() => {
     if (!markets) return;
@@ -166,7 +167,10 @@ export function StatusPage() {
     for (const series of new Set(markets.map((m) => m.series_ticker))) {
       void seriesConditions(series, utcDate(now - DAY_MS), utcDate(now))
         .then((rows) => setConditions((known) => ({ ...known, [series]: rows })))
-        .catch(() => setConditions((known) => ({ ...known, [series]: [] })));
+        .catch(() => {
+          setUnread((known) => [...known, series]);
+          setConditions((known) => ({ ...known, [series]: [] }));
+        });
     }
   }, [markets]);
   const bySeries = new Map<string, Market[]>();
@@ -227,6 +231,8 @@ export function StatusPage() {
         {markets === null ? <p class="muted">Sign in to see each market's open gaps and those
           healed in the last 24 hours.</p> : loaded < bySeries.size ? <p class="muted">Loading…</p> :
           <GapsTable gaps={gaps} />}
+        {unread.length > 0 && <p class="muted">The conditions of {[...unread].sort().join(", ")} could not
+          be read: their gaps are not listed.</p>}
       </div>
     </section>
   );
