@@ -10,14 +10,13 @@ cross-site form POST through).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hmac
 
 import grpc
 from google.protobuf import timestamp_pb2
 
-from billingd.people import SESSION_TTL, People, Session
+from billingd.people import SESSION_TTL, AsyncPeople, Session
 from ktape.billing.v1 import auth_pb2 as pb
 from ktape.billing.v1 import auth_pb2_grpc as pb_grpc
 from ktape.errors import PermissionDenied, Unauthenticated, rpc_handler
@@ -66,7 +65,7 @@ def _session_message(session: Session) -> pb.Session:
 class SessionAuth:
     """Who a cookie-authenticated call is, for BillingService (and its CSRF rule)."""
 
-    def __init__(self, people: People) -> None:
+    def __init__(self, people: AsyncPeople) -> None:
         self.people = people
 
     async def account_id(self, context: grpc.aio.ServicerContext, *, write: bool) -> str | None:
@@ -74,7 +73,7 @@ class SessionAuth:
         token = session_token(context)
         if token is None:
             return None
-        session = await asyncio.to_thread(self.people.session, token)
+        session = await self.people.session(token)
         if write and not hmac.compare_digest(_header(context, "x-csrf-token") or "",
                                              session.csrf_token):
             raise PermissionDenied("a cookie-authenticated write needs the X-CSRF-Token header "
@@ -83,28 +82,28 @@ class SessionAuth:
 
 
 class AuthService(pb_grpc.AuthServiceServicer):
-    def __init__(self, people: People) -> None:
+    def __init__(self, people: AsyncPeople) -> None:
         self.people = people
 
     async def _signed_in(self, context: grpc.aio.ServicerContext, session: Session) -> None:
         """Rotation: whatever session the browser held ends; the new one is its cookie."""
         old = session_token(context)
         if old is not None:
-            await asyncio.to_thread(self.people.sign_out, old)
+            await self.people.sign_out(old)
         await context.send_initial_metadata(
             _cookies(context, session.token, int(SESSION_TTL.total_seconds())))
 
     @_rpc
     async def SignUp(self, request: pb.SignUpRequest,
                      context: grpc.aio.ServicerContext) -> pb.SignUpResponse:
-        session = await asyncio.to_thread(self.people.sign_up, request.email, request.password)
+        session = await self.people.sign_up(request.email, request.password)
         await self._signed_in(context, session)
         return pb.SignUpResponse(session=_session_message(session))
 
     @_rpc
     async def SignIn(self, request: pb.SignInRequest,
                      context: grpc.aio.ServicerContext) -> pb.SignInResponse:
-        session = await asyncio.to_thread(self.people.sign_in, request.email, request.password)
+        session = await self.people.sign_in(request.email, request.password)
         await self._signed_in(context, session)
         return pb.SignInResponse(session=_session_message(session))
 
@@ -113,7 +112,7 @@ class AuthService(pb_grpc.AuthServiceServicer):
                       context: grpc.aio.ServicerContext) -> pb.SignOutResponse:
         token = session_token(context)
         if token is not None:
-            await asyncio.to_thread(self.people.sign_out, token)
+            await self.people.sign_out(token)
         await context.send_initial_metadata(_cookies(context, "", 0))
         return pb.SignOutResponse()
 
@@ -123,7 +122,7 @@ class AuthService(pb_grpc.AuthServiceServicer):
         token = session_token(context)
         if token is None:
             raise Unauthenticated("not signed in", reason="SESSION_MISSING")
-        session = await asyncio.to_thread(self.people.session, token)
+        session = await self.people.session(token)
         return pb.GetSessionResponse(account_id=session.account_id, email=session.email,
                                      csrf_token=session.csrf_token,
                                      expire_time=_timestamp(session.expires_at))
@@ -132,7 +131,7 @@ class AuthService(pb_grpc.AuthServiceServicer):
     async def RequestPasswordReset(self, request: pb.RequestPasswordResetRequest,
                                    context: grpc.aio.ServicerContext
                                    ) -> pb.RequestPasswordResetResponse:
-        token = await asyncio.to_thread(self.people.request_reset, request.email)
+        token = await self.people.request_reset(request.email)
         if token is not None:
             # No mail server is configured on this deployment: the link goes to the log,
             # where the operator finds it (CONTRACT.md).
@@ -144,7 +143,7 @@ class AuthService(pb_grpc.AuthServiceServicer):
     async def ConfirmPasswordReset(self, request: pb.ConfirmPasswordResetRequest,
                                    context: grpc.aio.ServicerContext
                                    ) -> pb.ConfirmPasswordResetResponse:
-        await asyncio.to_thread(self.people.confirm_reset, request.token, request.password)
+        await self.people.confirm_reset(request.token, request.password)
         return pb.ConfirmPasswordResetResponse()
 
 

@@ -6,6 +6,9 @@ with `?` placeholders; the PostgreSQL side rewrites them to `%s`. Every store op
 runs in `tx()`; `lock_account()` serialises writers of one account — SQLite already
 serialises all writers (`BEGIN IMMEDIATE`), PostgreSQL takes the account row
 `FOR UPDATE` — so a balance check and the debit that follows are atomic on both.
+
+Both are blocking (the stdlib's sqlite3, psycopg's sync pool): async code reaches them
+through billingd/store/aio.py, whose thread pool is as large as `max_connections`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 Row = tuple[Any, ...]
+
+# How many connections a database may hold at once, by default: each is one worker
+# thread of the async facade (billingd/store/aio.py). SQLite serialises writers anyway,
+# so more threads there would only queue on its write lock.
+SQLITE_CONNECTIONS = 8
+POSTGRES_CONNECTIONS = 16
 
 
 class Tx(Protocol):
@@ -34,6 +43,7 @@ class Tx(Protocol):
 
 class Database(Protocol):
     dialect: str
+    max_connections: int  # connections in use at most at once (one per thread)
 
     def tx(self) -> Any: ...  # context manager yielding a Tx
 
@@ -66,8 +76,10 @@ class SqliteDb:
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_connections: int = SQLITE_CONNECTIONS) -> None:
         self.path = path
+        # Not enforced here: one connection per thread, so the threads calling bound it.
+        self.max_connections = max_connections
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         # Every thread's connection with the lock its transactions hold: `close` takes
@@ -142,10 +154,11 @@ class PostgresDb:
 
     dialect = "postgres"
 
-    def __init__(self, dsn: str, *, max_size: int = 16) -> None:
+    def __init__(self, dsn: str, *, max_connections: int = POSTGRES_CONNECTIONS) -> None:
         from psycopg_pool import ConnectionPool
 
-        self._pool = ConnectionPool(dsn, min_size=1, max_size=max_size, open=True,
+        self.max_connections = max_connections
+        self._pool = ConnectionPool(dsn, min_size=1, max_size=max_connections, open=True,
                                     timeout=30, name="billing")
         self._pool.wait(timeout=30)
 
@@ -158,10 +171,24 @@ class PostgresDb:
         self._pool.close()
 
 
-def open_database(dsn: str) -> SqliteDb | PostgresDb:
-    """`sqlite:///ABSOLUTE/PATH` or `postgresql://...` (also `postgres://`)."""
+def dialect_of(dsn: str) -> str:
+    """"sqlite" for `sqlite:///ABSOLUTE/PATH`, "postgres" for `postgresql://...` (also
+    `postgres://`)."""
     if dsn.startswith("sqlite:///"):
-        return SqliteDb(Path(dsn.removeprefix("sqlite:///")))
+        return "sqlite"
     if dsn.startswith(("postgresql://", "postgres://")):
-        return PostgresDb(dsn)
+        return "postgres"
     raise ValueError("billing DSN must be sqlite:///PATH or postgresql://...")
+
+
+def default_connections(dsn: str) -> int:
+    """The `max_connections` that `open_database(dsn)` gives by default."""
+    return SQLITE_CONNECTIONS if dialect_of(dsn) == "sqlite" else POSTGRES_CONNECTIONS
+
+
+def open_database(dsn: str, *, max_connections: int | None = None) -> SqliteDb | PostgresDb:
+    """The database of a DSN (see `dialect_of`), holding at most `max_connections`."""
+    limit = max_connections or default_connections(dsn)
+    if dialect_of(dsn) == "sqlite":
+        return SqliteDb(Path(dsn.removeprefix("sqlite:///")), max_connections=limit)
+    return PostgresDb(dsn, max_connections=limit)

@@ -8,14 +8,14 @@ batch retried after a timeout never double-charges.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 
 import grpc
 
-from billingd.people import People
+from billingd.people import AsyncPeople
 from billingd.service import ENV_ENUM, _rpc
-from billingd.store import BillingStore, UsageIn
+from billingd.store import UsageIn
+from billingd.store.aio import AsyncBillingStore
 from ktape.billing.v1 import metering_pb2 as pb
 from ktape.billing.v1 import metering_pb2_grpc as pb_grpc
 from ktape.errors import InvalidArgument
@@ -28,15 +28,18 @@ MAX_BATCH = 10_000
 
 
 class MeteringService(pb_grpc.MeteringServiceServicer):
-    def __init__(self, store: BillingStore, people: People | None = None) -> None:
+    def __init__(self, store: AsyncBillingStore, people: AsyncPeople | None = None) -> None:
         self.store = store
-        self.people = people or People(store)
+        self.people = people or AsyncPeople(store)
 
-    def _verify(self, request: pb.VerifyApiKeyRequest) -> pb.VerifyApiKeyResponse:
-        account, key = (self.people.playground_key(request.session_token)
-                        if request.session_token and not request.api_key
-                        else self.store.authenticate(request.api_key))
-        standing = self.store.standing(account.account_id)
+    @_rpc
+    async def VerifyApiKey(self, request: pb.VerifyApiKeyRequest,
+                           context: grpc.aio.ServicerContext) -> pb.VerifyApiKeyResponse:
+        if request.session_token and not request.api_key:
+            account, key = await self.people.playground_key(request.session_token)
+        else:
+            account, key = await self.store.authenticate(request.api_key)
+        standing = await self.store.standing(account.account_id)
         plan = PLANS.get(account.plan, PLANS[DEFAULT_PLAN])
         return pb.VerifyApiKeyResponse(
             account_id=account.account_id, key_id=key.key_id, env=ENV_ENUM[key.env],
@@ -44,11 +47,6 @@ class MeteringService(pb_grpc.MeteringServiceServicer):
             available_credits=standing.available(account, key.env),
             postpaid=plan.postpaid and key.env == "prod",
             rate_limit_per_minute=plan.rate_limit_per_minute)
-
-    @_rpc
-    async def VerifyApiKey(self, request: pb.VerifyApiKeyRequest,
-                           context: grpc.aio.ServicerContext) -> pb.VerifyApiKeyResponse:
-        return await asyncio.to_thread(self._verify, request)
 
     @_rpc
     async def RecordUsage(self, request: pb.RecordUsageRequest,
@@ -68,7 +66,7 @@ class MeteringService(pb_grpc.MeteringServiceServicer):
                               if event.HasField("answer_start_time") else None),
                 answer_end=(event.answer_end_time.ToDatetime(tzinfo=dt.UTC)
                             if event.HasField("answer_end_time") else None)))
-        result = await asyncio.to_thread(self.store.record_usage, events)
+        result = await self.store.record_usage(events)
         log.info("usage.recorded", events=len(events), applied=result.applied,
                  duplicates=result.duplicates, unknown_keys=len(result.unknown_keys))
         return pb.RecordUsageResponse(applied=result.applied, duplicates=result.duplicates)
@@ -84,7 +82,7 @@ class MeteringService(pb_grpc.MeteringServiceServicer):
         for index, item in enumerate(request.items):
             if not item.item_id or item.credits < 0:
                 raise InvalidArgument.field(f"items[{index}]", "needs item_id and credits >= 0")
-        charged, already = await asyncio.to_thread(
-            self.store.charge_purchase, request.key_id, request.method,
+        charged, already = await self.store.charge_purchase(
+            request.key_id, request.method,
             [(i.item_id, i.credits, i.description) for i in request.items])
         return pb.ChargeCreditsResponse(charged_credits=charged, already_charged=already)

@@ -1,6 +1,7 @@
 """People who sign in to the console: logins, sessions, password resets, sign-in throttling.
 
-The billing store's area for people (accounts, keys and the ledger are store.py's). Rules
+The billing store's area for people (accounts, keys and the ledger are in
+billingd/store/). Rules
 (CONTRACT.md "Console and accounts"):
 - passwords are at least 10 characters and kept only as argon2id hashes (argon2-cffi's
   defaults, RFC 9106's second recommended profile); never logged;
@@ -11,7 +12,9 @@ The billing store's area for people (accounts, keys and the ledger are store.py'
   and the 11th failure for an email within 15 minutes is refused before any check;
 - a reset token is single use and short-lived; asking for one never says whether the
   email has an account.
-Synchronous, like the store: billingd calls it from a worker thread.
+Synchronous, like the store (its database calls and argon2's hashing both block);
+billingd's services use `AsyncPeople`, which runs each method on the store's thread pool
+(billingd/store/aio.py), so people share the one bound every store call has.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argon2
 
 from billingd.db import Database
 from billingd.store import Account, ApiKeyRow, BillingStore, stamp, utcnow
+from billingd.store.aio import AsyncBillingStore, OnPool, offloaded
 from ktape.errors import AlreadyExists, InvalidArgument, RateLimited, Unauthenticated
 from ktape.log import get_logger
 
@@ -242,3 +246,20 @@ class People:
         with self.db.tx() as tx:
             tx.run("UPDATE users SET password_hash = ? WHERE user_id = ?",
                    (password_hash, user_id))
+
+
+class AsyncPeople(OnPool[People]):
+    """`People` for billingd's async services: `await people.sign_in(...)`. Every method
+    below is the `People` method of the same name, run on the store facade's pool."""
+
+    def __init__(self, store: AsyncBillingStore) -> None:
+        super().__init__(People(store.sync), store.pool)
+
+    sign_up = offloaded(People.sign_up)
+    give_login = offloaded(People.give_login)
+    sign_in = offloaded(People.sign_in)
+    session = offloaded(People.session)
+    playground_key = offloaded(People.playground_key)
+    sign_out = offloaded(People.sign_out)
+    request_reset = offloaded(People.request_reset)
+    confirm_reset = offloaded(People.confirm_reset)

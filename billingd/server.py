@@ -2,7 +2,9 @@
 MeteringService with gRPC health, plus the Stripe meter reporter when Stripe is set up.
 
 The store is SQLite in KTAPE_DATA_DIR by default, PostgreSQL with
-KTAPE_BILLING_DSN=postgresql://...; migrations run at start.
+KTAPE_BILLING_DSN=postgresql://...; migrations run at start. Every service reaches it
+through one `AsyncBillingStore` (billingd/store/aio.py), whose thread pool is the bound on
+the process's concurrent store calls.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import psycopg
 
 from billingd.auth_service import AuthService, SessionAuth
 from billingd.metering_service import MeteringService
-from billingd.people import People
+from billingd.people import AsyncPeople
 from billingd.service import BillingAdminService, BillingService
-from billingd.store import BillingStore, GapLookup
+from billingd.store import GapLookup
+from billingd.store.aio import AsyncBillingStore
 from billingd.stripe_gateway import StripeGateway
 from ktape.aio import cancel_and_wait
 from ktape.billing.v1 import auth_pb2_grpc as auth_grpc
@@ -42,11 +45,11 @@ SERVICE_NAMES = ["ktape.billing.v1.BillingService", "ktape.billing.v1.BillingAdm
 @dataclass
 class Billingd:
     running: RunningServer
-    store: BillingStore
+    store: AsyncBillingStore  # `store.sync` is the BillingStore itself (tests, tools)
     stripe: StripeGateway | None
 
 
-def stripe_gateway(settings: Settings, store: BillingStore) -> StripeGateway | None:
+def stripe_gateway(settings: Settings, store: AsyncBillingStore) -> StripeGateway | None:
     api_key = settings.stripe_api_key.reveal() if settings.stripe_api_key else None
     secret = settings.stripe_webhook_secret.reveal() if settings.stripe_webhook_secret else None
     if not api_key and not secret:
@@ -57,10 +60,10 @@ def stripe_gateway(settings: Settings, store: BillingStore) -> StripeGateway | N
 
 async def build_server(settings: Settings, addr: str | None = None,
                        stats: ServiceMetrics | None = None) -> Billingd:
-    store = await asyncio.to_thread(BillingStore.from_dsn, settings.billing_dsn_effective)
+    store = await AsyncBillingStore.open(settings.billing_dsn_effective)
     tokens = PageTokens(load_key(settings.data_dir))
     stripe = stripe_gateway(settings, store)
-    people = People(store)
+    people = AsyncPeople(store)
     running = await start_server(
         addr or str(settings.billingd_addr),
         [
@@ -101,7 +104,7 @@ def questdb_gaps(conninfo: str) -> GapLookup:
     return lookup
 
 
-async def refund_gap_calls_forever(store: BillingStore,
+async def refund_gap_calls_forever(store: AsyncBillingStore,
                                    interval_secs: float = GAP_REFUND_INTERVAL_SECS,
                                    gaps: GapLookup | None = None) -> None:
     """Refund, automatically, the credits of calls whose answer fell in a recorded gap.
@@ -112,8 +115,8 @@ async def refund_gap_calls_forever(store: BillingStore,
     while True:
         now = dt.datetime.now(dt.UTC)
         try:
-            calls, credits = await asyncio.to_thread(store.refund_gap_calls,
-                                                     now - GAP_REFUND_LOOKBACK, now, gaps=gaps)
+            calls, credits = await store.refund_gap_calls(now - GAP_REFUND_LOOKBACK, now,
+                                                          gaps=gaps)
             if calls:
                 log.info("billing.gap_refunds", calls=calls, credits=credits)
         except Exception:  # keep refunding on the next pass; the store may be back

@@ -4,12 +4,12 @@ Every RPC but the Stripe webhook authenticates the bearer key from gRPC metadata
 `authorization` (Envoy passes the HTTP header through). Store errors are domain errors
 (ktape.errors), turned into AIP-193 statuses in one place (`_rpc`). Admin RPCs need an
 admin account's key and leave an audit event naming the admin, the action and the
-request. Store calls run in a worker thread: SQLite and psycopg's pool are blocking.
+request. The store is reached through its async facade (billingd/store/aio.py): the
+drivers block, so every call runs on the store's bounded thread pool.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
@@ -17,8 +17,9 @@ import grpc
 from google.protobuf import json_format, timestamp_pb2
 
 from billingd.auth_service import SessionAuth, reset_path
-from billingd.people import People
-from billingd.store import Account, ApiKeyRow, AuditEvent, BillingStore, LedgerEntry, UsageRow
+from billingd.people import AsyncPeople
+from billingd.store import Account, ApiKeyRow, AuditEvent, LedgerEntry, UsageRow
+from billingd.store.aio import AsyncBillingStore
 from billingd.stripe_gateway import StripeGateway
 from ktape.billing.v1 import billing_pb2 as pb
 from ktape.billing.v1 import billing_pb2_grpc as pb_grpc
@@ -47,8 +48,8 @@ def _ts(text: str | None) -> timestamp_pb2.Timestamp | None:
     return out
 
 
-def account_message(store: BillingStore, account: Account) -> pb.Account:
-    standing = store.standing(account.account_id)
+async def account_message(store: AsyncBillingStore, account: Account) -> pb.Account:
+    standing = await store.standing(account.account_id)
     message = pb.Account(
         account_id=account.account_id, name=account.name,
         state=pb.ACCOUNT_STATE_ACTIVE if account.state == "active" else pb.ACCOUNT_STATE_SUSPENDED,
@@ -110,15 +111,15 @@ def bearer(context: grpc.aio.ServicerContext) -> str:
                           reason="API_KEY_MISSING")
 
 
-async def caller(store: BillingStore, sessions: SessionAuth | None,
+async def caller(store: AsyncBillingStore, sessions: SessionAuth | None,
                  context: grpc.aio.ServicerContext, *, write: bool) -> Account:
     """The API key's account; without a key, the console session's (a write then needs
     the session's CSRF token too)."""
     if sessions is not None and not has_bearer(context):
         account_id = await sessions.account_id(context, write=write)
         if account_id is not None:
-            return await asyncio.to_thread(store.usable_account, account_id)
-    account, _key = await asyncio.to_thread(store.authenticate, bearer(context))
+            return await store.usable_account(account_id)
+    account, _key = await store.authenticate(bearer(context))
     return account
 
 
@@ -159,7 +160,7 @@ class _Pager:
 
 
 class BillingService(pb_grpc.BillingServiceServicer):
-    def __init__(self, store: BillingStore, tokens: PageTokens,
+    def __init__(self, store: AsyncBillingStore, tokens: PageTokens,
                  stripe: StripeGateway | None = None,
                  sessions: SessionAuth | None = None) -> None:
         self.store = store
@@ -181,7 +182,7 @@ class BillingService(pb_grpc.BillingServiceServicer):
     async def GetAccount(self, request: pb.GetAccountRequest,
                          context: grpc.aio.ServicerContext) -> pb.GetAccountResponse:
         account = await self._caller(context)
-        message = await asyncio.to_thread(account_message, self.store, account)
+        message = await account_message(self.store, account)
         return pb.GetAccountResponse(account=message)
 
     @_rpc
@@ -189,8 +190,7 @@ class BillingService(pb_grpc.BillingServiceServicer):
                               context: grpc.aio.ServicerContext) -> pb.GetAccountUsageResponse:
         account = await self._caller(context)
         start, end = time_range(request.start_time, request.end_time, default_start=month_start())
-        rows = await asyncio.to_thread(self.store.usage, account_id=account.account_id,
-                                       start=start, end=end)
+        rows = await self.store.usage(account_id=account.account_id, start=start, end=end)
         return pb.GetAccountUsageResponse(usage=[usage_message(r, with_account=False)
                                                  for r in rows])
 
@@ -202,9 +202,9 @@ class BillingService(pb_grpc.BillingServiceServicer):
             raise InvalidArgument.field("name", "at most 100 characters")
         if request.env not in ENVS:
             raise InvalidArgument.field("env", "must be KEY_ENV_DEV or KEY_ENV_PROD")
-        key = await asyncio.to_thread(self.store.create_key, account.account_id,
-                                      env=ENVS[request.env], name=request.name)
-        row = await asyncio.to_thread(self.store.key, account.account_id, key.key_id)
+        key = await self.store.create_key(account.account_id, env=ENVS[request.env],
+                                          name=request.name)
+        row = await self.store.key(account.account_id, key.key_id)
         return pb.CreateApiKeyResponse(key=key_message(row), secret=key.full)
 
     @_rpc
@@ -214,8 +214,7 @@ class BillingService(pb_grpc.BillingServiceServicer):
         args = {"account": account.account_id}
         size, position = self.pager.open("ListApiKeys", args, request)
         before = (str(position[0]), str(position[1])) if position else None
-        rows = await asyncio.to_thread(self.store.keys, account.account_id, before=before,
-                                       limit=size + 1)
+        rows = await self.store.keys(account.account_id, before=before, limit=size + 1)
         token = ""
         if len(rows) > size:
             rows = rows[:size]
@@ -227,9 +226,9 @@ class BillingService(pb_grpc.BillingServiceServicer):
     async def UpdateSpendingCap(self, request: pb.UpdateSpendingCapRequest,
                                 context: grpc.aio.ServicerContext) -> pb.UpdateSpendingCapResponse:
         account = await self._caller(context, write=True)
-        account = await asyncio.to_thread(self.store.set_spending_cap, account.account_id,
-                                          request.spending_cap_credits)
-        message = await asyncio.to_thread(account_message, self.store, account)
+        account = await self.store.set_spending_cap(account.account_id,
+                                                    request.spending_cap_credits)
+        message = await account_message(self.store, account)
         return pb.UpdateSpendingCapResponse(account=message)
 
     @_rpc
@@ -238,8 +237,8 @@ class BillingService(pb_grpc.BillingServiceServicer):
         account = await self._caller(context)
         if request.page_size < 0:
             raise InvalidArgument.field("page_size", "must not be negative")
-        rows = await asyncio.to_thread(self.store.recent_calls, account.account_id,
-                                       limit=min(request.page_size or 20, 100))
+        rows = await self.store.recent_calls(account.account_id,
+                                             limit=min(request.page_size or 20, 100))
         return pb.ListRecentCallsResponse(calls=[
             pb.RecentCall(serve_time=_ts(served), method=method, ticker=ticker, key_id=key_id,
                           credits=credits, in_gap=in_gap)
@@ -252,9 +251,9 @@ class BillingService(pb_grpc.BillingServiceServicer):
         account = await self._caller(context)
         args = {"account": account.account_id}
         size, position = self.pager.open("ListLedgerEntries", args, request)
-        rows = await asyncio.to_thread(self.store.ledger_page, account.account_id,
-                                       before_seq=int(position[0]) if position else None,
-                                       limit=size + 1)
+        rows = await self.store.ledger_page(account.account_id,
+                                            before_seq=int(position[0]) if position else None,
+                                            limit=size + 1)
         token = ""
         if len(rows) > size:
             rows = rows[:size]
@@ -276,7 +275,7 @@ class BillingService(pb_grpc.BillingServiceServicer):
         account = await self._caller(context, write=True)
         if not request.key_id:
             raise InvalidArgument.field("key_id", "is required")
-        row = await asyncio.to_thread(self.store.revoke_key, account.account_id, request.key_id)
+        row = await self.store.revoke_key(account.account_id, request.key_id)
         return pb.DeleteApiKeyResponse(key=key_message(row))
 
     @_rpc
@@ -316,11 +315,11 @@ READ_ACTIONS = frozenset({"ListAccounts", "LookupAccount", "GetUsage", "ListAudi
 
 
 class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
-    def __init__(self, store: BillingStore, tokens: PageTokens,
-                 people: People | None = None) -> None:
+    def __init__(self, store: AsyncBillingStore, tokens: PageTokens,
+                 people: AsyncPeople | None = None) -> None:
         self.store = store
         self.pager = _Pager(tokens)
-        self.people = people or People(store)
+        self.people = people or AsyncPeople(store)
         self.sessions = SessionAuth(self.people)
 
     @_rpc
@@ -328,8 +327,7 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
                                  context: grpc.aio.ServicerContext
                                  ) -> pb.CreateAccountLoginResponse:
         await self._admin(context, "CreateAccountLogin", request, request.account_id)
-        token = await asyncio.to_thread(self.people.give_login, request.account_id,
-                                        request.email)
+        token = await self.people.give_login(request.account_id, request.email)
         path = reset_path(token)
         log.warning("auth.login_created", account_id=request.account_id,
                     email=request.email.strip().lower(), path=path)
@@ -345,11 +343,11 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
             raise PermissionDenied("admin key required", reason="ADMIN_REQUIRED",
                                    metadata={"account_id": account.account_id})
         detail = json_format.MessageToDict(request, preserving_proto_field_name=True)
-        await asyncio.to_thread(self.store.audit, account.account_id, action, target, detail)
+        await self.store.audit(account.account_id, action, target, detail)
         return account
 
     async def _account_message(self, account: Account) -> pb.Account:
-        return await asyncio.to_thread(account_message, self.store, account)
+        return await account_message(self.store, account)
 
     @staticmethod
     def _need(value: str, name: str) -> None:
@@ -361,8 +359,8 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.CreateAccountResponse:
         await self._admin(context, "CreateAccount", request)
         self._need(request.name, "name")
-        account = await asyncio.to_thread(self.store.create_account, request.name,
-                                          plan=request.plan or "free", admin=request.admin)
+        account = await self.store.create_account(request.name, plan=request.plan or "free",
+                                                  admin=request.admin)
         return pb.CreateAccountResponse(account=await self._account_message(account))
 
     @_rpc
@@ -371,10 +369,9 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
         await self._admin(context, "ListAccounts", request)
         args = {"suspended_only": request.suspended_only}
         size, position = self.pager.open("ListAccounts", args, request)
-        rows = await asyncio.to_thread(self.store.list_accounts,
-                                       suspended_only=request.suspended_only,
-                                       after_id=str(position[0]) if position else "",
-                                       limit=size + 1)
+        rows = await self.store.list_accounts(suspended_only=request.suspended_only,
+                                              after_id=str(position[0]) if position else "",
+                                              limit=size + 1)
         token = ""
         if len(rows) > size:
             rows = rows[:size]
@@ -387,7 +384,7 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.LookupAccountResponse:
         await self._admin(context, "LookupAccount", request, request.account_id)
         self._need(request.account_id, "account_id")
-        account = await asyncio.to_thread(self.store.account, request.account_id)
+        account = await self.store.account(request.account_id)
         return pb.LookupAccountResponse(account=await self._account_message(account))
 
     @_rpc
@@ -395,7 +392,7 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
                              context: grpc.aio.ServicerContext) -> pb.SuspendAccountResponse:
         await self._admin(context, "SuspendAccount", request, request.account_id)
         self._need(request.account_id, "account_id")
-        account = await asyncio.to_thread(self.store.set_state, request.account_id, "suspended")
+        account = await self.store.set_state(request.account_id, "suspended")
         return pb.SuspendAccountResponse(account=await self._account_message(account))
 
     @_rpc
@@ -403,7 +400,7 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.ResumeAccountResponse:
         await self._admin(context, "ResumeAccount", request, request.account_id)
         self._need(request.account_id, "account_id")
-        account = await asyncio.to_thread(self.store.set_state, request.account_id, "active")
+        account = await self.store.set_state(request.account_id, "active")
         return pb.ResumeAccountResponse(account=await self._account_message(account))
 
     async def _ledger_change(self, request: Any, context: grpc.aio.ServicerContext,
@@ -414,10 +411,9 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
             raise InvalidArgument.field("credits", "must be positive")
         self._need(request.reason, "reason")
         self._need(request.idempotency_key, "idempotency_key")
-        entry = await asyncio.to_thread(
-            self.store.append, request.account_id, request.credits, kind=kind,
-            reason=f"{request.reason} (by {admin.account_id})",
-            idempotency_key=f"{kind}:{request.idempotency_key}")
+        entry = await self.store.append(request.account_id, request.credits, kind=kind,
+                                        reason=f"{request.reason} (by {admin.account_id})",
+                                        idempotency_key=f"{kind}:{request.idempotency_key}")
         return entry_message(entry)
 
     @_rpc
@@ -438,7 +434,7 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
         await self._admin(context, "SetPlan", request, request.account_id)
         self._need(request.account_id, "account_id")
         self._need(request.plan, "plan")
-        account = await asyncio.to_thread(self.store.set_plan, request.account_id, request.plan)
+        account = await self.store.set_plan(request.account_id, request.plan)
         return pb.SetPlanResponse(account=await self._account_message(account))
 
     @_rpc
@@ -446,8 +442,8 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
                              context: grpc.aio.ServicerContext) -> pb.SetSpendingCapResponse:
         await self._admin(context, "SetSpendingCap", request, request.account_id)
         self._need(request.account_id, "account_id")
-        account = await asyncio.to_thread(self.store.set_spending_cap, request.account_id,
-                                          request.spending_cap_credits)
+        account = await self.store.set_spending_cap(request.account_id,
+                                                    request.spending_cap_credits)
         return pb.SetSpendingCapResponse(account=await self._account_message(account))
 
     @_rpc
@@ -455,8 +451,8 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
                        context: grpc.aio.ServicerContext) -> pb.GetUsageResponse:
         await self._admin(context, "GetUsage", request, request.account_id)
         start, end = time_range(request.start_time, request.end_time, default_start=month_start())
-        rows = await asyncio.to_thread(self.store.usage, account_id=request.account_id,
-                                       start=start, end=end, method=request.method)
+        rows = await self.store.usage(account_id=request.account_id,
+                                      start=start, end=end, method=request.method)
         return pb.GetUsageResponse(usage=[usage_message(r, with_account=True) for r in rows])
 
     @_rpc
@@ -465,10 +461,9 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
         await self._admin(context, "ListAuditEvents", request, request.target_account_id)
         args = {"target": request.target_account_id}
         size, position = self.pager.open("ListAuditEvents", args, request)
-        rows = await asyncio.to_thread(self.store.audit_events,
-                                       target_account_id=request.target_account_id,
-                                       before_seq=int(position[0]) if position else None,
-                                       limit=size + 1)
+        rows = await self.store.audit_events(target_account_id=request.target_account_id,
+                                             before_seq=int(position[0]) if position else None,
+                                             limit=size + 1)
         token = ""
         if len(rows) > size:
             rows = rows[:size]
@@ -482,5 +477,5 @@ class BillingAdminService(pb_grpc.BillingAdminServiceServicer):
         await self._admin(context, "RefundGapCalls", request)
         start, end = time_range(request.start_time, request.end_time,
                                 default_start=month_start(), required=True)
-        calls, credits = await asyncio.to_thread(self.store.refund_gap_calls, start, end)
+        calls, credits = await self.store.refund_gap_calls(start, end)
         return pb.RefundGapCallsResponse(refunded_calls=calls, refunded_credits=credits)

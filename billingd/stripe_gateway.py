@@ -22,7 +22,7 @@ from typing import Any
 
 import stripe
 
-from billingd.store import BillingStore
+from billingd.store.aio import AsyncBillingStore
 from ktape.errors import InvalidArgument, Unavailable
 from ktape.log import get_logger
 from ktape.pricing import CREDIT_PACKS
@@ -37,7 +37,7 @@ SIGNATURE_TOLERANCE_SECS = 300
 
 
 class StripeGateway:
-    def __init__(self, store: BillingStore, *, api_key: str | None, webhook_secret: str | None,
+    def __init__(self, store: AsyncBillingStore, *, api_key: str | None, webhook_secret: str | None,
                  api_base: str | None = None) -> None:
         self.store = store
         self.webhook_secret = webhook_secret
@@ -55,13 +55,13 @@ class StripeGateway:
 
     async def _customer(self, account_id: str) -> str:
         """The account's Stripe customer, created once (idempotency key per account)."""
-        known = await asyncio.to_thread(self.store.stripe_customer, account_id)
+        known = await self.store.stripe_customer(account_id)
         if known:
             return known
         customer = await self._call(self._need_client().v1.customers.create_async(
             params={"metadata": {"ktape_account_id": account_id}},
             options={"idempotency_key": f"ktape-customer-{account_id}"}))
-        return await asyncio.to_thread(self.store.set_stripe_customer, account_id, customer.id)
+        return await self.store.set_stripe_customer(account_id, customer.id)
 
     @staticmethod
     async def _call(awaitable: Any) -> Any:
@@ -95,8 +95,7 @@ class StripeGateway:
                 "product_data": {"name": f"{pack.credits:,} ktape credits"}}}],
             "metadata": {"ktape_account_id": account_id, "ktape_pack": pack.pack_id},
         }))
-        await asyncio.to_thread(self.store.record_checkout, session.id, account_id,
-                                pack.pack_id, pack.credits)
+        await self.store.record_checkout(session.id, account_id, pack.pack_id, pack.credits)
         log.info("stripe.checkout_created", account_id=account_id, pack=pack.pack_id,
                  session_id=session.id)
         return session.id, session.url or ""
@@ -129,8 +128,8 @@ class StripeGateway:
             raise InvalidArgument(f"webhook body is not a Stripe event: {exc}",
                                   reason="STRIPE_EVENT_INVALID") from None
         grant = await self._grant_for(event)
-        applied = await asyncio.to_thread(self.store.apply_stripe_event, event.id, event.type,
-                                          int(event.created), grant)
+        applied = await self.store.apply_stripe_event(event.id, event.type, int(event.created),
+                                                      grant)
         log.info("stripe.webhook", event_id=event.id, type=event.type, applied=applied,
                  granted=grant[1] if grant and applied else 0)
         return event.id, applied
@@ -142,7 +141,7 @@ class StripeGateway:
         if event.type == "checkout.session.completed" and session.get("payment_status") != "paid":
             return None  # async payment pending: async_payment_succeeded will grant
         session_id = session.get("id", "")
-        known = await asyncio.to_thread(self.store.checkout, session_id)
+        known = await self.store.checkout(session_id)
         if known is not None:
             account_id, pack_id, credits = known
         else:  # the webhook beat our own bookkeeping; the signed metadata is ours
@@ -160,7 +159,7 @@ class StripeGateway:
         """Report unreported postpaid usage as meter events; returns events reported."""
         if self.client is None:
             return 0
-        reports = await asyncio.to_thread(self.store.unreported_meter_usage)
+        reports = await self.store.unreported_meter_usage()
         done: list[str] = []
         try:
             for report in reports:
@@ -175,7 +174,7 @@ class StripeGateway:
                 done.append(report.event_id)
         finally:
             if done:
-                await asyncio.to_thread(self.store.mark_meter_reported, done)
+                await self.store.mark_meter_reported(done)
         return len(done)
 
     async def run_meter_reporter(self, interval_secs: float = 5.0) -> None:

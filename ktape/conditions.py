@@ -3,7 +3,8 @@
 A (market, UTC day) is listed when the market was open at some instant of the day or
 anything of it was recorded. Within the market's open part of the day, the spans that are
 not continuously recorded are: before recording of the market began (`not_recorded`),
-and every gap's span [start, end) (an open gap runs to now). Then:
+and every gap's span [start, end) (an open gap runs to now, and its span is marked open:
+its end is not a heal). Then:
 - PENDING: the day has not closed (its spans so far are listed);
 - MISSING: those spans cover the market's whole open part of the day;
 - DEGRADED: some spans; AVAILABLE: none.
@@ -24,6 +25,7 @@ INCIDENT_WINDOW_US = 2_000_000
 CONNECTION_REASONS = frozenset({"reconnect", "ingest_restart", "seq_jump", "unsubscribed",
                                 "error_10", "error_25"})
 EPOCH = dt.date(1970, 1, 1)
+NOT_RECORDED = "not_recorded"  # the reason of a span before recording of a market began
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,23 @@ class DayFacts:
 
 
 @dataclass(frozen=True)
+class Span:
+    """One span of a day not continuously recorded: [start, end), the reason of its
+    earliest gap, and whether a gap of it is still open (so `end_us` is now or a bound
+    of the day, not when it healed)."""
+
+    start_us: int
+    end_us: int
+    reason: str
+    open: bool = False
+
+
+@dataclass(frozen=True)
 class DayCondition:
     ticker: str
     date: dt.date
     condition: str  # AVAILABLE | DEGRADED | MISSING | PENDING
-    spans: tuple[tuple[int, int, str], ...]
+    spans: tuple[Span, ...]
     total_gap_us: int
     facts: DayFacts
 
@@ -68,16 +82,16 @@ def day_condition(ticker: str, day: dt.date, *, now_us: int, coverage_start_us: 
     lo = max(start, open_us) if open_us is not None else start
     hi = min(end, now_us, close_us) if close_us is not None else min(end, now_us)
     hi = max(lo, hi)
-    raw: list[tuple[int, int, str]] = []
+    raw: list[Span] = []
     if coverage_start_us is None or coverage_start_us > lo:
-        raw.append((lo, hi if coverage_start_us is None else min(hi, coverage_start_us),
-                    "not_recorded"))
+        raw.append(Span(lo, hi if coverage_start_us is None else min(hi, coverage_start_us),
+                        NOT_RECORDED))
     for gap in gaps:
         s, e = max(gap.start_us, lo), min(hi if gap.end_us is None else gap.end_us, hi)
         if e > s:
-            raw.append((s, e, gap.reason))
+            raw.append(Span(s, e, gap.reason, open=gap.end_us is None))
     spans = merge(raw)
-    total = sum(e - s for s, e, _ in spans)
+    total = sum(span.end_us - span.start_us for span in spans)
     if end > now_us:
         condition = "PENDING"
     elif hi > lo and total >= hi - lo:
@@ -89,17 +103,27 @@ def day_condition(ticker: str, day: dt.date, *, now_us: int, coverage_start_us: 
     return DayCondition(ticker, day, condition, tuple(spans), total, facts)
 
 
-def merge(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-    """Overlapping or touching spans as one (the earliest one's reason)."""
-    out: list[tuple[int, int, str]] = []
-    for s, e, reason in sorted(spans):
-        if e <= s:
+def merge(spans: list[Span]) -> list[Span]:
+    """Overlapping or touching spans as one (the earliest one's reason; open when any of
+    them is: an open gap's span reaches the end of every span it joins) — except that
+    time before recording began stays its own span beside a gap that merely starts where
+    recording began (a quiet market's first gap starts at its first snapshot): joined,
+    the gap would be listed as `not_recorded`."""
+    def joins(last: Span, span: Span) -> bool:
+        if span.start_us != last.end_us:
+            return span.start_us < last.end_us
+        return (span.reason == NOT_RECORDED) == (last.reason == NOT_RECORDED)
+
+    out: list[Span] = []
+    for span in sorted(spans, key=lambda g: (g.start_us, g.end_us, g.reason)):
+        if span.end_us <= span.start_us:
             continue
-        if out and s <= out[-1][1]:
+        if out and joins(out[-1], span):
             last = out[-1]
-            out[-1] = (last[0], max(last[1], e), last[2])
+            out[-1] = Span(last.start_us, max(last.end_us, span.end_us), last.reason,
+                           last.open or span.open)
         else:
-            out.append((s, e, reason))
+            out.append(span)
     return out
 
 

@@ -1,7 +1,7 @@
 """DataStatusService: per-market, per-day data conditions and incidents (public, free).
 
 The facts come from QuestDB in a few grouped queries (one per kind, for every market of
-the request at once); what they mean is decided in queryd/conditions.py.
+the request at once); what they mean is decided in ktape/conditions.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from psycopg import sql as psql
 from psycopg_pool import AsyncConnectionPool
 
 from ktape.clock import now_us
-from ktape.conditions import DayFacts, GapSpan, day_condition, day_start_us, incidents
+from ktape.conditions import (
+    DayCondition,
+    DayFacts,
+    GapSpan,
+    day_condition,
+    day_start_us,
+    incidents,
+)
 from ktape.errors import InvalidArgument, NotFound, rpc_handler
 from ktape.log import get_logger
 from ktape.marketdata.v1 import data_status_pb2 as pb
@@ -159,11 +166,11 @@ class DataStatusService(pb_grpc.DataStatusServiceServicer):
         return out
 
 
-def _condition_message(found: Any) -> pb.DayCondition:
+def _condition_message(found: DayCondition) -> pb.DayCondition:
     message = pb.DayCondition(
         ticker=found.ticker, date=found.date.isoformat(), condition=CONDITIONS[found.condition],
-        gaps=[pb.GapInterval(start_time=_ts(s), end_time=_ts(e), reason=r)
-              for s, e, r in found.spans],
+        gaps=[pb.GapInterval(start_time=_ts(span.start_us), end_time=_ts(span.end_us),
+                             reason=span.reason, open=span.open) for span in found.spans],
         total_gap_duration=duration_us(found.total_gap_us),
         change_count=found.facts.changes)
     if found.facts.first_us is not None:

@@ -64,8 +64,8 @@ async def main(calls: int, rounds: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="ktape-bench-billing-") as tmp:
         settings = load_settings({"KTAPE_DATA_DIR": tmp, "KTAPE_PAGE_TOKEN_SECRET": "bench"})
         billingd = await build_billingd(settings, addr="127.0.0.1:0")
-        account = billingd.store.create_account("bench", plan="bench")
-        key = billingd.store.create_key(account.account_id, env="prod").full
+        account = await billingd.store.create_account("bench", plan="bench")
+        key = (await billingd.store.create_key(account.account_id, env="prod")).full
         billing_channel = grpc.aio.insecure_channel(f"127.0.0.1:{billingd.running.port}")
         metering_stub = metering_pb2_grpc.MeteringServiceStub(billing_channel)
         interceptor = MeteringInterceptor(KeyVerifier(metering_stub),
@@ -86,9 +86,9 @@ async def main(calls: int, rounds: int) -> dict:
             with_ += await _timed(stubs[1], calls // rounds, metadata)
             with_all += await _timed(stubs[2], calls // rounds, metadata)
         await interceptor.recorder.flush()
-        booked = billingd.store.usage(account_id=account.account_id,
-                                      start=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
-                                      end=dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
+        booked = await billingd.store.usage(account_id=account.account_id,
+                                            start=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+                                            end=dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
         recorder.cancel()
         for channel in (*channels, billing_channel):
             await channel.close()

@@ -1,5 +1,8 @@
 """The billing store: accounts, API keys, the credits ledger, usage, audit, Stripe state —
-one area per module, behind one facade (`BillingStore`).
+one area per module, behind one facade (`BillingStore`). It is synchronous (the drivers
+block); billingd's async services use it through `AsyncBillingStore`
+(billingd/store/aio.py), which runs each call on a thread pool bounded by the database's
+connections.
 
 Money rules, all enforced here so every caller gets them:
 - The ledger is append-only; every entry has a kind, a reason and an idempotency key
@@ -58,8 +61,9 @@ class BillingStore(AccountsArea, KeysArea, LedgerArea, UsageArea, AuditArea, Str
         migrate(db)
 
     @classmethod
-    def from_dsn(cls, dsn: str) -> BillingStore:
-        return cls(open_database(dsn))
+    def from_dsn(cls, dsn: str, *, max_connections: int | None = None) -> BillingStore:
+        """The store of a DSN (billingd/db.py `open_database`), migrated."""
+        return cls(open_database(dsn, max_connections=max_connections))
 
     def close(self) -> None:
         self.db.close()

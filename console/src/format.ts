@@ -40,3 +40,20 @@ export function continuityLabel(status: string): string {
 export function short(method: string): string {
   return method.split("/").pop() ?? method;
 }
+
+// Milliseconds of an RFC 3339 time as the API prints it (fractions beyond milliseconds,
+// which protobuf JSON may carry, are dropped: Date.parse is only specified for three).
+export function millis(text: string): number {
+  return Date.parse(text.replace(/(\.\d{3})\d+/, "$1"));
+}
+
+// A length of time as a person reads it: "850 ms", "12.4 s", "3 min 5 s", "2 h 10 min".
+export function duration(ms: number): string {
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const secs = Math.round(ms / 1000);
+  if (secs < 3600) return `${Math.floor(secs / 60)} min ${secs % 60} s`;
+  const mins = Math.round(secs / 60);
+  if (mins < 1440) return `${Math.floor(mins / 60)} h ${mins % 60} min`;
+  return `${Math.floor(mins / 1440)} d ${Math.floor((mins % 1440) / 60)} h`;
+}

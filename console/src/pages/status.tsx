@@ -1,8 +1,10 @@
-// Status (public): the recorder's health and lag as ingestd reports it, and, signed in,
-// each series with its markets' coverage and gaps.
+// Status (public): the recorder's health and lag as ingestd reports it, the incidents of
+// the week, and, signed in, each series with its markets' condition today and every open
+// or recent gap of a market. Conditions come from GET /v1/conditions (public, free), one
+// request per series for yesterday and today (UTC), the same rows for both tables.
 import { useEffect, useState } from "preact/hooks";
-import { get, Market } from "../api";
-import { when } from "../format";
+import { get, Market, query } from "../api";
+import { duration, millis, when } from "../format";
 
 interface Health {
   feed_connected?: boolean;
@@ -27,19 +29,75 @@ interface Incident {
   tickers: string[];
 }
 
+interface GapInterval {
+  start_time: string;
+  end_time: string;
+  reason: string;
+  open?: boolean;
+}
+
 interface DayCondition {
   ticker: string;
   date: string;
   condition: string;
+  gaps?: GapInterval[];
   total_gap_duration?: string;
 }
 
-function ConditionsRow(props: { series: string; markets: number }) {
-  const [rows, setRows] = useState<DayCondition[] | null>(null);
-  useEffect(() => {
-    void get<{ conditions: DayCondition[] }>(`/v1/conditions?series_ticker=${encodeURIComponent(
-      props.series)}&page_size=1000`).then((r) => setRows(r.conditions ?? [])).catch(() => setRows([]));
-  }, [props.series]);
+const DAY_MS = 86_400_000;
+const RECENT_MS = DAY_MS; // "recent gaps": healed within the last 24 h
+const MAX_GAP_ROWS = 100;
+
+const utcDate = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+
+// Every condition of a series' markets on the UTC days [start, end], page after page.
+async function seriesConditions(series: string, start: string, end: string): Promise<DayCondition[]> {
+  const rows: DayCondition[] = [];
+  let token = "";
+  do {
+    const page = await get<{ conditions?: DayCondition[]; next_page_token?: string }>(
+      `/v1/conditions${query({ series_ticker: series, start_date: start, end_date: end,
+                               page_size: 1000, page_token: token })}`);
+    rows.push(...(page.conditions ?? []));
+    token = page.next_page_token ?? "";
+  } while (token);
+  return rows;
+}
+
+interface Gap {
+  ticker: string;
+  start: number;
+  end: number; // for an open gap: when the API answered (now, or the day's end)
+  open: boolean;
+  reason: string;
+}
+
+// The markets' gaps from their daily spans. The API clips spans to UTC days, so a span
+// that ends at midnight and the next day's span that starts there are one gap. Spans
+// before recording of a market began (not_recorded) are coverage, not gaps.
+function gapsOf(rows: DayCondition[]): Gap[] {
+  const byTicker = new Map<string, Gap[]>();
+  for (const row of [...rows].sort((a, b) => a.date.localeCompare(b.date))) {
+    const gaps = byTicker.get(row.ticker) ?? [];
+    for (const span of row.gaps ?? []) {
+      if (span.reason === "not_recorded") continue;
+      const start = millis(span.start_time);
+      const end = millis(span.end_time);
+      const last = gaps[gaps.length - 1];
+      if (last && last.end === start && start % DAY_MS === 0) {
+        last.end = end;
+        last.open = Boolean(span.open);
+      } else {
+        gaps.push({ ticker: row.ticker, start, end, open: Boolean(span.open), reason: span.reason });
+      }
+    }
+    byTicker.set(row.ticker, gaps);
+  }
+  return [...byTicker.values()].flat();
+}
+
+function ConditionsRow(props: { series: string; markets: number; today?: DayCondition[] }) {
+  const rows = props.today;
   // today is PENDING (not closed): split by whether it has had a gap so far
   const gapOf = (r: DayCondition) => parseFloat(r.total_gap_duration ?? "0s");
   const missing = (rows ?? []).filter((r) => r.condition === "DATA_CONDITION_MISSING").length;
@@ -51,6 +109,27 @@ function ConditionsRow(props: { series: string; markets: number }) {
       <td class="num">{rows ? rows.length - clean - missing : "…"}</td>
       <td class="num">{rows ? missing : "…"}</td>
       <td class="num">{rows ? `${gapSecs.toFixed(1)} s` : "…"}</td></tr>
+  );
+}
+
+function GapsTable(props: { gaps: Gap[] }) {
+  const now = Date.now();
+  const shown = props.gaps.slice(0, MAX_GAP_ROWS);
+  if (shown.length === 0) {
+    return <p class="muted" data-testid="gaps">No open gap, and none healed in the last 24 hours.</p>;
+  }
+  return (
+    <>
+      <table data-testid="gaps"><thead><tr><th>Market</th><th>From</th><th>Until</th>
+        <th class="num">Duration</th><th>Reason</th></tr></thead>
+        <tbody>{shown.map((g) => (
+          <tr><td><code>{g.ticker}</code></td><td>{when(new Date(g.start).toISOString())}</td>
+            <td>{g.open ? <span class="badge gap">open</span> : when(new Date(g.end).toISOString())}</td>
+            <td class="num">{g.open ? `${duration(now - g.start)} so far` : duration(g.end - g.start)}</td>
+            <td>{g.reason}</td></tr>))}</tbody></table>
+      {props.gaps.length > shown.length &&
+        <p class="muted">and {props.gaps.length - shown.length} more (GET /v1/conditions lists them all)</p>}
+    </>
   );
 }
 
@@ -78,10 +157,31 @@ export function StatusPage() {
       .catch(() => setMarkets(null));
     return () => clearInterval(timer);
   }, []);
+  const [conditions, setConditions] = useState<Record<string, DayCondition[]>>({});
+  const [unread, setUnread] = useState<string[]>([]); // series whose conditions failed
+  const [today, setToday] = useState(() => utcDate(Date.now()));
+  useEffect(() => {
+    if (!markets) return;
+    const now = Date.now();
+    setToday(utcDate(now));
+    for (const series of new Set(markets.map((m) => m.series_ticker))) {
+      void seriesConditions(series, utcDate(now - DAY_MS), utcDate(now))
+        .then((rows) => setConditions((known) => ({ ...known, [series]: rows })))
+        .catch(() => {
+          setUnread((known) => [...known, series]);
+          setConditions((known) => ({ ...known, [series]: [] }));
+        });
+    }
+  }, [markets]);
   const bySeries = new Map<string, Market[]>();
   for (const market of markets ?? []) {
     bySeries.set(market.series_ticker, [...(bySeries.get(market.series_ticker) ?? []), market]);
   }
+  const loaded = Object.keys(conditions).length;
+  const since = Date.now() - RECENT_MS;
+  const gaps = gapsOf(Object.values(conditions).flat())
+    .filter((g) => g.open || g.end > since)
+    .sort((a, b) => Number(b.open) - Number(a.open) || b.start - a.start || a.ticker.localeCompare(b.ticker));
   const ok = health?.feed_connected && health.writer === "committing";
   return (
     <section>
@@ -122,8 +222,17 @@ export function StatusPage() {
             <th class="num">No gap so far</th><th class="num">With gaps</th>
             <th class="num">Missing</th><th class="num">Gap time today</th></tr></thead>
             <tbody>{[...bySeries.entries()].sort().map(([series, list]) => (
-              <ConditionsRow series={series} markets={list.length} />))}</tbody></table>
+              <ConditionsRow series={series} markets={list.length}
+                today={conditions[series]?.filter((r) => r.date === today)} />))}</tbody></table>
         )}
+      </div>
+      <div class="card">
+        <h2>Open and recent gaps (24 h)</h2>
+        {markets === null ? <p class="muted">Sign in to see each market's open gaps and those
+          healed in the last 24 hours.</p> : loaded < bySeries.size ? <p class="muted">Loading…</p> :
+          <GapsTable gaps={gaps} />}
+        {unread.length > 0 && <p class="muted">The conditions of {[...unread].sort().join(", ")} could not
+          be read: their gaps are not listed.</p>}
       </div>
     </section>
   );

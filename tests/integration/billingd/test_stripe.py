@@ -84,8 +84,8 @@ def _reason(err: grpc.aio.AioRpcError) -> str:
 
 async def test_checkout_then_webhook_grants_the_pack_once(billing):
     billingd, stub, proxy = billing
-    account = billingd.store.create_account("buyer")
-    key = billingd.store.create_key(account.account_id, env="prod").full
+    account = await billingd.store.create_account("buyer")
+    key = (await billingd.store.create_key(account.account_id, env="prod")).full
     auth = (("authorization", f"Bearer {key}"),)
     session = await stub.CreateCheckoutSession(pb.CreateCheckoutSessionRequest(pack="credits_10k"),
                                                metadata=auth)
@@ -96,16 +96,16 @@ async def test_checkout_then_webhook_grants_the_pack_once(billing):
     assert created.form["line_items[0][price_data][unit_amount]"] == ["1000"]
     assert len(proxy.posts("/v1/customers")) == 1
 
-    before = billingd.store.balance(account.account_id)
+    before = await billingd.store.balance(account.account_id)
     completed = _session_event("evt_1", session.session_id, "checkout.session.completed")
     reply = await _deliver(stub, *_signed(completed))
     assert (reply.event_id, reply.applied) == ("evt_1", True)
-    assert billingd.store.balance(account.account_id) == before + 10_000
+    assert await billingd.store.balance(account.account_id) == before + 10_000
     replay = await _deliver(stub, *_signed(completed))  # Stripe retries the same event
     assert replay.applied is False
     late = _session_event("evt_2", session.session_id, "checkout.session.async_payment_succeeded")
     assert (await _deliver(stub, *_signed(late))).applied is True  # a new event, same payment
-    assert billingd.store.balance(account.account_id) == before + 10_000
+    assert await billingd.store.balance(account.account_id) == before + 10_000
 
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.CreateCheckoutSession(pb.CreateCheckoutSessionRequest(pack="credits_7"),
@@ -115,7 +115,7 @@ async def test_checkout_then_webhook_grants_the_pack_once(billing):
 
 async def test_out_of_order_async_payment_grants_once(billing):
     billingd, stub, _proxy = billing
-    account = billingd.store.create_account("async-buyer")
+    account = await billingd.store.create_account("async-buyer")
     pending = _session_event("evt_a", "cs_test_async", "checkout.session.completed", paid=False,
                              account_id=account.account_id)
     succeeded = _session_event("evt_b", "cs_test_async", "checkout.session.async_payment_succeeded",
@@ -125,14 +125,14 @@ async def test_out_of_order_async_payment_grants_once(billing):
     paid_again = _session_event("evt_c", "cs_test_async", "checkout.session.completed",
                                 account_id=account.account_id)
     assert (await _deliver(stub, *_signed(paid_again))).applied
-    purchases = [e for e in billingd.store.entries(account.account_id) if e.kind == "purchase"]
+    purchases = [e for e in await billingd.store.entries(account.account_id) if e.kind == "purchase"]
     assert [e.credits for e in purchases] == [10_000]
 
 
 @pytest.mark.parametrize("tamper", ["wrong_secret", "stale", "edited_body", "missing"])
 async def test_bad_signatures_are_rejected(billing, tamper):
     billingd, stub, _proxy = billing
-    account = billingd.store.create_account(f"victim-{tamper}")
+    account = await billingd.store.create_account(f"victim-{tamper}")
     body, signature = _signed(_session_event("evt_x", "cs_x", "checkout.session.completed",
                                              account_id=account.account_id))
     if tamper == "wrong_secret":
@@ -147,26 +147,26 @@ async def test_bad_signatures_are_rejected(billing, tamper):
         await _deliver(stub, body, signature)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _reason(info.value).startswith("STRIPE_SIGNATURE_")
-    assert billingd.store.balance(account.account_id) == 0
+    assert await billingd.store.balance(account.account_id) == 0
 
 
 async def test_postpaid_overage_is_reported_once_as_meter_events(billing):
     billingd, _stub, proxy = billing
-    account = billingd.store.create_account("payg", plan="payg")
-    key = billingd.store.create_key(account.account_id, env="prod")
+    account = await billingd.store.create_account("payg", plan="payg")
+    key = await billingd.store.create_key(account.account_id, env="prod")
     now = dt.datetime.now(dt.UTC)
-    billingd.store.record_usage([UsageIn("u-1", key.key_id, "m", 1_000, now),
-                                 UsageIn("u-2", key.key_id, "m", 7, now),
-                                 UsageIn("u-3", key.key_id, "m", 5, now)])
+    await billingd.store.record_usage([UsageIn("u-1", key.key_id, "m", 1_000, now),
+                                       UsageIn("u-2", key.key_id, "m", 7, now),
+                                       UsageIn("u-3", key.key_id, "m", 5, now)])
     assert await billingd.stripe.report_meter_usage() == 2
     assert await billingd.stripe.report_meter_usage() == 0  # nothing is reported twice
-    billingd.store.record_usage([UsageIn("u-4", key.key_id, "m", 3, now)])
+    await billingd.store.record_usage([UsageIn("u-4", key.key_id, "m", 3, now)])
     proxy.fail_next = 1  # Stripe fails the next attempt; the client retries the same event
     assert await billingd.stripe.report_meter_usage() == 1
     events = proxy.posts("/v1/billing/meter_events")
     assert [e.form["identifier"] for e in events] == [["u-2"], ["u-3"], ["u-4"], ["u-4"]]
     assert events[2].headers["idempotency-key"] == events[3].headers["idempotency-key"]
     assert [e.form["payload[value]"] for e in events] == [["7"], ["5"], ["3"], ["3"]]
-    customer = billingd.store.stripe_customer(account.account_id)
+    customer = await billingd.store.stripe_customer(account.account_id)
     assert all(e.form["payload[stripe_customer_id]"] == [customer] for e in events)
     assert len(proxy.posts("/v1/customers")) == 1

@@ -146,12 +146,14 @@ async def test_gap_refunds_run_automatically(billing_store: BillingStore):
     import asyncio
 
     from billingd.server import refund_gap_calls_forever
+    from billingd.store.aio import AsyncBillingStore
 
     account, key = _account_with_key(billing_store, "auto-refund")
     now = dt.datetime.now(dt.UTC)
     billing_store.record_usage([_event(key.key_id, 1, 2, now, in_gap=True, ticker="KX-A")])
     assert billing_store.standing(account.account_id).balance == 998
-    task = asyncio.create_task(refund_gap_calls_forever(billing_store, interval_secs=0.05))
+    facade = AsyncBillingStore(billing_store)
+    task = asyncio.create_task(refund_gap_calls_forever(facade, interval_secs=0.05))
     try:
         for _ in range(100):
             if billing_store.standing(account.account_id).balance == 1000:
@@ -159,6 +161,7 @@ async def test_gap_refunds_run_automatically(billing_store: BillingStore):
             await asyncio.sleep(0.05)
     finally:
         task.cancel()
+        facade.pool.close()  # the fixture closes the store itself
     assert billing_store.standing(account.account_id).balance == 1000
     refunds = [e for e in billing_store.entries(account.account_id) if e.kind == "refund"]
     assert len(refunds) == 1

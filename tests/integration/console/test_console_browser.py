@@ -4,8 +4,9 @@ stack: Envoy, billingd, queryd, consoled, an ingestd recording the simulator, st
 A new user signs up, makes a key (shown once, then gone from the page and from storage),
 opens the playground on a simulator market (ladder, depth chart, CONTINUOUS), revokes the
 key (it stops working within 5 s), buys credits (Checkout through stripe-mock, a signed
-webhook, the balance on the page grows); a phone-sized viewport collapses the sidebar; no
-page logs a console error; every page is photographed (KTAPE_SCREENSHOTS, else a tmp dir).
+webhook, the balance on the page grows); a gap injected through the simulator shows on the
+status page; a phone-sized viewport collapses the sidebar; no page logs a console error;
+every page is photographed (KTAPE_SCREENSHOTS, else a tmp dir).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,7 +28,7 @@ from playwright.async_api import Browser, Page, Route, async_playwright
 from ingestd.app import Ingestd
 from ingestd.http import start_http
 from ktape.config import parse_hostport
-from ktape.sim.server import SimConfig
+from ktape.sim.server import SimConfig, SimServer
 from tests.fixtures.recording import recorded_simulator
 from tests.fixtures.services import EDGE_WEBHOOK_SECRET
 
@@ -42,12 +44,18 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Debian chromium missing: run `make chromium`")
 
 
+@dataclass
+class Recording:
+    ingestd: Ingestd
+    sim: SimServer  # to inject faults (gaps) the pages must show
+
+
 @pytest.fixture
-async def recording(edge, questdb, tmp_path) -> AsyncIterator[Ingestd]:
+async def recording(edge, questdb, tmp_path) -> AsyncIterator[Recording]:
     """The simulator recorded into the edge's QuestDB, ingestd's /healthz where Envoy
     expects it (the status page reads it)."""
     async with recorded_simulator(questdb, tmp_path, SimConfig(markets=4, rate=100, seed=21)
-                                  ) as (recorder, _sim):
+                                  ) as (recorder, sim):
         addr = parse_hostport("ingestd", edge.ingestd_metrics_addr)
         http = await start_http(recorder, addr.host, addr.port)
         try:
@@ -56,7 +64,7 @@ async def recording(edge, questdb, tmp_path) -> AsyncIterator[Ingestd]:
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(2)  # rows committed and visible to queryd
-            yield recorder
+            yield Recording(recorder, sim)
         finally:
             await http.cleanup()
 
@@ -142,8 +150,8 @@ async def _journey(http, edge, recording, browser, context, page, shots,
 
     # -- the playground on a simulator market -----------------------------------------
     await page.get_by_role("link", name="Playground").click()
-    busiest = max(recording.feed.books, key=lambda t: len(recording.feed.books[t].yes)
-                  + len(recording.feed.books[t].no))
+    books = recording.ingestd.feed.books
+    busiest = max(books, key=lambda t: len(books[t].yes) + len(books[t].no))
     await page.get_by_test_id("markets").get_by_role("button", name=busiest).click()
     badge = page.get_by_test_id("continuity")
     await badge.wait_for()
@@ -217,10 +225,17 @@ async def _journey(http, edge, recording, browser, context, page, shots,
     await page.get_by_test_id("usage-chart").locator("canvas").wait_for()
     await page.get_by_test_id("last-calls").get_by_text("GetOrderbook").first.wait_for()
     await shots.take(page, "overview")
+    # a lost book delta: a seq gap in every market of the subscription, healed by snapshots
+    recording.sim.inject("drop", channel="orderbook_delta")
+    healed = await _healed_gap(http, sorted(books))
     await page.get_by_role("link", name="Status").click()
     await page.get_by_test_id("ingest-state").get_by_text("recording").wait_for()
     await page.get_by_test_id("incidents").wait_for()
     await page.get_by_test_id("coverage").locator("tbody tr").first.wait_for()
+    row = page.get_by_test_id("gaps").locator("tr", has_text=healed["ticker"]).filter(
+        has_text="seq_jump").first
+    await row.wait_for()
+    assert "open" not in await row.inner_text()  # healed: it shows when, and how long
     await shots.take(page, "status")
     await page.get_by_role("link", name="Docs").click()
     await page.get_by_role("heading", name="API reference").wait_for()
@@ -245,6 +260,23 @@ async def _journey(http, edge, recording, browser, context, page, shots,
     await shots.take(small, "phone-menu")
     await phone.close()
     await context.close()
+
+
+async def _healed_gap(http: httpx.AsyncClient, tickers: list[str],
+                      timeout_secs: float = 30) -> dict:
+    """A healed seq_jump gap of one of `tickers` today (the kind a lost delta makes),
+    from the public GET /v1/conditions the status page reads too."""
+    deadline = time.monotonic() + timeout_secs
+    while True:
+        for ticker in tickers:
+            reply = await http.get("/v1/conditions", params={"ticker": ticker})
+            assert reply.status_code == 200, reply.text
+            for day in reply.json()["conditions"]:
+                for gap in day.get("gaps", []):
+                    if gap["reason"] == "seq_jump" and not gap.get("open"):
+                        return {"ticker": ticker, **gap}
+        assert time.monotonic() < deadline, "the injected gap never showed in /v1/conditions"
+        await asyncio.sleep(0.5)
 
 
 async def test_an_admin_sees_accounts_and_the_audit_trail(edge, browser, tmp_path):

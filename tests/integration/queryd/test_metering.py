@@ -80,8 +80,9 @@ async def metered_stack(questdb, data_dir: Path, *, ttl: float = 4.0, grace: flo
     recorder_task = asyncio.create_task(interceptor.recorder.run())
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
-        yield Metered(billingd, billingd.store, interceptor, pb_grpc.MarketDataServiceStub(channel),
-                      channel, running.port, billing_channel, env)
+        yield Metered(billingd, billingd.store.sync, interceptor,
+                      pb_grpc.MarketDataServiceStub(channel), channel, running.port,
+                      billing_channel, env)
     finally:
         recorder_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ktape.conditions import DAY_US, DayFacts, GapSpan, day_condition, day_start_us, incidents
+from ktape.conditions import (
+    DAY_US,
+    DayFacts,
+    GapSpan,
+    Span,
+    day_condition,
+    day_start_us,
+    incidents,
+)
 
 DAY = dt.date(2026, 11, 24)
 D0 = day_start_us(DAY)
@@ -29,14 +37,14 @@ def test_gaps_are_clipped_to_the_day_merged_and_summed():
                        GapSpan(D0 + 30 * 60_000_000, D0 + 2 * H, "seq_jump"),  # overlaps
                        GapSpan(D0 + 5 * H, D0 + 5 * H + 1_000_000, "seq_jump")])
     assert found.condition == "DEGRADED"
-    assert found.spans == ((D0, D0 + 2 * H, "reconnect"),
-                           (D0 + 5 * H, D0 + 5 * H + 1_000_000, "seq_jump"))
+    assert found.spans == (Span(D0, D0 + 2 * H, "reconnect"),
+                           Span(D0 + 5 * H, D0 + 5 * H + 1_000_000, "seq_jump"))
     assert found.total_gap_us == 2 * H + 1_000_000
 
 
 def test_recording_that_began_mid_day_is_a_not_recorded_span():
     found = cond(coverage_start_us=D0 + 6 * H)
-    assert found.spans == ((D0, D0 + 6 * H, "not_recorded"),)
+    assert found.spans == (Span(D0, D0 + 6 * H, "not_recorded"),)
     assert found.condition == "DEGRADED"
 
 
@@ -56,7 +64,31 @@ def test_only_the_markets_open_part_of_the_day_counts():
 def test_a_day_not_closed_is_pending_with_its_gaps_so_far():
     found = cond(now_us=D0 + 3 * H, gaps=[GapSpan(D0 + H, None, "reconnect")])
     assert found.condition == "PENDING"
-    assert found.spans == ((D0 + H, D0 + 3 * H, "reconnect"),)
+    assert found.spans == (Span(D0 + H, D0 + 3 * H, "reconnect", open=True),)
+
+
+def test_a_gap_from_where_recording_began_is_not_merged_into_before_recording():
+    began = D0 + 6 * H  # a quiet market: its first gap starts at its first snapshot
+    found = cond(coverage_start_us=began, gaps=[GapSpan(began, began + H, "seq_jump")])
+    assert found.spans == (Span(D0, began, "not_recorded"), Span(began, began + H, "seq_jump"))
+    assert found.total_gap_us == 7 * H
+    # a gap detected before recording began (no start known) overlaps it: one span
+    early = cond(coverage_start_us=began, gaps=[GapSpan(began - H, began + H, "reconnect")])
+    assert early.spans == (Span(D0, began + H, "not_recorded"),)
+
+
+def test_a_span_is_open_while_a_gap_of_it_has_no_end():
+    now = D0 + 6 * H
+    found = cond(now_us=now, gaps=[GapSpan(D0 + H, D0 + 2 * H, "seq_jump"),  # healed
+                                   GapSpan(D0 + 3 * H, D0 + 4 * H, "reconnect"),  # healed...
+                                   GapSpan(D0 + 4 * H, None, "seq_jump")])  # ...then open
+    assert found.spans == (Span(D0 + H, D0 + 2 * H, "seq_jump"),
+                           Span(D0 + 3 * H, now, "reconnect", open=True))
+    # the day before, an open gap runs to the day's end and is open there too
+    assert cond(now_us=now + DAY_US, gaps=[GapSpan(D0 + 5 * H, None, "reconnect")]
+                ).spans == (Span(D0 + 5 * H, D0 + DAY_US, "reconnect", open=True),)
+    never = cond(now_us=now, coverage_start_us=None, facts=None)  # nothing recorded yet
+    assert never.spans == (Span(D0, now, "not_recorded"),)
 
 
 def test_incidents_group_connection_wide_bursts_and_ignore_single_market_losses():
