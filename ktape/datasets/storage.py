@@ -30,6 +30,10 @@ MULTIPART_CHUNK_BYTES = 64 << 20
 class Stat:
     size: int
     mtime_us: int
+    # Changes whenever the object is replaced, even within one mtime tick (S3's are whole
+    # seconds): inode and nanosecond mtime locally, the ETag on S3. Readers that cache
+    # (datasetd's manifests) compare whole Stats.
+    version: str = ""
 
 
 class Storage(Protocol):
@@ -109,7 +113,8 @@ class LocalStorage:
             found = self._path(name).stat()
         except FileNotFoundError:
             return None
-        return Stat(found.st_size, found.st_mtime_ns // 1000)
+        return Stat(found.st_size, found.st_mtime_ns // 1000,
+                    f"{found.st_ino}:{found.st_mtime_ns}")
 
     def read_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
         with open(self._path(name), "rb") as src:
@@ -217,7 +222,8 @@ class S3Storage:
                 return None
             raise
         modified: dt.datetime = head["LastModified"]
-        return Stat(int(head["ContentLength"]), int(modified.timestamp() * 1_000_000))
+        return Stat(int(head["ContentLength"]), int(modified.timestamp() * 1_000_000),
+                    str(head.get("ETag", "")))
 
     def read_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
         if end <= start:

@@ -81,6 +81,17 @@ def test_republish_replaces(storage):
     assert storage.stat(NAME).size == len(b"second, longer version")
 
 
+def test_a_same_size_rewrite_changes_the_stat(storage):
+    """What a cache compares: a manifest rewritten within the same second (S3 mtimes are
+    whole seconds) and with the same length must still look changed."""
+    storage.write_bytes("manifests/2026-12-01.json", b'{"v": 1}')
+    before = storage.stat("manifests/2026-12-01.json")
+    storage.write_bytes("manifests/2026-12-01.json", b'{"v": 2}')
+    after = storage.stat("manifests/2026-12-01.json")
+    assert before.size == after.size and before != after
+    assert storage.stat("manifests/2026-12-01.json") == after  # stable while unchanged
+
+
 def test_missing_objects_are_none(storage):
     assert storage.read_bytes("manifests/2026-12-01.json") is None
     assert storage.stat(NAME) is None
