@@ -26,6 +26,7 @@ import asyncio
 import base64
 import collections
 import email.utils
+import json
 import re
 import time
 from collections.abc import Callable
@@ -206,7 +207,7 @@ def make_app(storage: Storage, key: bytes, *, metrics: FileMetrics | None = None
             metrics.refusals.labels(refused.reason).inc()
             metrics.requests.labels(request.method, str(refused.status)).inc()
             log.info("file.refused", reason=refused.reason, status=refused.status, **fields)
-            return web.json_response(refused.error.to_json(), status=refused.status,
+            return web.json_response(refused.error.to_json(), status=refused.status, dumps=_compact,
                                      headers={"Cache-Control": "no-store", **refused.headers})
         metrics.requests.labels(request.method, str(response.status)).inc()
         fields.pop("status", None)
@@ -326,13 +327,19 @@ def make_app(storage: Storage, key: bytes, *, metrics: FileMetrics | None = None
         error = Unimplemented(f"{request.method} is not supported here: GET or HEAD",
                               reason="METHOD_NOT_ALLOWED", metadata={"method": request.method})
         metrics.requests.labels(request.method, "405").inc()
-        return web.json_response(error.to_json(), status=405, headers={"Allow": "GET, HEAD"})
+        return web.json_response(error.to_json(), status=405, dumps=_compact,
+                                 headers={"Allow": "GET, HEAD"})
 
     app = web.Application()
     route = URL_PREFIX + "{name:.+}"
     app.router.add_get(route, serve)  # HEAD too
     app.router.add_route("*", route, not_allowed)
     return app
+
+
+def _compact(body: Any) -> str:
+    """JSON as Envoy's transcoder writes error bodies (no whitespace)."""
+    return json.dumps(body, separators=(",", ":"))
 
 
 def _not_found(name: str) -> NotFound:

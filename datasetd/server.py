@@ -89,8 +89,11 @@ async def serve(settings: Settings, *, tasks: Sequence[BackgroundTask] = BACKGRO
                            shutdown_timeout=SHUTDOWN_GRACE_SECS)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, addr.host, addr.port)
-        await site.start()
+        await web.TCPSite(runner, addr.host, addr.port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    try:
         port = runner.addresses[0][1]
         log.info("datasetd.started", addr=f"{addr.host}:{port}", storage=str(settings.datasets),
                  tasks=[task.name for task in tasks])
