@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="follow a component's log (`ktape up` writes one per "
                                        "component under the data dir)")
     logs.add_argument("component", nargs="?", help="questdb, ingestd, queryd, billingd, "
-                      "consoled, envoy, sim (none: list the logs)")
+                      "consoled, datasetd, envoy, sim (none: list the logs)")
     logs.add_argument("--lines", type=int, default=40, help="lines to show first (default 40)")
     logs.add_argument("--no-follow", action="store_true", help="print and exit")
 

@@ -9,6 +9,7 @@ are wrapped in `Secret` so they never reach a log line or a repr.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,14 @@ DEFAULTS: Mapping[str, str] = {
     "KTAPE_QUERYD_METRICS_ADDR": "127.0.0.1:9102",
     "KTAPE_BILLINGD_METRICS_ADDR": "127.0.0.1:9103",
     "KTAPE_CONSOLE_ADDR": "127.0.0.1:9104",
+    "KTAPE_DATASETD_ADDR": "127.0.0.1:9105",
     "KTAPE_ENVOY_ADMIN_PORT": "9901",
     "KTAPE_SIM_PORT": "8790",
 }
+
+
+# A shared signing secret shorter than this is guessable offline from one signed URL.
+MIN_SIGNING_KEY_CHARS = 16
 
 
 class ConfigError(ValueError):
@@ -82,6 +88,25 @@ class HostPort:
 
 
 @dataclass(frozen=True)
+class DatasetsLocation:
+    """Where dataset files live: a local directory, or an S3 bucket and key prefix.
+
+    Why a value rather than the raw URL: the two backends need different parts (a path;
+    a bucket and a prefix) and each is checked once here, at start-up, not at the first
+    publish hours later. `str()` gives the URL back in its canonical form.
+    """
+
+    local_dir: Path | None = None
+    bucket: str = ""
+    prefix: str = ""  # no leading or trailing slash; "" for the bucket's root
+
+    def __str__(self) -> str:
+        if self.local_dir is not None:
+            return f"file://{self.local_dir.absolute()}"
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+@dataclass(frozen=True)
 class MarketFilter:
     """Which markets ingestd records: everything, or listed tickers and series."""
 
@@ -119,6 +144,10 @@ class Settings:
     billingd_metrics_addr: HostPort
     console_addr: HostPort
     internal_token: Secret | None
+    datasets: DatasetsLocation
+    s3_endpoint_url: str | None
+    datasetd_addr: HostPort
+    datasets_signing_key: Secret | None
     envoy_admin_port: int
     sim_port: int
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
@@ -134,6 +163,11 @@ class Settings:
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def datasets_signing_key_path(self) -> Path:
+        """The generated URL-signing key, used when KTAPE_DATASETS_SIGNING_KEY is unset."""
+        return self.data_dir / "datasets-signing.key"
 
     @property
     def billing_dsn_effective(self) -> str:
@@ -161,7 +195,9 @@ class Settings:
             if any(word in name for word in ("KEY", "SECRET", "DSN")) and value:
                 value = "***"
             shown[name] = value
-        return shown
+        # Its default depends on KTAPE_DATA_DIR, so it is not in DEFAULTS.
+        shown.setdefault("KTAPE_DATASETS_URL", str(self.datasets))
+        return dict(sorted(shown.items()))
 
 
 def parse_port(variable: str, value: str) -> int:
@@ -192,6 +228,30 @@ def parse_url(variable: str, value: str, schemes: tuple[str, ...]) -> str:
     if not sep or scheme not in schemes or not rest or rest.startswith("/"):
         raise ConfigError(variable, value, f"a URL starting with {' or '.join(s + '://' for s in schemes)}")
     return value.rstrip("/")
+
+
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_DATASETS_URL_FORM = "file:///absolute/path or s3://bucket[/prefix]"
+
+
+def parse_datasets_url(variable: str, value: str | None, data_dir: Path) -> DatasetsLocation:
+    """`file:///abs/path` or `s3://bucket/prefix`; unset means `<data_dir>/datasets`."""
+    if value is None:
+        return DatasetsLocation(local_dir=data_dir / "datasets")
+    scheme, sep, rest = value.partition("://")
+    if scheme == "file" and sep:
+        if not rest.startswith("/") or rest.rstrip("/") == "":
+            raise ConfigError(variable, value, _DATASETS_URL_FORM)
+        return DatasetsLocation(local_dir=Path(rest.rstrip("/")))
+    if scheme == "s3" and sep:
+        bucket, _, prefix = rest.partition("/")
+        prefix = prefix.strip("/")
+        parts = prefix.split("/") if prefix else []
+        if (not _S3_BUCKET.match(bucket) or ".." in bucket
+                or any(part in ("", ".", "..") for part in parts)):
+            raise ConfigError(variable, value, _DATASETS_URL_FORM + " (a valid bucket name)")
+        return DatasetsLocation(bucket=bucket, prefix=prefix)
+    raise ConfigError(variable, value, _DATASETS_URL_FORM)
 
 
 def parse_markets(variable: str, value: str) -> MarketFilter:
@@ -247,10 +307,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if stripe_base is not None:
         stripe_base = parse_url("KTAPE_STRIPE_API_BASE", stripe_base, ("http", "https"))
 
+    s3_endpoint = optional("KTAPE_S3_ENDPOINT_URL")
+    if s3_endpoint is not None:
+        s3_endpoint = parse_url("KTAPE_S3_ENDPOINT_URL", s3_endpoint, ("http", "https"))
+    signing = optional("KTAPE_DATASETS_SIGNING_KEY")
+    if signing is not None and len(signing) < MIN_SIGNING_KEY_CHARS:
+        raise ConfigError("KTAPE_DATASETS_SIGNING_KEY", "***",
+                          f"a secret of at least {MIN_SIGNING_KEY_CHARS} characters "
+                          "(e.g. `openssl rand -hex 32`)")
+
     stripe_key = optional("KTAPE_STRIPE_API_KEY")
+    data_dir = Path(get("KTAPE_DATA_DIR")).expanduser()
     webhook_secret = optional("KTAPE_STRIPE_WEBHOOK_SECRET")
     return Settings(
-        data_dir=Path(get("KTAPE_DATA_DIR")).expanduser(),
+        data_dir=data_dir,
         http_port=parse_port("KTAPE_HTTP_PORT", get("KTAPE_HTTP_PORT")),
         queryd_addr=parse_hostport("KTAPE_QUERYD_ADDR", get("KTAPE_QUERYD_ADDR")),
         billingd_addr=parse_hostport("KTAPE_BILLINGD_ADDR", get("KTAPE_BILLINGD_ADDR")),
@@ -276,6 +346,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "KTAPE_BILLINGD_METRICS_ADDR", get("KTAPE_BILLINGD_METRICS_ADDR")),
         console_addr=parse_hostport("KTAPE_CONSOLE_ADDR", get("KTAPE_CONSOLE_ADDR")),
         internal_token=Secret(token) if (token := optional("KTAPE_INTERNAL_TOKEN")) else None,
+        datasets=parse_datasets_url("KTAPE_DATASETS_URL", optional("KTAPE_DATASETS_URL"), data_dir),
+        s3_endpoint_url=s3_endpoint,
+        datasetd_addr=parse_hostport("KTAPE_DATASETD_ADDR", get("KTAPE_DATASETD_ADDR")),
+        datasets_signing_key=Secret(signing) if signing else None,
         envoy_admin_port=parse_port("KTAPE_ENVOY_ADMIN_PORT", get("KTAPE_ENVOY_ADMIN_PORT")),
         sim_port=parse_port("KTAPE_SIM_PORT", get("KTAPE_SIM_PORT")),
         raw=ktape_env,

@@ -77,11 +77,13 @@ def render_envoy_config(
     queryd_metrics_addr: str = "127.0.0.1:9102",
     billingd_metrics_addr: str = "127.0.0.1:9103",
     console_addr: str = "127.0.0.1:9104",
+    datasetd_addr: str = "127.0.0.1:9105",
 ) -> str:
     """The Envoy YAML for one ktape edge.
 
     `/openapi.json` and `/llms*.txt` are served from the files generated next to the
-    descriptor (build/) at install time.
+    descriptor (build/) at install time; `/v1/files/` (dataset downloads) goes to
+    datasetd untranscoded.
     """
     queryd: HostPort = parse_hostport("KTAPE_QUERYD_ADDR", queryd_addr)
     billingd: HostPort = parse_hostport("KTAPE_BILLINGD_ADDR", billingd_addr)
@@ -89,6 +91,7 @@ def render_envoy_config(
     q_metrics = parse_hostport("KTAPE_QUERYD_METRICS_ADDR", queryd_metrics_addr)
     b_metrics = parse_hostport("KTAPE_BILLINGD_METRICS_ADDR", billingd_metrics_addr)
     console = parse_hostport("KTAPE_CONSOLE_ADDR", console_addr)
+    datasetd = parse_hostport("KTAPE_DATASETD_ADDR", datasetd_addr)
     return Template(TEMPLATE.read_text()).substitute(
         http_port=http_port,
         admin_port=admin_port,
@@ -110,6 +113,8 @@ def render_envoy_config(
         billingd_metrics_port=b_metrics.port,
         console_host=console.host,
         console_port=console.port,
+        datasetd_host=datasetd.host,
+        datasetd_port=datasetd.port,
         local_reply_mappers=local_reply_mappers(),
         openapi_path=_quoted(str(descriptor_path.parent / "openapi.json")),
         llms_path=_quoted(str(descriptor_path.parent / "llms.txt")),

@@ -13,11 +13,16 @@ Tree:
     │   ├── InsufficientCredits
     │   └── RateLimited
     ├── FailedPrecondition          FAILED_PRECONDITION
+    ├── OutOfRange                  OUT_OF_RANGE (a byte range past the end of a file)
+    ├── Unimplemented               UNIMPLEMENTED (a method a route does not have)
     └── Unavailable                 UNAVAILABLE (store down; retry), with RetryInfo
 
 Handlers raise these; exactly one place (`abort_with`) turns them into a
 `google.rpc.Status` with an ErrorInfo (domain "ktape.dev", metadata holding every
 variable of the message) plus the typed details, sent with `abort_with_status`.
+Plain HTTP routes (datasetd's file downloads) answer the same status as JSON
+(`to_json`), the body Envoy's transcoder gives a gRPC error, so every error of the API
+has one shape.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -68,6 +73,10 @@ class KtapeError(Exception):
         return status_pb2.Status(
             code=_CODE_NUMBERS[self.grpc_code], message=self.message, details=packed
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"code", "message", "details": [{"@type": ...ErrorInfo, ...}]}`, as transcoded."""
+        return json_format.MessageToDict(self.to_status(), preserving_proto_field_name=True)
 
 
 class InvalidArgument(KtapeError):
@@ -141,6 +150,16 @@ class FailedPrecondition(KtapeError):
     reason = "FAILED_PRECONDITION"
 
 
+class OutOfRange(KtapeError):
+    grpc_code = grpc.StatusCode.OUT_OF_RANGE
+    reason = "OUT_OF_RANGE"
+
+
+class Unimplemented(KtapeError):
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"
+
+
 class ResourceExhausted(KtapeError):
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "RESOURCE_EXHAUSTED"
@@ -204,6 +223,8 @@ _CODE_NUMBERS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
     grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE: code_pb2.OUT_OF_RANGE,
+    grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
     grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
     grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
     grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,

@@ -1,6 +1,7 @@
-"""What `ktape up` runs: the five components (plus the simulator) as supervisor specs.
+"""What `ktape up` runs: every component (plus the simulator) as supervisor specs.
 
-Dependency order: QuestDB → (simulator) → ingestd, queryd, billingd → Envoy. Each child
+Dependency order: QuestDB → (simulator) → ingestd, queryd, billingd, consoled, datasetd
+→ Envoy. Each child
 gets the same KTAPE_* environment, so every process agrees on ports and paths; with
 `--simulator` the two Kalshi URLs point at the local `ktape sim`.
 """
@@ -37,7 +38,7 @@ def sim_urls(settings: Settings) -> dict[str, str]:
 
 
 def component_names(options: StackOptions) -> list[str]:
-    names = ["questdb", "ingestd", "queryd", "billingd", "envoy"]
+    names = ["questdb", "ingestd", "queryd", "billingd", "consoled", "datasetd", "envoy"]
     if options.simulator:
         names.insert(1, "sim")
     return names
@@ -96,6 +97,9 @@ def build_stack(settings: Settings, options: StackOptions) -> list[ChildSpec]:
     async def console_ready() -> bool:
         return (await http_probe(f"http://{settings.console_addr}/livez")).healthy
 
+    async def datasetd_ready() -> bool:
+        return (await http_probe(f"http://{settings.datasetd_addr}/livez")).healthy
+
     async def envoy_ready() -> bool:
         return (await http_probe(f"http://127.0.0.1:{settings.http_port}/healthz")).healthy
 
@@ -107,8 +111,9 @@ def build_stack(settings: Settings, options: StackOptions) -> list[ChildSpec]:
                   depends_on=["questdb"]),
         ChildSpec("billingd", [PYTHON, "-m", "billingd"], billingd_ready, env=env),
         ChildSpec("consoled", [PYTHON, "-m", "consoled"], console_ready, env=env),
+        ChildSpec("datasetd", [PYTHON, "-m", "datasetd"], datasetd_ready, env=env),
         ChildSpec("envoy", envoy_command(envoy_config), envoy_ready, env=env,
-                  depends_on=["queryd", "billingd", "consoled"], ready_timeout_secs=60),
+                  depends_on=["queryd", "billingd", "consoled", "datasetd"], ready_timeout_secs=60),
     ]
     return specs
 
@@ -129,6 +134,7 @@ def write_envoy_config(settings: Settings, envoy_dir: Path) -> Path:
         queryd_metrics_addr=str(settings.queryd_metrics_addr),
         billingd_metrics_addr=str(settings.billingd_metrics_addr),
         console_addr=str(settings.console_addr),
+        datasetd_addr=str(settings.datasetd_addr),
     )
     path = envoy_dir / "envoy.yaml"
     path.write_text(config)

@@ -24,6 +24,8 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
         "billingd": (str(settings.billingd_addr), grpc_health_probe(str(settings.billingd_addr))),
         "consoled": (str(settings.console_addr),
                      http_probe(f"http://{settings.console_addr}/livez")),
+        "datasetd": (str(settings.datasetd_addr),
+                     http_probe(f"http://{settings.datasetd_addr}/livez")),
         "envoy": (f"127.0.0.1:{settings.http_port}",
                   http_probe(f"http://127.0.0.1:{settings.http_port}/healthz")),
     }

@@ -40,6 +40,7 @@ def _stack_env(data_dir: Path) -> dict[str, str]:
         KTAPE_BILLINGD_METRICS_ADDR=f"127.0.0.1:{free_port()}",
         KTAPE_ENVOY_ADMIN_PORT=str(free_port()),
         KTAPE_SIM_PORT=str(free_port()),
+        KTAPE_DATASETD_ADDR=f"127.0.0.1:{free_port()}",
         KTAPE_LOG_FORMAT="json",
     )
     return env
@@ -125,10 +126,17 @@ def test_stack_comes_up_healthy_and_stops_cleanly(tmp_path):
         assert page.status_code == 200 and '<div id="app">' in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]
         assert page.headers["cache-control"] == "no-cache"
+        # Dataset downloads reach datasetd through Envoy: an unsigned URL is its JSON 403.
+        unsigned = httpx.get(f"http://127.0.0.1:{http_port}/v1/files/trades/2026-12-01/KXA.parquet",
+                             timeout=10)
+        assert unsigned.status_code == 403, unsigned.text
+        assert unsigned.json()["details"][0]["reason"] == "DOWNLOAD_URL_INVALID"
+        datasetd_metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics/datasetd", timeout=10)
+        assert 'datasetd_file_refusals_total{reason="missing_signature"}' in datasetd_metrics.text
         children = _started_children(log_path)
         pids = {c["pid"] for c in children}
         assert {c["component"] for c in children} >= {
-            "questdb", "sim", "ingestd", "queryd", "billingd", "consoled", "envoy"}
+            "questdb", "sim", "ingestd", "queryd", "billingd", "consoled", "datasetd", "envoy"}
 
         began = time.monotonic()
         proc.send_signal(signal.SIGTERM)

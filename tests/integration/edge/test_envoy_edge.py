@@ -22,7 +22,7 @@ def test_rendered_config_passes_envoy_validate(tmp_path: Path):
     config.write_text(render_envoy_config(
         http_port=18080, admin_port=19901, queryd_addr="127.0.0.1:50051",
         billingd_addr="queryd.internal:50052", descriptor_path=REPO_ROOT / "build" / "api.pb",
-        access_log_path=str(tmp_path / "access.log")))
+        access_log_path=str(tmp_path / "access.log"), datasetd_addr="datasetd.internal:9105"))
     proc = subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(config)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from ktape.config import ConfigError, HostPort, Secret, load_settings
+from ktape.config import ConfigError, DatasetsLocation, HostPort, Secret, load_settings
 
 
 def test_defaults_match_contract():
@@ -37,6 +39,16 @@ def test_defaults_match_contract():
         ("KTAPE_BILLING_DSN", "mysql://db"),
         ("KTAPE_STRIPE_API_BASE", "localhost:12111"),
         ("KTAPE_INGESTD_METRICS_ADDR", "9101"),
+        ("KTAPE_DATASETD_ADDR", "127.0.0.1"),
+        ("KTAPE_DATASETS_URL", "/srv/datasets"),
+        ("KTAPE_DATASETS_URL", "file://relative/dir"),
+        ("KTAPE_DATASETS_URL", "file:///"),
+        ("KTAPE_DATASETS_URL", "s3://"),
+        ("KTAPE_DATASETS_URL", "s3://Bad_Bucket/x"),
+        ("KTAPE_DATASETS_URL", "s3://bucket/a/../b"),
+        ("KTAPE_DATASETS_URL", "gs://bucket/x"),
+        ("KTAPE_S3_ENDPOINT_URL", "127.0.0.1:9000"),
+        ("KTAPE_DATASETS_SIGNING_KEY", "short"),
     ],
 )
 def test_bad_value_names_the_variable(variable, value):
@@ -88,3 +100,36 @@ def test_cli_reports_bad_variable(monkeypatch, capsys):
     monkeypatch.setenv("KTAPE_HTTP_PORT", "nope")
     assert main(["status"]) == 2
     assert "KTAPE_HTTP_PORT" in capsys.readouterr().err
+
+
+def test_datasets_defaults_to_a_directory_in_the_data_dir(tmp_path):
+    s = load_settings({"KTAPE_DATA_DIR": str(tmp_path)})
+    assert s.datasets == DatasetsLocation(local_dir=tmp_path / "datasets")
+    assert str(s.datasets) == f"file://{tmp_path}/datasets"
+    assert s.datasetd_addr == HostPort("127.0.0.1", 9105)
+    assert s.s3_endpoint_url is None and s.datasets_signing_key is None
+    assert s.datasets_signing_key_path == tmp_path / "datasets-signing.key"
+    assert s.effective()["KTAPE_DATASETS_URL"] == f"file://{tmp_path}/datasets"
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("file:///srv/ktape/datasets/", DatasetsLocation(local_dir=Path("/srv/ktape/datasets"))),
+    ("s3://ktape-data", DatasetsLocation(bucket="ktape-data")),
+    ("s3://ktape-data/", DatasetsLocation(bucket="ktape-data")),
+    ("s3://ktape.data/prod/datasets/", DatasetsLocation(bucket="ktape.data", prefix="prod/datasets")),
+])
+def test_datasets_url_forms(url, expected):
+    s = load_settings({"KTAPE_DATASETS_URL": url, "KTAPE_S3_ENDPOINT_URL": "http://127.0.0.1:9000/"})
+    assert s.datasets == expected
+    assert s.s3_endpoint_url == "http://127.0.0.1:9000"
+    assert s.effective()["KTAPE_DATASETS_URL"] == url  # as given, when given
+
+
+def test_datasets_signing_key_is_a_secret():
+    s = load_settings({"KTAPE_DATASETS_SIGNING_KEY": "0123456789abcdef-signing"})
+    assert s.datasets_signing_key == Secret("0123456789abcdef-signing")
+    assert "0123456789abcdef" not in repr(s)
+    assert s.effective()["KTAPE_DATASETS_SIGNING_KEY"] == "***"
+    with pytest.raises(ConfigError) as info:
+        load_settings({"KTAPE_DATASETS_SIGNING_KEY": "tooshort"})
+    assert "tooshort" not in str(info.value)  # even a bad secret is not echoed

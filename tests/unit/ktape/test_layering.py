@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-SERVICES = ("ingestd", "queryd", "billingd")
+SERVICES = ("ingestd", "queryd", "billingd", "datasetd")
 
 
 def _imported_packages(path: Path) -> set[str]:
