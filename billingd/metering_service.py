@@ -9,6 +9,7 @@ batch retried after a timeout never double-charges.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import grpc
 
@@ -41,7 +42,12 @@ class MeteringService(pb_grpc.MeteringServiceServicer):
             account, key = await self.store.authenticate(request.api_key)
         standing = await self.store.standing(account.account_id)
         plan = PLANS.get(account.plan, PLANS[DEFAULT_PLAN])
+        csrf = ""
+        if request.session_token and not request.api_key:
+            session = await self.people.session(request.session_token)
+            csrf = hashlib.sha256(session.csrf_token.encode()).hexdigest()
         return pb.VerifyApiKeyResponse(
+            csrf_token_sha256=csrf,
             account_id=account.account_id, key_id=key.key_id, env=ENV_ENUM[key.env],
             plan=account.plan, admin=account.admin,
             available_credits=standing.available(account, key.env),

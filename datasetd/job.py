@@ -12,14 +12,20 @@ today` does it on demand.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge
 
 from datasetd.build import BuildReport, DayBuilder
+from datasetd.source import QuestSource
 from ktape.clock import now_us
 from ktape.log import get_logger
+
+if TYPE_CHECKING:
+    from datasetd.server import TaskContext
 
 log = get_logger(__name__)
 DAY_US = 86_400_000_000
@@ -68,8 +74,20 @@ class DatasetJob:
         LAST_PASS.set(self.clock() / 1_000_000)
         return reports
 
-    async def run(self) -> None:
-        """Forever: a pass (in a worker thread: it is CPU and disk work), then a pause."""
-        while True:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`: a pass (in a worker thread: it is CPU and disk work), a pause."""
+        while not stop.is_set():
             await asyncio.to_thread(self.run_once)
-            await asyncio.sleep(self.interval_secs)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval_secs)
+
+
+async def run_build_job(ctx: TaskContext) -> None:
+    """datasetd's background task: the job over this deployment's QuestDB and store."""
+    settings = ctx.settings
+    source = QuestSource(settings.questdb_http, settings.questdb_pg_conninfo,
+                         ctx.storage.scratch_dir())
+    try:
+        await DatasetJob(DayBuilder(source, ctx.storage)).run(ctx.stop)
+    finally:
+        source.close()

@@ -52,8 +52,14 @@ class BackgroundTask:
     run: Callable[[TaskContext], Awaitable[None]]
 
 
-# The daily dataset build job goes here: BackgroundTask("datasets.build", <its run>).
-BACKGROUND_TASKS: tuple[BackgroundTask, ...] = ()
+def _build_job(ctx: TaskContext) -> Awaitable[None]:
+    from datasetd.job import run_build_job  # the job imports this module's TaskContext
+
+    return run_build_job(ctx)
+
+
+# The daily build (datasetd/job.py): each closed day's files, recent days re-checked.
+BACKGROUND_TASKS: tuple[BackgroundTask, ...] = (BackgroundTask("datasets.build", _build_job),)
 
 
 def build_app(storage: Storage, key: bytes, metrics: FileMetrics | None = None) -> web.Application:

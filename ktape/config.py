@@ -148,6 +148,7 @@ class Settings:
     s3_endpoint_url: str | None
     datasetd_addr: HostPort
     datasets_signing_key: Secret | None
+    public_url_override: str | None  # KTAPE_PUBLIC_URL
     envoy_admin_port: int
     sim_port: int
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
@@ -168,6 +169,12 @@ class Settings:
     def datasets_signing_key_path(self) -> Path:
         """The generated URL-signing key, used when KTAPE_DATASETS_SIGNING_KEY is unset."""
         return self.data_dir / "datasets-signing.key"
+
+    @property
+    def public_url(self) -> str:
+        """Where users reach the edge (signed download URLs start with it):
+        KTAPE_PUBLIC_URL, else Envoy's port on loopback."""
+        return self.public_url_override or f"http://127.0.0.1:{self.http_port}"
 
     @property
     def billing_dsn_effective(self) -> str:
@@ -350,6 +357,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         s3_endpoint_url=s3_endpoint,
         datasetd_addr=parse_hostport("KTAPE_DATASETD_ADDR", get("KTAPE_DATASETD_ADDR")),
         datasets_signing_key=Secret(signing) if signing else None,
+        public_url_override=(parse_url("KTAPE_PUBLIC_URL", optional("KTAPE_PUBLIC_URL"),
+                                       ("http", "https"))
+                             if optional("KTAPE_PUBLIC_URL") else None),
         envoy_admin_port=parse_port("KTAPE_ENVOY_ADMIN_PORT", get("KTAPE_ENVOY_ADMIN_PORT")),
         sim_port=parse_port("KTAPE_SIM_PORT", get("KTAPE_SIM_PORT")),
         raw=ktape_env,

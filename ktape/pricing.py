@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MARKETDATA = "/ktape.marketdata.v1.MarketDataService/"
+DATASETS = "/ktape.marketdata.v1.DatasetService/"
 
 # Credits per call, by full gRPC method name. A method missing here is not metered only
 # if it is in FREE_METHODS; anything else is refused by the interceptor (fail closed).
@@ -25,7 +26,25 @@ PRICES: dict[str, int] = {
     MARKETDATA + "ListSeries": 1,
     MARKETDATA + "GetSeries": 1,
     MARKETDATA + "ListSettlements": 1,
+    # Listing and pricing files are free (but need a key: they are account reads); a
+    # download is charged by the files' bytes (dataset_credits) before URLs are issued.
+    DATASETS + "ListDatasetFiles": 0,
+    DATASETS + "GetDatasetCost": 0,
+    DATASETS + "CreateDatasetDownload": 0,
 }
+
+# Methods that change something for the caller (they spend credits on the caller's
+# behalf): called with a console session cookie they need the X-CSRF-Token header too.
+SESSION_WRITES: frozenset[str] = frozenset({DATASETS + "CreateDatasetDownload"})
+
+# Dataset files: one credit per started 100 kB of a file (at least one per file), so a
+# quiet market's day costs 1 and a 50 MB busy series-day 500 (about $0.45 in packs).
+DATASET_BYTES_PER_CREDIT = 100_000
+
+
+def dataset_credits(size_bytes: int) -> int:
+    """The price of one dataset file."""
+    return max(1, -(-size_bytes // DATASET_BYTES_PER_CREDIT))
 
 # Server streams cost this much per started minute open (charged at open, then at the
 # start of every further minute).

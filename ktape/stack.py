@@ -111,7 +111,8 @@ def build_stack(settings: Settings, options: StackOptions) -> list[ChildSpec]:
                   depends_on=["questdb"]),
         ChildSpec("billingd", [PYTHON, "-m", "billingd"], billingd_ready, env=env),
         ChildSpec("consoled", [PYTHON, "-m", "consoled"], console_ready, env=env),
-        ChildSpec("datasetd", [PYTHON, "-m", "datasetd"], datasetd_ready, env=env),
+        ChildSpec("datasetd", [PYTHON, "-m", "datasetd"], datasetd_ready, env=env,
+                  depends_on=["questdb"]),
         ChildSpec("envoy", envoy_command(envoy_config), envoy_ready, env=env,
                   depends_on=["queryd", "billingd", "consoled", "datasetd"], ready_timeout_secs=60),
     ]

@@ -12,18 +12,22 @@ from psycopg_pool import AsyncConnectionPool
 from ktape.aio import cancel_and_wait
 from ktape.billing.v1 import metering_pb2_grpc as metering_grpc
 from ktape.config import Settings
+from ktape.datasets.signing import signing_key
+from ktape.datasets.storage import open_storage
 from ktape.entrypoint import run_service
 from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
 from ktape.internal_auth import InternalTokenClient
 from ktape.log import get_logger
 from ktape.marketdata.v1 import data_status_pb2_grpc as status_grpc
+from ktape.marketdata.v1 import datasets_pb2_grpc as datasets_grpc
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, load_key
 from ktape.schema import apply_migrations
 from ktape.service_metrics import ServiceMetrics
 from queryd.data_status import DataStatusService
+from queryd.datasets import DatasetService
 from queryd.live import LiveTail
-from queryd.metering.interceptor import MeteringInterceptor
+from queryd.metering.interceptor import CALLER, MeteringInterceptor
 from queryd.metering.usage import UsageRecorder
 from queryd.metering.verifier import KeyVerifier
 from queryd.service import MarketDataService
@@ -32,6 +36,7 @@ log = get_logger(__name__)
 
 SERVICE_NAME = "ktape.marketdata.v1.MarketDataService"
 STATUS_SERVICE_NAME = "ktape.marketdata.v1.DataStatusService"
+DATASETS_SERVICE_NAME = "ktape.marketdata.v1.DatasetService"
 STORE_PROBE_INTERVAL_SECS = 2.0
 
 
@@ -44,9 +49,11 @@ def open_pool(settings: Settings, *, min_size: int = 2, max_size: int = 16) -> A
 
 async def build_server(settings: Settings, addr: str | None = None,
                        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-                       live: LiveTail | None = None
+                       live: LiveTail | None = None,
+                       metering: metering_grpc.MeteringServiceStub | None = None,
                        ) -> tuple[RunningServer, AsyncConnectionPool, MarketDataService]:
-    """Start queryd on `addr` (default KTAPE_QUERYD_ADDR; port 0 allowed)."""
+    """Start queryd on `addr` (default KTAPE_QUERYD_ADDR; port 0 allowed). With a
+    `metering` stub (billingd) it also sells dataset files, which billingd charges."""
     with psycopg.connect(settings.questdb_pg_conninfo, autocommit=True, connect_timeout=10) as c:
         apply_migrations(c)
     pool = open_pool(settings)
@@ -56,13 +63,17 @@ async def build_server(settings: Settings, addr: str | None = None,
     tokens = PageTokens(load_key(settings.data_dir))
     service = MarketDataService(pool, tokens, live)
     status = DataStatusService(pool, tokens)
-    running = await start_server(
-        addr or str(settings.queryd_addr),
-        [lambda server: pb_grpc.add_MarketDataServiceServicer_to_server(service, server),
-         lambda server: status_grpc.add_DataStatusServiceServicer_to_server(status, server)],
-        [SERVICE_NAME, STATUS_SERVICE_NAME],
-        interceptors=interceptors,
-    )
+    adders = [lambda server: pb_grpc.add_MarketDataServiceServicer_to_server(service, server),
+              lambda server: status_grpc.add_DataStatusServiceServicer_to_server(status, server)]
+    names = [SERVICE_NAME, STATUS_SERVICE_NAME]
+    if metering is not None:
+        datasets = DatasetService(pool, tokens, open_storage(settings), metering,
+                                  signing_key(settings), settings.public_url, CALLER.get)
+        adders.append(
+            lambda server: datasets_grpc.add_DatasetServiceServicer_to_server(datasets, server))
+        names.append(DATASETS_SERVICE_NAME)
+    running = await start_server(addr or str(settings.queryd_addr), adders, names,
+                                 interceptors=interceptors)
     return running, pool, service
 
 
@@ -101,8 +112,9 @@ async def _main(settings: Settings) -> int:
     metering = build_metering(settings, channel)
     live = LiveTail(f"http://{settings.ingestd_metrics_addr}/live")
     stats = ServiceMetrics("queryd")  # outermost: counts metering refusals too
-    running, pool, service = await build_server(settings, interceptors=[stats, metering],
-                                                live=live)
+    running, pool, service = await build_server(
+        settings, interceptors=[stats, metering], live=live,
+        metering=metering_grpc.MeteringServiceStub(channel))
     metrics_http = stats.serve(settings.queryd_metrics_addr)
     log.info("server.started", component="queryd", port=running.port,
              addr=str(settings.queryd_addr), billingd=str(settings.billingd_addr))

@@ -14,7 +14,10 @@ its open streams too. Health and reflection are free and need no key.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
+import hashlib
+import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,15 +28,26 @@ from google.protobuf import message as pb_message
 from google.protobuf import timestamp_pb2
 
 from ktape.billing.v1 import metering_pb2
-from ktape.errors import InsufficientCredits, KtapeError, RateLimited, Unauthenticated, abort_with
+from ktape.errors import (
+    InsufficientCredits,
+    KtapeError,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
+    abort_with,
+)
 from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2
-from ktape.pricing import STREAM_PRICES_PER_MINUTE, is_free, price_of
+from ktape.pricing import SESSION_WRITES, STREAM_PRICES_PER_MINUTE, is_free, price_of
 from ktape.sessions import session_cookie
 from queryd.metering.ratelimit import RateLimiter
 from queryd.metering.usage import UsageRecorder
 from queryd.metering.verifier import SESSION_PREFIX, Grant, KeyVerifier
 
+# The admitted caller of the call being served, for handlers that charge by what they
+# serve (dataset downloads): set by the interceptor around the handler, per call.
+CALLER: contextvars.ContextVar[Grant | None] = contextvars.ContextVar("ktape_caller",
+                                                                      default=None)
 log = get_logger(__name__)
 
 STREAM_MINUTE_SECS = 60.0
@@ -55,6 +69,16 @@ def bearer_key(metadata: Any) -> str:
             return SESSION_PREFIX + session
     raise Unauthenticated("missing API key: send 'Authorization: Bearer kt_...'",
                           reason="API_KEY_MISSING")
+
+
+def check_csrf(grant: Grant, metadata: Any) -> None:
+    """A cookie-authenticated write must carry the session's CSRF token (CONTRACT.md):
+    compared by hash, so queryd never holds the token itself."""
+    given = next((str(v) for k, v in metadata or () if k == "x-csrf-token"), "")
+    digest = hashlib.sha256(given.encode()).hexdigest()
+    if not given or not grant.csrf_sha256 or not hmac.compare_digest(digest, grant.csrf_sha256):
+        raise PermissionDenied("a cookie-authenticated write needs the X-CSRF-Token header "
+                               "(GET /v1/auth/session gives it)", reason="CSRF_TOKEN_MISSING")
 
 
 def answer_in_gap(response: pb_message.Message) -> bool:
@@ -188,7 +212,10 @@ class MeteringInterceptor(grpc.aio.ServerInterceptor):
         if credits is None:
             raise KtapeError(f"method {method} has no price; refusing to serve it unmetered",
                              reason="METHOD_NOT_PRICED", metadata={"method": method})
-        grant = await self.verifier.verify(bearer_key(metadata))
+        credential = bearer_key(metadata)
+        grant = await self.verifier.verify(credential)
+        if method in SESSION_WRITES and credential.startswith(SESSION_PREFIX):
+            check_csrf(grant, metadata)
         wait = self.limiter.take(grant.key_id, grant.rate_limit_per_minute)
         if wait > 0:
             raise RateLimited(f"rate limit of {grant.rate_limit_per_minute} calls per minute "
@@ -208,7 +235,11 @@ class MeteringInterceptor(grpc.aio.ServerInterceptor):
                 grant, credits = await self._admit(method, metadata, request)
             except KtapeError as error:
                 await abort_with(context, error)
-            response = await inner(request, context)
+            token = CALLER.set(grant)
+            try:
+                response = await inner(request, context)
+            finally:
+                CALLER.reset(token)
             self._charge(grant, method, credits, ticker=getattr(request, "ticker", ""),
                          in_gap=answer_in_gap(response), request=request)
             return response

@@ -46,6 +46,7 @@ class Grant:
     postpaid: bool
     rate_limit_per_minute: int
     fetched: float
+    csrf_sha256: str = ""  # a console session's CSRF token, hashed; "" for a key
 
 
 class RelayedError(KtapeError):
@@ -145,7 +146,7 @@ class KeyVerifier:
         env = "dev" if reply.env == billing_pb2.KEY_ENV_DEV else "prod"
         grant = Grant(reply.account_id, reply.key_id, env, reply.plan, reply.admin,
                       reply.available_credits, reply.postpaid, reply.rate_limit_per_minute,
-                      self._clock())
+                      self._clock(), reply.csrf_token_sha256)
         return _Entry(grant, None, grant.fetched, grant.fetched)
 
     def _store(self, digest: str, entry: _Entry) -> None:
