@@ -186,20 +186,33 @@ class DayBuilder:
             raise
         entries = []
         when = self.clock()
-        for w in written + derived:
-            market = by_ticker.get(w.name.ticker)
-            condition = market.condition if market else worst([m.condition for m in markets])
-            source = market.fingerprint if market else fingerprint
-            old = manifest.files.get(str(w.name))
-            modified = old.last_modified_us if old and old.sha256 == w.sha256 else when
-            self.storage.publish(w.path, str(w.name))
-            entries.append(FileEntry(
-                name=str(w.name), data_type=w.name.data_type, date=plan.day.isoformat(),
-                ticker=w.name.ticker, series_ticker=series, format=w.name.format,
-                bytes=w.bytes, rows=w.rows, sha256=w.sha256, first_ts_us=w.first_ts_us,
-                last_ts_us=w.last_ts_us, condition=condition, last_modified_us=modified,
-                source=source))
+        pending = written + derived
+        try:
+            for w in pending:
+                entries.append(self._publish(w, by_ticker, markets, series, fingerprint,
+                                             manifest, when, plan.day))
+        finally:  # a failed publish leaves no scratch file behind
+            for w in pending:
+                w.path.unlink(missing_ok=True)
         return entries
+
+    def _publish(self, w: Written, by_ticker: dict[str, MarketDay], markets: list[MarketDay],
+                 series: str, fingerprint: str, manifest: DayManifest, when: int,
+                 day: dt.date) -> FileEntry:
+        """Move one finished file into place; its manifest entry (written by the caller
+        once the whole series is in place)."""
+        market = by_ticker.get(w.name.ticker)
+        condition = market.condition if market else worst([m.condition for m in markets])
+        source = market.fingerprint if market else fingerprint
+        old = manifest.files.get(str(w.name))
+        modified = old.last_modified_us if old and old.sha256 == w.sha256 else when
+        self.storage.publish(w.path, str(w.name))
+        return FileEntry(
+            name=str(w.name), data_type=w.name.data_type, date=day.isoformat(),
+            ticker=w.name.ticker, series_ticker=series, format=w.name.format,
+            bytes=w.bytes, rows=w.rows, sha256=w.sha256, first_ts_us=w.first_ts_us,
+            last_ts_us=w.last_ts_us, condition=condition, last_modified_us=modified,
+            source=source)
 
     def _walks(self, plan: DayPlan, markets: list[MarketDay], writers: WriterSet
                ) -> dict[str, MarketWalk]:

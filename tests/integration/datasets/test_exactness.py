@@ -21,7 +21,7 @@ import pytest
 from datasetd.build import DayBuilder
 from datasetd.columns import COLUMNS
 from datasetd.source import QuestSource
-from ktape.clock import datetime_us, us_datetime
+from ktape.clock import datetime_us, now_us, us_datetime
 from ktape.datasets.names import DATA_TYPES, FileName
 from ktape.datasets.storage import LocalStorage
 from ktape.marketdata.v1 import marketdata_pb2 as pb
@@ -229,7 +229,9 @@ def test_a_closed_day_with_gaps_is_degraded_with_exactly_its_gap_rows(built, cle
     _builder, storage, report, source = built
     end_of_day = datetime_us(dt.datetime.combine(report.day + dt.timedelta(days=1), dt.time(),
                                                  dt.UTC))
-    closed = DayBuilder(source, storage, clock=lambda: end_of_day + 3_600_000_000)
+    started = now_us()
+    closed = DayBuilder(source, storage,  # an hour after the day's end, and time moves on
+                        clock=lambda: end_of_day + 3_600_000_000 + now_us() - started)
     again = closed.build(report.day)
     assert again.closed and again.series_built  # PENDING files are rebuilt once closed
     manifest = closed.manifest(report.day)
@@ -254,5 +256,41 @@ def test_a_closed_day_with_gaps_is_degraded_with_exactly_its_gap_rows(built, cle
     third = closed.build(report.day)
     assert not third.series_built and third.series_fresh
     assert {n: (e.sha256, e.last_modified_us) for n, e in closed.manifest(report.day).files.items()} == before
-    leftovers = [p for p in Path(storage.scratch_dir()).iterdir()]
-    assert leftovers == []
+    assert list(Path(storage.scratch_dir()).iterdir()) == []
+
+    # a crash while publishing: no scratch file left, the manifest still the old one, and
+    # the next build finishes the job
+    publish, calls = storage.publish, []
+
+    def failing(local, name):
+        calls.append(name)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        publish(local, name)
+
+    storage.publish = failing
+    with pytest.raises(OSError):
+        closed.build(report.day, force=True)
+    storage.publish = publish
+    assert list(Path(storage.scratch_dir()).iterdir()) == []
+    assert {n: e.sha256 for n, e in closed.manifest(report.day).files.items()} == {
+        n: sha for n, (sha, _) in before.items()}
+
+    # a late row in one market rebuilds exactly its series and bumps its files' time
+    entry = next(e for e in manifest.files.values()
+                 if e.ticker and e.data_type == "book_changes" and e.last_ts_us)
+    late_us = entry.last_ts_us + 1_000
+    with clean_questdb.connect() as conn:
+        conn.execute("INSERT INTO book_changes (ts, ticker, side, price_e4, qty_after_e2, "
+                     "delta_e2, kind, seq, sid, recv_ts) VALUES (%s, %s, 'yes', 100, 500, 500, "
+                     "'delta', 999999, 99, %s)", (us_datetime(late_us), entry.ticker,
+                                                  us_datetime(late_us)))
+        wait_for_wal(conn)
+    healed = closed.build(report.day)
+    assert healed.series_built == [entry.series_ticker]
+    after = closed.manifest(report.day).files
+    changed = {n for n in after if after[n].sha256 != before[n][0]}
+    assert str(FileName("book_changes", report.day, entry.ticker)) in changed
+    assert all(after[n].series_ticker == entry.series_ticker for n in changed)
+    assert all(after[n].last_modified_us > before[n][1] for n in changed)
+    assert all(after[n].last_modified_us == before[n][1] for n in after if n not in changed)
