@@ -8,6 +8,7 @@ are PENDING until the day closes, and rebuilt then).
 from __future__ import annotations
 
 import argparse
+import os
 import datetime as dt
 import sys
 from collections.abc import Sequence
@@ -49,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_or_report("ktape datasets")
     if settings is None:
         return 2
-    configure_logging(component="datasets")
+    # the progress bar says how far it is; log lines only for warnings unless asked
+    configure_logging(component="datasets", level=os.environ.get("KTAPE_LOG_LEVEL", "WARNING"))
     storage = open_storage(settings)
     source = QuestSource(settings.questdb_http, settings.questdb_pg_conninfo,
                          storage.scratch_dir())
