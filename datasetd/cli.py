@@ -8,8 +8,8 @@ are PENDING until the day closes, and rebuilt then).
 from __future__ import annotations
 
 import argparse
-import os
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 

@@ -2,12 +2,10 @@
 at every whole second (`book_top10_1s`), every change of either best bid (`quotes`), and
 the best bid and ask just before every minute's end (the closes of `candles_1m`).
 
-The walk applies rows by the replay rule of ktape/book/reconstruct.py (rows in
-(ts, sid, seq) order; rows of one exchange snapshot replace the book), starting from the
-book as it stood just before the day began. Instants follow GetOrderbook's rule: the book
-"at T" counts changes stamped exactly T; a candle's close is the book just before the
-minute's end, as ListCandles computes it. The walk yields rows as seconds pass, so a
-market's day is never held whole; repeated seconds are expanded with numpy.
+The walk itself is ktape/book/walk.py (shared with queryd's ListQuotes and
+ListOrderbookSnapshots), started from the book as it stood just before the day began;
+this module turns what it yields into Arrow tables as seconds pass, so a market's day is
+never held whole; repeated seconds are expanded with numpy.
 """
 
 from __future__ import annotations
@@ -19,15 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from datasetd.columns import DEPTH, TS, parquet_schema
-from ktape.book.ladder import PRICE_SCALE, Book
-
-SECOND_US = 1_000_000
-MINUTE_US = 60 * SECOND_US
-NULL = np.iinfo(np.int64).min  # in the numpy staging arrays only; written as null
-
-
-def ceil_to(us: int, step: int) -> int:
-    return -(-us // step) * step
+from ktape.book.ladder import Book
+from ktape.book.walk import MINUTE_US, NULL, SECOND_US, BookWalk, Quote, Run
 
 
 @dataclass(frozen=True)
@@ -57,7 +48,8 @@ def _column(values: np.ndarray) -> pa.Array:
 
 @dataclass
 class MarketWalk:
-    """Walks one market's rows of one day; `feed` the rows in order, then `finish`."""
+    """One market's day walked once (ktape/book/walk.py), its output as Arrow tables in
+    the `quotes` and `book_top10_1s` schemas. `feed` the rows in order, then `finish`."""
 
     ticker: str
     book: Book
@@ -66,130 +58,33 @@ class MarketWalk:
     start_us: int  # the day's start
     end_us: int  # exclusive: the day's end, or now for a day not closed
     continuity: Continuity
-    _next_second: int = 0
-    _next_minute_end: int = 0
-    _state: tuple[int, ...] | None = None  # seq + top levels, None when stale
-    _runs: list[tuple[int, int, tuple[int, ...]]] = field(default_factory=list)
-    _quotes: list[tuple[int, int, int, int, int, int, int, int]] = field(default_factory=list)
-    _last_quote: tuple[int, int, int, int] | None = None
-    _first_instant: int | None = None  # where the initial quote goes, until it is written
-    _group_ts: int | None = None
-    _group_recv: int = NULL
-    _snapshot_key: tuple[int, int, int] | None = None
-    closes: list[tuple[int, int | None, int | None]] = field(default_factory=list)
+    walk: BookWalk = field(init=False)
 
     def __post_init__(self) -> None:
-        first = self.start_us if self.continuity.coverage_us is None else max(
-            self.start_us, self.continuity.coverage_us)
-        # a market with no recorded book has no seconds to show (GetOrderbook: NOT_RECORDED)
-        self._next_second = (ceil_to(first, SECOND_US) if self.continuity.coverage_us is not None
-                             else ceil_to(self.end_us, SECOND_US))
-        self._next_minute_end = self.start_us + MINUTE_US
-        if self.continuity.coverage_us is not None and first < self.end_us:
-            self._first_instant = first
+        self.walk = BookWalk(self.book, self.seq, self.sid, self.start_us, self.end_us,
+                             self.continuity.coverage_us, step_us=SECOND_US, depth=DEPTH,
+                             close_step_us=MINUTE_US,
+                             close_until_us=self.start_us + 86_400 * SECOND_US)
 
-    # -- the book's summaries -----------------------------------------------------------
-
-    def _top(self) -> tuple[int, int, int, int]:
-        yes = max(self.book.yes) if self.book.yes else None
-        no = max(self.book.no) if self.book.no else None
-        return (NULL if yes is None else yes, NULL if yes is None else self.book.yes[yes],
-                NULL if no is None else no, NULL if no is None else self.book.no[no])
-
-    def _levels(self) -> tuple[int, ...]:
-        if self._state is None:
-            out: list[int] = [self.seq]
-            for side in (self.book.yes, self.book.no):
-                best = sorted(side.items(), reverse=True)[:DEPTH]
-                for price, qty in best:
-                    out += (price, qty)
-                out += (NULL, NULL) * (DEPTH - len(best))
-            self._state = tuple(out)
-        return self._state
-
-    # -- time passing -------------------------------------------------------------------
-
-    def _seconds_before(self, t: int) -> None:
-        """Every whole second S < t (and before the end) has the current book."""
-        last = min(t - 1, self.end_us - 1) // SECOND_US * SECOND_US
-        if last >= self._next_second:
-            self._runs.append((self._next_second, last, self._levels()))
-            self._next_second = last + SECOND_US
-
-    def _minutes_until(self, t: int) -> None:
-        """Every minute end M <= t (within the day) closes on the current book."""
-        while self._next_minute_end <= t and self._next_minute_end <= self.start_us + 86_400 * SECOND_US:
-            top = self._top()
-            bid = None if top[0] == NULL else top[0]
-            ask = None if top[2] == NULL else PRICE_SCALE - top[2]
-            self.closes.append((self._next_minute_end - MINUTE_US, bid, ask))
-            self._next_minute_end += MINUTE_US
-
-    def _initial_quote(self, t: int) -> None:
-        """The quote as the day (or the recording) begins, unless a change at that very
-        instant makes the first quote itself."""
-        first, self._first_instant = self._first_instant, None
-        if first is not None and t > first:
-            self._last_quote = self._top()
-            self._quotes.append((first, NULL, *self._last_quote, self.seq, self.sid))
-
-    def _end_group(self) -> None:
-        if self._group_ts is None:
-            return
-        top = self._top()
-        if top != self._last_quote:
-            self._quotes.append((self._group_ts, self._group_recv, *top, self.seq, self.sid))
-            self._last_quote = top
-
-    # -- feeding ------------------------------------------------------------------------
+    @property
+    def closes(self) -> list[tuple[int, int | None, int | None]]:
+        """(minute start, best YES bid, best YES ask) just before each minute's end."""
+        return self.walk.closes
 
     def feed(self, ts: Sequence[int], recv: Sequence[int | None], kind: Sequence[str],
              side: Sequence[str], price: Sequence[int], qty: Sequence[int],
              seq: Sequence[int], sid: Sequence[int]) -> tuple[pa.Table, pa.Table]:
         """Apply rows (µs times, in (ts, sid, seq) order); the quotes and top-10 rows
         whose instants have passed."""
-        book = self.book
-        for i in range(len(ts)):
-            t = ts[i]
-            if t != self._group_ts:
-                self._end_group()
-                if self._first_instant is not None:
-                    self._initial_quote(t)
-                self._minutes_until(t)
-                self._seconds_before(t)
-                self._group_ts = t
-            if kind[i] == "snapshot":
-                key = (t, sid[i], seq[i])
-                if key != self._snapshot_key:
-                    book.clear()
-                    self._snapshot_key = key
-            else:
-                self._snapshot_key = None
-            ladder = book.yes if side[i] == "yes" else book.no
-            if qty[i] > 0:
-                ladder[price[i]] = qty[i]
-            else:
-                ladder.pop(price[i], None)
-            self.seq, self.sid = seq[i], sid[i]
-            self._group_recv = NULL if recv[i] is None else recv[i]
-            self._state = None
-        return self._drain()
+        return self._tables(*self.walk.feed(ts, recv, kind, side, price, qty, seq, sid))
 
     def finish(self) -> tuple[pa.Table, pa.Table]:
-        self._end_group()
-        self._group_ts = None
-        if self._first_instant is not None:
-            self._initial_quote(self.end_us)
-        self._minutes_until(self.start_us + 86_400 * SECOND_US)
-        self._seconds_before(self.end_us)
-        return self._drain()
+        return self._tables(*self.walk.finish())
 
-    def _drain(self) -> tuple[pa.Table, pa.Table]:
-        quotes, self._quotes = self._quotes, []
-        runs, self._runs = self._runs, []
+    def _tables(self, quotes: list[Quote], runs: list[Run]) -> tuple[pa.Table, pa.Table]:
         return self._quote_table(quotes), self._top10_table(runs)
 
-    def _quote_table(self, rows: list[tuple[int, ...]]) -> pa.Table:
+    def _quote_table(self, rows: list[Quote]) -> pa.Table:
         schema = parquet_schema("quotes")
         if not rows:
             return schema.empty_table()
@@ -200,7 +95,7 @@ class MarketWalk:
         columns += [_column(data[:, j]) for j in range(2, 8)]
         return pa.Table.from_arrays(columns, schema=schema)
 
-    def _top10_table(self, runs: list[tuple[int, int, tuple[int, ...]]]) -> pa.Table:
+    def _top10_table(self, runs: list[Run]) -> pa.Table:
         schema = parquet_schema("book_top10_1s")
         if not runs:
             return schema.empty_table()

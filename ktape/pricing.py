@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 MARKETDATA = "/ktape.marketdata.v1.MarketDataService/"
 DATASETS = "/ktape.marketdata.v1.DatasetService/"
+ANALYTICS = "/ktape.marketdata.v1.AnalyticsService/"
 
 # Credits per call, by full gRPC method name. A method missing here is not metered only
 # if it is in FREE_METHODS; anything else is refused by the interceptor (fail closed).
@@ -26,6 +27,13 @@ PRICES: dict[str, int] = {
     MARKETDATA + "ListSeries": 1,
     MARKETDATA + "GetSeries": 1,
     MARKETDATA + "ListSettlements": 1,
+    # Analytics: priced by the books they read. All of an event's books cost two
+    # GetOrderbooks; a simulated order reads one book; a page of quotes or snapshots
+    # walks many changes in one pass.
+    ANALYTICS + "GetEventOrderbook": 4,
+    ANALYTICS + "SimulateOrder": 2,
+    ANALYTICS + "ListQuotes": 2,
+    ANALYTICS + "ListOrderbookSnapshots": 3,
     # Listing and pricing files are free (but need a key: they are account reads); a
     # download is charged by the files' bytes (dataset_credits) before URLs are issued.
     DATASETS + "ListDatasetFiles": 0,

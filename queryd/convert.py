@@ -41,7 +41,8 @@ def ladder(book: Book, side: str, depth: int) -> list[pb.PriceLevel]:
             for p, q in book.best_first(side, depth or None)]
 
 
-def orderbook_response(result: OrderbookAt, depth: int) -> pb.GetOrderbookResponse:
+def continuity_message(result: OrderbookAt) -> pb.Continuity:
+    """The proof (or not) of a book, as every answer built from one carries it."""
     continuity = pb.Continuity(status=CONTINUITY[result.continuity])
     if result.continuous_since is not None:
         continuity.since.CopyFrom(timestamp(result.continuous_since))
@@ -53,6 +54,11 @@ def orderbook_response(result: OrderbookAt, depth: int) -> pb.GetOrderbookRespon
         continuity.reason = result.gap.reason
     elif result.detail:
         continuity.reason = result.detail
+    return continuity
+
+
+def orderbook_response(result: OrderbookAt, depth: int) -> pb.GetOrderbookResponse:
+    continuity = continuity_message(result)
     response = pb.GetOrderbookResponse(
         ticker=result.ticker,
         yes=ladder(result.book, "yes", depth),

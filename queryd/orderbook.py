@@ -58,35 +58,41 @@ async def orderbook_at(conn: AsyncConnection, ticker: str, at: dt.datetime) -> O
         row = await (await conn.execute(sql.CHECKPOINT_AT_UNBOUNDED, params)).fetchone()
     if row is None:
         first = await (await conn.execute(sql.FIRST_CHECKPOINT, params)).fetchone()
-        detail = (
-            f"{ticker} was first recorded at {as_utc(first[0]).isoformat()}"
-            if first and first[0] is not None
-            else f"{ticker} has no recorded book"
-        )
-        return OrderbookAt(ticker, at, Book(), None, None, Continuity.NOT_RECORDED, detail=detail)
+        return not_recorded(ticker, at, first[0] if first else None)
+    cursor = await conn.execute(
+        sql.CHANGES_BETWEEN, {"ticker": ticker, "start": as_utc(row[0]), "end": at})
+    changes = await cursor.fetchall()
+    gap_row = await (await conn.execute(sql.GAP_AT, {"ticker": ticker, "at": at})).fetchone()
+    return assemble(ticker, at, row, changes, gap_row)
 
-    ts, sid, seq, reason, yes_levels, no_levels, continuous_since = row
+
+def not_recorded(ticker: str, at: dt.datetime, first: dt.datetime | None) -> OrderbookAt:
+    """The answer for an instant before any checkpoint of the market."""
+    detail = (f"{ticker} was first recorded at {as_utc(first).isoformat()}" if first is not None
+              else f"{ticker} has no recorded book")
+    return OrderbookAt(ticker, at, Book(), None, None, Continuity.NOT_RECORDED, detail=detail)
+
+
+def assemble(ticker: str, at: dt.datetime, checkpoint_row: tuple, change_rows: list[tuple],
+             gap_row: tuple | None) -> OrderbookAt:
+    """The book at `at` from the rows the three lookups return (a checkpoint row as
+    sql.CHECKPOINT_AT selects it, changes as sql.CHANGES_BETWEEN, the gap as sql.GAP_AT):
+    one rule for GetOrderbook and for the event-wide batch of GetEventOrderbook."""
+    ts, sid, seq, reason, yes_levels, no_levels, continuous_since = checkpoint_row
     checkpoint = Checkpoint(
         to_us(ts), int(sid), int(seq), str(reason), yes_levels, no_levels,
         to_us(continuous_since) if continuous_since is not None else None,
     )
-    cursor = await conn.execute(
-        sql.CHANGES_BETWEEN, {"ticker": ticker, "start": as_utc(ts), "end": at}
-    )
     changes = [
         Change(to_us(c_ts), side, int(price), int(qty), None if delta is None else int(delta),
                str(kind), int(c_seq), int(c_sid))
-        for c_ts, side, price, qty, delta, kind, c_seq, c_sid in await cursor.fetchall()
+        for c_ts, side, price, qty, delta, kind, c_seq, c_sid in change_rows
     ]
     rebuilt = apply_changes(checkpoint, changes)
     since_us = checkpoint.continuous_since_us
     for change in changes:  # a later exchange snapshot restarts the continuous run
         if change.kind == "snapshot" and change.ts_us >= checkpoint.ts_us:
             since_us = change.ts_us
-
-    gap_row = await (
-        await conn.execute(sql.GAP_AT, {"ticker": ticker, "at": at})
-    ).fetchone()
     last_change = from_us(rebuilt.last_change_us)
     if gap_row is not None:
         _g_ts, g_reason, g_start, g_end, g_expected, g_got = gap_row

@@ -18,12 +18,14 @@ from ktape.entrypoint import run_service
 from ktape.grpc_server import RunningServer, serve_until_signalled, start_server
 from ktape.internal_auth import InternalTokenClient
 from ktape.log import get_logger
+from ktape.marketdata.v1 import analytics_pb2_grpc as analytics_grpc
 from ktape.marketdata.v1 import data_status_pb2_grpc as status_grpc
 from ktape.marketdata.v1 import datasets_pb2_grpc as datasets_grpc
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, load_key
 from ktape.schema import apply_migrations
 from ktape.service_metrics import ServiceMetrics
+from queryd.analytics import AnalyticsService
 from queryd.data_status import DataStatusService
 from queryd.datasets import DatasetService
 from queryd.live import LiveTail
@@ -37,6 +39,7 @@ log = get_logger(__name__)
 SERVICE_NAME = "ktape.marketdata.v1.MarketDataService"
 STATUS_SERVICE_NAME = "ktape.marketdata.v1.DataStatusService"
 DATASETS_SERVICE_NAME = "ktape.marketdata.v1.DatasetService"
+ANALYTICS_SERVICE_NAME = "ktape.marketdata.v1.AnalyticsService"
 STORE_PROBE_INTERVAL_SECS = 2.0
 
 
@@ -63,9 +66,12 @@ async def build_server(settings: Settings, addr: str | None = None,
     tokens = PageTokens(load_key(settings.data_dir))
     service = MarketDataService(pool, tokens, live)
     status = DataStatusService(pool, tokens)
+    analytics = AnalyticsService(pool, tokens)
     adders = [lambda server: pb_grpc.add_MarketDataServiceServicer_to_server(service, server),
-              lambda server: status_grpc.add_DataStatusServiceServicer_to_server(status, server)]
-    names = [SERVICE_NAME, STATUS_SERVICE_NAME]
+              lambda server: status_grpc.add_DataStatusServiceServicer_to_server(status, server),
+              lambda server: analytics_grpc.add_AnalyticsServiceServicer_to_server(
+                  analytics, server)]
+    names = [SERVICE_NAME, STATUS_SERVICE_NAME, ANALYTICS_SERVICE_NAME]
     if metering is not None:
         datasets = DatasetService(pool, tokens, open_storage(settings), metering,
                                   signing_key(settings), settings.public_url, CALLER.get)

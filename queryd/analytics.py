@@ -1,0 +1,399 @@
+"""AnalyticsService: whole events at one instant, simulated orders, and top-of-book and
+sampled books over a span — each in one request, with the continuity of its books.
+
+GetEventOrderbook reads every market of the event in four grouped queries (markets,
+checkpoints, changes, gaps) and builds each book by GetOrderbook's own rule
+(queryd.orderbook.assemble). ListQuotes and ListOrderbookSnapshots walk the stored
+changes once from the book at the page's first instant (ktape/book/walk.py, the walk the
+datasets job writes `quotes` and `book_top10_1s` with).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import grpc
+from psycopg import AsyncConnection
+from psycopg import sql as psql
+from psycopg_pool import AsyncConnectionPool
+
+from ktape.book.ladder import PRICE_SCALE, format_price, format_quantity
+from ktape.book.walk import NULL, BookWalk, Quote, Run
+from ktape.errors import InvalidArgument, NotFound, UnknownTicker, rpc_handler
+from ktape.log import get_logger
+from ktape.marketdata.v1 import analytics_pb2 as pb
+from ktape.marketdata.v1 import analytics_pb2_grpc as pb_grpc
+from ktape.marketdata.v1 import marketdata_pb2 as md
+from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
+from queryd import simulate, sql
+from queryd.convert import CONTINUITY, continuity_message, from_timestamp, ladder, timestamp
+from queryd.orderbook import CHECKPOINT_LOOKBACK, Continuity, assemble, not_recorded, orderbook_at
+from queryd.service import FUTURE_SLACK, _ticker, time_range
+from queryd.timeutil import as_utc, from_us, now_utc, to_us
+
+log = get_logger(__name__)
+_rpc = rpc_handler(log)
+
+MAX_DEPTH = 100
+INTERVALS = {"1s": 1_000_000, "1m": 60_000_000, "1h": 3_600_000_000}
+CHANGE_CHUNK = 20_000
+MAX_SCAN_PER_PAGE = 2_000_000  # changes one page may walk before it answers what it has
+
+EVENT_MARKETS = """SELECT ticker FROM markets WHERE event_ticker = %(event)s
+LATEST ON ts PARTITION BY ticker"""
+EVENT_META = """SELECT mutually_exclusive, series_ticker, raw FROM events
+WHERE event_ticker = %(event)s LATEST ON ts PARTITION BY event_ticker"""
+SERIES_RAW = """SELECT raw FROM series WHERE series_ticker = %(series)s
+LATEST ON ts PARTITION BY series_ticker"""
+MARKET_EVENT = """SELECT event_ticker, series_ticker FROM markets WHERE ticker = %(ticker)s
+LATEST ON ts PARTITION BY ticker"""
+CHECKPOINTS_AT = """SELECT ticker, ts, sid, seq, reason, yes_levels, no_levels, continuous_since
+FROM book_checkpoints WHERE ticker IN ({tickers}) AND ts >= %(since)s AND ts <= %(at)s
+LATEST ON ts PARTITION BY ticker"""
+CHECKPOINTS_AT_UNBOUNDED = """SELECT ticker, ts, sid, seq, reason, yes_levels, no_levels,
+continuous_since FROM book_checkpoints WHERE ticker IN ({tickers}) AND ts <= %(at)s
+LATEST ON ts PARTITION BY ticker"""
+CHANGES_SINCE = """SELECT ticker, ts, side, price_e4, qty_after_e2, delta_e2, kind, seq, sid
+FROM book_changes WHERE ts >= %(from)s AND ts <= %(at)s AND ({since})
+ORDER BY ts, sid, seq"""
+GAPS_AT = """SELECT ticker, ts, reason, start_ts, end_ts, expected_seq, got_seq FROM gaps
+WHERE ticker IN ({tickers}) AND coalesce(start_ts, ts) <= %(at)s
+  AND (end_ts IS NULL OR end_ts > %(at)s)
+ORDER BY ts DESC"""
+CHANGES_AFTER = """SELECT ts, side, price_e4, qty_after_e2, kind, seq, sid, recv_ts
+FROM book_changes WHERE ticker = %(ticker)s AND ts < %(end)s
+  AND (ts > %(ts)s OR (ts = %(ts)s AND (sid > %(sid)s OR (sid = %(sid)s AND seq > %(seq)s))))
+ORDER BY ts, sid, seq LIMIT %(limit)s"""
+GAP_SPANS = """SELECT coalesce(start_ts, ts), end_ts FROM gaps WHERE ticker = %(ticker)s
+  AND coalesce(start_ts, ts) < %(end)s AND (end_ts IS NULL OR end_ts > %(start)s)"""
+
+
+def _in(query: str, tickers: list[str]) -> psql.Composed:
+    return psql.SQL(query).format(tickers=psql.SQL(", ").join(psql.Literal(t) for t in tickers))
+
+
+def _at(request: Any) -> dt.datetime:
+    now = now_utc()
+    at = from_timestamp(request.at) if request.HasField("at") else now
+    if at > now + FUTURE_SLACK:
+        raise InvalidArgument.field("at", "is in the future")
+    return at
+
+
+def _depth(value: int, default: int) -> int:
+    if value < 0 or value > MAX_DEPTH:
+        raise InvalidArgument.field("depth", f"must be 0 to {MAX_DEPTH}")
+    return value or default
+
+
+def _level(price: int, qty: int) -> md.PriceLevel | None:
+    return None if price == NULL else md.PriceLevel(price=format_price(price),
+                                                   quantity=format_quantity(qty))
+
+
+class Spans:
+    """When a market's book is proven, for the rows of a walk: from its first checkpoint,
+    outside its gap spans [start, end) — GetOrderbook's answer at each instant."""
+
+    def __init__(self, first_us: int | None, gaps: list[tuple[int, int | None]]) -> None:
+        self.first_us = first_us
+        self.gaps = gaps
+
+    def status(self, us: int) -> int:
+        if self.first_us is None or us < self.first_us:
+            return md.CONTINUITY_STATUS_NOT_RECORDED
+        for start, end in self.gaps:
+            if start <= us and (end is None or us < end):
+                return md.CONTINUITY_STATUS_GAP
+        return md.CONTINUITY_STATUS_CONTINUOUS
+
+
+class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
+    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens) -> None:
+        self.pool = pool
+        self.tokens = tokens
+
+    # -- GetEventOrderbook --------------------------------------------------------------
+
+    @_rpc
+    async def GetEventOrderbook(self, request: pb.GetEventOrderbookRequest,
+                                context: grpc.aio.ServicerContext) -> pb.GetEventOrderbookResponse:
+        event = _ticker(request.event_ticker, "event_ticker")
+        depth = _depth(request.depth, 0)
+        at = _at(request)
+        async with self.pool.connection() as conn:
+            meta = await (await conn.execute(EVENT_META, {"event": event})).fetchone()
+            tickers = sorted(str(r[0]) for r in await (await conn.execute(
+                EVENT_MARKETS, {"event": event})).fetchall())
+            if meta is None and not tickers:
+                raise NotFound(f"unknown event {event!r}", reason="UNKNOWN_EVENT",
+                               metadata={"field": "event_ticker", "event_ticker": event})
+            books = await self._books(conn, tickers, at) if tickers else {}
+        out = pb.GetEventOrderbookResponse(event_ticker=event,
+                                           mutually_exclusive=bool(meta and meta[0]))
+        out.at.CopyFrom(timestamp(at))
+        bids = asks = 0
+        for ticker in tickers:
+            result = books[ticker]
+            yes = max(result.book.yes) if result.book.yes else None
+            no = max(result.book.no) if result.book.no else None
+            bids += yes or 0
+            asks += PRICE_SCALE - no if no is not None else PRICE_SCALE
+            if result.continuity is not Continuity.CONTINUOUS:
+                out.markets_not_continuous += 1
+            out.markets.append(pb.EventMarketBook(
+                ticker=ticker, yes=ladder(result.book, "yes", depth),
+                no=ladder(result.book, "no", depth),
+                best_yes_bid=format_price(yes) if yes is not None else "",
+                best_yes_ask=format_price(PRICE_SCALE - no) if no is not None else "",
+                seq=result.seq or 0, continuity=continuity_message(result)))
+        out.sum_best_yes_bids = format_price(bids)
+        out.sum_best_yes_asks = format_price(asks)
+        return out
+
+    async def _books(self, conn: AsyncConnection, tickers: list[str], at: dt.datetime) -> dict:
+        """Every ticker's book at `at` in four queries (not three per market)."""
+        params = {"at": at, "since": at - CHECKPOINT_LOOKBACK}
+        checkpoints = {str(r[0]): r[1:] for r in await (await conn.execute(
+            _in(CHECKPOINTS_AT, tickers), params)).fetchall()}
+        missing = [t for t in tickers if t not in checkpoints]
+        if missing:
+            checkpoints |= {str(r[0]): r[1:] for r in await (await conn.execute(
+                _in(CHECKPOINTS_AT_UNBOUNDED, missing), params)).fetchall()}
+        changes: dict[str, list[tuple]] = {t: [] for t in checkpoints}
+        if checkpoints:
+            since = psql.SQL(" OR ").join(
+                psql.SQL("(ticker = {} AND ts >= {})").format(psql.Literal(t), psql.Literal(row[0]))
+                for t, row in checkpoints.items())
+            query = psql.SQL(CHANGES_SINCE).format(since=since)
+            earliest = min(as_utc(row[0]) for row in checkpoints.values())
+            for row in await (await conn.execute(query, {"from": earliest, "at": at})).fetchall():
+                changes[str(row[0])].append(row[1:])
+        gaps: dict[str, tuple] = {}
+        for row in await (await conn.execute(_in(GAPS_AT, tickers), {"at": at})).fetchall():
+            gaps.setdefault(str(row[0]), row[1:])  # newest first: the one GetOrderbook picks
+        out = {}
+        for ticker in tickers:
+            row = checkpoints.get(ticker)
+            out[ticker] = (not_recorded(ticker, as_utc(at), None) if row is None else
+                           assemble(ticker, as_utc(at), row, changes[ticker], gaps.get(ticker)))
+        return out
+
+    # -- SimulateOrder -------------------------------------------------------------------
+
+    @_rpc
+    async def SimulateOrder(self, request: pb.SimulateOrderRequest,
+                            context: grpc.aio.ServicerContext) -> pb.SimulateOrderResponse:
+        ticker = _ticker(request.ticker)
+        if request.side not in ("yes", "no"):
+            raise InvalidArgument.field("side", "must be yes or no")
+        if request.action not in ("buy", "sell"):
+            raise InvalidArgument.field("action", "must be buy or sell")
+        if bool(request.quantity) == bool(request.max_cost):
+            raise InvalidArgument.field("quantity", "give exactly one of quantity or max_cost")
+        quantity_e2 = max_cost_e6 = None
+        if request.quantity:
+            quantity_e2 = _scaled(request.quantity, 2, "quantity")
+        else:
+            if request.action != "buy":
+                raise InvalidArgument.field("max_cost", "applies to buys; give quantity to sell")
+            max_cost_e6 = _scaled(request.max_cost, 6, "max_cost")
+        at = _at(request)
+        async with self.pool.connection() as conn:
+            result = await orderbook_at(conn, ticker, at)
+            owner = await (await conn.execute(MARKET_EVENT, {"ticker": ticker})).fetchone()
+            if owner is None and result.seq is None:
+                raise UnknownTicker(ticker)
+            schedule = await self._fee_schedule(conn, owner)
+        walked = simulate.walk(result.book, request.side, request.action,
+                               quantity_e2=quantity_e2, max_cost_e6=max_cost_e6)
+        out = pb.SimulateOrderResponse(
+            ticker=ticker, filled_quantity=format_quantity(walked.filled_e2),
+            total_cost=simulate.dollars_e6(walked.cost_e6),
+            continuity=continuity_message(result))
+        out.at.CopyFrom(timestamp(result.at))
+        for fill in walked.fills:
+            out.fills.append(pb.Fill(price=format_price(fill.price_e4),
+                                     quantity=format_quantity(fill.qty_e2),
+                                     cost=simulate.dollars_e6(fill.cost_e6)))
+        levels_left = len(walked.fills) == len(simulate.levels_taken(
+            result.book, request.side, request.action))
+        out.partial = walked.wanted_left_e2 > 0 if quantity_e2 is not None else (
+            (levels_left and walked.budget_left_e6 > 0 and bool(walked.fills) is False)
+            or (levels_left and walked.budget_left_e6 > 0))
+        average = simulate.average_e6(walked)
+        if average is not None and walked.best_e4 is not None:
+            best = Decimal(walked.best_e4) / PRICE_SCALE
+            out.average_price = f"{average:.6f}"
+            slip = average - best if request.action == "buy" else best - average
+            out.slippage = f"{slip:.6f}"
+        fee, note = simulate.taker_fee(walked.fills, schedule)
+        out.fee = f"{fee:.2f}" if fee is not None else ""
+        out.fee_note = note
+        return out
+
+    async def _fee_schedule(self, conn: AsyncConnection, owner: tuple | None
+                            ) -> tuple[str, Decimal] | None:
+        if owner is None:
+            return None
+        event_row = await (await conn.execute(EVENT_META, {"event": owner[0]})).fetchone()
+        series = owner[1] or (event_row[1] if event_row else None)
+        series_row = (await (await conn.execute(SERIES_RAW, {"series": series})).fetchone()
+                      if series else None)
+        return simulate.fee_schedule(series_row[0] if series_row else None,
+                                     event_row[2] if event_row else None)
+
+    # -- ListQuotes and ListOrderbookSnapshots --------------------------------------------
+
+    async def _walk(self, conn: AsyncConnection, ticker: str, begin: dt.datetime,
+                    end: dt.datetime, first_quote: bool, step_us: int, depth: int,
+                    take: Callable[[list[Quote], list[Run]], bool]
+                    ) -> tuple[Spans, int, bool]:
+        """Walk `ticker`'s changes in (begin, end) from its book at `begin`, handing what
+        the walk yields to `take` until it says enough or the end is reached (then the
+        walk's last output too); (spans, last instant walked, reached the end)."""
+        start = await orderbook_at(conn, ticker, begin)
+        first = await (await conn.execute(sql.FIRST_CHECKPOINT, {"ticker": ticker})).fetchone()
+        first_us = to_us(first[0]) if first and first[0] is not None else None
+        if first_us is None and not await (await conn.execute(
+                sql.TICKER_KNOWN, {"ticker": ticker})).fetchone():
+            raise UnknownTicker(ticker)
+        gaps = [(to_us(lo), None if hi is None else to_us(hi)) for lo, hi in await (
+            await conn.execute(GAP_SPANS, {"ticker": ticker, "start": begin, "end": end})
+        ).fetchall()]
+        walk = BookWalk(start.book.copy(), start.seq or 0, 0, to_us(begin), to_us(end), first_us,
+                        step_us=step_us, depth=depth, close_step_us=step_us,
+                        initial_quote=first_quote)
+        key = {"ts": begin, "sid": 2**62, "seq": 2**62}  # after everything at `begin`
+        scanned, last_us, enough = 0, to_us(begin), False
+        spans = Spans(first_us, gaps)
+        while not enough and scanned < MAX_SCAN_PER_PAGE:
+            rows = await (await conn.execute(CHANGES_AFTER, {
+                "ticker": ticker, "end": end, "limit": CHANGE_CHUNK, **key})).fetchall()
+            if not rows:
+                take(*walk.finish())
+                return spans, last_us, True
+            enough = take(*walk.feed([to_us(r[0]) for r in rows], [None if r[7] is None else to_us(r[7])
+                                                     for r in rows],
+                      [r[4] for r in rows], [r[1] for r in rows], [int(r[2]) for r in rows],
+                      [int(r[3]) for r in rows], [int(r[5]) for r in rows],
+                      [int(r[6]) for r in rows]))
+            scanned += len(rows)
+            last = rows[-1]
+            key = {"ts": last[0], "sid": int(last[6]), "seq": int(last[5])}
+            last_us = to_us(last[0])
+        return spans, last_us, False
+
+    def _page(self, method: str, request: Any, extra: dict) -> tuple[str, dt.datetime,
+                                                                       dt.datetime, str, list | None,
+                                                                       int, bool]:
+        ticker = _ticker(request.ticker)
+        start, end = time_range(request)
+        size = checked_page_size(request.page_size)
+        open_end = not request.HasField("end_time")
+        digest = query_digest(method, {"t": ticker, "s": start, **extra,
+                                       "e": "now" if open_end else end})
+        position = position_of(self.tokens, request.page_token, digest)
+        if open_end and position is not None:
+            end = from_us(int(position[-1]))
+        return ticker, start, end, digest, position, size, open_end
+
+    @_rpc
+    async def ListQuotes(self, request: pb.ListQuotesRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListQuotesResponse:
+        ticker, start, end, digest, position, size, open_end = self._page(
+            "ListQuotes", request, {})
+        begin = from_us(int(position[0])) if position else start
+        quotes: list[Quote] = []
+
+        def take(found: list[Quote], _runs: list[Run]) -> bool:
+            quotes.extend(found)
+            return len(quotes) > size
+
+        async with self.pool.connection() as conn:
+            spans, last_us, done = await self._walk(
+                conn, ticker, begin, end, position is None, 1 << 62, 0, take)
+        page, more = quotes[:size], len(quotes) > size or not done
+        out = pb.ListQuotesResponse()
+        for ts, _recv, yp, yq, np_, nq, seq, _sid in page:
+            quote = md_quote(ts, yp, yq, np_, nq, seq, spans.status(ts))
+            out.quotes.append(quote)
+        if more:
+            # after the page's last quote; or, when the scan budget ran out first, just
+            # before the last instant walked (its group may not be complete, and the last
+            # quote is the book as of that instant minus one microsecond)
+            resume = page[-1][0] if len(quotes) > size else last_us - 1
+            out.next_page_token = self.tokens.seal(
+                digest, [resume, *([to_us(end)] if open_end else [])])
+        return out
+
+    @_rpc
+    async def ListOrderbookSnapshots(self, request: pb.ListOrderbookSnapshotsRequest,
+                                     context: grpc.aio.ServicerContext
+                                     ) -> pb.ListOrderbookSnapshotsResponse:
+        if request.interval not in INTERVALS:
+            raise InvalidArgument.field("interval", "must be one of 1s, 1m, 1h")
+        step = INTERVALS[request.interval]
+        depth = _depth(request.depth, 10)
+        ticker, start, end, digest, position, size, open_end = self._page(
+            "ListOrderbookSnapshots", request, {"i": request.interval, "d": depth})
+        first_boundary = int(position[0]) if position else -(-to_us(start) // step) * step
+        page_end = min(to_us(end), first_boundary + size * step)
+        out = pb.ListOrderbookSnapshotsResponse()
+        if first_boundary >= to_us(end):
+            return out
+        runs: list[Run] = []
+
+        def take(_quotes: list[Quote], found: list[Run]) -> bool:
+            runs.extend(found)
+            return False
+
+        async with self.pool.connection() as conn:
+            spans, _last, _done = await self._walk(
+                conn, ticker, from_us(first_boundary), from_us(page_end), False, step, depth,
+                take)
+        for first, last, state in runs:
+            yes = [_level(state[1 + 2 * i], state[2 + 2 * i]) for i in range(depth)]
+            no = [_level(state[1 + 2 * (depth + i)], state[2 + 2 * (depth + i)])
+                  for i in range(depth)]
+            yes_levels = [lv for lv in yes if lv is not None]
+            no_levels = [lv for lv in no if lv is not None]
+            for boundary in range(first, last + 1, step):
+                snapshot = pb.OrderbookSnapshot(yes=yes_levels, no=no_levels, seq=state[0],
+                                                continuity=spans.status(boundary))
+                snapshot.ts.CopyFrom(timestamp(from_us(boundary)))
+                out.snapshots.append(snapshot)
+        if page_end < to_us(end):
+            out.next_page_token = self.tokens.seal(
+                digest, [page_end, *([to_us(end)] if open_end else [])])
+        return out
+
+
+def md_quote(ts: int, yp: int, yq: int, np_: int, nq: int, seq: int, status: int) -> pb.Quote:
+    quote = pb.Quote(seq=seq, continuity=status)
+    quote.ts.CopyFrom(timestamp(from_us(ts)))
+    if yp != NULL:
+        quote.best_yes_bid.CopyFrom(_level(yp, yq))
+    if np_ != NULL:
+        quote.best_no_bid.CopyFrom(_level(np_, nq))
+    return quote
+
+
+def _scaled(text: str, places: int, field: str) -> int:
+    """A positive decimal string with at most `places` decimals, as an integer scaled by 10^places."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise InvalidArgument.field(field, "must be a decimal number") from None
+    if not value.is_finite() or value <= 0:
+        raise InvalidArgument.field(field, "must be greater than 0")
+    scaled = value.scaleb(places)
+    if scaled != scaled.to_integral_value():
+        raise InvalidArgument.field(field, f"at most {places} decimals")
+    return int(scaled)
+
+
+__all__ = ["CONTINUITY", "AnalyticsService"]
