@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ingestd.book_change_lines import BookChangeLines
 from ingestd.gaps import Gap
+from ktape.book.ladder import PRICE_SCALE
 
 
 class NegativeLevel(ValueError):
@@ -41,9 +42,19 @@ class MarketBook:
     changes_since_checkpoint: int = 0
     last_checkpoint_us: int = 0
     open_gap: Gap | None = None  # the gap a snapshot will heal (its row has no end yet)
+    crossed: Gap | None = None  # an open `crossed_book` anomaly (best bids sum >= $1)
     snapshot_requested_us: int | None = None  # when we last asked for a snapshot
     # Text parts of this market's book_changes rows by (side, kind, ts_source)
     lines_by_shape: dict[tuple[str, str, str], BookChangeLines] = field(default_factory=dict)
+
+    def crosses(self, side: str | None = None, price_e4: int = 0) -> bool:
+        """Whether best YES bid + best NO bid >= $1.00 (a crossed or locked book: Kalshi
+        would have matched them, so a rebuilt one has lost an update). With `side` and
+        `price_e4`, only whether that level does it (the cheap check after a delta)."""
+        if side is not None:
+            other = self.no if side == "yes" else self.yes
+            return bool(other) and price_e4 + max(other) >= PRICE_SCALE
+        return bool(self.yes) and bool(self.no) and max(self.yes) + max(self.no) >= PRICE_SCALE
 
     def change_lines(self, side: str, kind: str, ts_source: str) -> BookChangeLines:
         """The text parts for this market's rows of one shape, built on first use."""

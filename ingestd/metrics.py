@@ -36,3 +36,7 @@ EXCHANGE_LAG = Gauge(
     "Exchange→receive lag of book deltas (ts_ms to our receive time): the floor of the "
     "latest window, per connection", ["connection"], registry=REGISTRY)
 MARKETS = Gauge("ingestd_markets_recorded", "Markets with a live book", registry=REGISTRY)
+CROSSED_BOOKS = Counter(
+    "ingestd_crossed_books_total",
+    "Books that crossed or locked (best YES bid + best NO bid >= $1.00): recorded as a "
+    "crossed_book gap until uncrossed", registry=REGISTRY)

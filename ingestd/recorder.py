@@ -9,7 +9,11 @@ This is where a gap is decided. Rules (docs/ingestd.md "Gaps", "Order and time")
 - a snapshot that disagrees with the book held is a `snapshot_mismatch` gap, except the
   empty book at a market's close or after its reactivation (short gaps of their own);
 - book time never goes backwards in seq order: a change stamped before the market's last
-  row is stored at that row's time, its own stamp kept, the span a `clock_order` gap.
+  row is stored at that row's time, its own stamp kept, the span a `clock_order` gap;
+- a crossed or locked book (best YES bid + best NO bid >= $1.00: Kalshi would have
+  matched them, so an update was lost) is a `crossed_book` gap from the row that crossed
+  it to the row (or snapshot) that uncrosses it, and a snapshot is asked for; the book
+  keeps applying changes meanwhile, and is never served as CONTINUOUS.
 It knows no wire format and no socket: the adapter gives it BookSnapshot / BookDelta and
 carries out the RequestSnapshots / Reconnect it answers.
 """
@@ -101,6 +105,10 @@ class BookRecorder:
             self.sink.book_change(book.change_lines("yes", "snapshot", s.source), 0, 0, 0,
                                   s.seq, s.sid, s.recv_us, ts_us, None, moved)
         self._checkpoint(book, ts_us, s.recv_us, "snapshot", s.source)
+        if book.crossed is not None and not book.crosses():
+            self._uncrossed(book, ts_us, s.sid)
+        elif book.crossed is None and book.crosses():  # the venue's own snapshot crosses
+            self._crossed(book, ts_us, s.seq, s.sid)
         metrics.MARKETS.set(self.recorded)
 
     def _unexpected_snapshot(self, book: MarketBook, s: BookSnapshot, ts_us: int) -> int | None:
@@ -157,7 +165,28 @@ class BookRecorder:
         if (book.changes_since_checkpoint >= self.checkpoint_every
                 or at_us - book.last_checkpoint_us >= self.checkpoint_interval_us):
             self._checkpoint(book, at_us, d.recv_us, "periodic", d.source)
+        if book.crossed is None:
+            if after > 0 and book.crosses(d.side, d.price_e4):
+                return self._crossed(book, at_us, d.seq, d.sid)
+        elif not book.crosses():
+            self._uncrossed(book, at_us, d.sid)
         return None
+
+    def _crossed(self, book: MarketBook, at_us: int, seq: int, sid: int) -> RequestSnapshots:
+        """The book crossed at `at_us`: an anomaly from then on, and a fresh snapshot."""
+        metrics.CROSSED_BOOKS.inc()
+        book.crossed = Gap(book.ticker, "crossed_book", now_us(), at_us, got_seq=seq, sid=sid)
+        self.write_gap(book.crossed)
+        log.warning("book.crossed", ticker=book.ticker, sid=sid, seq=seq,
+                    best_yes_e4=max(book.yes), best_no_e4=max(book.no))
+        return RequestSnapshots((book.ticker,))
+
+    def _uncrossed(self, book: MarketBook, at_us: int, sid: int) -> None:
+        assert book.crossed is not None
+        self.write_gap(book.crossed.healed(at_us, sid))
+        log.info("book.uncrossed", ticker=book.ticker, sid=sid,
+                 crossed_us=at_us - (book.crossed.start_us or at_us))
+        book.crossed = None
 
     def _moved_up(self, book: MarketBook, clock_us: int, seq: int, sid: int) -> int:
         """A change stamped `clock_us`, earlier than the book time already written: it is

@@ -134,3 +134,37 @@ def test_overdue_snapshots():
     recorder.snapshots_requested(["KX-A"], T0)
     assert recorder.overdue_snapshots(T0 + 1_000_000) == []
     assert recorder.overdue_snapshots(T0 + 16_000_000) == ["KX-A"]
+
+
+def test_a_crossed_book_is_an_anomaly_until_it_uncrosses_and_a_snapshot_is_asked_for():
+    recorder, rows = _recorder()
+    recorder.snapshot(BookSnapshot("KX-A", {4200: 100}, {5500: 50}, 3, 1, T0, "sending", T0))
+    # a NO bid at 0.58 against the YES bid at 0.42 sums to exactly $1.00: locked
+    locks = BookDelta("KX-A", "no", 5800, 20, 3, 2, T0 + 1000, "exchange", T0 + 1000)
+    assert recorder.delta(locks) == RequestSnapshots(("KX-A",))
+    opened = [r for r in rows.table("gaps") if r[1]["reason"] == "crossed_book"]
+    assert len(opened) == 1 and opened[0][2]["start_ts"].value == T0 + 1000
+    assert "end_ts" not in opened[0][2]
+    # more changes still apply while it is crossed; removing the level uncrosses it
+    assert recorder.delta(BookDelta("KX-A", "yes", 4100, 5, 3, 3, T0 + 2000, "exchange",
+                                    T0 + 2000)) is None
+    assert recorder.delta(BookDelta("KX-A", "no", 5800, -20, 3, 4, T0 + 3000, "exchange",
+                                    T0 + 3000)) is None
+    healed = [r for r in rows.table("gaps") if r[1]["reason"] == "crossed_book"]
+    assert len(healed) == 2 and healed[1][2]["end_ts"].value == T0 + 3000
+    assert healed[1][3] == opened[0][3]  # the same row (dedup key), now with its end
+    # a level below the best that does not reach $1 is no anomaly
+    assert recorder.delta(BookDelta("KX-A", "no", 5700, 5, 3, 5, T0 + 4000, "exchange",
+                                    T0 + 4000)) is None
+    assert len([r for r in rows.table("gaps") if r[1]["reason"] == "crossed_book"]) == 2
+
+
+def test_a_snapshot_heals_a_crossed_book():
+    recorder, rows = _recorder()
+    recorder.snapshot(BookSnapshot("KX-A", {4200: 100}, {5500: 50}, 3, 1, T0, "sending", T0))
+    recorder.delta(BookDelta("KX-A", "yes", 4600, 10, 3, 2, T0 + 1000, "exchange", T0 + 1000))
+    recorder.snapshot(BookSnapshot("KX-A", {4200: 100}, {5500: 50}, 3, 3, T0 + 5000,
+                                   "sending", T0 + 5000))
+    crossed = [r for r in rows.table("gaps") if r[1]["reason"] == "crossed_book"]
+    assert [("end_ts" in r[2]) for r in crossed] == [False, True]
+    assert crossed[1][2]["end_ts"].value == T0 + 5000
