@@ -46,6 +46,10 @@ WHERE ticker IN ({tickers}) AND ts >= %(start)s AND ts < %(end)s SAMPLE BY 1d AL
 GAPS = """SELECT ticker, reason, coalesce(start_ts, ts), end_ts FROM gaps
 WHERE ticker IN ({tickers}) AND coalesce(start_ts, ts) < %(end)s
   AND (end_ts IS NULL OR end_ts > %(start)s)"""
+RECORDED_SERIES = """SELECT series_ticker, count() FROM
+(SELECT ticker, series_ticker FROM markets LATEST ON ts PARTITION BY ticker)
+WHERE series_ticker IS NOT NULL AND series_ticker > %(after)s
+ORDER BY series_ticker LIMIT %(limit)s"""
 INCIDENT_ROWS = """SELECT ts, ticker, reason, start_ts, end_ts FROM gaps
 WHERE ts >= %(start)s AND ts < %(end)s"""
 
@@ -164,6 +168,29 @@ class DataStatusService(pb_grpc.DataStatusServiceServicer):
             if i.end_us is not None:
                 incident.end_time.CopyFrom(_ts(i.end_us))
         return out
+
+    @_rpc
+    async def ListRecordedSeries(self, request: pb.ListRecordedSeriesRequest,
+                                 context: grpc.aio.ServicerContext
+                                 ) -> pb.ListRecordedSeriesResponse:
+        size = checked_page_size(request.page_size)
+        digest = query_digest("ListRecordedSeries", {})
+        position = position_of(self.tokens, request.page_token, digest)
+        after = str(position[0]) if position else ""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(RECORDED_SERIES, {
+                "after": after, "limit": size + 1})).fetchall()
+        page, last = _series_page(rows, size)
+        return pb.ListRecordedSeriesResponse(
+            series=[pb.RecordedSeries(series_ticker=str(s), market_count=int(n))
+                    for s, n in page],
+            next_page_token=self.tokens.seal(digest, [last]) if last else "")
+
+
+def _series_page(rows: list[tuple], size: int) -> tuple[list[tuple], str | None]:
+    """The page and, when there is more, the last series ticker shown."""
+    page = rows[:size]
+    return page, (str(page[-1][0]) if len(rows) > size else None)
 
 
 def _condition_message(found: DayCondition) -> pb.DayCondition:

@@ -1,9 +1,10 @@
-// Status (public): the recorder's health and lag as ingestd reports it, the incidents of
-// the week, and, signed in, each series with its markets' condition today and every open
-// or recent gap of a market. Conditions come from GET /v1/conditions (public, free), one
-// request per series for yesterday and today (UTC), the same rows for both tables.
+// Status (public, no sign-in): the recorder's health and lag as ingestd reports it, the
+// incidents of the week, each recorded series (GET /v1/status/series) with its markets'
+// condition today, and every open or recent gap of a market. Conditions come from
+// GET /v1/conditions (public, free), one request per series for yesterday and today
+// (UTC), the same rows for both tables.
 import { useEffect, useState } from "preact/hooks";
-import { get, Market, query } from "../api";
+import { get, query } from "../api";
 import { duration, millis, when } from "../format";
 
 interface Health {
@@ -49,6 +50,19 @@ const RECENT_MS = DAY_MS; // "recent gaps": healed within the last 24 h
 const MAX_GAP_ROWS = 100;
 
 const utcDate = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+
+// Every series ktape records, page after page (public, no key).
+async function recordedSeries(): Promise<string[]> {
+  const out: string[] = [];
+  let token = "";
+  do {
+    const page = await get<{ series?: { series_ticker: string }[]; next_page_token?: string }>(
+      `/v1/status/series?page_size=1000${token ? `&page_token=${encodeURIComponent(token)}` : ""}`);
+    out.push(...(page.series ?? []).map((s) => s.series_ticker));
+    token = page.next_page_token ?? "";
+  } while (token);
+  return out;
+}
 
 // Every condition of a series' markets on the UTC days [start, end], page after page.
 async function seriesConditions(series: string, start: string, end: string): Promise<DayCondition[]> {
@@ -137,7 +151,7 @@ export function StatusPage() {
   const [incidents, setIncidents] = useState<Incident[] | null>(null);
   const [health, setHealth] = useState<Health | null>(null);
   const [healthError, setHealthError] = useState("");
-  const [markets, setMarkets] = useState<Market[] | null>(null);
+  const [recorded, setRecorded] = useState<string[] | null>(null);
   useEffect(() => {
     const load = async () => {
       try {
@@ -153,18 +167,17 @@ export function StatusPage() {
     const weekAgo = new Date(Date.now() - 7 * 86_400_000).toISOString();
     void get<{ incidents: Incident[] }>(`/v1/incidents?start_time=${weekAgo}`)
       .then((r) => setIncidents(r.incidents ?? [])).catch(() => setIncidents([]));
-    void get<{ markets: Market[] }>("/v1/markets?page_size=500").then((r) => setMarkets(r.markets ?? []))
-      .catch(() => setMarkets(null));
+    void recordedSeries().then(setRecorded).catch(() => setRecorded(null));
     return () => clearInterval(timer);
   }, []);
   const [conditions, setConditions] = useState<Record<string, DayCondition[]>>({});
   const [unread, setUnread] = useState<string[]>([]); // series whose conditions failed
   const [today, setToday] = useState(() => utcDate(Date.now()));
   useEffect(() => {
-    if (!markets) return;
+    if (!recorded) return;
     const now = Date.now();
     setToday(utcDate(now));
-    for (const series of new Set(markets.map((m) => m.series_ticker))) {
+    for (const series of recorded) {
       void seriesConditions(series, utcDate(now - DAY_MS), utcDate(now))
         .then((rows) => setConditions((known) => ({ ...known, [series]: rows })))
         .catch(() => {
@@ -172,10 +185,11 @@ export function StatusPage() {
           setConditions((known) => ({ ...known, [series]: [] }));
         });
     }
-  }, [markets]);
-  const bySeries = new Map<string, Market[]>();
-  for (const market of markets ?? []) {
-    bySeries.set(market.series_ticker, [...(bySeries.get(market.series_ticker) ?? []), market]);
+  }, [recorded]);
+  // each series' markets: those with a condition row (open or recorded) in the two days
+  const bySeries = new Map<string, string[]>();
+  for (const series of recorded ?? []) {
+    bySeries.set(series, [...new Set((conditions[series] ?? []).map((c) => c.ticker))]);
   }
   const loaded = Object.keys(conditions).length;
   const since = Date.now() - RECENT_MS;
@@ -216,8 +230,8 @@ export function StatusPage() {
       </div>
       <div class="card">
         <h2>Today's data condition by series</h2>
-        {markets === null ? <p class="muted">Sign in to see each series' markets and their
-          condition today.</p> : (
+        {recorded === null ? <p class="muted">The list of recorded series is not available
+          right now.</p> : (
           <table data-testid="coverage"><thead><tr><th>Series</th><th class="num">Markets</th>
             <th class="num">No gap so far</th><th class="num">With gaps</th>
             <th class="num">Missing</th><th class="num">Gap time today</th></tr></thead>
@@ -228,8 +242,8 @@ export function StatusPage() {
       </div>
       <div class="card">
         <h2>Open and recent gaps (24 h)</h2>
-        {markets === null ? <p class="muted">Sign in to see each market's open gaps and those
-          healed in the last 24 hours.</p> : loaded < bySeries.size ? <p class="muted">Loading…</p> :
+        {recorded === null ? <p class="muted">The list of recorded series is not available
+          right now.</p> : loaded < bySeries.size ? <p class="muted">Loading…</p> :
           <GapsTable gaps={gaps} />}
         {unread.length > 0 && <p class="muted">The conditions of {[...unread].sort().join(", ")} could not
           be read: their gaps are not listed.</p>}

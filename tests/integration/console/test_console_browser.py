@@ -237,6 +237,14 @@ async def _journey(http, edge, recording, browser, context, page, shots,
     await row.wait_for()
     assert "open" not in await row.inner_text()  # healed: it shows when, and how long
     await shots.take(page, "status")
+    # the same page, signed out: it is public
+    public = await browser.new_context(base_url=edge.http_url)
+    anonymous = await public.new_page()
+    _watch_errors(anonymous, errors)
+    await anonymous.goto("/status")
+    await anonymous.get_by_test_id("coverage").locator("tbody tr").first.wait_for()
+    await anonymous.get_by_test_id("gaps").locator("tr", has_text=healed["ticker"]).first.wait_for()
+    await public.close()
     await page.get_by_role("link", name="Docs").click()
     await page.get_by_role("heading", name="API reference").wait_for()
     await shots.take(page, "docs", full_page=False)
