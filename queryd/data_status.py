@@ -28,7 +28,7 @@ from ktape.marketdata.v1 import data_status_pb2 as pb
 from ktape.marketdata.v1 import data_status_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
 from queryd.convert import duration_us, timestamp
-from queryd.service import time_range
+from queryd.service import _ticker, time_range
 from queryd.timeutil import from_us, to_us
 
 log = get_logger(__name__)
@@ -91,6 +91,10 @@ class DataStatusService(pb_grpc.DataStatusServiceServicer):
                                  ) -> pb.ListDataConditionsResponse:
         if bool(request.ticker) == bool(request.series_ticker):
             raise InvalidArgument.field("ticker", "give exactly one of ticker or series_ticker")
+        if request.ticker:
+            _ticker(request.ticker)
+        else:
+            _ticker(request.series_ticker, "series_ticker")
         today = dt.datetime.now(dt.UTC).date()
         first = _date(request.start_date, "start_date", today)
         last = _date(request.end_date, "end_date", first)

@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from ktape.billing.v1 import metering_pb2, metering_pb2_grpc
 from ktape.datasets import signing
 from ktape.datasets.manifest import DayManifest, FileEntry
-from ktape.datasets.names import DATA_TYPES, FORMATS, BadName, FileName, manifest_name
+from ktape.datasets.names import DATA_TYPES, FORMATS, BadName, FileName, manifest_name, valid_ticker
 from ktape.datasets.storage import Storage
 from ktape.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable, rpc_handler
 from ktape.log import get_logger
@@ -101,6 +101,9 @@ def checked_filter(f: FilterRequest, today: dt.date) -> Filter:
         raise InvalidArgument.field("format", f"one of {', '.join(FORMATS)}")
     if f.ticker and f.series_ticker:
         raise InvalidArgument.field("ticker", "give ticker or series_ticker, not both")
+    for field, value in (("ticker", f.ticker), ("series_ticker", f.series_ticker)):
+        if value and not valid_ticker(value):
+            raise InvalidArgument.field(field, "is not a valid Kalshi ticker")
     return Filter(first, last, f.data_type, f.ticker, f.series_ticker, f.format,
                   f.series_files_only)
 
