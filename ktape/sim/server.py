@@ -316,9 +316,10 @@ class SimServer:
                 self._send(client, {**body, "sid": sub.sid, "seq": sub.seq})
 
     def drive(self, action: str, ticker: str) -> list[str]:
-        """Move one market along its lifecycle now (`close` an active market, `determine`
-        a closed one, `settle` a determined one), as the model does at random; returns
-        the event types sent."""
+        """Move a market's whole event along its lifecycle now (`close` an active
+        market's event, `determine` a closed one's, `settle` a determined one's), as the
+        model does at random: an event's markets share their lifecycle. Returns the event
+        types sent, market by market."""
         market = self.model.markets.get(ticker)
         if market is None:
             raise ValueError(f"unknown market {ticker!r}")
