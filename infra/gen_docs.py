@@ -20,9 +20,11 @@ DESCRIPTOR = ROOT / "build" / "api.pb"
 INTERNAL_FILES = ("ktape/billing/v1/metering.proto",)
 SERVICES = ("ktape.marketdata.v1.MarketDataService", "ktape.billing.v1.BillingService",
             "ktape.billing.v1.BillingAdminService")
+# Tickers that exist in `make demo` (the simulator's seed 42, 200 markets): one bucket of
+# the mutually exclusive event KXHIGHNY-26NOV24, so every curl example works as printed.
 EXAMPLES = {
-    "ticker": "KXBTCD-26NOV24E0-B41", "event_ticker": "KXBTCD-26NOV24E0",
-    "series_ticker": "KXBTCD", "key_id": "ab12cd34", "account_id": "acct_123",
+    "ticker": "KXHIGHNY-26NOV24-B47.5", "event_ticker": "KXHIGHNY-26NOV24",
+    "series_ticker": "KXHIGHNY", "key_id": "ab12cd34", "account_id": "acct_123",
 }
 
 

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TCP port; 0 picks a free one and prints it (default 0)")
     parser.add_argument("--seed", type=int, default=42, help="model seed (default 42)")
     parser.add_argument("--markets", type=int, default=50,
-                        help="markets open at start (default 50; 10,000 works)")
+                        help="markets open at start, in Kalshi-like events of several "
+                             "markets each (default 50; 10,000 works)")
     parser.add_argument("--rate", type=float, default=200.0,
                         help="model events per second: book changes, trades, lifecycle (default 200)")
     parser.add_argument("--price-decimals", type=int, choices=(2, 3, 4), default=4,

@@ -36,6 +36,7 @@ from ktape.aio import cancel_and_wait
 from ktape.log import get_logger
 from ktape.sim.auth import SignatureVerifier
 from ktape.sim.candles import MAX_CANDLES, CandleRangeError, candlesticks
+from ktape.sim.events import SeriesSpec, SimEvent
 from ktape.sim.fixed import contracts, dollars
 from ktape.sim.journal import Journal
 from ktape.sim.model import BookChange, BookCleared, Event, LifecycleEvent, Market, MarketModel, TradeEvent
@@ -57,6 +58,10 @@ FAULT_NAMES = ("drop", "duplicate", "malformed", "unknown_type", "unknown_key", 
 SENDING_TS_CHOICES = ("all", "no_snapshots", "none")
 STATUS_FILTER = {"unopened": {"initialized"}, "open": {"active"}, "paused": {"inactive"},
                  "closed": {"closed", "determined"}, "settled": {"finalized"}}
+# GET /events?status= (PROTOCOL.md §6.2 has no `paused` there: a paused event is open).
+# An event's markets share their status in the model, so its first market speaks for it.
+EVENT_STATUS_FILTER = {"unopened": {"initialized"}, "open": {"active", "inactive"},
+                       "closed": {"closed", "determined"}, "settled": {"finalized"}}
 
 
 @dataclass
@@ -311,9 +316,10 @@ class SimServer:
                 self._send(client, {**body, "sid": sub.sid, "seq": sub.seq})
 
     def drive(self, action: str, ticker: str) -> list[str]:
-        """Move one market along its lifecycle now (`close` an active market, `determine`
-        a closed one, `settle` a determined one), as the model does at random; returns
-        the event types sent."""
+        """Move a market's whole event along its lifecycle now (`close` an active
+        market's event, `determine` a closed one's, `settle` a determined one's), as the
+        model does at random: an event's markets share their lifecycle. Returns the event
+        types sent, market by market."""
         market = self.model.markets.get(ticker)
         if market is None:
             raise ValueError(f"unknown market {ticker!r}")
@@ -379,7 +385,9 @@ class SimServer:
                 if frame is not None:
                     self._send_sequenced(client, sub, frame)
                     if (isinstance(event, LifecycleEvent) and event.event_type == "created"
-                            and sub.channel == "market_lifecycle_v2"):
+                            and sub.channel == "market_lifecycle_v2"
+                            and self._first_of_event(event.ticker)):
+                        # one event_lifecycle per new event, after its first market
                         self._send_sequenced(client, sub, self._event_lifecycle(event))
 
     def _ticker_msg(self, event: BookChange | TradeEvent) -> dict[str, Any]:
@@ -403,13 +411,17 @@ class SimServer:
             "time": stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z",
         }
 
+    def _first_of_event(self, ticker: str) -> bool:
+        market = self.model.markets[ticker]
+        return self.model.events[market.event_ticker].tickers[0] == ticker
+
     def _event_lifecycle(self, event: LifecycleEvent) -> dict[str, Any]:
         market = self.model.markets[event.ticker]
         info = self.model.events[market.event_ticker]
         return {"type": "event_lifecycle", "msg": {
-            "event_ticker": market.event_ticker, "exchange_index": 0, "title": info["title"],
-            "subtitle": info["sub_title"], "collateral_return_type": "MECNET",
-            "series_ticker": market.series_ticker}}
+            "event_ticker": market.event_ticker, "exchange_index": 0, "title": info.title,
+            "subtitle": info.sub_title, "collateral_return_type": _collateral(info),
+            "series_ticker": market.series_ticker, "strike_date": info.strike_date_ms // 1000}}
 
     def _price(self, price_e4: int) -> str:
         """A WebSocket price at the configured precision (PROTOCOL.md §8.5: 2-, 3- and
@@ -457,10 +469,12 @@ class SimServer:
                        price_ranges=market.price_ranges(),
                        additional_metadata={
                            "name": market.title, "title": market.title,
-                           "yes_sub_title": market.title, "no_sub_title": market.title,
-                           "rules_primary": "Simulated.", "rules_secondary": "",
+                           "yes_sub_title": market.yes_sub_title,
+                           "no_sub_title": market.yes_sub_title,
+                           "rules_primary": _rules(market), "rules_secondary": "",
                            "can_close_early": True, "event_ticker": market.event_ticker,
-                           "expected_expiration_ts": market.close_ms // 1000})
+                           "expected_expiration_ts": market.close_ms // 1000,
+                           **_strikes(market)})
         elif event.event_type == "determined":
             msg.update(result=event.fields["result"],
                        settlement_value=dollars(event.fields["settlement_value_e4"]),
@@ -935,25 +949,24 @@ class SimServer:
                 "yes_dollars": [[dollars(p), contracts(q)] for p, q in yes],
                 "no_dollars": [[dollars(p), contracts(q)] for p, q in no]}})
         if parts == ["events"]:
-            items = sorted(self.model.events.values(), key=lambda e: e["event_ticker"])
-            if "series_ticker" in query:
-                items = [e for e in items if e["series_ticker"] == query["series_ticker"]]
-            page, cursor = _page(items, query, 200, 200)
-            return _json(200, {"events": page, "cursor": cursor})
+            return self._list_events(query)
         if len(parts) == 2 and parts[0] == "events":
             event = self.model.events.get(parts[1])
             if event is None:
                 raise _RestError(404, "not_found", f"event {parts[1]} not found")
-            nested = [_market_json(m) for m in markets.values() if m.event_ticker == parts[1]]
-            return _json(200, {"event": event, "markets": nested})
+            nested = [_market_json(markets[t]) for t in event.tickers]
+            body = _event_json(event, nested if _flag(query, "with_nested_markets") else None)
+            return _json(200, {"event": body, "markets": nested})
         if parts == ["series"]:
-            return _json(200, {"series": sorted(self.model.series.values(),
-                                                key=lambda s: s["ticker"])})
+            items = sorted(self.model.series.values(), key=lambda s: s.ticker)
+            if "category" in query:
+                items = [s for s in items if s.category == query["category"]]
+            return _json(200, {"series": [_series_json(s) for s in items]})
         if len(parts) == 2 and parts[0] == "series":
             series = self.model.series.get(parts[1])
             if series is None:
                 raise _RestError(404, "not_found", f"series {parts[1]} not found")
-            return _json(200, {"series": series})
+            return _json(200, {"series": _series_json(series)})
         if parts == ["exchange", "schedule"]:
             day = [{"open_time": "00:00", "close_time": "23:59"}]
             return _json(200, {"schedule": {"standard_hours": [{
@@ -1039,6 +1052,28 @@ class SimServer:
             items = [m for m in items if m.ticker in wanted]
         page, cursor = _page(items, query, 100, 1000)
         return _json(200, {"markets": [_market_json(m) for m in page], "cursor": cursor})
+
+    def _list_events(self, query: dict[str, str]) -> Response:
+        """`GET /events` (PROTOCOL.md §6.2): `series_ticker`, `tickers` (comma list),
+        `status` in the event-filter vocabulary, `with_nested_markets` (each event carries
+        its markets), `limit` ≤ 200 and a cursor."""
+        items = sorted(self.model.events.values(), key=lambda e: e.event_ticker)
+        if "series_ticker" in query:
+            items = [e for e in items if e.series.ticker == query["series_ticker"]]
+        if "tickers" in query:
+            wanted = set(query["tickers"].split(","))
+            items = [e for e in items if e.event_ticker in wanted]
+        status = query.get("status")
+        if status is not None:
+            if status not in EVENT_STATUS_FILTER:
+                raise _RestError(400, "bad_request", f"unknown status {status!r}")
+            items = [e for e in items if self.model.markets[e.tickers[0]].status
+                     in EVENT_STATUS_FILTER[status]]
+        page, cursor = _page(items, query, 200, 200)
+        nest = _flag(query, "with_nested_markets")
+        return _json(200, {"events": [_event_json(e, [
+            _market_json(self.model.markets[t]) for t in e.tickers] if nest else None)
+            for e in page], "cursor": cursor})
 
     def _list_trades(self, query: dict[str, str]) -> Response:
         trades = self.journal.trades(query.get("ticker"))[::-1]  # newest first
@@ -1128,7 +1163,8 @@ def _market_json(m: Market) -> dict[str, Any]:
     best_yes, best_no = m.best("yes"), m.best("no")
     body: dict[str, Any] = {
         "ticker": m.ticker, "event_ticker": m.event_ticker, "market_type": "binary",
-        "title": m.title, "subtitle": "", "yes_sub_title": m.title, "no_sub_title": m.title,
+        "title": m.title, "subtitle": "", "yes_sub_title": m.yes_sub_title,
+        "no_sub_title": m.yes_sub_title,
         "created_time": _rfc3339(m.created_ms), "updated_time": _rfc3339(m.created_ms),
         "open_time": _rfc3339(m.open_ms), "close_time": _rfc3339(m.close_ms),
         "latest_expiration_time": _rfc3339(m.close_ms), "settlement_timer_seconds": 60,
@@ -1143,14 +1179,70 @@ def _market_json(m: Market) -> dict[str, Any]:
         "volume_fp": contracts(m.volume_e2), "volume_24h_fp": contracts(m.volume_e2),
         "open_interest_fp": contracts(m.open_interest_e2), "result": m.result,
         "can_close_early": True,
-        "expiration_value": "", "rules_primary": "Simulated.", "rules_secondary": "",
+        "expiration_value": "", "rules_primary": _rules(m), "rules_secondary": "",
         "price_level_structure": m.grid_label, "price_ranges": m.price_ranges(),
+        **_strikes(m),
     }
     if m.settlement_value_e4 is not None:
         body["settlement_value_dollars"] = dollars(m.settlement_value_e4)
     if m.settled_ms is not None:  # PROTOCOL.md §6.3: present after settlement
         body["settlement_ts"] = _rfc3339(m.settled_ms)
     return body
+
+
+def _strikes(m: Market) -> dict[str, Any]:
+    """A market's strike fields (PROTOCOL.md §6.3): `strike_type` and whichever of
+    `floor_strike`/`cap_strike` it has, as JSON numbers as Kalshi sends them (the exact
+    Decimal is only ever a few places long, so the float prints it back exactly)."""
+    out: dict[str, Any] = {}
+    if m.strike_type:
+        out["strike_type"] = m.strike_type
+    if m.floor_strike is not None:
+        out["floor_strike"] = float(m.floor_strike)
+    if m.cap_strike is not None:
+        out["cap_strike"] = float(m.cap_strike)
+    return out
+
+
+def _rules(m: Market) -> str:
+    return f"Simulated. Resolves YES if the outcome is: {m.yes_sub_title}."
+
+
+def _collateral(event: SimEvent) -> str:
+    """Kalshi nets collateral across a mutually exclusive event's markets (`MECNET`)
+    and across a directional ladder's (`DIRECNET`)."""
+    return "MECNET" if event.mutually_exclusive else "DIRECNET"
+
+
+def _event_json(event: SimEvent, markets: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """An Event object (PROTOCOL.md §6.4); `markets` only when asked to nest them."""
+    body: dict[str, Any] = {
+        "event_ticker": event.event_ticker, "series_ticker": event.series.ticker,
+        "title": event.title, "sub_title": event.sub_title,
+        "collateral_return_type": _collateral(event),
+        "mutually_exclusive": event.mutually_exclusive,
+        "settlement_sources": [{"name": "ktape simulator", "url": "https://example.invalid/"}],
+        "strike_date": _rfc3339(event.strike_date_ms), "category": event.series.category,
+        "available_on_brokers": False,
+    }
+    if markets is not None:
+        body["markets"] = markets
+    return body
+
+
+def _series_json(series: SeriesSpec) -> dict[str, Any]:
+    """A Series object with every field PROTOCOL.md §6.4 requires, Kalshi's usual fee
+    schedule included (quadratic, multiplier 0.07)."""
+    return {"ticker": series.ticker, "frequency": series.frequency, "title": series.title,
+            "category": series.category, "categories": [series.category], "tags": [],
+            "settlement_sources": [{"name": "ktape simulator",
+                                    "url": "https://example.invalid/"}],
+            "contract_url": "", "contract_terms_url": "", "fee_type": "quadratic",
+            "fee_multiplier": 0.07, "additional_prohibitions": []}
+
+
+def _flag(query: dict[str, str], key: str) -> bool:
+    return query.get(key, "false").lower() == "true"
 
 
 def _json(status: int, body: Any) -> Response:

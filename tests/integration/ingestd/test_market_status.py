@@ -2,8 +2,9 @@
 ListMarkets status filters report it, within 5 s of each event — for a market known from
 discovery, for one created mid-run, and across an ingestd restart (issue 13, defect 2).
 
-The simulator drives one market at a time (`/_sim/control?action=close|determine|settle`);
-random lifecycle is off so nothing else moves.
+The simulator drives one event at a time (`/_sim/control?action=close|determine|settle` on
+one of its markets moves every market of its event, as Kalshi closes and settles an event's
+markets together); random lifecycle is off so nothing else moves.
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ async def test_close_determine_settle_across_a_restart(stack) -> None:
         await within(status_check(stub, first, "active"), "discovered market active")
 
         events = await drive(sim.port, "close", first)
-        assert events == ["close_date_updated", "BookCleared", "created"]
+        size = len(sim.model.events[sim.model.markets[first].event_ticker].tickers)
+        # every market of the event closes; a new event of as many markets replaces it
+        assert events == ["close_date_updated", "BookCleared"] * size + ["created"] * size
         created = next(t for t in sim.model.active_tickers()
                        if sim.model.markets[t].created_ms > sim.model.start_ms)
         closed_at = time.time()
