@@ -123,12 +123,14 @@ def main() -> int:
     parser.add_argument("--markets", type=int, default=20)
     parser.add_argument("--span-days", type=int, default=2)
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--checkpoint-every", type=int, default=200,
+                        help="changes per market between checkpoints (ingestd's default)")
     parser.add_argument("--stretch-s", type=int, default=3600,
                         help="seconds of 1 s snapshots of the busiest market")
     args = parser.parse_args()
     with bench_questdb("ktape-bench-an-", []) as (qdb, conn, root):
         info = generate(conn, changes=args.changes, markets=args.markets,
-                        span_days=args.span_days)
+                        span_days=args.span_days, checkpoint_every=args.checkpoint_every)
         conn.execute(f"""INSERT INTO markets (ts, ticker, event_ticker, series_ticker, status)
             SELECT cast({int(START.timestamp()) * 1_000_000} AS TIMESTAMP),
                    cast(concat('KXBENCH-', x - 1) AS SYMBOL), cast('KXBENCH-EVENT' AS SYMBOL),
