@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
@@ -116,27 +117,57 @@ class DayBuilder:
         manifest = self.manifest(day)
         report = BuildReport(day, plan.closed, plan.end_us)
         groups = plan.series()
-        for done, (series, markets) in enumerate(groups.items(), start=1):
-            fingerprint = series_fingerprint(markets)
-            if not force and self._fresh(manifest, day, series, markets, fingerprint):
-                report.series_fresh.append(series)
-            else:
-                for entry in self._build_series(plan, series, markets, fingerprint, manifest):
-                    manifest.put(entry)
-                    report.files += 1
-                    report.rows += entry.rows
-                    report.bytes += entry.bytes
-                manifest.closed = plan.closed
-                self.storage.write_bytes(manifest_name(day), manifest.to_bytes())
-                report.series_built.append(series)
-                log.info("dataset.series_built", date=day.isoformat(), series=series,
-                         markets=len(markets), closed=plan.closed)
-            if progress is not None:
-                progress(series, done, len(groups))
+        # A series' files depend only on its own manifest entries, so which series are
+        # stale is known up front; the next one's export then runs while this one is
+        # written (QuestSource.prefetch).
+        stale = [s for s, markets in groups.items() if force or not self._fresh(
+            manifest, day, s, markets, series_fingerprint(markets))]
+        following = dict(pairwise(stale))
+        to_build = set(stale)
+        try:
+            if stale:
+                self._prefetch(plan, stale[0], groups[stale[0]])
+            for done, (series, markets) in enumerate(groups.items(), start=1):
+                fingerprint = series_fingerprint(markets)
+                if series not in to_build:
+                    report.series_fresh.append(series)
+                else:
+                    if series in following:
+                        self._prefetch(plan, following[series], groups[following[series]])
+                    for entry in self._build_series(plan, series, markets, fingerprint,
+                                                    manifest):
+                        manifest.put(entry)
+                        report.files += 1
+                        report.rows += entry.rows
+                        report.bytes += entry.bytes
+                    manifest.closed = plan.closed
+                    self.storage.write_bytes(manifest_name(day), manifest.to_bytes())
+                    report.series_built.append(series)
+                    log.info("dataset.series_built", date=day.isoformat(), series=series,
+                             markets=len(markets), closed=plan.closed)
+                if progress is not None:
+                    progress(series, done, len(groups))
+        finally:
+            self.source.drop_ahead()  # after a failure: no export left running or on disk
         if manifest.closed != plan.closed or not groups:
             manifest.closed = plan.closed
             self.storage.write_bytes(manifest_name(day), manifest.to_bytes())
         return report
+
+    def _exports(self, plan: DayPlan, series: str, tickers: list[str]
+                 ) -> list[tuple[str, str]]:
+        """(query, scratch name) of each bulk export a series' build reads, in order."""
+        window = {"a": ts_literal(plan.start_us), "b": ts_literal(plan.end_us)}
+        listed = tickers_literal(tickers)
+        out = [(CHANGES_EXPORT.format(tickers=listed, **window), f"changes-{plan.day}-{series}")]
+        if "trades" in self.data_types:
+            out.append((TRADES_EXPORT.format(tickers=listed, **window),
+                        f"trades-{plan.day}-{series}"))
+        return out
+
+    def _prefetch(self, plan: DayPlan, series: str, markets: list[MarketDay]) -> None:
+        for query, name in self._exports(plan, series, [m.ticker for m in markets]):
+            self.source.prefetch(query, name)
 
     def _names(self, day: dt.date, series: str, markets: list[MarketDay]
                ) -> Iterator[tuple[FileName, str]]:
@@ -166,8 +197,9 @@ class DayBuilder:
             by_ticker = {m.ticker: m for m in markets}
             walks = self._walks(plan, markets, writers)
             self._book_changes(plan, series, by_ticker, walks, writers)
-            for ticker, walk in walks.items():
-                self._add_derived(plan.day, ticker, walk.finish(), writers)
+            if self.walking:  # else the walks were never fed: finishing them would
+                for ticker, walk in walks.items():  # only compute views thrown away
+                    self._add_derived(plan.day, ticker, walk.finish(), writers)
             if "trades" in self.data_types:
                 self._trades(plan, series, list(by_ticker), writers)
             if "candles_1m" in self.data_types:
@@ -254,27 +286,28 @@ class DayBuilder:
     def _book_changes(self, plan: DayPlan, series: str, markets: dict[str, MarketDay],
                       walks: dict[str, MarketWalk], writers: WriterSet) -> None:
         markers = _gap_markers(plan, list(markets.values()))
-        query = CHANGES_EXPORT.format(tickers=tickers_literal(list(markets)),
-                                      a=ts_literal(plan.start_us), b=ts_literal(plan.end_us))
+        query, name = self._exports(plan, series, list(markets))[0]
         schema = parquet_schema("book_changes")
-        for batch in self.source.batches(query, f"changes-{plan.day}-{series}"):
+        for batch in self.source.batches(query, name):
             table = _conform(pa.Table.from_batches([batch]), schema)
             last = table.column("ts")[-1].value
             due, markers = _split_markers(markers, last)
             if due is not None:
                 table = _merge_in_time(due, table)
-            writers.add(FileName("book_changes", plan.day, "", series), table)
-            for ticker, part in _by_ticker(table):
-                writers.add(FileName("book_changes", plan.day, ticker), part)
-                if not self.walking:
-                    continue
-                changes = part.filter(pc.not_equal(part.column("kind"), "gap"))
-                if changes.num_rows:
-                    self._add_derived(plan.day, ticker, walks[ticker].feed(
-                        _ints(changes.column("ts")), _ints(changes.column("recv_ts")),
-                        changes.column("kind").to_pylist(), changes.column("side").to_pylist(),
-                        _ints(changes.column("price_e4")), _ints(changes.column("quantity_e2")),
-                        _ints(changes.column("seq")), _ints(changes.column("sid"))), writers)
+            with writers.beside(FileName("book_changes", plan.day, "", series), table):
+                for ticker, part in _by_ticker(table):
+                    writers.add(FileName("book_changes", plan.day, ticker), part)
+                    if not self.walking:
+                        continue
+                    changes = part.filter(pc.not_equal(part.column("kind"), "gap"))
+                    if changes.num_rows:
+                        self._add_derived(plan.day, ticker, walks[ticker].feed(
+                            _ints(changes.column("ts")), _ints(changes.column("recv_ts")),
+                            changes.column("kind").to_pylist(),
+                            changes.column("side").to_pylist(),
+                            _ints(changes.column("price_e4")),
+                            _ints(changes.column("quantity_e2")),
+                            _ints(changes.column("seq")), _ints(changes.column("sid"))), writers)
         if markers is not None and markers.num_rows:
             writers.add(FileName("book_changes", plan.day, "", series), markers)
             for ticker, part in _by_ticker(markers):
@@ -287,14 +320,13 @@ class DayBuilder:
                 writers.add(FileName(data_type, day, ticker), table)
 
     def _trades(self, plan: DayPlan, series: str, tickers: list[str], writers: WriterSet) -> None:
-        query = TRADES_EXPORT.format(tickers=tickers_literal(tickers),
-                                     a=ts_literal(plan.start_us), b=ts_literal(plan.end_us))
+        query, name = self._exports(plan, series, tickers)[1]
         schema = parquet_schema("trades")
-        for batch in self.source.batches(query, f"trades-{plan.day}-{series}"):
+        for batch in self.source.batches(query, name):
             table = _conform(pa.Table.from_batches([batch]), schema)
-            writers.add(FileName("trades", plan.day, "", series), table)
-            for ticker, part in _by_ticker(table):
-                writers.add(FileName("trades", plan.day, ticker), part)
+            with writers.beside(FileName("trades", plan.day, "", series), table):
+                for ticker, part in _by_ticker(table):
+                    writers.add(FileName("trades", plan.day, ticker), part)
 
     def _candles(self, plan: DayPlan, series: str, walks: dict[str, MarketWalk],
                  writers: WriterSet) -> None:

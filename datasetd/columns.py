@@ -155,8 +155,16 @@ def decimal_strings(values: pa.Array, scale: int) -> pa.Array:
     return text
 
 
-def rfc3339(values: pa.Array) -> pa.Array:
-    return pc.strftime(values, format="%Y-%m-%dT%H:%M:%SZ")
+def rfc3339(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """UTC µs timestamps as `2026-11-02T00:00:01.000000Z` (the form `strftime` with
+    `%Y-%m-%dT%H:%M:%SZ` prints, which the tests pin). Why not `strftime` itself: it
+    cost ~3 µs a value, the largest part of a CSV build (bench/datasets/export.py);
+    Arrow's cast of the same instants without their zone prints the same digits with a
+    space for the `T` and no `Z` about 20 times faster, and patching those two
+    characters is cheap."""
+    text = pc.cast(values.cast(pa.timestamp("us")), pa.string())
+    return pc.binary_join_element_wise(
+        pc.utf8_replace_slice(text, start=10, stop=11, replacement="T"), "Z", "")
 
 
 def csv_table(table: pa.Table, data_type: str) -> pa.Table:

@@ -5,15 +5,33 @@ Why buffered row groups: the build splits a series' rows into each market's file
 by batch; writing every small slice as its own row group would make files slow to read.
 Each writer keeps up to ROW_GROUP_ROWS rows and `WriterSet` caps what all of them hold
 together, so memory is bounded however many markets a series has.
+
+Why `beside`: a batch goes to its series file and, split by ticker, to each market's
+file; the two are independent files, and pyarrow's encoders and zlib release the GIL,
+so the series file is written in a second thread while the caller writes the markets'
+files (measured: docs/performance.md, "Datasets: export").
+
+Encodings (bench/datasets/export.py measured them on a 10M-change day; docs/performance.md):
+strings are dictionary-encoded, timestamps and sequence numbers DELTA_BINARY_PACKED,
+other integers plain, all under zstd. Dictionary-encoding every column (pyarrow's
+default) made the writer hash each timestamp into a dictionary it then abandons, and
+cost about twice the time for larger files. CSV.gz is gzip level 6 (zlib's and the
+`gzip` tool's default): Arrow's own default, 9, took four times as long for files 5%
+smaller. Neither choice changes a value in any file.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +44,16 @@ from ktape.datasets.names import FileName
 ROW_GROUP_ROWS = 262_144
 BUFFER_BUDGET_ROWS = 1_048_576
 ZSTD_LEVEL = 3
+GZIP_LEVEL = 6
+DELTA_COLUMNS = frozenset({"seq", "sid"})  # and every timestamp column
+
+
+def parquet_encodings(schema: pa.Schema) -> tuple[list[str], dict[str, str]]:
+    """(dictionary-encoded columns, {column: encoding}) for a data type's schema."""
+    dictionary = [f.name for f in schema if pa.types.is_string(f.type)]
+    delta = {f.name: "DELTA_BINARY_PACKED" for f in schema
+             if pa.types.is_timestamp(f.type) or f.name in DELTA_COLUMNS}
+    return dictionary, delta
 
 
 @dataclass(frozen=True)
@@ -63,15 +91,21 @@ class FileWriter:
         self.last_ts: int | None = None
         self._pending: list[pa.Table] = []
         self.pending_rows = 0
+        self._raw: BinaryIO | None = None
+        self._stream: gzip.GzipFile | None = None
+        self._csv: pacsv.CSVWriter | None = None
+        self._parquet: pq.ParquetWriter | None = None
         if name.format == "parquet":
-            self._parquet: pq.ParquetWriter | None = pq.ParquetWriter(
+            dictionary, encodings = parquet_encodings(self.schema)
+            self._parquet = pq.ParquetWriter(
                 self.path, self.schema, compression="zstd", compression_level=ZSTD_LEVEL,
-                use_dictionary=True, write_statistics=True)
-            self._csv: pacsv.CSVWriter | None = None
-            self._stream: pa.NativeFile | None = None
+                use_dictionary=dictionary, column_encoding=encodings, write_statistics=True)
         else:
-            self._parquet = None
-            self._stream = pa.CompressedOutputStream(str(self.path), "gzip")
+            # mtime 0 and no file name in the header: the same rows give the same bytes,
+            # so a rebuilt file that did not change keeps its sha256 and modification time
+            self._raw = open(self.path, "wb")  # noqa: SIM115 (closed in close/abandon)
+            self._stream = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw,
+                                         compresslevel=GZIP_LEVEL, mtime=0)
             csv_schema = csv_table(self.schema.empty_table(), name.data_type).schema
             self._csv = pacsv.CSVWriter(self._stream, csv_schema)
 
@@ -106,15 +140,17 @@ class FileWriter:
             self._csv.close()
         if self._stream is not None:
             self._stream.close()
+        if self._raw is not None:
+            self._raw.close()
         return Written(self.name, self.path, self.rows, self.path.stat().st_size,
                        sha256_of(self.path), self.first_ts, self.last_ts)
 
     def abandon(self) -> None:
-        for closer in (self._parquet, self._csv, self._stream):
+        for closer in (self._parquet, self._csv, self._stream, self._raw):
             try:
                 if closer is not None:
                     closer.close()
-            except (OSError, pa.ArrowException):
+            except (OSError, ValueError, pa.ArrowException):
                 pass
         self.path.unlink(missing_ok=True)
 
@@ -126,17 +162,56 @@ class WriterSet:
         self.scratch = scratch
         self.formats = formats
         self.writers: dict[FileName, FileWriter] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._beside: list[FileWriter] = []  # being written by the second thread
 
-    def add(self, name: FileName, table: pa.Table) -> None:
-        """`name` in any format: the table goes to that name in every format."""
+    def _writers_of(self, name: FileName) -> list[FileWriter]:
+        out = []
         for fmt in self.formats:
             key = name.with_format(fmt)
             writer = self.writers.get(key)
             if writer is None:
                 writer = self.writers[key] = FileWriter(key, self.scratch)
+            out.append(writer)
+        return out
+
+    def add(self, name: FileName, table: pa.Table) -> None:
+        """`name` in any format: the table goes to that name in every format."""
+        writers = self._writers_of(name)
+        if any(w in self._beside for w in writers):
+            raise RuntimeError(f"{name} is being written beside; add to it after the block")
+        for writer in writers:
             writer.add(table)
-        if sum(w.pending_rows for w in self.writers.values()) > BUFFER_BUDGET_ROWS:
+        if not self._beside:
+            self._keep_budget()
+
+    def _keep_budget(self) -> None:
+        """Flush the fullest writers until all of them together hold the budget or less
+        (only ever called with no second thread writing, so the same rows always give
+        the same row groups)."""
+        while sum(w.pending_rows for w in self.writers.values()) > BUFFER_BUDGET_ROWS:
             max(self.writers.values(), key=lambda w: w.pending_rows).flush()
+
+    @contextmanager
+    def beside(self, name: FileName, table: pa.Table) -> Iterator[None]:
+        """`table` goes to `name` (every format) in a second thread while the block
+        writes other names; on leaving, the block waits for it (its error, if any, is
+        raised) and then keeps the row budget."""
+        if self._beside:
+            raise RuntimeError("one write beside at a time")
+        writers = self._writers_of(name)  # made here: only this thread touches the dict
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="series-file")
+        self._beside = writers
+        future = self._pool.submit(lambda: [w.add(table) for w in writers])
+        try:
+            yield
+        finally:
+            try:
+                future.result()
+            finally:
+                self._beside = []
+        self._keep_budget()
 
     def ensure(self, name: FileName) -> None:
         """An empty file for `name` when nothing was written to it (a quiet market still
@@ -144,8 +219,15 @@ class WriterSet:
         self.add(name, parquet_schema(name.data_type).empty_table())
 
     def close(self) -> list[Written]:
+        self._stop()
         return [w.close() for w in self.writers.values()]
 
     def abandon(self) -> None:
+        self._stop()
         for writer in self.writers.values():
             writer.abandon()
+
+    def _stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

@@ -41,3 +41,20 @@ def test_the_csv_form_renames_scaled_columns_and_prints_times_in_rfc3339():
                    "trade_id": "x", "yes_price": "0.4200", "no_price": "0.5800",
                    "count": "15.00", "taker_side": "yes", "is_block_trade": False, "seq": 3,
                    "sid": 1}
+
+
+def test_rfc3339_prints_exactly_what_strftime_prints_over_the_whole_range():
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from datasetd.columns import TS, rfc3339
+
+    rng = np.random.default_rng(16)
+    edges = [0, 1, -1, 999_999, 1_796_083_200_000_000, -62_135_596_800_000_000,
+             253_402_300_799_999_999]
+    values = [*rng.integers(-62_135_596_800_000_000, 253_402_300_799_999_999, 20_000).tolist(),
+              *edges, None]
+    arr = pa.array(values, TS)
+    assert rfc3339(arr).equals(pc.strftime(arr, format="%Y-%m-%dT%H:%M:%SZ"))
+    chunked = pa.chunked_array([arr.slice(0, 7), arr.slice(7)])
+    assert rfc3339(chunked).to_pylist() == rfc3339(arr).to_pylist()
