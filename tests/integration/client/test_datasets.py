@@ -100,6 +100,7 @@ async def test_ktape_data_download_prints_what_it_bought(client_python, client_e
     argv = [cli, "--target", edge.grpc_addr, "download", "--type", "book_changes",
             "--series", series, "--from", today, "--to", today, "--dest", str(dest), "--quiet"]
     out, _ = await _run(argv, client_env)
+    print(" ".join(argv[1:]), out, sep="\n")  # shown on failure; docs/client.md quotes it
     lines = out.splitlines()
     assert lines[0].endswith("credits (files bought before cost nothing)"), out
     files_line = [line for line in lines if line.split() and line.split()[0] == "downloaded"]

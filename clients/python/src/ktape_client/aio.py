@@ -47,7 +47,7 @@ from ktape_client.pages import (
     TRADE_COLUMNS,
     AsyncPages,
     dec,
-    enum_name,
+    enum_column,
     when,
 )
 
@@ -130,6 +130,7 @@ class AsyncClient:
         return f"AsyncClient(target={self.target!r}, key={shown})"
 
     async def close(self) -> None:
+        """Close the channel (calls in flight are cancelled); `async with` does it."""
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -167,6 +168,8 @@ class AsyncClient:
         return book_from(await self._call(self._md.GetOrderbook, request))
 
     async def market(self, ticker: str) -> Any:
+        """The market's reference data and coverage (first and last recorded time,
+        gap count) as the `Market` message (GET /v1/markets/{ticker})."""
         reply = await self._call(self._md.GetMarket, marketdata_pb2.GetMarketRequest(ticker=ticker))
         return reply.market
 
@@ -176,7 +179,10 @@ class AsyncClient:
 
     def deltas(self, ticker: str, start: Time, end: Time = None,
                page_size: int = 1000) -> AsyncPages:
-        """Every stored change in [start, end) (end default now), gap markers included."""
+        """Every stored change in [start, end) by exchange time (end default now, fixed
+        for all pages of this listing), in (ts, sid, seq) order, snapshot levels and gap
+        markers included (GET /v1/markets/{ticker}/deltas; metered per page). Naive times
+        are UTC. Items are `OrderbookDelta` messages; `to_df()` has one row each."""
         return self._pages(self._md.ListOrderbookDeltas, lambda token: (
             marketdata_pb2.ListOrderbookDeltasRequest(
                 ticker=ticker, start_time=timestamp(start), end_time=timestamp(end),
@@ -184,33 +190,43 @@ class AsyncClient:
 
     def trades(self, ticker: str, start: Time, end: Time = None,
                page_size: int = 1000) -> AsyncPages:
+        """Trades in [start, end) by exchange time (end default now), in (ts, seq,
+        trade_id) order (GET /v1/markets/{ticker}/trades; metered per page)."""
         return self._pages(self._md.ListTrades, lambda token: marketdata_pb2.ListTradesRequest(
             ticker=ticker, start_time=timestamp(start), end_time=timestamp(end),
             page_size=page_size, page_token=token), "trades", TRADE_COLUMNS)
 
     def candles(self, ticker: str, start: Time, end: Time = None,
                 interval: str = "1m") -> AsyncPages:
+        """OHLCV candles of `interval` (1m, 1h or 1d) in [start, end), from trades;
+        empty buckets are left out (GET /v1/markets/{ticker}/candles)."""
         return self._pages(self._md.ListCandles, lambda _token: marketdata_pb2.ListCandlesRequest(
             ticker=ticker, start_time=timestamp(start), end_time=timestamp(end),
             interval=interval), "candles", CANDLE_COLUMNS)
 
     def markets(self, *, series_ticker: str = "", event_ticker: str = "", status: str = "",
                 page_size: int = 500) -> AsyncPages:
+        """Markets, optionally of one series or event or with one status
+        (GET /v1/markets)."""
         return self._pages(self._md.ListMarkets, lambda token: marketdata_pb2.ListMarketsRequest(
             series_ticker=series_ticker, event_ticker=event_ticker, status=status,
             page_size=page_size, page_token=token), "markets", MARKET_COLUMNS)
 
     def events(self, *, series_ticker: str = "", page_size: int = 500) -> AsyncPages:
+        """Events, optionally of one series (GET /v1/events)."""
         return self._pages(self._md.ListEvents, lambda token: marketdata_pb2.ListEventsRequest(
             series_ticker=series_ticker, page_size=page_size, page_token=token), "events",
             EVENT_COLUMNS)
 
     def series(self, *, page_size: int = 500) -> AsyncPages:
+        """Every series (GET /v1/series)."""
         return self._pages(self._md.ListSeries, lambda token: marketdata_pb2.ListSeriesRequest(
             page_size=page_size, page_token=token), "series", SERIES_COLUMNS)
 
     def settlements(self, *, event_ticker: str = "", result: str = "",
                     page_size: int = 500) -> AsyncPages:
+        """Settled markets, optionally of one event or with one result
+        (GET /v1/settlements)."""
         return self._pages(self._md.ListSettlements, lambda token: (
             marketdata_pb2.ListSettlementsRequest(event_ticker=event_ticker, result=result,
                                                   page_size=page_size, page_token=token)),
@@ -233,6 +249,7 @@ class AsyncClient:
                 return out
 
     async def account(self) -> Any:
+        """The key's account: balance, plan, allowance (GET /v1/account)."""
         reply = await self._call(self._billing.GetAccount, billing_pb2.GetAccountRequest())
         return reply.account
 
@@ -378,15 +395,18 @@ def _ladder(side: dict[Decimal, Decimal]) -> tuple[Level, ...]:
     return tuple(Level(p, q) for p, q in sorted(side.items(), reverse=True))
 
 
+_KIND = enum_column("kind", "DELTA_KIND_")
+_SIDE = enum_column("side", "SIDE_")
+
+
 def _change(d: Any) -> Change:
     gap = None
     if d.HasField("gap"):
         g = d.gap
         gap = Gap(when(g, "start_time"), when(g, "end_time"), g.reason, g.expected_seq,
                   g.got_seq)
-    return Change(when(d, "ts"), d.seq, d.sid, enum_name(d, "kind", "DELTA_KIND_"),
-                  enum_name(d, "side", "SIDE_"), dec(d.price), dec(d.delta), dec(d.quantity),
-                  gap)
+    return Change(when(d, "ts"), d.seq, d.sid, _KIND(d), _SIDE(d), dec(d.price), dec(d.delta),
+                  dec(d.quantity), gap)
 
 
 def _retriable(exc: grpc.aio.AioRpcError, error: KtapeError) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 
 from ktape_client._gen.ktape.marketdata.v1 import datasets_pb2, datasets_pb2_grpc
 from ktape_client.files import FileResult, fetch_file, present, target_path
-from ktape_client.pages import AsyncPages, Column, enum_name, when
+from ktape_client.pages import AsyncPages, Column, enum_column, micros_column
 
 Day = dt.date | str | None
 MAX_NAMES_PER_DOWNLOAD = 1000  # the server's limit for one CreateDatasetDownload
@@ -33,10 +33,10 @@ DATASET_FILE_COLUMNS: list[Column] = [
     ("series_ticker", lambda f: f.series_ticker, "str"), ("format", lambda f: f.format, "str"),
     ("bytes", lambda f: f.bytes, "int"), ("rows", lambda f: f.rows, "int"),
     ("sha256", lambda f: f.sha256, "str"),
-    ("condition", lambda f: enum_name(f, "condition", "DATA_CONDITION_"), "str"),
-    ("last_modified_time", lambda f: when(f, "last_modified_time"), "time"),
-    ("first_time", lambda f: when(f, "first_time"), "time"),
-    ("last_time", lambda f: when(f, "last_time"), "time"),
+    ("condition", enum_column("condition", "DATA_CONDITION_"), "str"),
+    ("last_modified_time", micros_column("last_modified_time"), "time"),
+    ("first_time", micros_column("first_time"), "time"),
+    ("last_time", micros_column("last_time"), "time"),
     ("credits", lambda f: f.credits, "int"),
 ]
 
@@ -60,9 +60,11 @@ class DownloadResult:
 
     @property
     def fetched_bytes(self) -> int:
+        """Bytes that went over the network in this call (0 when all were there)."""
         return sum(f.fetched_bytes for f in self.files)
 
     def count(self, status: str) -> int:
+        """How many files ended with `status` (downloaded, resumed or present)."""
         return sum(1 for f in self.files if f.status == status)
 
 

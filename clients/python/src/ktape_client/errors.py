@@ -48,7 +48,7 @@ class InvalidArgumentError(KtapeError):
 
 
 class NotFoundError(KtapeError):
-    pass
+    """No such market (UNKNOWN_TICKER), dataset file (FILE_NOT_FOUND), key, ..."""
 
 
 class AuthenticationError(KtapeError):
@@ -60,7 +60,8 @@ class PermissionDeniedError(KtapeError):
 
 
 class InsufficientCreditsError(KtapeError):
-    pass
+    """The balance (or spending cap) does not cover the call: nothing was charged.
+    Top up (the console, or POST /v1/billing/checkout) and call again."""
 
 
 class RateLimitedError(KtapeError):
@@ -72,7 +73,7 @@ class UnavailableError(KtapeError):
 
 
 class DeadlineExceededError(KtapeError):
-    pass
+    """The call outlasted its deadline (`timeout`, 30 s by default), retries included."""
 
 
 class DownloadError(KtapeError):

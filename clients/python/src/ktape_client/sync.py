@@ -44,12 +44,15 @@ class Pages:
         return self._loop.iterate(self._pages.__aiter__())
 
     def to_df(self) -> Any:
+        """Every page as one pandas DataFrame (see AsyncPages.to_df)."""
         return self._loop.run(self._pages.to_df())
 
     def to_arrow(self) -> Any:
+        """Every page as one pyarrow Table (see AsyncPages.to_arrow)."""
         return self._loop.run(self._pages.to_arrow())
 
     def to_polars(self) -> Any:
+        """Every page as one polars DataFrame (see AsyncPages.to_polars)."""
         return self._loop.run(self._pages.to_polars())
 
 
@@ -100,6 +103,7 @@ class Client(_Blocking):
         return repr(self._target).replace("AsyncClient", "Client", 1)
 
     def close(self) -> None:
+        """Close the channel and stop the private loop; `with Client() as c:` does it."""
         self._loop.run(self._target.close())
         self._loop.loop.call_soon_threadsafe(self._loop.loop.stop)
 
