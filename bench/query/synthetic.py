@@ -48,7 +48,8 @@ def generate(conn: psycopg.Connection, *, changes: int, markets: int, span_days:
                x AS seq,
                1L AS sid,
                timestamp_sequence({START_US + 1000}, {step_us}) AS recv_ts,
-               cast('exchange' AS SYMBOL) AS ts_source
+               cast('exchange' AS SYMBOL) AS ts_source,
+               cast(NULL AS TIMESTAMP) AS source_ts
         FROM long_sequence({changes})
         """
     )

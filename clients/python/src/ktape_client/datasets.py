@@ -200,11 +200,11 @@ class Progress:
     total: int
     files: int
     enabled: bool = True
-    done_files: int = 0
-    done_bytes: int = 0
-    _bar: Any = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _drawn: float = 0.0
+    done_files: int = field(default=0, init=False)
+    done_bytes: int = field(default=0, init=False)
+    _bar: Any = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _drawn: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.enabled or not self.files:

@@ -124,6 +124,9 @@ def fetch_file(name: str, url: str, size: int, sha256: str, dest: Path, *,
                     digest.update(chunk)
         if attempt == 0:
             on_bytes(have)  # what is already on disk counts once toward the total
+        if have == size and digest.hexdigest() == sha256:
+            os.replace(part, path)  # complete already (cut before the rename): no request
+            return FileResult(name, path, size, sha256, "resumed", fetched)
         request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})
         if have:
             request.add_header("Range", f"bytes={have}-")
