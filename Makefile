@@ -55,12 +55,14 @@ gen: deps
 
 docs: gen
 	$(PY) infra/gen_docs.py --write-docs
+	$(PY) infra/gen_client_docs.py
 
 lint: install
 	$(VENV)/bin/ruff check .
 	bash infra/buf.sh lint
 	bash infra/buf.sh breaking
 	$(PY) infra/gen_docs.py --check
+	$(PY) infra/gen_client_docs.py --check
 
 fmt: deps
 	$(VENV)/bin/ruff check --fix .
@@ -81,7 +83,7 @@ BENCHES := bench/sim/throughput.py bench/ingest/pipeline.py bench/ingest/live_la
 	bench/ingest/two_processes.py \
 	bench/query/orderbook_latency.py bench/query/history_latency.py bench/query/stream_fanout.py \
 	bench/query/analytics.py bench/billing/interceptor_overhead.py bench/billing/ledger.py \
-	bench/datasets/export.py bench/datasets/download.py
+	bench/datasets/export.py bench/datasets/download.py bench/client/client_overhead.py
 
 bench: install
 	@mkdir -p bench/results

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -28,7 +27,16 @@ from ktape_client._gen.ktape.marketdata.v1 import (
     marketdata_pb2_grpc,
 )
 from ktape_client.book import Book, Continuity, Level, book_from
-from ktape_client.errors import KtapeError, RateLimitedError, from_rpc_error
+from ktape_client.datasets import AsyncDatasets
+from ktape_client.errors import (
+    CODES_BY_NAME,
+    KtapeError,
+    RateLimitedError,
+    UnavailableError,
+    backoff_seconds,
+    error_for,
+    from_rpc_error,
+)
 from ktape_client.pages import (
     CANDLE_COLUMNS,
     DELTA_COLUMNS,
@@ -39,7 +47,7 @@ from ktape_client.pages import (
     TRADE_COLUMNS,
     AsyncPages,
     dec,
-    enum_name,
+    enum_column,
     when,
 )
 
@@ -62,8 +70,21 @@ def timestamp(value: Time) -> timestamp_pb2.Timestamp | None:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """A recorded gap: the book is not proven between `start_time` and `end_time` (None
+    while the gap is still open, i.e. until the healing snapshot)."""
+
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    reason: str  # seq_jump, reconnect, snapshot_mismatch, ingest_restart, ...
+    expected_seq: int
+    got_seq: int
+
+
+@dataclass(frozen=True)
 class Change:
-    """One stream event: a book change (kind delta/snapshot) or a gap marker."""
+    """One stored change: a delta, a snapshot level (kind `snapshot`: the book is replaced
+    by the levels sharing its ts, sid and seq) or a gap marker (kind `gap`, with `gap`)."""
 
     ts: dt.datetime | None
     seq: int
@@ -73,9 +94,20 @@ class Change:
     price: Decimal | None
     delta: Decimal | None
     quantity: Decimal | None
+    gap: Gap | None = None
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """The change's place in ListOrderbookDeltas' order (ts, sid, seq, side, price):
+        unique per stored change, so it identifies one across reconnects."""
+        return (self.ts, self.sid, self.seq, self.side, self.price)
 
 
 class AsyncClient:
+    """ktape's API over gRPC (through Envoy, `target` host:port). Every method is a
+    coroutine, an async iterator (streams) or a lazy AsyncPages (listings); `datasets`
+    holds the dataset-file calls. Use it as `async with AsyncClient() as client:`."""
+
     def __init__(self, api_key: str | None = None, target: str = "localhost:8080", *,
                  timeout: float = 30.0, retries: int = 4, max_backoff: float = 8.0,
                  secure: bool = False) -> None:
@@ -90,12 +122,15 @@ class AsyncClient:
         self._md = marketdata_pb2_grpc.MarketDataServiceStub(self._channel)
         self._status = data_status_pb2_grpc.DataStatusServiceStub(self._channel)
         self._billing = billing_pb2_grpc.BillingServiceStub(self._channel)
+        self.datasets = AsyncDatasets(self._call, self._channel, retries=retries,
+                                      max_backoff=max_backoff, timeout=timeout)
 
     def __repr__(self) -> str:
         shown = f"{self._key[:12]}…" if self._key else "none"
         return f"AsyncClient(target={self.target!r}, key={shown})"
 
     async def close(self) -> None:
+        """Close the channel (calls in flight are cancelled); `async with` does it."""
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -122,8 +157,7 @@ class AsyncClient:
         raise AssertionError("unreachable")
 
     def _delay(self, attempt: int, error: KtapeError) -> float:
-        backoff = min(self.max_backoff, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.0)
-        return max(backoff, error.retry_after or 0.0)
+        return backoff_seconds(attempt, self.max_backoff, error.retry_after)
 
     # -- market data -------------------------------------------------------------------------
 
@@ -134,6 +168,8 @@ class AsyncClient:
         return book_from(await self._call(self._md.GetOrderbook, request))
 
     async def market(self, ticker: str) -> Any:
+        """The market's reference data and coverage (first and last recorded time,
+        gap count) as the `Market` message (GET /v1/markets/{ticker})."""
         reply = await self._call(self._md.GetMarket, marketdata_pb2.GetMarketRequest(ticker=ticker))
         return reply.market
 
@@ -143,7 +179,10 @@ class AsyncClient:
 
     def deltas(self, ticker: str, start: Time, end: Time = None,
                page_size: int = 1000) -> AsyncPages:
-        """Every stored change in [start, end) (end default now), gap markers included."""
+        """Every stored change in [start, end) by exchange time (end default now, fixed
+        for all pages of this listing), in (ts, sid, seq) order, snapshot levels and gap
+        markers included (GET /v1/markets/{ticker}/deltas; metered per page). Naive times
+        are UTC. Items are `OrderbookDelta` messages; `to_df()` has one row each."""
         return self._pages(self._md.ListOrderbookDeltas, lambda token: (
             marketdata_pb2.ListOrderbookDeltasRequest(
                 ticker=ticker, start_time=timestamp(start), end_time=timestamp(end),
@@ -151,33 +190,43 @@ class AsyncClient:
 
     def trades(self, ticker: str, start: Time, end: Time = None,
                page_size: int = 1000) -> AsyncPages:
+        """Trades in [start, end) by exchange time (end default now), in (ts, seq,
+        trade_id) order (GET /v1/markets/{ticker}/trades; metered per page)."""
         return self._pages(self._md.ListTrades, lambda token: marketdata_pb2.ListTradesRequest(
             ticker=ticker, start_time=timestamp(start), end_time=timestamp(end),
             page_size=page_size, page_token=token), "trades", TRADE_COLUMNS)
 
     def candles(self, ticker: str, start: Time, end: Time = None,
                 interval: str = "1m") -> AsyncPages:
+        """OHLCV candles of `interval` (1m, 1h or 1d) in [start, end), from trades;
+        empty buckets are left out (GET /v1/markets/{ticker}/candles)."""
         return self._pages(self._md.ListCandles, lambda _token: marketdata_pb2.ListCandlesRequest(
             ticker=ticker, start_time=timestamp(start), end_time=timestamp(end),
             interval=interval), "candles", CANDLE_COLUMNS)
 
     def markets(self, *, series_ticker: str = "", event_ticker: str = "", status: str = "",
                 page_size: int = 500) -> AsyncPages:
+        """Markets, optionally of one series or event or with one status
+        (GET /v1/markets)."""
         return self._pages(self._md.ListMarkets, lambda token: marketdata_pb2.ListMarketsRequest(
             series_ticker=series_ticker, event_ticker=event_ticker, status=status,
             page_size=page_size, page_token=token), "markets", MARKET_COLUMNS)
 
     def events(self, *, series_ticker: str = "", page_size: int = 500) -> AsyncPages:
+        """Events, optionally of one series (GET /v1/events)."""
         return self._pages(self._md.ListEvents, lambda token: marketdata_pb2.ListEventsRequest(
             series_ticker=series_ticker, page_size=page_size, page_token=token), "events",
             EVENT_COLUMNS)
 
     def series(self, *, page_size: int = 500) -> AsyncPages:
+        """Every series (GET /v1/series)."""
         return self._pages(self._md.ListSeries, lambda token: marketdata_pb2.ListSeriesRequest(
             page_size=page_size, page_token=token), "series", SERIES_COLUMNS)
 
     def settlements(self, *, event_ticker: str = "", result: str = "",
                     page_size: int = 500) -> AsyncPages:
+        """Settled markets, optionally of one event or with one result
+        (GET /v1/settlements)."""
         return self._pages(self._md.ListSettlements, lambda token: (
             marketdata_pb2.ListSettlementsRequest(event_ticker=event_ticker, result=result,
                                                   page_size=page_size, page_token=token)),
@@ -200,6 +249,7 @@ class AsyncClient:
                 return out
 
     async def account(self) -> Any:
+        """The key's account: balance, plan, allowance (GET /v1/account)."""
         reply = await self._call(self._billing.GetAccount, billing_pb2.GetAccountRequest())
         return reply.account
 
@@ -235,41 +285,99 @@ class AsyncClient:
     # -- streams -----------------------------------------------------------------------------
 
     async def stream(self, ticker: str, start_time: Time = None) -> AsyncIterator[Any]:
-        """The book's first snapshot (a Book), then every Change as it happens. A
-        transient failure reconnects from the last change seen: nothing is lost (history
-        fills the cut) and nothing repeats (changes already given are skipped)."""
-        last: tuple[Any, int, int] | None = None
-        start = timestamp(start_time)
+        """The book's first snapshot (a Book), then every Change as it happens (gap
+        markers included). A transient failure (UNAVAILABLE, a server shutting down, a
+        cut connection) reconnects with `start_time` at the last change given: nothing
+        is lost (history fills the cut) and nothing repeats (see `_Resume`). Ends when
+        the market settles; raises the mapped KtapeError for anything else, or when
+        `retries` reconnects in a row fail."""
+        resume = _Resume(timestamp(start_time))
         attempt = 0
         while True:
-            request = marketdata_pb2.StreamOrderbookRequest(ticker=ticker, start_time=start)
+            request = marketdata_pb2.StreamOrderbookRequest(ticker=ticker,
+                                                            start_time=resume.start())
+            ended = None
             try:
                 async for message in self._md.StreamOrderbook(request, metadata=self._metadata()):
-                    attempt = 0
                     kind = message.WhichOneof("payload")
-                    if kind == "snapshot" and last is None:
-                        yield book_from(message.snapshot)
-                    elif kind == "delta":
+                    if kind == "snapshot":
+                        if resume.first_book(message.snapshot):
+                            yield book_from(message.snapshot)
+                        continue
+                    attempt = 0  # the stream is flowing again
+                    if kind == "delta":
                         change = _change(message.delta)
-                        key = (change.ts, change.sid, change.seq)
-                        if last is not None and key <= last:
-                            continue  # given before the reconnect
-                        last = key
-                        yield change
+                        if resume.is_new(change):
+                            yield change
                     elif kind == "end":
-                        if message.end.code != "OK":  # over gRPC the status follows
-                            raise KtapeError(message.end.message or message.end.code,
-                                             reason=message.end.reason)
-                        return  # the market settled
-                return
+                        ended = message.end  # over gRPC a non-OK end is followed by its status
+                if ended is not None and ended.code == "OK":
+                    return  # the market settled
+                error = (error_for(ended.message or ended.code, CODES_BY_NAME.get(ended.code),
+                                   ended.reason) if ended is not None else
+                         UnavailableError("the stream closed without an end message"))
+                if not isinstance(error, UnavailableError):
+                    raise error
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc)
-                if not _retriable(exc, error) or attempt >= self.retries:
+                if not _retriable(exc, error):
                     raise error from None
-                await asyncio.sleep(self._delay(attempt, error))
-                attempt += 1
-                if last is not None and last[0] is not None:
-                    start = timestamp(last[0])  # replay from the last change: skip repeats
+            if attempt >= self.retries:
+                raise error
+            await asyncio.sleep(self._delay(attempt, error))
+            attempt += 1
+
+
+class _Resume:
+    """Where a stream is, so a reconnect neither loses nor repeats a change.
+
+    The server replays from `start_time` exclusive: the book at start_time comes as the
+    snapshot, changes after it as deltas. So the reconnect asks from 1 µs before the
+    newest change time given (the frontier) and drops changes of that instant already
+    given (several changes share an instant: a snapshot's levels always do). Changes
+    before the frontier cannot come back (history is in time order); gap markers come
+    by detection, not in time order, so those given are remembered whole."""
+
+    def __init__(self, start: timestamp_pb2.Timestamp | None) -> None:
+        self.requested = start
+        self.book_given = False
+        self.frontier: dt.datetime | None = None
+        self.at_frontier: set[tuple[Any, ...]] = set()
+        self.gaps: set[Gap] = set()
+        self.checking = False  # True from a reconnect until the stream passes the frontier
+
+    def start(self) -> timestamp_pb2.Timestamp | None:
+        if self.frontier is not None:
+            self.checking = True
+            return timestamp(self.frontier - dt.timedelta(microseconds=1))
+        return self.requested
+
+    def first_book(self, snapshot: Any) -> bool:
+        """True for the first connection's snapshot (given); later ones are the book at
+        the resume point, which the changes given already built."""
+        if self.book_given:
+            return False
+        self.book_given = True
+        if self.requested is None:  # "from now": resume from the instant the server chose
+            self.requested = snapshot.at
+        return True
+
+    def is_new(self, change: Change) -> bool:
+        if change.kind == "gap":
+            if change.gap in self.gaps:
+                return False
+            self.gaps.add(change.gap)  # type: ignore[arg-type]
+            return True
+        if self.checking and self.frontier is not None and change.ts is not None:
+            if change.ts < self.frontier or (change.ts == self.frontier
+                                             and change.key in self.at_frontier):
+                return False
+            if change.ts > self.frontier:
+                self.checking = False
+        if change.ts != self.frontier:
+            self.frontier, self.at_frontier = change.ts, set()
+        self.at_frontier.add(change.key)
+        return True
 
 
 def _set(sides: dict[str, dict[Decimal, Decimal]], change: Change) -> None:
@@ -287,9 +395,18 @@ def _ladder(side: dict[Decimal, Decimal]) -> tuple[Level, ...]:
     return tuple(Level(p, q) for p, q in sorted(side.items(), reverse=True))
 
 
+_KIND = enum_column("kind", "DELTA_KIND_")
+_SIDE = enum_column("side", "SIDE_")
+
+
 def _change(d: Any) -> Change:
-    return Change(when(d, "ts"), d.seq, d.sid, enum_name(d, "kind", "DELTA_KIND_"),
-                  enum_name(d, "side", "SIDE_"), dec(d.price), dec(d.delta), dec(d.quantity))
+    gap = None
+    if d.HasField("gap"):
+        g = d.gap
+        gap = Gap(when(g, "start_time"), when(g, "end_time"), g.reason, g.expected_seq,
+                  g.got_seq)
+    return Change(when(d, "ts"), d.seq, d.sid, _KIND(d), _SIDE(d), dec(d.price), dec(d.delta),
+                  dec(d.quantity), gap)
 
 
 def _retriable(exc: grpc.aio.AioRpcError, error: KtapeError) -> bool:

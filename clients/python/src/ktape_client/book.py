@@ -19,12 +19,17 @@ ONE = Decimal(1)
 
 @dataclass(frozen=True)
 class Level:
+    """One price level of one side: the bid price and the contracts resting there."""
     price: Decimal  # dollars, 4 decimals
     quantity: Decimal  # contracts, 2 decimals
 
 
 @dataclass(frozen=True)
 class Continuity:
+    """Whether the book is proven. CONTINUOUS: every delta since the last exchange
+    snapshot arrived in sequence (since `since`). GAP: inside a recorded gap (bounds and
+    reason given; the book is the best known, not proven). NOT_RECORDED: outside the
+    market's coverage (the ladders are empty for that reason, never silently)."""
     status: str  # CONTINUOUS | GAP | NOT_RECORDED
     since: dt.datetime | None = None
     gap_start: dt.datetime | None = None
@@ -33,11 +38,15 @@ class Continuity:
 
     @property
     def proven(self) -> bool:
+        """True only for CONTINUOUS: a book a backtest may trade on."""
         return self.status == "CONTINUOUS"
 
 
 @dataclass(frozen=True)
 class Book:
+    """A market's book at `at`: YES and NO bid ladders (best first), the sequence
+    number and time of its last change, and its continuity. Kalshi books hold bids only;
+    the asks are implied by the other side (see the module docstring)."""
     ticker: str
     at: dt.datetime
     yes: tuple[Level, ...]  # YES bids, best (highest) first
@@ -48,10 +57,12 @@ class Book:
 
     @property
     def best_yes_bid(self) -> Decimal | None:
+        """The highest YES bid; None on an empty side."""
         return self.yes[0].price if self.yes else None
 
     @property
     def best_no_bid(self) -> Decimal | None:
+        """The highest NO bid; None on an empty side."""
         return self.no[0].price if self.no else None
 
     @property
@@ -61,15 +72,19 @@ class Book:
 
     @property
     def best_no_ask(self) -> Decimal | None:
+        """Implied by the best YES bid: 1 - its price."""
         return ONE - self.yes[0].price if self.yes else None
 
     @property
     def spread(self) -> Decimal | None:
+        """best_yes_ask - best_yes_bid (negative on a crossed book); None unless both
+        sides have a level."""
         ask, bid = self.best_yes_ask, self.best_yes_bid
         return None if ask is None or bid is None else ask - bid
 
     @property
     def mid(self) -> Decimal | None:
+        """(best_yes_ask + best_yes_bid) / 2, exact; None unless both sides have a level."""
         ask, bid = self.best_yes_ask, self.best_yes_bid
         return None if ask is None or bid is None else (ask + bid) / 2
 

@@ -1,8 +1,24 @@
 """One exception tree for every error the server sends (AIP-193), keyed by the
-`ErrorInfo.reason` first and the gRPC code second."""
+`ErrorInfo.reason` first and the gRPC code second. The file route of a dataset download
+answers HTTP, with the same JSON body as every other error; it maps to the same classes.
+
+    KtapeError                     code, reason, metadata, retry_after, field
+    ├── InvalidArgumentError       the request is wrong (`field` names it)
+    ├── NotFoundError              no such market, file, ...
+    ├── AuthenticationError        no key, or a bad one
+    ├── PermissionDeniedError      suspended account, expired or forged download URL, ...
+    ├── InsufficientCreditsError   top up, then call again
+    ├── RateLimitedError           wait `retry_after` seconds (retried automatically)
+    ├── UnavailableError           a moment's outage (retried automatically)
+    ├── DeadlineExceededError      the call outlasted its deadline
+    └── DownloadError              a dataset file could not be fetched (`name`)
+        └── ChecksumMismatchError  the bytes received are not the file bought
+"""
 
 from __future__ import annotations
 
+import json
+import random
 from typing import Any
 
 import grpc
@@ -32,7 +48,7 @@ class InvalidArgumentError(KtapeError):
 
 
 class NotFoundError(KtapeError):
-    pass
+    """No such market (UNKNOWN_TICKER), dataset file (FILE_NOT_FOUND), key, ..."""
 
 
 class AuthenticationError(KtapeError):
@@ -44,7 +60,8 @@ class PermissionDeniedError(KtapeError):
 
 
 class InsufficientCreditsError(KtapeError):
-    pass
+    """The balance (or spending cap) does not cover the call: nothing was charged.
+    Top up (the console, or POST /v1/billing/checkout) and call again."""
 
 
 class RateLimitedError(KtapeError):
@@ -56,7 +73,27 @@ class UnavailableError(KtapeError):
 
 
 class DeadlineExceededError(KtapeError):
-    pass
+    """The call outlasted its deadline (`timeout`, 30 s by default), retries included."""
+
+
+class DownloadError(KtapeError):
+    """A dataset file could not be fetched whole; `name` says which. What was received is
+    kept as `<dest>/.<file>.part`, so the next download resumes from there."""
+
+    def __init__(self, message: str, *, name: str, **details: Any) -> None:
+        super().__init__(f"{name}: {message}", **details)
+        self.name = name
+
+
+class ChecksumMismatchError(DownloadError):
+    """The SHA-256 of the bytes received is not the one the download promised (or the
+    server's Repr-Digest disagrees with it). The partial file is deleted: the next
+    download starts that file afresh."""
+
+    def __init__(self, message: str, *, name: str, expected: str, got: str) -> None:
+        super().__init__(message, name=name, reason="CHECKSUM_MISMATCH")
+        self.expected = expected
+        self.got = got
 
 
 BY_REASON: dict[str, type[KtapeError]] = {
@@ -88,9 +125,48 @@ def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> KtapeError:
             for detail in status.details:
                 reason, metadata, retry_after, field = _detail(
                     detail, reason, metadata, retry_after, field)
-    cls = BY_REASON.get(reason) or BY_CODE.get(code, KtapeError)
-    return cls(message, code=code, reason=reason, metadata=metadata,
+    return error_for(message, code, reason, metadata, retry_after, field)
+
+
+def error_for(message: str, code: grpc.StatusCode | None, reason: str = "",
+              metadata: dict[str, str] | None = None, retry_after: float | None = None,
+              field: str | None = None) -> KtapeError:
+    """The class for a reason (first) or a code (second), whatever carried them."""
+    cls = BY_REASON.get(reason) or (BY_CODE.get(code, KtapeError) if code else KtapeError)
+    return cls(message, code=code, reason=reason, metadata=metadata or {},
                retry_after=retry_after, field=field)
+
+
+CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+CODES_BY_NAME = {code.name: code for code in grpc.StatusCode}
+
+
+def from_http_error(status: int, body: bytes, retry_after: str | None = None) -> KtapeError:
+    """The KtapeError for an HTTP error answer of the API's shape (`code`, `message`,
+    `details` with an ErrorInfo), as the file route and Envoy send them. A body of
+    another shape (a proxy's page) still gives an error naming the HTTP status."""
+    try:
+        found = json.loads(body)
+        code = CODES_BY_NUMBER.get(int(found.get("code", -1)))
+        message = str(found.get("message") or f"HTTP {status}")
+        reason, metadata, field = "", {}, None
+        for detail in found.get("details") or ():
+            if str(detail.get("@type", "")).endswith("ErrorInfo"):
+                reason, metadata = detail.get("reason", ""), detail.get("metadata") or {}
+                field = metadata.get("field")
+    except (ValueError, AttributeError, TypeError):
+        code, message, reason, metadata, field = None, f"HTTP {status}", "", {}, None
+    if code is None:
+        code = HTTP_CODES.get(status, grpc.StatusCode.UNKNOWN)
+    delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+    return error_for(message, code, reason, metadata, delay, field)
+
+
+HTTP_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+              403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
+              416: grpc.StatusCode.OUT_OF_RANGE, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+              502: grpc.StatusCode.UNAVAILABLE, 503: grpc.StatusCode.UNAVAILABLE,
+              504: grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 def _detail(detail: Any, reason: str, metadata: dict[str, str], retry_after: float | None,
@@ -106,3 +182,11 @@ def _detail(detail: Any, reason: str, metadata: dict[str, str], retry_after: flo
     if detail.Unpack(bad) and bad.field_violations:
         return reason, metadata, retry_after, bad.field_violations[0].field
     return reason, metadata, retry_after, field
+
+
+def backoff_seconds(attempt: int, max_backoff: float, retry_after: float | None = None) -> float:
+    """How long to wait before retry `attempt` (0-based): capped exponential backoff with
+    jitter (so many clients cut at once do not come back at once), at least the server's
+    own hint (RetryInfo, Retry-After)."""
+    backoff = min(max_backoff, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.0)
+    return max(backoff, retry_after or 0.0)

@@ -1,19 +1,28 @@
 """Lazy results that page for you (AIP-158), and their columns for DataFrames.
 
-Iterating fetches one page at a time. `to_df()` / `to_polars()` / `to_arrow()` read every
-page and build each column directly (a list per column, no dict per row). Prices and sizes
-stay exact: Decimal objects in pandas, Decimal128 in Arrow and polars.
+Iterating fetches one page at a time, and asks for the next page as soon as one arrives,
+so the server's (and the network's) time for page k+1 overlaps the caller's work on page
+k. `to_df()` / `to_polars()` / `to_arrow()` read every page and build each column
+directly: one extractor per column mapped over each page (no dict per row), then one
+conversion per column — times as integer microseconds turned into datetime64[us, UTC] in
+one step, decimal strings into Decimal objects through a per-column cache (prices repeat)
+for pandas, or cast by Arrow itself into Decimal128 for Arrow and polars. Prices and
+sizes stay exact, never a float.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 Fetch = Callable[[str], Awaitable[Any]]  # page token -> response
-Column = tuple[str, Callable[[Any], Any], str]  # name, extractor, kind
+# name, extractor, kind. The extractor gives the raw value: micros (int, 0 = unset) for
+# "time", the decimal string ("" = none) for "price" / "size", the value itself otherwise.
+Column = tuple[str, Callable[[Any], Any], str]
+NAT = -(2**63)  # numpy's NaT as int64
 
 
 def enum_name(message: Any, field: str, prefix: str) -> str:
@@ -22,12 +31,61 @@ def enum_name(message: Any, field: str, prefix: str) -> str:
     return name.removeprefix(prefix).lower()
 
 
+def enum_column(field: str, prefix: str) -> Callable[[Any], str]:
+    """An extractor for an enum field giving its short lower-case name; the name of each
+    value is looked up in the descriptor once, not per row."""
+    names: dict[int, str] = {}
+
+    def get(message: Any) -> str:
+        value = getattr(message, field)
+        found = names.get(value)
+        if found is None:
+            found = names[value] = enum_name(message, field, prefix)
+        return found
+
+    return get
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def when(message: Any, field: str) -> dt.datetime | None:
-    return getattr(message, field).ToDatetime(dt.UTC) if message.HasField(field) else None
+    """A Timestamp field as an aware UTC datetime (microseconds), None if unset. Built by
+    arithmetic: Timestamp.ToDatetime costs ten times as much, per change of a stream."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    return EPOCH + dt.timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+
+
+def micros_column(field: str) -> Callable[[Any], int]:
+    """An extractor for a Timestamp field: microseconds since the epoch, 0 when unset
+    (read as missing: no ktape time is exactly 1970-01-01T00:00:00Z). Without a
+    HasField per row, which cost as much as the rest of the extraction."""
+
+    def get(message: Any) -> int:
+        value = getattr(message, field)
+        return value.seconds * 1_000_000 + value.nanos // 1000
+
+    return get
 
 
 def dec(text: str) -> Decimal | None:
     return Decimal(text) if text else None
+
+
+def decimals(values: list[str]) -> list[Decimal | None]:
+    """Decimal objects for decimal strings ("" = None), each distinct string parsed once."""
+    cache: dict[str, Decimal | None] = {"": None}
+    get = cache.get
+    out: list[Decimal | None] = []
+    append = out.append
+    for text in values:
+        value = get(text, cache)
+        if value is cache:
+            value = cache[text] = Decimal(text)
+        append(value)  # type: ignore[arg-type]
+    return out
 
 
 class AsyncPages:
@@ -38,93 +96,123 @@ class AsyncPages:
         self._items = items
         self.columns = columns
 
+    async def pages(self) -> AsyncIterator[Any]:
+        """Each page's items, the next page already asked for while this one is used."""
+        pending: asyncio.Future[Any] = asyncio.ensure_future(self._fetch(""))
+        try:
+            while True:
+                page = await pending
+                token = getattr(page, "next_page_token", "")
+                if token:
+                    pending = asyncio.ensure_future(self._fetch(token))
+                # A list: the columns each walk the page once, and walking the repeated
+                # field itself would build every message's wrapper once per column.
+                yield list(getattr(page, self._items))
+                if not token:
+                    return
+        finally:  # stopped early: the page asked for ahead is not wanted
+            if not pending.done():
+                pending.cancel()
+            elif not pending.cancelled():
+                pending.exception()  # retrieved, so asyncio does not report it as lost
+
     async def __aiter__(self) -> AsyncIterator[Any]:
-        token = ""
-        while True:
-            page = await self._fetch(token)
-            for item in getattr(page, self._items):
+        async for items in self.pages():
+            for item in items:
                 yield item
-            token = getattr(page, "next_page_token", "")
-            if not token:
-                return
 
     async def columns_of(self) -> dict[str, list[Any]]:
+        """Every page read, each column's raw values in one list (see Column)."""
         out: dict[str, list[Any]] = {name: [] for name, _, _ in self.columns}
         getters = [(out[name], get) for name, get, _ in self.columns]
-        async for item in self:
+        async for items in self.pages():
             for values, get in getters:
-                values.append(get(item))
+                values.extend(map(get, items))
         return out
 
     async def to_df(self) -> Any:
+        """A pandas DataFrame: Decimal objects (exact) for prices and sizes,
+        datetime64[us, UTC] for times, int64, string and bool columns otherwise."""
         import pandas as pd
 
         data = await self.columns_of()
-        frame = pd.DataFrame({name: pd.Series(values, dtype=_pandas_dtype(kind))
-                              for (name, _, kind), values in zip(self.columns, data.values(),
-                                                                 strict=True)})
-        return frame
+        return pd.DataFrame({name: _pandas_column(pd, data[name], kind)
+                             for name, _, kind in self.columns})
 
     async def to_arrow(self) -> Any:
+        """A pyarrow Table: decimal128 for prices (scale 4) and sizes (scale 2),
+        timestamp[us, UTC] for times."""
         import pyarrow as pa
 
         data = await self.columns_of()
-        return pa.table({name: pa.array(values, type=_arrow_type(kind))
-                         for (name, _, kind), values in zip(self.columns, data.values(),
-                                                            strict=True)})
+        return pa.table({name: _arrow_column(pa, data[name], kind)
+                         for name, _, kind in self.columns})
 
     async def to_polars(self) -> Any:
+        """A polars DataFrame (from the Arrow table: Decimal columns, UTC datetimes)."""
         import polars as pl
 
         return pl.from_arrow(await self.to_arrow())
 
 
-def _pandas_dtype(kind: str) -> Any:
-    return {"time": "datetime64[us, UTC]", "int": "int64", "str": "string", "bool": "bool"}.get(
-        kind, "object")  # prices and sizes: Decimal objects, exact
+def _pandas_column(pd: Any, values: list[Any], kind: str) -> Any:
+    if kind == "time":
+        import numpy as np
+
+        micros = np.array(values, dtype="int64")
+        micros[micros == 0] = NAT  # unset (see micros_column)
+        return pd.Series(micros.view("datetime64[us]")).dt.tz_localize("UTC")
+    if kind in ("price", "size"):
+        return pd.Series(decimals(values), dtype="object")  # exact
+    return pd.Series(values, dtype={"int": "int64", "str": "string", "bool": "bool"}[kind])
 
 
-def _arrow_type(kind: str) -> Any:
-    import pyarrow as pa
+def _arrow_column(pa: Any, values: list[Any], kind: str) -> Any:
+    if kind == "time":
+        import pyarrow.compute as pc
 
-    return {"time": pa.timestamp("us", tz="UTC"), "int": pa.int64(), "str": pa.string(),
-            "bool": pa.bool_(), "price": pa.decimal128(10, 4),
-            "size": pa.decimal128(18, 2)}[kind]
+        micros = pa.array(values, pa.int64())
+        unset = pc.equal(micros, 0)  # see micros_column
+        return pc.if_else(unset, None, micros).cast(pa.timestamp("us", tz="UTC"))
+    if kind in ("price", "size"):
+        strings = pa.array([v or None for v in values], pa.string())
+        return strings.cast(pa.decimal128(10, 4) if kind == "price" else pa.decimal128(18, 2))
+    return pa.array(values, {"int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}[kind])
 
 
 DELTA_COLUMNS: list[Column] = [
-    ("ts", lambda d: when(d, "ts"), "time"),
+    ("ts", micros_column("ts"), "time"),
     ("seq", lambda d: d.seq, "int"),
     ("sid", lambda d: d.sid, "int"),
-    ("kind", lambda d: enum_name(d, "kind", "DELTA_KIND_"), "str"),
-    ("side", lambda d: enum_name(d, "side", "SIDE_"), "str"),
-    ("price", lambda d: dec(d.price), "price"),
-    ("delta", lambda d: dec(d.delta), "size"),
-    ("quantity", lambda d: dec(d.quantity), "size"),
-    ("receive_time", lambda d: when(d, "receive_time"), "time"),
+    ("kind", enum_column("kind", "DELTA_KIND_"), "str"),
+    ("side", enum_column("side", "SIDE_"), "str"),
+    ("price", lambda d: d.price, "price"),
+    ("delta", lambda d: d.delta, "size"),
+    ("quantity", lambda d: d.quantity, "size"),
+    ("receive_time", micros_column("receive_time"), "time"),
     ("gap_reason", lambda d: d.gap.reason if d.HasField("gap") else "", "str"),
 ]
 TRADE_COLUMNS: list[Column] = [
-    ("ts", lambda t: when(t, "ts"), "time"),
+    ("ts", micros_column("ts"), "time"),
     ("trade_id", lambda t: t.trade_id, "str"),
-    ("yes_price", lambda t: dec(t.yes_price), "price"),
-    ("no_price", lambda t: dec(t.no_price), "price"),
-    ("count", lambda t: dec(t.count), "size"),
-    ("taker_side", lambda t: enum_name(t, "taker_side", "TAKER_SIDE_"), "str"),
+    ("yes_price", lambda t: t.yes_price, "price"),
+    ("no_price", lambda t: t.no_price, "price"),
+    ("count", lambda t: t.count, "size"),
+    ("taker_side", enum_column("taker_side", "TAKER_SIDE_"), "str"),
     ("is_block_trade", lambda t: t.is_block_trade, "bool"),
 ]
 CANDLE_COLUMNS: list[Column] = [
-    ("start_time", lambda c: when(c, "start_time"), "time"),
-    ("open", lambda c: dec(c.open), "price"), ("high", lambda c: dec(c.high), "price"),
-    ("low", lambda c: dec(c.low), "price"), ("close", lambda c: dec(c.close), "price"),
-    ("volume", lambda c: dec(c.volume), "size"),
+    ("start_time", micros_column("start_time"), "time"),
+    ("open", lambda c: c.open, "price"), ("high", lambda c: c.high, "price"),
+    ("low", lambda c: c.low, "price"), ("close", lambda c: c.close, "price"),
+    ("volume", lambda c: c.volume, "size"),
     ("trade_count", lambda c: c.trade_count, "int"),
 ]
 MARKET_COLUMNS: list[Column] = [
     ("ticker", lambda m: m.ticker, "str"), ("event_ticker", lambda m: m.event_ticker, "str"),
     ("series_ticker", lambda m: m.series_ticker, "str"), ("status", lambda m: m.status, "str"),
-    ("title", lambda m: m.title, "str"), ("open_time", lambda m: when(m, "open_time"), "time"),
-    ("close_time", lambda m: when(m, "close_time"), "time"),
+    ("title", lambda m: m.title, "str"), ("open_time", micros_column("open_time"), "time"),
+    ("close_time", micros_column("close_time"), "time"),
 ]
 EVENT_COLUMNS: list[Column] = [
     ("event_ticker", lambda e: e.event_ticker, "str"),
@@ -138,6 +226,6 @@ SERIES_COLUMNS: list[Column] = [
 SETTLEMENT_COLUMNS: list[Column] = [
     ("ticker", lambda s: s.ticker, "str"), ("event_ticker", lambda s: s.event_ticker, "str"),
     ("result", lambda s: s.result, "str"),
-    ("settlement_value", lambda s: dec(s.settlement_value), "price"),
-    ("settle_time", lambda s: when(s, "settle_time"), "time"),
+    ("settlement_value", lambda s: s.settlement_value, "price"),
+    ("settle_time", micros_column("settle_time"), "time"),
 ]

@@ -1,0 +1,248 @@
+"""What does ktape-client cost over the raw gRPC stubs, and how fast does a replay stream?
+
+Intent: "how fast" for issue 17's two client targets, on a private QuestDB with synthetic
+history (bench/query/synthetic.py) and an in-process queryd (no metering, as
+bench/query/orderbook_latency.py runs it):
+
+1. `client.deltas(...).to_df()` over `--changes` stored changes of one market, beside
+   the raw stubs paging the same rows (ListOrderbookDeltas, 1,000 a page) in the same
+   run, alternating, `--rounds` times each. Target: the client ≤ 10% over the raw stubs.
+   The raw side only pages (keeps the messages); the client also builds the DataFrame
+   (exact Decimal and datetime columns), so the ratio is the client's whole cost.
+2. `client.stream(ticker, start_time)` replaying `--stream-changes` changes from history
+   to one consumer, beside the raw StreamOrderbook stub over the same range. Target:
+   ≥ 100,000 changes/s through the client. The stream serves history only from the last
+   10 minutes (older consumers are told to page instead), so these rows are written just
+   behind now.
+
+The client is the source tree's (clients/python/src) with stubs generated from proto/
+into a scratch directory, exactly as its build does; pandas must be importable (dev
+extra). Saves bench/results/client_overhead.json.
+
+Run: .venv/bin/python bench/client/client_overhead.py [--changes 1000000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import importlib.util
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.common import cpu_secs, save
+from bench.query.synthetic import START, bench_questdb, generate
+
+REPO = Path(__file__).resolve().parents[2]
+STREAM_TICKER = "KXBENCH-STREAM"
+
+
+def load_client(scratch: Path) -> None:
+    """ktape_client from the source tree, its stubs generated like `pip install` does."""
+    spec = importlib.util.spec_from_file_location("client_setup", REPO / "clients/python/setup.py")
+    assert spec is not None and spec.loader is not None
+    setup = importlib.util.module_from_spec(spec)
+    sys.argv, argv = ["setup.py"], sys.argv  # the module's __main__ guard stays shut
+    try:
+        spec.loader.exec_module(setup)
+    finally:
+        sys.argv = argv
+    shutil.copytree(REPO / "clients/python/src/ktape_client", scratch / "ktape_client")
+    setup.generate(scratch)
+    sys.path.insert(0, str(scratch))
+
+
+def write_recent(conn, changes: int, end: dt.datetime) -> dt.datetime:
+    """`changes` changes of one market, evenly over the 8 minutes before `end`, and a
+    checkpoint before them (the stream's first book): what a replay stream may serve."""
+    span_us = 8 * 60 * 1_000_000
+    first_us = int(end.timestamp() * 1_000_000) - span_us
+    step_us = max(1, span_us // changes)
+    conn.execute(f"""
+        INSERT INTO book_changes
+        SELECT timestamp_sequence({first_us}, {step_us}) AS ts,
+               cast('{STREAM_TICKER}' AS SYMBOL) AS ticker, rnd_symbol('yes', 'no') AS side,
+               100 * (1 + rnd_long(1, 98, 0)) AS price_e4, rnd_long(0, 500000, 0) AS qty_after_e2,
+               rnd_long(-5000, 5000, 0) AS delta_e2, cast('delta' AS SYMBOL) AS kind,
+               x AS seq, 1L AS sid, timestamp_sequence({first_us}, {step_us}) AS recv_ts,
+               cast('exchange' AS SYMBOL) AS ts_source,
+               cast(NULL AS TIMESTAMP) AS source_ts
+        FROM long_sequence({changes})""")
+    levels = ",".join(f"{p}00:{1000 + p}" for p in range(10, 60, 2))
+    conn.execute(f"""
+        INSERT INTO book_checkpoints
+        SELECT cast({first_us - 1000} AS TIMESTAMP) AS ts, cast('{STREAM_TICKER}' AS SYMBOL),
+               cast('periodic' AS SYMBOL), 0L, 1L, cast({first_us - 1000} AS TIMESTAMP),
+               cast('exchange' AS SYMBOL), '{levels}', '{levels}',
+               cast({first_us - 1000} AS TIMESTAMP)
+        FROM long_sequence(1)""")
+    return dt.datetime.fromtimestamp((first_us - 1) / 1e6, dt.UTC)
+
+
+async def raw_pages(addr: str, ticker: str, start: dt.datetime, end: dt.datetime) -> int:
+    """ListOrderbookDeltas by the stubs, every page, messages kept: the floor."""
+    import grpc
+    from google.protobuf import timestamp_pb2
+
+    from ktape.marketdata.v1 import marketdata_pb2 as pb
+    from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
+
+    begin, finish = timestamp_pb2.Timestamp(), timestamp_pb2.Timestamp()
+    begin.FromDatetime(start)
+    finish.FromDatetime(end)
+    kept: list = []
+    token = ""
+    async with grpc.aio.insecure_channel(addr, options=[
+            ("grpc.max_receive_message_length", 64 << 20)]) as channel:
+        stub = pb_grpc.MarketDataServiceStub(channel)
+        while True:
+            page = await stub.ListOrderbookDeltas(pb.ListOrderbookDeltasRequest(
+                ticker=ticker, start_time=begin, end_time=finish, page_size=1000,
+                page_token=token), timeout=60)
+            kept.extend(page.deltas)
+            token = page.next_page_token
+            if not token:
+                return len(kept)
+
+
+async def client_frame(addr: str, ticker: str, start: dt.datetime, end: dt.datetime) -> int:
+    from ktape_client import AsyncClient
+
+    async with AsyncClient(target=addr) as client:
+        frame = await client.deltas(ticker, start, end).to_df()
+    assert str(frame["price"].dtype) == "object" and str(frame["ts"].dtype).startswith("datetime")
+    return len(frame)
+
+
+async def raw_stream(addr: str, ticker: str, start: dt.datetime, count: int) -> int:
+    import grpc
+    from google.protobuf import timestamp_pb2
+
+    from ktape.marketdata.v1 import marketdata_pb2 as pb
+    from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
+
+    begin = timestamp_pb2.Timestamp()
+    begin.FromDatetime(start)
+    seen = 0
+    async with grpc.aio.insecure_channel(addr) as channel:
+        call = pb_grpc.MarketDataServiceStub(channel).StreamOrderbook(
+            pb.StreamOrderbookRequest(ticker=ticker, start_time=begin))
+        async for message in call:
+            if message.HasField("delta"):
+                seen += 1
+                if seen == count:
+                    call.cancel()
+                    break
+    return seen
+
+
+async def client_stream(addr: str, ticker: str, start: dt.datetime, count: int) -> int:
+    from ktape_client import AsyncClient, Change
+
+    seen = 0
+    async with AsyncClient(target=addr) as client:
+        async for item in client.stream(ticker, start_time=start):
+            if isinstance(item, Change):
+                seen += 1
+                if seen == count:
+                    break
+    return seen
+
+
+QUESTDB_PID: int | None = None  # set once QuestDB runs: its CPU is where the rest goes
+
+
+async def timed(make, *args) -> dict:
+    """Wall time, this process's CPU (queryd in process + the consumer) and QuestDB's CPU
+    for one run: wall minus both CPUs is waiting (I/O, or the other processes of a
+    loaded machine)."""
+    began, cpu = time.perf_counter(), cpu_secs()
+    db_cpu = cpu_secs(QUESTDB_PID) if QUESTDB_PID else 0.0
+    rows = await make(*args)
+    secs = time.perf_counter() - began
+    return {"rows": rows, "secs": round(secs, 3), "rows_per_sec": round(rows / secs),
+            "cpu_secs": round(cpu_secs() - cpu, 3),
+            "questdb_cpu_secs": round((cpu_secs(QUESTDB_PID) - db_cpu)
+                                      if QUESTDB_PID else 0.0, 3)}
+
+
+async def run(env: dict, args: argparse.Namespace, stream_start: dt.datetime) -> dict:
+    from ktape.config import load_settings
+    from queryd.server import build_server
+
+    running, pool, _ = await build_server(load_settings(env), addr="127.0.0.1:0")
+    addr = f"127.0.0.1:{running.port}"
+    ticker, start = "KXBENCH-0", START
+    end = START + dt.timedelta(days=args.span_days)
+    out: dict = {"deltas": {"raw": [], "client": []}, "stream": {"raw": [], "client": []}}
+    try:
+        await raw_pages(addr, ticker, start, start + dt.timedelta(hours=1))  # warm up
+        await client_frame(addr, ticker, start, start + dt.timedelta(hours=1))
+        for _ in range(args.rounds):
+            out["deltas"]["raw"].append(await timed(raw_pages, addr, ticker, start, end))
+            out["deltas"]["client"].append(await timed(client_frame, addr, ticker, start, end))
+            print(out["deltas"]["raw"][-1], out["deltas"]["client"][-1], flush=True)
+        for _ in range(args.rounds):
+            for name, fn in (("raw", raw_stream), ("client", client_stream)):
+                out["stream"][name].append(await timed(fn, addr, STREAM_TICKER, stream_start,
+                                                       args.stream_changes))
+            print(out["stream"]["raw"][-1], out["stream"]["client"][-1], flush=True)
+    finally:
+        await running.stop(0)
+        await pool.close()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--changes", type=int, default=1_000_000)
+    parser.add_argument("--stream-changes", type=int, default=300_000)
+    parser.add_argument("--span-days", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="ktape-bench-client-"))
+    try:
+        load_client(scratch)
+        with bench_questdb("ktape-bench-client-", []) as (qdb, conn, root):
+            global QUESTDB_PID
+            QUESTDB_PID = qdb.proc.pid if qdb.proc is not None else None
+            info = generate(conn, changes=args.changes, markets=1, span_days=args.span_days)
+            stream_start = write_recent(conn, args.stream_changes, dt.datetime.now(dt.UTC)
+                                        - dt.timedelta(seconds=30))
+            from ktape.schema.wal import wait_for_wal
+
+            wait_for_wal(conn, ["book_changes", "book_checkpoints"], timeout_secs=600)
+            print(f"generated {info}", flush=True)
+            env = {"KTAPE_QUESTDB_HTTP": str(qdb.http), "KTAPE_QUESTDB_PG": str(qdb.pg),
+                   "KTAPE_DATA_DIR": str(root / "data"), "KTAPE_PAGE_TOKEN_SECRET": "bench"}
+            found = asyncio.run(run(env, args, stream_start))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    summary: dict = {"changes": args.changes, "stream_changes": args.stream_changes,
+                     "rounds": args.rounds, "runs": found}
+    for part in ("deltas", "stream"):
+        raw = statistics.median(r["secs"] for r in found[part]["raw"])
+        client = statistics.median(r["secs"] for r in found[part]["client"])
+        cpu = {side: statistics.median(r["cpu_secs"] for r in found[part][side])
+               for side in ("raw", "client")}
+        summary[part] = {"raw_median_secs": raw, "client_median_secs": client,
+                         "client_extra_cpu_us_per_row": round(
+                             (cpu["client"] - cpu["raw"]) / found[part]["raw"][0]["rows"] * 1e6,
+                             2),
+                         "client_over_raw": round(client / raw - 1, 3),
+                         "raw_rows_per_sec": round(found[part]["raw"][0]["rows"] / raw),
+                         "client_rows_per_sec": round(found[part]["client"][0]["rows"] / client)}
+    save("client_overhead", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The client as a user gets it: installed from the source tree into a venv of its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import venv
+from pathlib import Path
+
+import pytest
+
+from ktape.runtime.pins import REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def client_python(tmp_path_factory) -> Path:
+    """A venv with only ktape-client[pandas] installed from the source tree: no ktape
+    beside it, so a client that imported anything of the server would fail here."""
+    root = tmp_path_factory.mktemp("client-venv")
+    venv.EnvBuilder(with_pip=True).create(root)
+    python = root / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                    f"{REPO_ROOT / 'clients' / 'python'}[pandas]"], check=True, timeout=600)
+    return python
+
+
+@pytest.fixture
+def client_env(edge) -> dict[str, str]:
+    """The environment of a client process: none of the tests' KTAPE_* variables, only
+    the edge test account's key (as KTAPE_API_KEY, as a user sets it)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("KTAPE")},
+            "KTAPE_API_KEY": edge.api_key}
