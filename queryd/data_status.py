@@ -29,7 +29,7 @@ from ktape.marketdata.v1 import data_status_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
 from queryd.convert import duration_us, timestamp
 from queryd.service import _ticker, time_range
-from queryd.timeutil import from_us, to_us
+from queryd.timeutil import from_us, request_date, to_us
 
 log = get_logger(__name__)
 _rpc = rpc_handler(log)
@@ -65,15 +65,6 @@ def _ts(us: int) -> Any:
     return timestamp(from_us(us))
 
 
-def _date(value: str, field: str, default: dt.date) -> dt.date:
-    if not value:
-        return default
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise InvalidArgument.field(field, "must be a date, YYYY-MM-DD") from None
-
-
 def _in(query: str, tickers: list[str]) -> psql.Composed:
     """The query with `IN ({tickers})` filled with the tickers as quoted literals (psycopg
     quotes them; they are also known market tickers, read from the markets table)."""
@@ -96,8 +87,8 @@ class DataStatusService(pb_grpc.DataStatusServiceServicer):
         else:
             _ticker(request.series_ticker, "series_ticker")
         today = dt.datetime.now(dt.UTC).date()
-        first = _date(request.start_date, "start_date", today)
-        last = _date(request.end_date, "end_date", first)
+        first = request_date(request.start_date, "start_date", today)
+        last = request_date(request.end_date, "end_date", first)
         if last < first:
             raise InvalidArgument.field("end_date", "must not be before start_date")
         if (last - first).days >= MAX_DAYS:

@@ -33,7 +33,7 @@ from ktape.paging import PageTokens, checked_page_size, position_of, query_diges
 from ktape.pricing import DATASETS, dataset_credits
 from queryd.convert import timestamp
 from queryd.metering.verifier import RelayedError
-from queryd.timeutil import from_us
+from queryd.timeutil import from_us, request_date
 
 log = get_logger(__name__)
 _rpc = rpc_handler(log)
@@ -46,15 +46,6 @@ CONDITIONS = {"AVAILABLE": data_status_pb2.DATA_CONDITION_AVAILABLE,
               "PENDING": data_status_pb2.DATA_CONDITION_PENDING}
 MARKET_KNOWN = "SELECT ticker FROM markets WHERE ticker = %(v)s LIMIT 1"
 SERIES_KNOWN = "SELECT series_ticker FROM markets WHERE series_ticker = %(v)s LIMIT 1"
-
-
-def _date(value: str, field: str, default: dt.date) -> dt.date:
-    if not value:
-        return default
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise InvalidArgument.field(field, "must be a date, YYYY-MM-DD") from None
 
 
 @dataclass(frozen=True)
@@ -89,8 +80,8 @@ FilterRequest = (pb.ListDatasetFilesRequest | pb.GetDatasetCostRequest
 
 def checked_filter(f: FilterRequest, today: dt.date) -> Filter:
     """The request's filter fields (each of the three requests has the same ones)."""
-    first = _date(f.start_date, "start_date", today)
-    last = _date(f.end_date, "end_date", first)
+    first = request_date(f.start_date, "start_date", today)
+    last = request_date(f.end_date, "end_date", first)
     if last < first:
         raise InvalidArgument.field("end_date", "must not be before start_date")
     if (last - first).days >= MAX_DAYS:

@@ -24,3 +24,16 @@ def from_us(us: int) -> dt.datetime:
 
 def now_utc() -> dt.datetime:
     return dt.datetime.now(UTC)
+
+
+def request_date(value: str, field: str, default: dt.date) -> dt.date:
+    """A request's "YYYY-MM-DD" field, `default` when empty; INVALID_ARGUMENT naming the
+    field otherwise (conditions and datasets take UTC days the same way)."""
+    from ktape.errors import InvalidArgument
+
+    if not value:
+        return default
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument.field(field, "must be a date, YYYY-MM-DD") from None

@@ -13,32 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from datasetd.build import DayBuilder
-from datasetd.source import QuestSource
-from ktape.datasets.storage import LocalStorage
-from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig
-from tests.fixtures.recording import recorded_simulator
+from tests.fixtures.datasets import build_todays_files
 
 
 @pytest.fixture
 async def files(edge, clean_questdb, tmp_path):
     """Today's files so far, built into the edge's own dataset store (as the datasets job
     builds them), and a ticker that has some."""
-    async with recorded_simulator(clean_questdb, tmp_path, SimConfig(markets=2, rate=300,
-                                                                     seed=17)) as (rec, _sim):
-        await asyncio.sleep(4)
-        ticker = max(rec.feed.books, key=lambda t: rec.feed.books[t].last_seq)
-    with clean_questdb.connect() as conn:
-        wait_for_wal(conn)
-    storage = LocalStorage(Path(edge.env["KTAPE_DATA_DIR"]) / "datasets")
-    source = QuestSource(clean_questdb.http, clean_questdb.conninfo, storage.scratch_dir())
-    try:
-        report = await asyncio.to_thread(DayBuilder(source, storage).build,
-                                         dt.datetime.now(dt.UTC).date())
-    finally:
-        source.close()
-    assert report.files
+    _storage, ticker = await build_todays_files(edge, clean_questdb, tmp_path,
+                                                SimConfig(markets=2, rate=300, seed=17))
     return ticker
 
 

@@ -3,23 +3,17 @@ Range, again for free), with the key or the console session, and every refusal n
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 
 from billingd.store import BillingStore
-from datasetd.build import DayBuilder
-from datasetd.source import QuestSource
-from ktape.datasets.storage import LocalStorage
 from ktape.pricing import dataset_credits
-from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig
-from tests.fixtures.recording import recorded_simulator
+from tests.fixtures.datasets import build_todays_files
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +24,8 @@ def today() -> str:
 @pytest.fixture
 async def files(edge, clean_questdb, tmp_path):
     """Today's files so far, built into the edge's own dataset store."""
-    async with recorded_simulator(clean_questdb, tmp_path, SimConfig(markets=3, rate=150, seed=3)):
-        await asyncio.sleep(4)
-    with clean_questdb.connect() as conn:
-        wait_for_wal(conn)
-    storage = LocalStorage(Path(edge.env["KTAPE_DATA_DIR"]) / "datasets")
-    source = QuestSource(clean_questdb.http, clean_questdb.conninfo, storage.scratch_dir())
-    try:
-        report = await asyncio.to_thread(DayBuilder(source, storage).build,
-                                         dt.datetime.now(dt.UTC).date())
-    finally:
-        source.close()
-    assert report.files
+    storage, _busiest = await build_todays_files(edge, clean_questdb, tmp_path,
+                                                 SimConfig(markets=3, rate=150, seed=3))
     return storage
 
 
