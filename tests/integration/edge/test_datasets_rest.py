@@ -36,8 +36,23 @@ def _balance(edge, key: str) -> int:
     return int(got.json()["account"]["balance_credits"])
 
 
+def _buyer(edge, credits: int) -> str:
+    """A prod key of a fresh account: its balance moves only with this test's calls
+    (the shared edge account's batched usage from earlier tests may still be landing)."""
+    store = BillingStore.from_dsn(edge.billing_dsn)
+    try:
+        account = store.create_account(f"buyer-{uuid.uuid4().hex[:6]}", plan="free")
+        store.append(account.account_id, credits, kind="grant", reason="test",
+                     idempotency_key="grant")
+        return store.create_key(account.account_id, env="prod", name="t").full
+    finally:
+        store.close()
+
+
 def test_list_price_buy_and_download(edge, files, today):
-    api = httpx.Client(base_url=edge.http_url, headers=edge.auth, timeout=20)
+    key = _buyer(edge, 10_000)
+    api = httpx.Client(base_url=edge.http_url, headers={"Authorization": f"Bearer {key}"},
+                       timeout=20)
     listed = api.get("/v1/datasets", params={"data_type": "book_changes", "start_date": today,
                                              "format": "parquet", "page_size": 2})
     assert listed.status_code == 200, listed.text
@@ -64,7 +79,7 @@ def test_list_price_buy_and_download(edge, files, today):
     assert int(cost["file_count"]) == len(mine) == 10  # 5 data types x 2 formats
     assert int(cost["credits"]) == sum(dataset_credits(int(f["bytes"])) for f in mine)
 
-    before = _balance(edge, edge.api_key)
+    before = _balance(edge, key)
     bought = api.post("/v1/datasets:download", json=filt)
     assert bought.status_code == 200, bought.text
     body = bought.json()
@@ -93,10 +108,10 @@ def test_list_price_buy_and_download(edge, files, today):
     assert outside.status_code == 416
 
     # the usage appears on the account, and buying the same files again costs nothing
-    assert _balance(edge, edge.api_key) == before - int(cost["credits"])
+    assert _balance(edge, key) == before - int(cost["credits"])
     again = api.post("/v1/datasets:download", json={"names": list(downloads)}).json()
     assert int(again["charged_credits"]) == 0 and len(again["downloads"]) == 10
-    assert _balance(edge, edge.api_key) == before - int(cost["credits"])
+    assert _balance(edge, key) == before - int(cost["credits"])
 
     forged = parquet["url"].rsplit("sig=", 1)[0] + "sig=" + "A" * 43
     assert httpx.get(forged, timeout=20).status_code == 403
