@@ -11,13 +11,13 @@ file; the two are independent files, and pyarrow's encoders and zlib release the
 so the series file is written in a second thread while the caller writes the markets'
 files (measured: docs/performance.md, "Datasets: export").
 
-Encodings (bench/datasets/export.py measured them on a 10M-change day; docs/performance.md):
-strings are dictionary-encoded, timestamps and sequence numbers DELTA_BINARY_PACKED,
-other integers plain, all under zstd. Dictionary-encoding every column (pyarrow's
-default) made the writer hash each timestamp into a dictionary it then abandons, and
-cost about twice the time for larger files. CSV.gz is gzip level 6 (zlib's and the
-`gzip` tool's default): Arrow's own default, 9, took four times as long for files 5%
-smaller. Neither choice changes a value in any file.
+Encodings (measured: docs/performance.md, "Datasets: export"): strings are
+dictionary-encoded, timestamps and sequence numbers DELTA_BINARY_PACKED, other integers
+plain, all under zstd. Dictionary-encoding every column (pyarrow's default) made the
+writer hash each timestamp into a dictionary it then abandons: 2.5-3 times the time, for
+files 1.7-2.4 times larger. CSV.gz is gzip level 6 (zlib's and the `gzip` tool's
+default): Arrow's own default, 9, took four times as long for files 5% smaller. Neither
+choice changes a value in any file.
 """
 
 from __future__ import annotations
