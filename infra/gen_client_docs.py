@@ -29,7 +29,7 @@ SECTIONS = [
     ("Books and changes", ["Book", "Level", "Continuity", "Change", "Gap"]),
     ("Errors", ["KtapeError", "InvalidArgumentError", "NotFoundError", "AuthenticationError",
                 "PermissionDeniedError", "InsufficientCreditsError", "RateLimitedError",
-                "UnavailableError", "DeadlineExceededError", "DownloadError",
+                "SlowConsumerError", "UnavailableError", "DeadlineExceededError", "DownloadError",
                 "ChecksumMismatchError"]),
 ]
 

@@ -22,6 +22,7 @@ from ktape_client.errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitedError,
+    SlowConsumerError,
     UnavailableError,
 )
 from ktape_client.files import FileResult
@@ -33,4 +34,4 @@ __all__ = ["AsyncClient", "AsyncDatasets", "AsyncPages", "AuthenticationError", 
            "DeadlineExceededError", "DownloadError", "DownloadResult", "FileResult", "Gap",
            "InsufficientCreditsError", "InvalidArgumentError", "KtapeError", "Level",
            "NotFoundError", "Pages", "PermissionDeniedError", "RateLimitedError",
-           "UnavailableError"]
+           "SlowConsumerError", "UnavailableError"]
