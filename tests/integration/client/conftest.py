@@ -26,7 +26,9 @@ def client_python(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def client_env(edge) -> dict[str, str]:
-    """The environment of a client process: none of the tests' KTAPE_* variables, only
-    the edge test account's key (as KTAPE_API_KEY, as a user sets it)."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("KTAPE")},
+    """The environment of a client process: none of the tests' KTAPE_* variables and no
+    PYTHONPATH (nothing of the repository importable), only the edge test account's key
+    (as KTAPE_API_KEY, as a user sets it)."""
+    return {**{k: v for k, v in os.environ.items()
+               if not k.startswith("KTAPE") and k != "PYTHONPATH"},
             "KTAPE_API_KEY": edge.api_key}
