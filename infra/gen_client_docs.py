@@ -23,7 +23,7 @@ OUT = ROOT / "docs" / "client-reference.md"
 # Sections in reading order; exported names not listed here go to "Other" (so a new name
 # shows up in the reference even before someone places it).
 SECTIONS = [
-    ("Clients", ["Client", "AsyncClient"]),
+    ("Clients", ["Client", "AsyncClient", "CreatedKey"]),
     ("Datasets", ["AsyncDatasets", "DatasetCost", "DownloadResult", "FileResult"]),
     ("Listings", ["Pages", "AsyncPages"]),
     ("Books and changes", ["Book", "Level", "Continuity", "Change", "Gap"]),

@@ -59,6 +59,12 @@ async def test_every_kind_of_call_against_recorded_data(client_python, edge, que
     assert found["errors"] == {"not_found": "UNKNOWN_TICKER", "invalid_field": "interval"}
     assert found["stream"][0] == "Book" and set(found["stream"][1:]) == {"Change"}
     assert found["no_key"] == "API_KEY_MISSING"
+    assert found["billing"] == {
+        "usage_columns": ["day", "method", "calls", "credits"], "usage_calls_dtype": "int64",
+        "secret_hidden": True, "secret_env": "dev", "new_key_works": True, "listed": True,
+        "listed_env": "dev", "revoked": True, "packs": found["billing"]["packs"],
+        "checkout_url": True}
+    assert found["billing"]["packs"] > 0
     assert found["async_book_levels"] > 0 and found["async_deltas"] >= paging["big"]
 
 
