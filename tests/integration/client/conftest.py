@@ -20,7 +20,8 @@ def client_python(tmp_path_factory) -> Path:
     venv.EnvBuilder(with_pip=True).create(root)
     python = root / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                    f"{REPO_ROOT / 'clients' / 'python'}[pandas]"], check=True, timeout=600)
+                    f"{REPO_ROOT / 'clients' / 'python'}[pandas]"], check=True, timeout=600,
+                   env=_clean(os.environ))  # a PYTHONPATH could satisfy [pandas] from outside
     return python
 
 
@@ -29,6 +30,8 @@ def client_env(edge) -> dict[str, str]:
     """The environment of a client process: none of the tests' KTAPE_* variables and no
     PYTHONPATH (nothing of the repository importable), only the edge test account's key
     (as KTAPE_API_KEY, as a user sets it)."""
-    return {**{k: v for k, v in os.environ.items()
-               if not k.startswith("KTAPE") and k != "PYTHONPATH"},
-            "KTAPE_API_KEY": edge.api_key}
+    return {**_clean(os.environ), "KTAPE_API_KEY": edge.api_key}
+
+
+def _clean(env: os._Environ[str] | dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith("KTAPE") and k != "PYTHONPATH"}

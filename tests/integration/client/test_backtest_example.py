@@ -44,7 +44,9 @@ async def test_the_backtest_example_adds_up(client_python, client_env, edge, que
     position, cash = Decimal(0), Decimal(0)
     for i, match in enumerate(trades):
         side, quantity, price = match[2], Decimal(match[3]), Decimal(match[4])
-        assert side == ("BUY" if i % 2 == 0 else "SELL")  # flat, long, flat, ...
+        # it buys only when flat and sells only what it holds (an exit may take several
+        # sells when the best bid is smaller than the position)
+        assert position == 0 if side == "BUY" else position > 0, (i, side, position)
         position += quantity if side == "BUY" else -quantity
         cash += quantity * price if side == "SELL" else -quantity * price
     assert re.search(rf"position {position} YES", out.decode())
