@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import venv
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -33,5 +34,6 @@ def client_env(edge) -> dict[str, str]:
     return {**_clean(os.environ), "KTAPE_API_KEY": edge.api_key}
 
 
-def _clean(env: os._Environ[str] | dict[str, str]) -> dict[str, str]:
+def _clean(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without the tests' KTAPE_* variables and without PYTHONPATH."""
     return {k: v for k, v in env.items() if not k.startswith("KTAPE") and k != "PYTHONPATH"}
