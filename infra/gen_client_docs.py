@@ -23,13 +23,13 @@ OUT = ROOT / "docs" / "client-reference.md"
 # Sections in reading order; exported names not listed here go to "Other" (so a new name
 # shows up in the reference even before someone places it).
 SECTIONS = [
-    ("Clients", ["Client", "AsyncClient"]),
+    ("Clients", ["Client", "AsyncClient", "CreatedKey"]),
     ("Datasets", ["AsyncDatasets", "DatasetCost", "DownloadResult", "FileResult"]),
     ("Listings", ["Pages", "AsyncPages"]),
     ("Books and changes", ["Book", "Level", "Continuity", "Change", "Gap"]),
     ("Errors", ["KtapeError", "InvalidArgumentError", "NotFoundError", "AuthenticationError",
                 "PermissionDeniedError", "InsufficientCreditsError", "RateLimitedError",
-                "UnavailableError", "DeadlineExceededError", "DownloadError",
+                "SlowConsumerError", "UnavailableError", "DeadlineExceededError", "DownloadError",
                 "ChecksumMismatchError"]),
 ]
 

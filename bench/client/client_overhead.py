@@ -8,12 +8,14 @@ bench/query/orderbook_latency.py runs it):
    the raw stubs paging the same rows (ListOrderbookDeltas, 1,000 a page) in the same
    run, alternating, `--rounds` times each. Target: the client ≤ 10% over the raw stubs.
    The raw side only pages (keeps the messages); the client also builds the DataFrame
-   (exact Decimal and datetime columns), so the ratio is the client's whole cost.
+   (exact Decimal and datetime columns), so the ratio is the client's whole cost. The
+   same pair runs once more against a canned server answering prebuilt pages ("canned"):
+   with the server nearly free, that ratio shows the client's own cost undiluted.
 2. `client.stream(ticker, start_time)` replaying `--stream-changes` changes from history
    to one consumer, beside the raw StreamOrderbook stub over the same range. Target:
    ≥ 100,000 changes/s through the client. The stream serves history only from the last
-   10 minutes (older consumers are told to page instead), so these rows are written just
-   behind now.
+   10 minutes (older consumers are told to page instead), so each run gets a market of
+   its own, written just behind now right before it.
 
 The client is the source tree's (clients/python/src) with stubs generated from proto/
 into a scratch directory, exactly as its build does; pandas must be importable (dev
@@ -38,10 +40,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import cpu_secs, save
-from bench.query.synthetic import START, bench_questdb, generate
+from bench.query.synthetic import START, bench_questdb, conninfo_of, generate
 
 REPO = Path(__file__).resolve().parents[2]
-STREAM_TICKER = "KXBENCH-STREAM"
 
 
 def load_client(scratch: Path) -> None:
@@ -59,30 +60,38 @@ def load_client(scratch: Path) -> None:
     sys.path.insert(0, str(scratch))
 
 
-def write_recent(conn, changes: int, end: dt.datetime) -> dt.datetime:
-    """`changes` changes of one market, evenly over the 8 minutes before `end`, and a
-    checkpoint before them (the stream's first book): what a replay stream may serve."""
-    span_us = 8 * 60 * 1_000_000
-    first_us = int(end.timestamp() * 1_000_000) - span_us
+def write_recent(conninfo: str, ticker: str, changes: int) -> dt.datetime:
+    """`changes` changes of a new market, evenly over the 2 minutes before a few seconds
+    ago, and a checkpoint before them (the stream's first book), visible when this
+    returns; the instant just before the first. Written per run, right before it: the
+    stream replays only history of the last 10 minutes."""
+    import psycopg
+
+    from ktape.schema.wal import wait_for_wal
+
+    span_us = 2 * 60 * 1_000_000
+    first_us = int((time.time() - 5) * 1_000_000) - span_us
     step_us = max(1, span_us // changes)
-    conn.execute(f"""
-        INSERT INTO book_changes
-        SELECT timestamp_sequence({first_us}, {step_us}) AS ts,
-               cast('{STREAM_TICKER}' AS SYMBOL) AS ticker, rnd_symbol('yes', 'no') AS side,
-               100 * (1 + rnd_long(1, 98, 0)) AS price_e4, rnd_long(0, 500000, 0) AS qty_after_e2,
-               rnd_long(-5000, 5000, 0) AS delta_e2, cast('delta' AS SYMBOL) AS kind,
-               x AS seq, 1L AS sid, timestamp_sequence({first_us}, {step_us}) AS recv_ts,
-               cast('exchange' AS SYMBOL) AS ts_source,
-               cast(NULL AS TIMESTAMP) AS source_ts
-        FROM long_sequence({changes})""")
     levels = ",".join(f"{p}00:{1000 + p}" for p in range(10, 60, 2))
-    conn.execute(f"""
-        INSERT INTO book_checkpoints
-        SELECT cast({first_us - 1000} AS TIMESTAMP) AS ts, cast('{STREAM_TICKER}' AS SYMBOL),
-               cast('periodic' AS SYMBOL), 0L, 1L, cast({first_us - 1000} AS TIMESTAMP),
-               cast('exchange' AS SYMBOL), '{levels}', '{levels}',
-               cast({first_us - 1000} AS TIMESTAMP)
-        FROM long_sequence(1)""")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"""
+            INSERT INTO book_changes
+            SELECT timestamp_sequence({first_us}, {step_us}) AS ts,
+                   cast('{ticker}' AS SYMBOL) AS ticker, rnd_symbol('yes', 'no') AS side,
+                   100 * (1 + rnd_long(1, 98, 0)) AS price_e4,
+                   rnd_long(0, 500000, 0) AS qty_after_e2, rnd_long(-5000, 5000, 0) AS delta_e2,
+                   cast('delta' AS SYMBOL) AS kind, x AS seq, 1L AS sid,
+                   timestamp_sequence({first_us}, {step_us}) AS recv_ts,
+                   cast('exchange' AS SYMBOL) AS ts_source, cast(NULL AS TIMESTAMP) AS source_ts
+            FROM long_sequence({changes})""")
+        conn.execute(f"""
+            INSERT INTO book_checkpoints
+            SELECT cast({first_us - 1000} AS TIMESTAMP) AS ts, cast('{ticker}' AS SYMBOL),
+                   cast('periodic' AS SYMBOL), 0L, 1L, cast({first_us - 1000} AS TIMESTAMP),
+                   cast('exchange' AS SYMBOL), '{levels}', '{levels}',
+                   cast({first_us - 1000} AS TIMESTAMP)
+            FROM long_sequence(1)""")
+        wait_for_wal(conn, ["book_changes", "book_checkpoints"], timeout_secs=600)
     return dt.datetime.fromtimestamp((first_us - 1) / 1e6, dt.UTC)
 
 
@@ -173,7 +182,55 @@ async def timed(make, *args) -> dict:
                                       if QUESTDB_PID else 0.0, 3)}
 
 
-async def run(env: dict, args: argparse.Namespace, stream_start: dt.datetime) -> dict:
+async def canned_server(pages: int) -> tuple:
+    """A MarketDataService whose ListOrderbookDeltas answers prebuilt 1,000-row pages
+    (nearly free to serve): raw stubs against client with the server out of the way,
+    i.e. the client's own cost at its most visible."""
+    import grpc
+
+    from ktape.marketdata.v1 import marketdata_pb2 as pb
+    from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
+
+    template = pb.ListOrderbookDeltasResponse()
+    for i in range(1000):
+        d = template.deltas.add(kind=pb.DELTA_KIND_DELTA, seq=i, sid=1,
+                                side=pb.SIDE_YES if i % 2 else pb.SIDE_NO,
+                                price=f"0.{100 + (i * 37) % 9800:04d}", delta="-12.00",
+                                quantity=f"{(i * 7919) % 100000}.00")
+        d.ts.FromMicroseconds(1_793_491_200_000_000 + i * 1000)
+        d.receive_time.FromMicroseconds(1_793_491_200_000_500 + i * 1000)
+    answers = []
+    for n in range(pages):
+        page = pb.ListOrderbookDeltasResponse()
+        page.CopyFrom(template)
+        page.next_page_token = str(n + 1) if n + 1 < pages else ""
+        answers.append(page)
+
+    class Canned(pb_grpc.MarketDataServiceServicer):
+        async def ListOrderbookDeltas(self, request, context):
+            return answers[int(request.page_token or 0)]
+
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 << 20)])
+    pb_grpc.add_MarketDataServiceServicer_to_server(Canned(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+async def run_canned(args: argparse.Namespace) -> dict:
+    server, addr = await canned_server(args.changes // 1000)
+    out: dict = {"raw": [], "client": []}
+    try:
+        for _ in range(args.rounds):
+            for name, fn in (("raw", raw_pages), ("client", client_frame)):
+                out[name].append(await timed(fn, addr, "KXBENCH-0", START, START))
+            print("canned", out["raw"][-1], out["client"][-1], flush=True)
+    finally:
+        await server.stop(0)
+    return out
+
+
+async def run(env: dict, conninfo: str, args: argparse.Namespace, parts: list[str]) -> dict:
     from ktape.config import load_settings
     from queryd.server import build_server
 
@@ -181,19 +238,22 @@ async def run(env: dict, args: argparse.Namespace, stream_start: dt.datetime) ->
     addr = f"127.0.0.1:{running.port}"
     ticker, start = "KXBENCH-0", START
     end = START + dt.timedelta(days=args.span_days)
-    out: dict = {"deltas": {"raw": [], "client": []}, "stream": {"raw": [], "client": []}}
+    out: dict = {part: {"raw": [], "client": []} for part in ("stream", "deltas") if part in parts}
     try:
         await raw_pages(addr, ticker, start, start + dt.timedelta(hours=1))  # warm up
         await client_frame(addr, ticker, start, start + dt.timedelta(hours=1))
-        for _ in range(args.rounds):
+        for i in range(args.rounds if "stream" in parts else 0):  # first: history must be recent
+            for name, fn in (("raw", raw_stream), ("client", client_stream)):
+                market = f"KXBENCH-STREAM-{i}-{name}"
+                begin = await asyncio.to_thread(write_recent, conninfo, market,
+                                                args.stream_changes)
+                out["stream"][name].append(await timed(fn, addr, market, begin,
+                                                       args.stream_changes))
+            print(out["stream"]["raw"][-1], out["stream"]["client"][-1], flush=True)
+        for _ in range(args.rounds if "deltas" in parts else 0):
             out["deltas"]["raw"].append(await timed(raw_pages, addr, ticker, start, end))
             out["deltas"]["client"].append(await timed(client_frame, addr, ticker, start, end))
             print(out["deltas"]["raw"][-1], out["deltas"]["client"][-1], flush=True)
-        for _ in range(args.rounds):
-            for name, fn in (("raw", raw_stream), ("client", client_stream)):
-                out["stream"][name].append(await timed(fn, addr, STREAM_TICKER, stream_start,
-                                                       args.stream_changes))
-            print(out["stream"]["raw"][-1], out["stream"]["client"][-1], flush=True)
     finally:
         await running.stop(0)
         await pool.close()
@@ -207,28 +267,31 @@ def main() -> int:
     parser.add_argument("--stream-changes", type=int, default=300_000)
     parser.add_argument("--span-days", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--parts", default="stream,deltas,canned",
+                        help="which of stream, deltas, canned to run")
     args = parser.parse_args()
+    parts = args.parts.split(",")
     scratch = Path(tempfile.mkdtemp(prefix="ktape-bench-client-"))
     try:
         load_client(scratch)
-        with bench_questdb("ktape-bench-client-", []) as (qdb, conn, root):
-            global QUESTDB_PID
-            QUESTDB_PID = qdb.proc.pid if qdb.proc is not None else None
-            info = generate(conn, changes=args.changes, markets=1, span_days=args.span_days)
-            stream_start = write_recent(conn, args.stream_changes, dt.datetime.now(dt.UTC)
-                                        - dt.timedelta(seconds=30))
-            from ktape.schema.wal import wait_for_wal
-
-            wait_for_wal(conn, ["book_changes", "book_checkpoints"], timeout_secs=600)
-            print(f"generated {info}", flush=True)
-            env = {"KTAPE_QUESTDB_HTTP": str(qdb.http), "KTAPE_QUESTDB_PG": str(qdb.pg),
-                   "KTAPE_DATA_DIR": str(root / "data"), "KTAPE_PAGE_TOKEN_SECRET": "bench"}
-            found = asyncio.run(run(env, args, stream_start))
+        found: dict = {}
+        if "stream" in parts or "deltas" in parts:
+            with bench_questdb("ktape-bench-client-", []) as (qdb, conn, root):
+                global QUESTDB_PID
+                QUESTDB_PID = qdb.proc.pid if qdb.proc is not None else None
+                info = generate(conn, changes=args.changes, markets=1, span_days=args.span_days)
+                print(f"generated {info}", flush=True)
+                env = {"KTAPE_QUESTDB_HTTP": str(qdb.http), "KTAPE_QUESTDB_PG": str(qdb.pg),
+                       "KTAPE_DATA_DIR": str(root / "data"), "KTAPE_PAGE_TOKEN_SECRET": "bench"}
+                found = asyncio.run(run(env, conninfo_of(qdb), args, parts))
+            QUESTDB_PID = None
+        if "canned" in parts:
+            found["canned"] = asyncio.run(run_canned(args))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     summary: dict = {"changes": args.changes, "stream_changes": args.stream_changes,
                      "rounds": args.rounds, "runs": found}
-    for part in ("deltas", "stream"):
+    for part in found:
         raw = statistics.median(r["secs"] for r in found[part]["raw"])
         client = statistics.median(r["secs"] for r in found[part]["client"])
         cpu = {side: statistics.median(r["cpu_secs"] for r in found[part][side])

@@ -67,6 +67,23 @@ with Client(target=target) as client:
         if len(stream_items) >= 3:
             break
     out["stream"] = stream_items
+    # billing self-service
+    account_id = client.account().account_id
+    usage = client.usage().to_df()
+    created = client.create_key(name="client-checks", env="dev")
+    with Client(api_key=created.secret, target=target) as second:
+        same_account = second.account().account_id == account_id
+    listed = client.keys().to_df()
+    revoked = client.delete_key(created.key_id)
+    packs = client.credit_packs()
+    out["billing"] = {
+        "usage_columns": list(usage.columns), "usage_calls_dtype": str(usage["calls"].dtype),
+        "secret_hidden": created.secret not in repr(created),
+        "secret_env": created.secret.split("_")[1], "new_key_works": same_account,
+        "listed": created.key_id in set(listed["key_id"]),
+        "listed_env": listed.set_index("key_id").loc[created.key_id, "env"],
+        "revoked": revoked.HasField("revoke_time"), "packs": len(packs),
+        "checkout_url": client.checkout(packs[0].pack_id).startswith("http")}
 
 with Client(api_key="", target=target) as anonymous:
     os.environ.pop("KTAPE_API_KEY")

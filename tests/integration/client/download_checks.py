@@ -11,6 +11,7 @@ every answer after half the body (`cut`), cuts only the first answer for each fi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.client
 import http.server
@@ -21,7 +22,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ktape_client import ChecksumMismatchError, Client, DownloadError
+from ktape_client import AsyncClient, ChecksumMismatchError, Client, DownloadError
 
 target, ticker, day, dest = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection"}
@@ -133,10 +134,22 @@ with Client(target=target) as client:
                           "in_message": file.name in str(exc), "expected": exc.expected,
                           "final_exists": final.exists(), "part_exists": part.exists()}
 
-    # 6. by name, as the async client gets it through the same wrapper
+    # 6. by name
     proxy.mode = "pass"
     named = client.datasets.download([file.name], dest, progress=False)
     out["named"] = [f.status for f in named.files]
 
+
+async def the_async_client() -> dict:
+    """The same namespace on AsyncClient (the implementation Client wraps)."""
+    async with AsyncClient(target=target) as client:
+        listed = [f.name async for f in client.datasets.list(**one)]
+        cost = await client.datasets.cost(listed)
+        got = await client.datasets.download(dest_dir=dest, progress=False, **one)
+        return {"listed": listed, "cost_files": cost.file_count,
+                "status": [f.status for f in got.files], "charged": got.charged_credits}
+
+
+out["async"] = asyncio.run(the_async_client())
 proxy.shutdown()
 print(json.dumps(out))

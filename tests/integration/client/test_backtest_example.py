@@ -37,7 +37,7 @@ async def test_the_backtest_example_adds_up(client_python, client_env, edge, que
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()[-3000:]
     lines = out.decode().splitlines()
-    print(out.decode())
+    print("backtest.py", ticker, start.isoformat(), end.isoformat(), out.decode(), sep="\n")
     trades = [TRADE.match(line) for line in lines if " BUY " in line or " SELL " in line]
     assert trades and all(trades), lines
     summary = {line.split(" P&L")[0]: line for line in lines if " P&L " in line}

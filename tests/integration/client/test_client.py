@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,8 @@ def test_the_package_holds_its_own_stubs_and_imports_without_ktape(client_python
     assert "site-packages" in where and ktape_loaded == "False"
 
 
-async def test_every_kind_of_call_against_recorded_data(client_python, edge, questdb, tmp_path):
+async def test_every_kind_of_call_against_recorded_data(client_python, client_env, edge, questdb,
+                                                       tmp_path):
     config = SimConfig(markets=4, rate=200, seed=31)
     async with recorded_simulator(questdb, tmp_path, config) as (recorder, sim):
         sim.model.lifecycle_rate = 0  # no market closes (its book would empty) mid-check
@@ -33,8 +33,7 @@ async def test_every_kind_of_call_against_recorded_data(client_python, edge, que
         proc = await asyncio.create_subprocess_exec(
             str(client_python), str(Path(__file__).with_name("client_checks.py")),
             f"127.0.0.1:{edge.http_port}", ticker, cwd="/",
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("KTAPE")},
-                 "KTAPE_API_KEY": edge.api_key},
+            env=client_env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()[-3000:]
@@ -59,6 +58,12 @@ async def test_every_kind_of_call_against_recorded_data(client_python, edge, que
     assert found["errors"] == {"not_found": "UNKNOWN_TICKER", "invalid_field": "interval"}
     assert found["stream"][0] == "Book" and set(found["stream"][1:]) == {"Change"}
     assert found["no_key"] == "API_KEY_MISSING"
+    assert found["billing"] == {
+        "usage_columns": ["day", "method", "calls", "credits"], "usage_calls_dtype": "int64",
+        "secret_hidden": True, "secret_env": "dev", "new_key_works": True, "listed": True,
+        "listed_env": "dev", "revoked": True, "packs": found["billing"]["packs"],
+        "checkout_url": True}
+    assert found["billing"]["packs"] > 0
     assert found["async_book_levels"] > 0 and found["async_deltas"] >= paging["big"]
 
 

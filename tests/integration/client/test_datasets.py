@@ -73,6 +73,8 @@ async def test_download_resumes_a_cut_and_checks_every_byte(client_python, clien
     assert corrupt["in_message"] and corrupt["expected"] == sha
     assert not corrupt["final_exists"] and not corrupt["part_exists"]
     assert found["named"] == ["downloaded"]
+    assert found["async"] == {"listed": [name], "cost_files": 1, "status": ["present"],
+                              "charged": 0}
 
 
 async def test_ktape_data_download_prints_what_it_bought(client_python, client_env, edge, files,

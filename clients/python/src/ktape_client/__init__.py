@@ -8,7 +8,7 @@
                              start_date="2026-11-24", dest_dir="data")
 """
 
-from ktape_client.aio import AsyncClient, Change, Gap
+from ktape_client.aio import AsyncClient, Change, CreatedKey, Gap
 from ktape_client.book import Book, Continuity, Level
 from ktape_client.datasets import AsyncDatasets, DatasetCost, DownloadResult
 from ktape_client.errors import (
@@ -22,6 +22,7 @@ from ktape_client.errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitedError,
+    SlowConsumerError,
     UnavailableError,
 )
 from ktape_client.files import FileResult
@@ -29,8 +30,8 @@ from ktape_client.pages import AsyncPages
 from ktape_client.sync import Client, Pages
 
 __all__ = ["AsyncClient", "AsyncDatasets", "AsyncPages", "AuthenticationError", "Book",
-           "Change", "ChecksumMismatchError", "Client", "Continuity", "DatasetCost",
+           "Change", "ChecksumMismatchError", "Client", "Continuity", "CreatedKey", "DatasetCost",
            "DeadlineExceededError", "DownloadError", "DownloadResult", "FileResult", "Gap",
            "InsufficientCreditsError", "InvalidArgumentError", "KtapeError", "Level",
            "NotFoundError", "Pages", "PermissionDeniedError", "RateLimitedError",
-           "UnavailableError"]
+           "SlowConsumerError", "UnavailableError"]

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -41,10 +41,12 @@ from ktape_client.pages import (
     CANDLE_COLUMNS,
     DELTA_COLUMNS,
     EVENT_COLUMNS,
+    KEY_COLUMNS,
     MARKET_COLUMNS,
     SERIES_COLUMNS,
     SETTLEMENT_COLUMNS,
     TRADE_COLUMNS,
+    USAGE_COLUMNS,
     AsyncPages,
     dec,
     enum_column,
@@ -67,6 +69,18 @@ def timestamp(value: Time) -> timestamp_pb2.Timestamp | None:
     out = timestamp_pb2.Timestamp()
     out.FromDatetime(value)
     return out
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A key just created: its listing and, this once, the whole key (`secret`, the
+    `kt_<env>_<id>_<secret>` to send as the bearer token; kept out of the repr)."""
+
+    key_id: str
+    prefix: str
+    name: str
+    env: str
+    secret: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -144,9 +158,11 @@ class AsyncClient:
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self._key}"),) if self._key else ()
 
-    async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
-        """One unary call with a deadline, retried when the server says it may be."""
-        for attempt in range(self.retries + 1):
+    async def _call(self, method: Callable[..., Awaitable[T]], request: Any, *,
+                    idempotent: bool = True) -> T:
+        """One unary call with a deadline, retried when the server says it may be (and
+        the call may safely run twice: never a call that creates something)."""
+        for attempt in range(self.retries + 1 if idempotent else 1):
             try:
                 return await method(request, timeout=self.timeout, metadata=self._metadata())
             except grpc.aio.AioRpcError as exc:
@@ -252,6 +268,61 @@ class AsyncClient:
         """The key's account: balance, plan, allowance (GET /v1/account)."""
         reply = await self._call(self._billing.GetAccount, billing_pb2.GetAccountRequest())
         return reply.account
+
+    # -- billing self-service ----------------------------------------------------------------
+
+    def usage(self, start: Time = None, end: Time = None) -> AsyncPages:
+        """The account's calls and credits per UTC day and method in [start, end)
+        (default: this month so far; GET /v1/account/usage); `to_df()` like a listing."""
+        return self._pages(self._billing.GetAccountUsage, lambda _token: (
+            billing_pb2.GetAccountUsageRequest(start_time=timestamp(start),
+                                               end_time=timestamp(end))), "usage", USAGE_COLUMNS)
+
+    def keys(self, page_size: int = 100) -> AsyncPages:
+        """The account's API keys, newest first, revoked ones included (never a secret;
+        GET /v1/account/keys)."""
+        return self._pages(self._billing.ListApiKeys, lambda token: billing_pb2.ListApiKeysRequest(
+            page_size=page_size, page_token=token), "keys", KEY_COLUMNS)
+
+    async def create_key(self, name: str = "", env: str = "prod") -> CreatedKey:
+        """A new API key for the account (POST /v1/account/keys). Its secret is in this
+        answer only (`CreatedKey.secret`, kept out of its repr): store it now. Not retried:
+        a retry after a lost answer would make a second key."""
+        envs = {"dev": billing_pb2.KEY_ENV_DEV, "prod": billing_pb2.KEY_ENV_PROD}
+        if env not in envs:
+            raise ValueError(f"env must be dev or prod, not {env!r}")
+        reply = await self._call(self._billing.CreateApiKey, billing_pb2.CreateApiKeyRequest(
+            name=name, env=envs[env]), idempotent=False)
+        return CreatedKey(reply.key.key_id, reply.key.prefix, reply.key.name, env, reply.secret)
+
+    async def delete_key(self, key_id: str) -> Any:
+        """Revoke one of the account's keys (DELETE /v1/account/keys/{key_id}); it stops
+        working everywhere within seconds. Returns the revoked `ApiKey`."""
+        reply = await self._call(self._billing.DeleteApiKey,
+                                 billing_pb2.DeleteApiKeyRequest(key_id=key_id))
+        return reply.key
+
+    async def set_spending_cap(self, credits: int) -> Any:
+        """Cap the month's spending beyond the allowance at `credits` (0 clears the cap;
+        POST /v1/account:setSpendingCap). Returns the `Account` after the change."""
+        reply = await self._call(self._billing.UpdateSpendingCap,
+                                 billing_pb2.UpdateSpendingCapRequest(spending_cap_credits=credits))
+        return reply.account
+
+    async def credit_packs(self) -> list[Any]:
+        """The credit packs on sale, cheapest first (`CreditPack`: pack_id, credits, price)."""
+        reply = await self._call(self._billing.ListCreditPacks,
+                                 billing_pb2.ListCreditPacksRequest())
+        return list(reply.packs)
+
+    async def checkout(self, pack: str, success_url: str = "", cancel_url: str = "") -> str:
+        """A Stripe Checkout session buying credit pack `pack` (POST /v1/billing/checkout):
+        the URL to open in a browser. Credits arrive when Stripe confirms the payment."""
+        reply = await self._call(self._billing.CreateCheckoutSession,
+                                 billing_pb2.CreateCheckoutSessionRequest(
+                                     pack=pack, success_url=success_url, cancel_url=cancel_url),
+                                 idempotent=False)
+        return reply.url
 
     async def replay(self, ticker: str, start: Time, end: Time = None,
                      page_size: int = 1000) -> AsyncIterator[tuple[Change, Book]]:
@@ -395,6 +466,7 @@ def _ladder(side: dict[Decimal, Decimal]) -> tuple[Level, ...]:
     return tuple(Level(p, q) for p, q in sorted(side.items(), reverse=True))
 
 
+_new = object.__new__
 _KIND = enum_column("kind", "DELTA_KIND_")
 _SIDE = enum_column("side", "SIDE_")
 
@@ -405,8 +477,14 @@ def _change(d: Any) -> Change:
         g = d.gap
         gap = Gap(when(g, "start_time"), when(g, "end_time"), g.reason, g.expected_seq,
                   g.got_seq)
-    return Change(when(d, "ts"), d.seq, d.sid, _KIND(d), _SIDE(d), dec(d.price), dec(d.delta),
-                  dec(d.quantity), gap)
+    # A frozen dataclass's __init__ sets each field through object.__setattr__: at stream
+    # rates that was half the client's cost per change. Filling __dict__ makes the same
+    # object (no __post_init__ to skip) and it stays frozen to its users.
+    change = _new(Change)
+    change.__dict__.update(ts=when(d, "ts"), seq=d.seq, sid=d.sid, kind=_KIND(d), side=_SIDE(d),
+                           price=dec(d.price), delta=dec(d.delta), quantity=dec(d.quantity),
+                           gap=gap)
+    return change
 
 
 def _retriable(exc: grpc.aio.AioRpcError, error: KtapeError) -> bool:

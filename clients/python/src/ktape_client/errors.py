@@ -9,6 +9,7 @@ answers HTTP, with the same JSON body as every other error; it maps to the same 
     ├── PermissionDeniedError      suspended account, expired or forged download URL, ...
     ├── InsufficientCreditsError   top up, then call again
     ├── RateLimitedError           wait `retry_after` seconds (retried automatically)
+    ├── SlowConsumerError          a stream fell too far behind: page history instead
     ├── UnavailableError           a moment's outage (retried automatically)
     ├── DeadlineExceededError      the call outlasted its deadline
     └── DownloadError              a dataset file could not be fetched (`name`)
@@ -68,6 +69,12 @@ class RateLimitedError(KtapeError):
     """Too many calls; wait `retry_after` seconds."""
 
 
+class SlowConsumerError(KtapeError):
+    """A stream's consumer fell behind: its live queue overflowed, or its replay is more
+    than 10 minutes behind live. Streams are for following now; read older history with
+    `deltas` / `replay` (paged, no such limit) and stream from where they end."""
+
+
 class UnavailableError(KtapeError):
     """The service or its store is down for a moment (retried automatically)."""
 
@@ -99,6 +106,7 @@ class ChecksumMismatchError(DownloadError):
 BY_REASON: dict[str, type[KtapeError]] = {
     "INSUFFICIENT_CREDITS": InsufficientCreditsError,
     "RATE_LIMITED": RateLimitedError,
+    "SLOW_CONSUMER": SlowConsumerError,
     "UNKNOWN_TICKER": NotFoundError,
     "MARKET_NOT_YET_KNOWN": NotFoundError,
 }

@@ -229,3 +229,14 @@ SETTLEMENT_COLUMNS: list[Column] = [
     ("settlement_value", lambda s: s.settlement_value, "price"),
     ("settle_time", micros_column("settle_time"), "time"),
 ]
+USAGE_COLUMNS: list[Column] = [
+    ("day", lambda u: u.day, "str"), ("method", lambda u: u.method, "str"),
+    ("calls", lambda u: u.calls, "int"), ("credits", lambda u: u.credits, "int"),
+]
+KEY_COLUMNS: list[Column] = [
+    ("key_id", lambda k: k.key_id, "str"), ("prefix", lambda k: k.prefix, "str"),
+    ("name", lambda k: k.name, "str"), ("env", enum_column("env", "KEY_ENV_"), "str"),
+    ("create_time", micros_column("create_time"), "time"),
+    ("last_used_time", micros_column("last_used_time"), "time"),
+    ("revoke_time", micros_column("revoke_time"), "time"),
+]
