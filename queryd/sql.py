@@ -88,6 +88,7 @@ CHANGES_PAGE = """
 SELECT ts, sid, seq, side, price_e4, qty_after_e2, delta_e2, kind, recv_ts, source_ts
 FROM book_changes
 WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
+  AND ts >= %(after_ts)s
   AND (ts > %(after_ts)s
        OR (ts = %(after_ts)s AND (sid > %(after_sid)s
            OR (sid = %(after_sid)s AND (seq > %(after_seq)s
