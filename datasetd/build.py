@@ -24,7 +24,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from psycopg import sql as psql
 
 from datasetd.columns import TS, parquet_schema
 from datasetd.derive import Continuity, MarketWalk
@@ -38,6 +37,7 @@ from ktape.datasets.manifest import DayManifest, FileEntry
 from ktape.datasets.names import DATA_TYPES, FORMATS, FileName, manifest_name
 from ktape.datasets.storage import Storage
 from ktape.log import get_logger
+from ktape.sql_lists import with_tickers
 
 log = get_logger(__name__)
 
@@ -70,15 +70,12 @@ DERIVED = ("quotes", "book_top10_1s")
 Progress = Callable[[str, int, int], None]  # (series, done, total)
 
 
-def _in(query: str, tickers: list[str]) -> psql.Composed:
-    return psql.SQL(query).format(tickers=psql.SQL(", ").join(psql.Literal(t) for t in tickers))
-
-
-def _ints(values: pa.ChunkedArray | pa.Array, fill: int | None = None) -> list:
+def _ints(values: pa.ChunkedArray | pa.Array) -> list:
+    """Integers (timestamps as µs) for the walk; None where a value is null."""
     if pa.types.is_timestamp(values.type):
         values = values.cast(pa.int64())
     if values.null_count:
-        return values.to_pylist() if fill is None else values.fill_null(fill).to_pylist()
+        return values.to_pylist()
     return values.to_numpy().tolist()
 
 
@@ -120,15 +117,16 @@ class DayBuilder:
         # A series' files depend only on its own manifest entries, so which series are
         # stale is known up front; the next one's export then runs while this one is
         # written (QuestSource.prefetch).
+        fingerprints = {s: series_fingerprint(markets) for s, markets in groups.items()}
         stale = [s for s, markets in groups.items() if force or not self._fresh(
-            manifest, day, s, markets, series_fingerprint(markets))]
+            manifest, day, s, markets, fingerprints[s])]
         following = dict(pairwise(stale))
         to_build = set(stale)
         try:
             if stale:
                 self._prefetch(plan, stale[0], groups[stale[0]])
             for done, (series, markets) in enumerate(groups.items(), start=1):
-                fingerprint = series_fingerprint(markets)
+                fingerprint = fingerprints[series]
                 if series not in to_build:
                     report.series_fresh.append(series)
                 else:
@@ -169,18 +167,19 @@ class DayBuilder:
         for query, name in self._exports(plan, series, [m.ticker for m in markets]):
             self.source.prefetch(query, name)
 
-    def _names(self, day: dt.date, series: str, markets: list[MarketDay]
+    def _names(self, day: dt.date, series: str, markets: list[MarketDay], fingerprint: str
                ) -> Iterator[tuple[FileName, str]]:
-        """Every file of a series and its markets, with the fingerprint it is built from."""
+        """Every file of a series and its markets, with the fingerprint it is built from
+        (`fingerprint`: the series')."""
         for data_type in self.data_types:
             for fmt in self.formats:
-                yield FileName(data_type, day, "", series, fmt), series_fingerprint(markets)
+                yield FileName(data_type, day, "", series, fmt), fingerprint
                 for market in markets:
                     yield FileName(data_type, day, market.ticker, "", fmt), market.fingerprint
 
     def _fresh(self, manifest: DayManifest, day: dt.date, series: str,
                markets: list[MarketDay], fingerprint: str) -> bool:
-        for name, source in self._names(day, series, markets):
+        for name, source in self._names(day, series, markets, fingerprint):
             entry = manifest.files.get(str(name))
             if entry is None or entry.source != source:
                 return False
@@ -273,7 +272,7 @@ class DayBuilder:
         at = us_datetime(start_us)
         out: dict[str, Rebuilt] = {}
         for t, ts, sid, seq, reason, yes, no, since in self.source.rows(
-                _in(CHECKPOINTS_BEFORE, tickers), {"a": at}):  # type: ignore[arg-type]
+                with_tickers(CHECKPOINTS_BEFORE, tickers), {"a": at}):  # type: ignore[arg-type]
             checkpoint = Checkpoint(datetime_us(ts), int(sid), int(seq), str(reason), yes, no,
                                     None if since is None else datetime_us(since))
             changes = [Change(datetime_us(c_ts), side, int(p), int(q),
@@ -333,12 +332,12 @@ class DayBuilder:
         tickers = list(walks)
         window = {"a": us_datetime(plan.start_us), "b": us_datetime(plan.end_us)}
         carried = {str(t): None if oi is None else int(oi) for t, oi in self.source.rows(
-            _in(OPEN_INTEREST_BEFORE, tickers), window)}  # type: ignore[arg-type]
+            with_tickers(OPEN_INTEREST_BEFORE, tickers), window)}  # type: ignore[arg-type]
         reports: dict[str, dict[int, int | None]] = {}
-        for ts, t, oi in self.source.rows(_in(OPEN_INTEREST, tickers), window):  # type: ignore[arg-type]
+        for ts, t, oi in self.source.rows(with_tickers(OPEN_INTEREST, tickers), window):  # type: ignore[arg-type]
             reports.setdefault(str(t), {})[datetime_us(ts)] = None if oi is None else int(oi)
         candles: dict[str, list[tuple]] = {}
-        for ts, t, o, h, lo, c, vol, n in self.source.rows(_in(CANDLES, tickers), window):  # type: ignore[arg-type]
+        for ts, t, o, h, lo, c, vol, n in self.source.rows(with_tickers(CANDLES, tickers), window):  # type: ignore[arg-type]
             candles.setdefault(str(t), []).append(
                 (datetime_us(ts), int(o), int(h), int(lo), int(c), int(vol), int(n)))
         for ticker in tickers:

@@ -28,11 +28,12 @@ from ktape.marketdata.v1 import analytics_pb2 as pb
 from ktape.marketdata.v1 import analytics_pb2_grpc as pb_grpc
 from ktape.marketdata.v1 import marketdata_pb2 as md
 from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
+from ktape.sql_lists import with_tickers
 from queryd import simulate, sql
-from queryd.convert import CONTINUITY, continuity_message, from_timestamp, ladder, timestamp
+from queryd.convert import CONTINUITY, continuity_message, ladder, timestamp
 from queryd.orderbook import CHECKPOINT_LOOKBACK, Continuity, assemble, not_recorded, orderbook_at
-from queryd.service import FUTURE_SLACK, _ticker, time_range
-from queryd.timeutil import as_utc, from_us, now_utc, to_us
+from queryd.service import _ticker, instant, time_range
+from queryd.timeutil import as_utc, from_us, to_us
 
 log = get_logger(__name__)
 _rpc = rpc_handler(log)
@@ -69,18 +70,6 @@ FROM book_changes WHERE ticker = %(ticker)s AND ts < %(end)s
 ORDER BY ts, sid, seq LIMIT %(limit)s"""
 GAP_SPANS = """SELECT coalesce(start_ts, ts), end_ts FROM gaps WHERE ticker = %(ticker)s
   AND coalesce(start_ts, ts) < %(end)s AND (end_ts IS NULL OR end_ts > %(start)s)"""
-
-
-def _in(query: str, tickers: list[str]) -> psql.Composed:
-    return psql.SQL(query).format(tickers=psql.SQL(", ").join(psql.Literal(t) for t in tickers))
-
-
-def _at(request: Any) -> dt.datetime:
-    now = now_utc()
-    at = from_timestamp(request.at) if request.HasField("at") else now
-    if at > now + FUTURE_SLACK:
-        raise InvalidArgument.field("at", "is in the future")
-    return at
 
 
 def _depth(value: int, default: int) -> int:
@@ -123,7 +112,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
                                 context: grpc.aio.ServicerContext) -> pb.GetEventOrderbookResponse:
         event = _ticker(request.event_ticker, "event_ticker")
         depth = _depth(request.depth, 0)
-        at = _at(request)
+        at = instant(request)
         async with self.pool.connection() as conn:
             meta = await (await conn.execute(EVENT_META, {"event": event})).fetchone()
             tickers = sorted(str(r[0]) for r in await (await conn.execute(
@@ -158,11 +147,11 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
         """Every ticker's book at `at` in four queries (not three per market)."""
         params = {"at": at, "since": at - CHECKPOINT_LOOKBACK}
         checkpoints = {str(r[0]): r[1:] for r in await (await conn.execute(
-            _in(CHECKPOINTS_AT, tickers), params)).fetchall()}
+            with_tickers(CHECKPOINTS_AT, tickers), params)).fetchall()}
         missing = [t for t in tickers if t not in checkpoints]
         if missing:
             checkpoints |= {str(r[0]): r[1:] for r in await (await conn.execute(
-                _in(CHECKPOINTS_AT_UNBOUNDED, missing), params)).fetchall()}
+                with_tickers(CHECKPOINTS_AT_UNBOUNDED, missing), params)).fetchall()}
         changes: dict[str, list[tuple]] = {t: [] for t in checkpoints}
         if checkpoints:
             since = psql.SQL(" OR ").join(
@@ -173,7 +162,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             for row in await (await conn.execute(query, {"from": earliest, "at": at})).fetchall():
                 changes[str(row[0])].append(row[1:])
         gaps: dict[str, tuple] = {}
-        for row in await (await conn.execute(_in(GAPS_AT, tickers), {"at": at})).fetchall():
+        for row in await (await conn.execute(with_tickers(GAPS_AT, tickers), {"at": at})).fetchall():
             gaps.setdefault(str(row[0]), row[1:])  # newest first: the one GetOrderbook picks
         out = {}
         for ticker in tickers:
@@ -201,7 +190,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             if request.action != "buy":
                 raise InvalidArgument.field("max_cost", "applies to buys; give quantity to sell")
             max_cost_e6 = _scaled(request.max_cost, 6, "max_cost")
-        at = _at(request)
+        at = instant(request)
         async with self.pool.connection() as conn:
             result = await orderbook_at(conn, ticker, at)
             owner = await (await conn.execute(MARKET_EVENT, {"ticker": ticker})).fetchone()

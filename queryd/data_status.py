@@ -10,7 +10,6 @@ import datetime as dt
 from typing import Any
 
 import grpc
-from psycopg import sql as psql
 from psycopg_pool import AsyncConnectionPool
 
 from ktape.clock import now_us
@@ -27,6 +26,7 @@ from ktape.log import get_logger
 from ktape.marketdata.v1 import data_status_pb2 as pb
 from ktape.marketdata.v1 import data_status_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
+from ktape.sql_lists import with_tickers
 from queryd.convert import duration_us, timestamp
 from queryd.service import _ticker, time_range
 from queryd.timeutil import from_us, request_date, to_us
@@ -63,12 +63,6 @@ def _us(value: dt.datetime | None) -> int | None:
 
 def _ts(us: int) -> Any:
     return timestamp(from_us(us))
-
-
-def _in(query: str, tickers: list[str]) -> psql.Composed:
-    """The query with `IN ({tickers})` filled with the tickers as quoted literals (psycopg
-    quotes them; they are also known market tickers, read from the markets table)."""
-    return psql.SQL(query).format(tickers=psql.SQL(", ").join(psql.Literal(t) for t in tickers))
 
 
 class DataStatusService(pb_grpc.DataStatusServiceServicer):
@@ -122,13 +116,13 @@ class DataStatusService(pb_grpc.DataStatusServiceServicer):
                                    metadata={"series_ticker": series})
             tickers = sorted(str(m[0]) for m in markets)
             coverage = {str(t): _us(first_ts) for t, first_ts in
-                        await (await conn.execute(_in(COVERAGE_START, tickers))).fetchall()}
+                        await (await conn.execute(with_tickers(COVERAGE_START, tickers))).fetchall()}
             facts: dict[tuple[str, dt.date], DayFacts] = {}
             for day, t, count, lo, hi in await (await conn.execute(
-                    _in(DAY_FACTS, tickers), window)).fetchall():
+                    with_tickers(DAY_FACTS, tickers), window)).fetchall():
                 facts[str(t), day.date()] = DayFacts(int(count), _us(lo), _us(hi))
             gaps: dict[str, list[GapSpan]] = {}
-            for t, reason, lo, hi in await (await conn.execute(_in(GAPS, tickers),
+            for t, reason, lo, hi in await (await conn.execute(with_tickers(GAPS, tickers),
                                                                window)).fetchall():
                 gaps.setdefault(str(t), []).append(GapSpan(to_us(lo), _us(hi), str(reason)))
         now = now_us()

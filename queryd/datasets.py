@@ -21,7 +21,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from ktape.billing.v1 import metering_pb2, metering_pb2_grpc
 from ktape.datasets import signing
-from ktape.datasets.manifest import DayManifest, FileEntry
+from ktape.datasets.manifest import FileEntry
+from ktape.datasets.manifest_cache import ManifestCache
 from ktape.datasets.names import DATA_TYPES, FORMATS, BadName, FileName, manifest_name, valid_ticker
 from ktape.datasets.storage import Storage
 from ktape.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable, rpc_handler
@@ -99,32 +100,6 @@ def checked_filter(f: FilterRequest, today: dt.date) -> Filter:
                   f.series_files_only)
 
 
-class ManifestCache:
-    """Parsed day manifests, re-read only when the stored one changed (a day of 10,000
-    markets has 100,000 entries: parsing it per request would dominate a listing)."""
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-        self._days: dict[dt.date, tuple[int, DayManifest]] = {}
-
-    def day(self, day: dt.date) -> DayManifest | None:
-        name = manifest_name(day)
-        found = self.storage.stat(name)
-        if found is None:
-            return None
-        cached = self._days.get(day)
-        if cached is not None and cached[0] == found.mtime_us:
-            return cached[1]
-        data = self.storage.read_bytes(name)
-        if data is None:
-            return None
-        manifest = DayManifest.from_bytes(data)
-        self._days[day] = (found.mtime_us, manifest)
-        if len(self._days) > 2 * MAX_DAYS:
-            self._days.pop(min(self._days))
-        return manifest
-
-
 class DatasetService(pb_grpc.DatasetServiceServicer):
     def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens, storage: Storage,
                  metering: metering_pb2_grpc.MeteringServiceStub, signing_key: bytes,
@@ -158,22 +133,21 @@ class DatasetService(pb_grpc.DatasetServiceServicer):
         out: list[FileEntry] = []
         day = f.first
         while day <= f.last:
-            manifest = self.manifests.day(day)
+            manifest = await self.manifests.manifest(manifest_name(day))
             if manifest is not None:
                 out += [e for e in manifest.files.values() if f.matches(e)]
             day += dt.timedelta(days=1)
         out.sort(key=lambda e: (e.date, e.data_type, e.name))
         return out
 
-    def _named(self, names: list[str]) -> list[FileEntry]:
+    async def _named(self, names: list[str]) -> list[FileEntry]:
         out = []
         for index, name in enumerate(names):
             try:
                 parsed = FileName.parse(name)
             except BadName as exc:
                 raise InvalidArgument.field(f"names[{index}]", str(exc)) from None
-            manifest = self.manifests.day(parsed.date)
-            entry = manifest.files.get(name) if manifest else None
+            entry = await self.manifests.entry(parsed)
             if entry is None:
                 raise NotFound(f"no file {name!r}", reason="FILE_NOT_FOUND",
                                metadata={"field": f"names[{index}]", "name": name})
@@ -198,7 +172,7 @@ class DatasetService(pb_grpc.DatasetServiceServicer):
     @_rpc
     async def GetDatasetCost(self, request: pb.GetDatasetCostRequest,
                              context: grpc.aio.ServicerContext) -> pb.GetDatasetCostResponse:
-        files = (self._named(list(request.names)) if request.names
+        files = (await self._named(list(request.names)) if request.names
                  else await self._matching(checked_filter(request, self._today())))
         return pb.GetDatasetCostResponse(file_count=len(files), bytes=sum(e.bytes for e in files),
                                          credits=sum(dataset_credits(e.bytes) for e in files))
@@ -213,7 +187,7 @@ class DatasetService(pb_grpc.DatasetServiceServicer):
                                   reason="API_KEY_MISSING")
         if len(request.names) > MAX_FILES_PER_DOWNLOAD:
             raise InvalidArgument.field("names", f"at most {MAX_FILES_PER_DOWNLOAD} files")
-        files = (self._named(list(request.names)) if request.names
+        files = (await self._named(list(request.names)) if request.names
                  else await self._matching(checked_filter(request, self._today())))
         if not files:
             raise NotFound("no file matches the filter", reason="FILE_NOT_FOUND",

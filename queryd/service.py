@@ -71,6 +71,15 @@ def _ticker(value: str, field: str = "ticker") -> str:
     return value
 
 
+def instant(request: Any) -> dt.datetime:
+    """A request's `at`: when it arrived if omitted; INVALID_ARGUMENT in the future."""
+    now = now_utc()
+    at = from_timestamp(request.at) if request.HasField("at") else now
+    if at > now + FUTURE_SLACK:
+        raise InvalidArgument.field("at", "is in the future")
+    return at
+
+
 def time_range(request: Any) -> tuple[dt.datetime, dt.datetime]:
     """[start_time, end_time): start required, end omitted means the time the request
     arrived (CONTRACT.md "Time ranges")."""
@@ -135,10 +144,7 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
         ticker = _ticker(request.ticker)
         if request.depth < 0:
             raise InvalidArgument.field("depth", "must not be negative")
-        now = now_utc()
-        at = from_timestamp(request.at) if request.HasField("at") else now
-        if at > now + FUTURE_SLACK:
-            raise InvalidArgument.field("at", "is in the future")
+        at = instant(request)
         async with self.pool.connection() as conn:
             result = await orderbook_at(conn, ticker, at)
             if result.continuity is Continuity.NOT_RECORDED and result.seq is None:

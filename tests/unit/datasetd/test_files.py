@@ -24,8 +24,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from datasetd.files import FileMetrics, ManifestCache, make_app
+from datasetd.files import FileMetrics, make_app
 from ktape.datasets.manifest import DayManifest, FileEntry
+from ktape.datasets.manifest_cache import ManifestCache
 from ktape.datasets.names import FileName, manifest_name
 from ktape.datasets.signing import expiry, signed_path
 from ktape.datasets.storage import LocalStorage, S3Storage, Storage
