@@ -208,11 +208,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             out.fills.append(pb.Fill(price=format_price(fill.price_e4),
                                      quantity=format_quantity(fill.qty_e2),
                                      cost=simulate.dollars_e6(fill.cost_e6)))
-        levels_left = len(walked.fills) == len(simulate.levels_taken(
-            result.book, request.side, request.action))
-        out.partial = walked.wanted_left_e2 > 0 if quantity_e2 is not None else (
-            (levels_left and walked.budget_left_e6 > 0 and bool(walked.fills) is False)
-            or (levels_left and walked.budget_left_e6 > 0))
+        out.partial = walked.partial
         average = simulate.average_e6(walked)
         if average is not None and walked.best_e4 is not None:
             best = Decimal(walked.best_e4) / PRICE_SCALE

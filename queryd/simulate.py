@@ -34,6 +34,14 @@ class Walked:
     wanted_left_e2: int  # quantity not filled (quantity orders)
     budget_left_e6: int  # dollars not spent (max_cost orders)
     best_e4: int | None
+    exhausted: bool  # every level of the side was taken whole: the book ran out
+
+    @property
+    def partial(self) -> bool:
+        """The book was too thin for the order: contracts left unfilled, or (a budget)
+        money left with nothing left to buy. A budget that stops at a level it cannot
+        buy one more 0.01 contract of is a full fill."""
+        return self.wanted_left_e2 > 0 or (self.exhausted and self.budget_left_e6 > 0)
 
     @property
     def filled_e2(self) -> int:
@@ -74,7 +82,8 @@ def walk(book: Book, side: str, action: str, *, quantity_e2: int | None = None,
                 break
             budget -= take * price
         fills.append(Fill(price, take))
-    return Walked(fills, wanted or 0, budget or 0, levels[0][0] if levels else None)
+    exhausted = sum(f.qty_e2 for f in fills) == sum(size for _price, size in levels)
+    return Walked(fills, wanted or 0, budget or 0, levels[0][0] if levels else None, exhausted)
 
 
 def fee_schedule(series_raw: str | None, event_raw: str | None) -> tuple[str, Decimal] | None:

@@ -31,6 +31,19 @@ def test_a_budget_buys_whole_hundredths_of_a_contract():
     # 3 contracts at 0.45 = $1.35, then $0.65 buys 1.30 contracts at 0.50
     assert walked.fills == [simulate.Fill(4500, 300), simulate.Fill(5000, 130)]
     assert walked.cost_e6 == 2_000_000 and walked.budget_left_e6 == 0
+    assert not walked.partial
+
+
+def test_partial_means_the_book_ran_out():
+    assert simulate.walk(BOOK, "yes", "sell", quantity_e2=2000).partial
+    assert not simulate.walk(BOOK, "yes", "sell", quantity_e2=1500).partial
+    # $60 buys all 103 contracts (3 at 0.45, 100 at 0.50 = $51.35) with money left
+    assert simulate.walk(BOOK, "yes", "buy", max_cost_e6=60_000_000).partial
+    # $50.6025 reaches the last level but not its end: a quarter cent is left, less than
+    # one 0.01 contract costs there: the money ran out, not the book
+    thin_budget = simulate.walk(BOOK, "yes", "buy", max_cost_e6=50_602_500)
+    assert not thin_budget.exhausted and thin_budget.budget_left_e6 == 2_500
+    assert not thin_budget.partial
 
 
 def test_fee_schedule_prefers_the_event_override_and_never_goes_through_float():
