@@ -36,16 +36,15 @@ class MeteringService(pb_grpc.MeteringServiceServicer):
     @_rpc
     async def VerifyApiKey(self, request: pb.VerifyApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> pb.VerifyApiKeyResponse:
+        csrf = ""
         if request.session_token and not request.api_key:
-            account, key = await self.people.playground_key(request.session_token)
+            session = await self.people.session(request.session_token)  # read (and slid) once
+            account, key = await self.people.playground_key(session)
+            csrf = hashlib.sha256(session.csrf_token.encode()).hexdigest()
         else:
             account, key = await self.store.authenticate(request.api_key)
         standing = await self.store.standing(account.account_id)
         plan = PLANS.get(account.plan, PLANS[DEFAULT_PLAN])
-        csrf = ""
-        if request.session_token and not request.api_key:
-            session = await self.people.session(request.session_token)
-            csrf = hashlib.sha256(session.csrf_token.encode()).hexdigest()
         return pb.VerifyApiKeyResponse(
             csrf_token_sha256=csrf,
             account_id=account.account_id, key_id=key.key_id, env=ENV_ENUM[key.env],

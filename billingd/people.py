@@ -178,10 +178,9 @@ class People:
                        (stamp(expires), _sha256(token)))
         return Session("", str(row[0]), str(row[1]), str(row[2]), str(row[3]), expires)
 
-    def playground_key(self, token: str) -> tuple[Account, ApiKeyRow]:
+    def playground_key(self, session: Session) -> tuple[Account, ApiKeyRow]:
         """The session's person's "console playground" key (made on first use, again if
         revoked): the console's market-data calls are metered to it like any call."""
-        session = self.session(token)
         user_id, account_id = session.user_id, session.account_id
         with self.db.tx() as tx:
             row = tx.one("SELECT playground_key_id FROM users WHERE user_id = ?", (user_id,))
