@@ -37,6 +37,7 @@ from ktape.datasets.manifest import DayManifest, FileEntry
 from ktape.datasets.names import DATA_TYPES, FORMATS, FileName, manifest_name
 from ktape.datasets.storage import Storage
 from ktape.log import get_logger
+from ktape.open_interest import at_closes
 from ktape.sql_lists import with_tickers
 
 log = get_logger(__name__)
@@ -345,16 +346,8 @@ class DayBuilder:
             if not rows:
                 continue
             closes = {start: (bid, ask) for start, bid, ask in walks[ticker].closes}
-            oi_by_minute = reports.get(ticker, {})
-            interest, last = [], carried.get(ticker)
-            wanted = {r[0] for r in rows}
-            at_close = {}
-            for minute in sorted(wanted | set(oi_by_minute)):
-                if oi_by_minute.get(minute) is not None:
-                    last = oi_by_minute[minute]
-                if minute in wanted:
-                    at_close[minute] = last
-            interest = [at_close[r[0]] for r in rows]
+            interest = at_closes([r[0] for r in rows], reports.get(ticker, {}),
+                                 carried.get(ticker))
             columns = list(zip(*rows, strict=True))
             table = pa.Table.from_arrays([
                 pa.array(columns[0], TS), pa.array([ticker] * len(rows), pa.string()),

@@ -13,6 +13,7 @@ from psycopg import AsyncConnection
 
 from ktape.book.ladder import PRICE_SCALE, Book, format_price, format_quantity
 from ktape.marketdata.v1 import marketdata_pb2 as pb
+from ktape.open_interest import at_closes
 from queryd import sql
 from queryd.convert import timestamp
 from queryd.orderbook import orderbook_at
@@ -64,15 +65,7 @@ async def _open_interest(conn: AsyncConnection, ticker: str, start: dt.datetime,
         "ticker": ticker, "start": start, "end": end})).fetchall()
     by_bucket = {to_us(ts): None if oi is None else int(oi) for ts, oi in rows}
     before = await statistics_at(conn, ticker, start - dt.timedelta(microseconds=1))
-    carried = before[2] if before is not None else None
-    wanted = set(bucket_starts_us)
-    at_close: dict[int, int | None] = {}
-    for bucket in sorted(wanted | set(by_bucket)):
-        if by_bucket.get(bucket) is not None:
-            carried = by_bucket[bucket]
-        if bucket in wanted:
-            at_close[bucket] = carried
-    return [at_close[b] for b in bucket_starts_us]
+    return at_closes(bucket_starts_us, by_bucket, before[2] if before is not None else None)
 
 
 async def kalshi_candles(conn: AsyncConnection, ticker: str, start: dt.datetime,
