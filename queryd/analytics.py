@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 import grpc
 from psycopg import AsyncConnection
@@ -27,12 +26,12 @@ from ktape.log import get_logger
 from ktape.marketdata.v1 import analytics_pb2 as pb
 from ktape.marketdata.v1 import analytics_pb2_grpc as pb_grpc
 from ktape.marketdata.v1 import marketdata_pb2 as md
-from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
+from ktape.paging import PageTokens
 from ktape.sql_lists import with_tickers
 from queryd import simulate, sql
 from queryd.convert import CONTINUITY, continuity_message, ladder, timestamp
 from queryd.orderbook import CHECKPOINT_LOOKBACK, Continuity, assemble, not_recorded, orderbook_at
-from queryd.service import _ticker, instant, time_range
+from queryd.service import _ticker, instant, page_window
 from queryd.timeutil import as_utc, from_us, to_us
 
 log = get_logger(__name__)
@@ -272,26 +271,12 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             last_us = to_us(last[0])
         return spans, last_us, False
 
-    def _page(self, method: str, request: Any, extra: dict) -> tuple[str, dt.datetime,
-                                                                       dt.datetime, str, list | None,
-                                                                       int, bool]:
-        ticker = _ticker(request.ticker)
-        start, end = time_range(request)
-        size = checked_page_size(request.page_size)
-        open_end = not request.HasField("end_time")
-        digest = query_digest(method, {"t": ticker, "s": start, **extra,
-                                       "e": "now" if open_end else end})
-        position = position_of(self.tokens, request.page_token, digest)
-        if open_end and position is not None:
-            end = from_us(int(position[-1]))
-        return ticker, start, end, digest, position, size, open_end
-
     @_rpc
     async def ListQuotes(self, request: pb.ListQuotesRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListQuotesResponse:
-        ticker, start, end, digest, position, size, open_end = self._page(
-            "ListQuotes", request, {})
-        begin = from_us(int(position[0])) if position else start
+        w = page_window(self.tokens, "ListQuotes", request)
+        size = w.size
+        begin = from_us(int(w.after[0])) if w.after else w.start
         quotes: list[Quote] = []
 
         def take(found: list[Quote], _runs: list[Run]) -> bool:
@@ -300,7 +285,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
 
         async with self.pool.connection() as conn:
             spans, last_us, done = await self._walk(
-                conn, ticker, begin, end, position is None, 1 << 62, 0, take)
+                conn, w.ticker, begin, w.end, w.after is None, 1 << 62, 0, take)
         page, more = quotes[:size], len(quotes) > size or not done
         out = pb.ListQuotesResponse()
         for ts, _recv, yp, yq, np_, nq, seq, _sid in page:
@@ -311,8 +296,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             # before the last instant walked (its group may not be complete, and the last
             # quote is the book as of that instant minus one microsecond)
             resume = page[-1][0] if len(quotes) > size else last_us - 1
-            out.next_page_token = self.tokens.seal(
-                digest, [resume, *([to_us(end)] if open_end else [])])
+            out.next_page_token = w.token(self.tokens, [resume])
         return out
 
     @_rpc
@@ -323,12 +307,12 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             raise InvalidArgument.field("interval", "must be one of 1s, 1m, 1h")
         step = INTERVALS[request.interval]
         depth = _depth(request.depth, 10)
-        ticker, start, end, digest, position, size, open_end = self._page(
-            "ListOrderbookSnapshots", request, {"i": request.interval, "d": depth})
-        first_boundary = int(position[0]) if position else -(-to_us(start) // step) * step
-        page_end = min(to_us(end), first_boundary + size * step)
+        w = page_window(self.tokens, "ListOrderbookSnapshots", request,
+                        {"i": request.interval, "d": depth})
+        first_boundary = int(w.after[0]) if w.after else -(-to_us(w.start) // step) * step
+        page_end = min(to_us(w.end), first_boundary + w.size * step)
         out = pb.ListOrderbookSnapshotsResponse()
-        if first_boundary >= to_us(end):
+        if first_boundary >= to_us(w.end):
             return out
         runs: list[Run] = []
 
@@ -338,7 +322,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
 
         async with self.pool.connection() as conn:
             spans, _last, _done = await self._walk(
-                conn, ticker, from_us(first_boundary), from_us(page_end), False, step, depth,
+                conn, w.ticker, from_us(first_boundary), from_us(page_end), False, step, depth,
                 take)
         for first, last, state in runs:
             yes = [_level(state[1 + 2 * i], state[2 + 2 * i]) for i in range(depth)]
@@ -351,9 +335,8 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
                                                 continuity=spans.status(boundary))
                 snapshot.ts.CopyFrom(timestamp(from_us(boundary)))
                 out.snapshots.append(snapshot)
-        if page_end < to_us(end):
-            out.next_page_token = self.tokens.seal(
-                digest, [page_end, *([to_us(end)] if open_end else [])])
+        if page_end < to_us(w.end):
+            out.next_page_token = w.token(self.tokens, [page_end])
         return out
 
 

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -94,6 +95,46 @@ def time_range(request: Any) -> tuple[dt.datetime, dt.datetime]:
     return start, end
 
 
+@dataclass(frozen=True)
+class Window:
+    """One page of a ranged read: the ticker, [start, end), where the page resumes
+    (`after`, None on a first page) and how to seal the next page's token.
+
+    An omitted end means "now" at the first page; later pages must keep that end
+    (AIP-158: same query), so it travels in the page token, after the position."""
+
+    ticker: str
+    start: dt.datetime
+    end: dt.datetime
+    size: int
+    after: list[Any] | None
+    digest: str
+    open_end: bool
+
+    def token(self, tokens: PageTokens, position: list[Any] | None) -> str:
+        """The next page's token after `position` ("" when there is no next page)."""
+        if position is None:
+            return ""
+        return tokens.seal(self.digest, [*position, to_us(self.end)] if self.open_end
+                           else position)
+
+
+def page_window(tokens: PageTokens, method: str, request: Any,
+                extra: dict[str, Any] | None = None) -> Window:
+    """The window of a ranged, paged request (ticker, start_time, end_time, page_size,
+    page_token); `extra` are its other arguments that a page token must belong to."""
+    ticker = _ticker(request.ticker)
+    start, end = time_range(request)
+    size = checked_page_size(request.page_size)
+    open_end = not request.HasField("end_time")
+    digest = query_digest(method, {"t": ticker, "s": start, **(extra or {}),
+                                   "e": "now" if open_end else end})
+    after = position_of(tokens, request.page_token, digest)
+    if open_end and after is not None:
+        end, after = from_us(int(after[-1])), after[:-1]
+    return Window(ticker, start, end, size, after, digest, open_end)
+
+
 # `settled` is the word users (and Kalshi's own REST filter) use for `finalized`.
 STATUS_ALIASES = {"settled": "finalized"}
 
@@ -156,23 +197,11 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
     async def _history(self, method: str, request: Any, fetch: Callable[..., Awaitable[Page]]
                        ) -> tuple[list[Any], str]:
         """One page of a ticker's history in [start_time, end_time), keyset-paged."""
-        ticker = _ticker(request.ticker)
-        start, end = time_range(request)
-        size = checked_page_size(request.page_size)
-        # An omitted end means "now" at the first page; later pages must keep that end
-        # (AIP-158: same query), so it travels in the page token, after the position.
-        open_end = not request.HasField("end_time")
-        digest = query_digest(method, {"t": ticker, "s": start, "e": "now" if open_end else end})
-        after = position_of(self.tokens, request.page_token, digest)
-        if open_end and after is not None:
-            end, after = from_us(int(after[-1])), after[:-1]
+        w = page_window(self.tokens, method, request)
         async with self.pool.connection() as conn:
-            await self._require_ticker(conn, ticker)
-            page = await fetch(conn, ticker, start, end, after, size)
-        position = page.last_key
-        if open_end and position is not None:
-            position = [*position, to_us(end)]
-        return page.items, self._next_token(digest, position)
+            await self._require_ticker(conn, w.ticker)
+            page = await fetch(conn, w.ticker, w.start, w.end, w.after, w.size)
+        return page.items, w.token(self.tokens, page.last_key)
 
     @_rpc
     async def ListOrderbookDeltas(self, request: pb.ListOrderbookDeltasRequest,
