@@ -8,7 +8,7 @@ key, gap markers sorting before changes at the same instant (sid = seq = -1), an
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 from ktape.book.ladder import format_price, format_quantity
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
-from queryd.convert import SIDES, TAKER_SIDES, timestamp
+from queryd.convert import SIDES, TAKER_SIDES, timestamp, timestamp_us
 from queryd.timeutil import as_utc, from_us, to_us
 
 # Sort keys: (ts_us, sid, seq, side, price_e4) for deltas; gap markers use sid = seq = -1.
@@ -28,6 +28,7 @@ TradeKey = tuple[int, int, str]
 class Page:
     items: list[Any]
     last_key: list[Any] | None  # None when this is the last page
+    keys: list[Any] = field(default_factory=list)  # each item's sort key (deltas pages)
 
 
 async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, end: dt.datetime,
@@ -41,11 +42,10 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
         "after_sid": a_sid, "after_seq": a_seq, "after_side": a_side,
         "after_price": a_price, "limit": limit + 1,
     })).fetchall()
-    entries: list[tuple[DeltaKey, pb.OrderbookDelta]] = []
-    for ts, sid, seq, side, price, qty, delta, kind, recv_ts, source_ts in rows:
-        key: DeltaKey = (to_us(ts), int(sid), int(seq), str(side), int(price))
-        entries.append((key, change_entry(ts, sid, seq, side, price, qty, delta, kind, recv_ts,
-                                          source_ts)))
+    entries: list[tuple[DeltaKey, pb.OrderbookDelta]] = [
+        ((ts_us, sid, seq, side, price),
+         change_entry(ts_us, sid, seq, side, price, qty, delta, kind, recv_us, source_us))
+        for ts_us, sid, seq, side, price, qty, delta, kind, recv_us, source_us in rows]
 
     gap_rows = await (await conn.execute(
         sql.GAPS_OVERLAPPING, {"ticker": ticker, "start": start, "end": end})).fetchall() \
@@ -58,29 +58,30 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
             continue
         entries.append((key, gap_marker(row, marker_us)))
 
-    entries.sort(key=lambda e: e[0])
+    if gap_rows:
+        entries.sort(key=lambda e: e[0])  # the changes come sorted; markers merge in
     more = len(entries) > limit
     page = entries[:limit]
-    return Page([e for _, e in page], list(page[-1][0]) if more and page else None)
+    return Page([e for _, e in page], list(page[-1][0]) if more and page else None,
+                [k for k, _ in page])
 
 
-def change_entry(ts: dt.datetime, sid: Any, seq: Any, side: Any, price: Any, qty: Any,
-                 delta: Any, kind: Any, recv_ts: dt.datetime | None,
-                 source_ts: dt.datetime | None = None) -> pb.OrderbookDelta:
-    """One `book_changes` row (from QuestDB or from ingestd's live fan-out) as a delta.
-    `source_ts`: the row's own clock reading where its book time `ts` had to be later."""
-    entry = pb.OrderbookDelta(
+def change_entry(ts_us: int, sid: int, seq: int, side: str, price: int, qty: int,
+                 delta: int | None, kind: str, recv_us: int | None,
+                 source_us: int | None = None) -> pb.OrderbookDelta:
+    """One `book_changes` row (from QuestDB or from ingestd's live fan-out) as a delta,
+    its times as microseconds since the epoch (both sources have them so: no datetime
+    is built, which at stream rates was most of a change's cost). `source_us`: the
+    row's own clock reading where its book time `ts` had to be later."""
+    return pb.OrderbookDelta(
         kind=pb.DELTA_KIND_SNAPSHOT if kind == "snapshot" else pb.DELTA_KIND_DELTA,
-        ts=timestamp(ts), seq=int(seq), sid=int(sid), side=SIDES.get(side, 0),
-        price=format_price(int(price)),
-        delta=format_quantity(int(delta if delta is not None else qty)),
-        quantity=format_quantity(int(qty)),
+        ts=timestamp_us(ts_us), seq=seq, sid=sid, side=SIDES.get(side, 0),
+        price=format_price(price),
+        delta=format_quantity(delta if delta is not None else qty),
+        quantity=format_quantity(qty),
+        receive_time=timestamp_us(recv_us) if recv_us is not None else None,
+        source_time=timestamp_us(source_us) if source_us is not None else None,
     )
-    if recv_ts is not None:
-        entry.receive_time.CopyFrom(timestamp(recv_ts))
-    if source_ts is not None:
-        entry.source_time.CopyFrom(timestamp(source_ts))
-    return entry
 
 
 def gap_marker(row: tuple[Any, ...], marker_us: int) -> pb.OrderbookDelta:
@@ -90,7 +91,7 @@ def gap_marker(row: tuple[Any, ...], marker_us: int) -> pb.OrderbookDelta:
     gap.start_time.CopyFrom(timestamp(g_start))
     if g_end is not None:
         gap.end_time.CopyFrom(timestamp(g_end))
-    entry = pb.OrderbookDelta(kind=pb.DELTA_KIND_GAP, ts=timestamp(from_us(marker_us)), gap=gap)
+    entry = pb.OrderbookDelta(kind=pb.DELTA_KIND_GAP, ts=timestamp_us(marker_us), gap=gap)
     entry.receive_time.CopyFrom(timestamp(g_ts))
     return entry
 

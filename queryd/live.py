@@ -94,12 +94,14 @@ def live_item(record: dict[str, Any]) -> tuple[str, LiveItem] | None:
     """A fan-out record as (ticker, item); None for tables streams do not carry."""
     table, ticker = record.get("tb"), record.get("ticker", "")
     if table == "book_changes":
-        ts = from_us(int(record["ts"]))
         recv, source = record.get("recv_ts"), record.get("source_ts")
-        entry = change_entry(ts, record["sid"], record["seq"], record["side"],
-                             record["price_e4"], record["qty_after_e2"], record.get("delta_e2"),
-                             record["kind"], from_us(int(recv)) if recv is not None else None,
-                             from_us(int(source)) if source is not None else None)
+        delta = record.get("delta_e2")
+        entry = change_entry(int(record["ts"]), int(record["sid"]), int(record["seq"]),
+                             str(record["side"]), int(record["price_e4"]),
+                             int(record["qty_after_e2"]),
+                             int(delta) if delta is not None else None, str(record["kind"]),
+                             int(recv) if recv is not None else None,
+                             int(source) if source is not None else None)
         key = (int(record["ts"]), int(record["sid"]), int(record["seq"]), str(record["side"]),
                int(record["price_e4"]))
         return ticker, LiveItem(key, key, pb.StreamOrderbookResponse(delta=entry))

@@ -40,7 +40,7 @@ from queryd.convert import from_timestamp, orderbook_response
 from queryd.history import Page, deltas_page, trades_page
 from queryd.live import LiveTail
 from queryd.orderbook import Continuity, orderbook_at
-from queryd.stream import stream_orderbook
+from queryd.stream import MAX_STREAM_BATCH, stream_orderbook
 from queryd.timeutil import as_utc, from_us, now_utc, to_us
 
 log = get_logger(__name__)
@@ -355,6 +355,8 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
             ticker = _ticker(request.ticker)
             if request.depth < 0:
                 raise InvalidArgument.field("depth", "must not be negative")
+            if not 0 <= request.batch_size <= MAX_STREAM_BATCH:
+                raise InvalidArgument.field("batch_size", f"must be 0 to {MAX_STREAM_BATCH}")
             start = from_timestamp(request.start_time) if request.HasField("start_time") else None
             if start is not None and start > now_utc() + FUTURE_SLACK:
                 raise InvalidArgument.field("start_time", "is in the future")
@@ -370,7 +372,8 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
         log.info("stream.opened", ticker=ticker, replay=start is not None)
         try:
             async for message in stream_orderbook(self.pool, ticker, start, request.depth,
-                                                  self.stopping, self.live):
+                                                  self.stopping, self.live,
+                                                  request.batch_size):
                 yield message
                 if message.HasField("end"):
                     return

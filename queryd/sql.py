@@ -81,11 +81,13 @@ ORDER BY ts, seq_order, trade_id
 LIMIT %(limit)s
 """
 
-# Book changes in [start, end) after a keyset position, in application order.
+# Book changes in [start, end) after a keyset position, in application order; times as
+# microseconds (LONG): a page is built without one datetime per row.
 # book_changes: DEDUP(ts, ticker, sid, seq, side, price_e4) makes the order total, and
 # ingestd's book time makes (ts, sid, seq) seq order (docs/ingestd.md, Order and time).
 CHANGES_PAGE = """
-SELECT ts, sid, seq, side, price_e4, qty_after_e2, delta_e2, kind, recv_ts, source_ts
+SELECT cast(ts AS LONG), sid, seq, side, price_e4, qty_after_e2, delta_e2, kind,
+       cast(recv_ts AS LONG), cast(source_ts AS LONG)
 FROM book_changes
 WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
   AND ts >= %(after_ts)s

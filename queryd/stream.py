@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -31,11 +31,12 @@ from queryd.convert import orderbook_response, timestamp
 from queryd.history import deltas_page, gap_marker
 from queryd.live import LiveItem, LiveTail, Subscription, gap_dedup
 from queryd.orderbook import orderbook_at
-from queryd.timeutil import now_utc, to_us
+from queryd.timeutil import from_us, now_utc, to_us
 
 POLL_SECS = 0.2
 HEARTBEAT_SECS = 5.0
-PAGE = 1000
+PAGE = 5000  # history rows per query: a replay's cost is mostly per row, not per query
+MAX_STREAM_BATCH = 5000  # changes per message at most (StreamOrderbookRequest.batch_size)
 LIVE_SAFETY = dt.timedelta(seconds=2)
 MAX_BEHIND = dt.timedelta(minutes=10)
 HORIZON = dt.timedelta(days=3650)
@@ -78,9 +79,9 @@ class _Cursor:
 
 
 async def _history_pass(pool: AsyncConnectionPool, ticker: str, cur: _Cursor
-                        ) -> tuple[list[pb.StreamOrderbookResponse], bool]:
-    """One page of history after the cursor: (messages, caught_up)."""
-    out: list[pb.StreamOrderbookResponse] = []
+                        ) -> tuple[list[pb.OrderbookDelta], bool]:
+    """One page of history after the cursor: (entries, caught_up)."""
+    out: list[pb.OrderbookDelta] = []
     async with pool.connection() as conn:
         gap_rows = await (await conn.execute(sql.GAPS_DETECTED_AFTER, {
             "ticker": ticker, "after": cur.gaps_after})).fetchall()
@@ -88,30 +89,43 @@ async def _history_pass(pool: AsyncConnectionPool, ticker: str, cur: _Cursor
                                  PAGE, include_gaps=False)
     for row in gap_rows:
         detected = row[0].replace(tzinfo=dt.UTC)
-        out.append(pb.StreamOrderbookResponse(delta=gap_marker(row, to_us(row[2]))))
+        out.append(gap_marker(row, to_us(row[2])))
         end_us = to_us(row[3]) if row[3] is not None else None
         cur.note_history(gap_dedup(to_us(detected), end_us), detected)
         cur.note_history(gap_dedup(to_us(detected), None), detected)  # its open version too
         cur.gaps_after = max(cur.gaps_after, detected)
-    for item in page.items:
-        out.append(pb.StreamOrderbookResponse(delta=item))
-        ts = item.ts.ToDatetime(tzinfo=dt.UTC)
-        cur.last_change = ts
-        side = "yes" if item.side == pb.SIDE_YES else "no"
-        cur.note_history((to_us(ts), int(item.sid), int(item.seq), side,
-                          int(item.price.replace(".", ""))), ts)
+    out.extend(page.items)
+    if page.keys:
+        # A change this recent may also come through the live queue: remember its key
+        # (the same key live rows carry) so it is not sent twice.
+        recent_us = to_us(now_utc() - RECENT)
+        cur.sent_recent.update(tuple(key) for key in page.keys if key[0] >= recent_us)
+        cur.last_change = from_us(page.keys[-1][0])
     if page.last_key is not None:
         cur.position = page.last_key
         return out, False
     if page.items:
-        cur.position = _key_of_last(page)
+        cur.position = list(page.keys[-1])
     return out, True
+
+
+def _messages(entries: list[pb.OrderbookDelta], batch: int
+              ) -> Iterator[pb.StreamOrderbookResponse]:
+    """Entries ready at once as stream messages: one each, or `batch` to a message."""
+    if batch <= 0:
+        for entry in entries:
+            yield pb.StreamOrderbookResponse(delta=entry)
+        return
+    for i in range(0, len(entries), batch):
+        yield pb.StreamOrderbookResponse(
+            deltas=pb.OrderbookDeltaBatch(deltas=entries[i:i + batch]))
 
 
 async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.datetime | None,
                            depth: int, stop: asyncio.Event | None = None,
-                           live: LiveTail | None = None
+                           live: LiveTail | None = None, batch: int = 0
                            ) -> AsyncIterator[pb.StreamOrderbookResponse]:
+    """The stream's messages; `batch` > 0 packs up to that many ready changes into one."""
     began = start or (now_utc() - LIVE_SAFETY)
     sub: Subscription | None = live.subscribe(ticker) if live is not None else None
     try:
@@ -132,10 +146,10 @@ async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.dat
             if sub is None and live is not None and live.connected.is_set():
                 sub = live.subscribe(ticker)  # re-join through history
             if not joined:
-                messages, caught_up = await _history_pass(pool, ticker, cur)
-                for message in messages:
+                entries, caught_up = await _history_pass(pool, ticker, cur)
+                for message in _messages(entries, batch):
                     yield message
-                if messages:
+                if entries:
                     last_sent = loop.time()
                 if not caught_up:
                     if cur.last_change is not None and now_utc() - cur.last_change > MAX_BEHIND:
@@ -147,22 +161,25 @@ async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.dat
                         # History is now complete up to the subscription; read what became
                         # visible since the pass above, then switch to the queue.
                         while True:
-                            messages, caught_up = await _history_pass(pool, ticker, cur)
-                            for message in messages:
+                            entries, caught_up = await _history_pass(pool, ticker, cur)
+                            for message in _messages(entries, batch):
                                 yield message
                             if caught_up:
                                 break
                         joined = True
                         continue
             if joined and sub is not None:
-                batch = await _next_live(sub, HEARTBEAT_SECS)
-                for item in batch:
+                burst = await _next_live(sub, HEARTBEAT_SECS)
+                fresh = []
+                for item in burst:
                     if item.dedup in cur.sent_recent:
                         cur.sent_recent.discard(item.dedup)
                         continue
-                    yield item.message
+                    fresh.append(item.message.delta)
                     cur.last_live = item
-                if batch:
+                for message in _messages(fresh, batch):
+                    yield message
+                if burst:
                     last_sent = loop.time()
                     cur.note_live()
             if loop.time() - last_sent >= HEARTBEAT_SECS:
@@ -199,14 +216,3 @@ async def _next_live(sub: Subscription, wait_secs: float) -> list[LiveItem]:
             break
         batch.append(item)
     return batch
-
-
-def _key_of_last(page):  # type: ignore[no-untyped-def]
-    """The keyset position of the last item of a final (short) page."""
-    item = page.items[-1]
-    ts_us = to_us(item.ts.ToDatetime(tzinfo=dt.UTC))
-    if item.kind == pb.DELTA_KIND_GAP:
-        return [ts_us, -1, -1, "", -1]
-    side = "yes" if item.side == pb.SIDE_YES else "no"
-    price = int(item.price.replace(".", ""))
-    return [ts_us, int(item.sid), int(item.seq), side, price]

@@ -30,8 +30,11 @@ import argparse
 import asyncio
 import datetime as dt
 import importlib.util
+import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -130,7 +133,8 @@ async def client_frame(addr: str, ticker: str, start: dt.datetime, end: dt.datet
     return len(frame)
 
 
-async def raw_stream(addr: str, ticker: str, start: dt.datetime, count: int) -> int:
+async def raw_stream(addr: str, ticker: str, start: dt.datetime, count: int,
+                     batch_size: int = 1000) -> int:
     import grpc
     from google.protobuf import timestamp_pb2
 
@@ -142,14 +146,22 @@ async def raw_stream(addr: str, ticker: str, start: dt.datetime, count: int) -> 
     seen = 0
     async with grpc.aio.insecure_channel(addr) as channel:
         call = pb_grpc.MarketDataServiceStub(channel).StreamOrderbook(
-            pb.StreamOrderbookRequest(ticker=ticker, start_time=begin))
+            pb.StreamOrderbookRequest(ticker=ticker, start_time=begin, batch_size=batch_size))
         async for message in call:
-            if message.HasField("delta"):
+            kind = message.WhichOneof("payload")
+            if kind == "delta":
                 seen += 1
-                if seen == count:
-                    call.cancel()
-                    break
+            elif kind == "deltas":
+                seen += len(message.deltas.deltas)
+            if seen >= count:
+                call.cancel()
+                break
     return seen
+
+
+async def raw_stream_unbatched(addr: str, ticker: str, start: dt.datetime, count: int) -> int:
+    """The stream as before batching: one message per change (`batch_size` 0)."""
+    return await raw_stream(addr, ticker, start, count, batch_size=0)
 
 
 async def client_stream(addr: str, ticker: str, start: dt.datetime, count: int) -> int:
@@ -168,16 +180,19 @@ async def client_stream(addr: str, ticker: str, start: dt.datetime, count: int) 
 QUESTDB_PID: int | None = None  # set once QuestDB runs: its CPU is where the rest goes
 
 
-async def timed(make, *args) -> dict:
-    """Wall time, this process's CPU (queryd in process + the consumer) and QuestDB's CPU
-    for one run: wall minus both CPUs is waiting (I/O, or the other processes of a
-    loaded machine)."""
+async def timed(make, *args, server_pid: int | None = None) -> dict:
+    """Wall time, this process's CPU (the consumer, and queryd when in process), the
+    queryd process's CPU (stream part) and QuestDB's CPU for one run: wall minus the
+    CPUs is waiting (I/O, or the other processes of a loaded machine)."""
     began, cpu = time.perf_counter(), cpu_secs()
     db_cpu = cpu_secs(QUESTDB_PID) if QUESTDB_PID else 0.0
+    server_cpu = cpu_secs(server_pid) if server_pid else 0.0
     rows = await make(*args)
     secs = time.perf_counter() - began
     return {"rows": rows, "secs": round(secs, 3), "rows_per_sec": round(rows / secs),
             "cpu_secs": round(cpu_secs() - cpu, 3),
+            "server_cpu_secs": round(cpu_secs(server_pid) - server_cpu if server_pid else 0.0,
+                                     3),
             "questdb_cpu_secs": round((cpu_secs(QUESTDB_PID) - db_cpu)
                                       if QUESTDB_PID else 0.0, 3)}
 
@@ -230,31 +245,55 @@ async def run_canned(args: argparse.Namespace) -> dict:
     return out
 
 
+def queryd_process(env: dict) -> tuple[subprocess.Popen[str], str]:
+    """queryd in its own process (bench/query/queryd_unmetered.py, history only), as it is
+    deployed: a replay's server work and its consumer's then run on two cores, not in
+    one event loop under one GIL."""
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "bench/query/queryd_unmetered.py"), "--no-live"],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if '"port"' in line:
+            return proc, f"127.0.0.1:{json.loads(line)['port']}"
+    raise RuntimeError(f"queryd exited ({proc.wait()}) before serving")
+
+
 async def run(env: dict, conninfo: str, args: argparse.Namespace, parts: list[str]) -> dict:
     from ktape.config import load_settings
     from queryd.server import build_server
 
     running, pool, _ = await build_server(load_settings(env), addr="127.0.0.1:0")
     addr = f"127.0.0.1:{running.port}"
+    server, stream_addr = queryd_process(env) if "stream" in parts else (None, addr)
     ticker, start = "KXBENCH-0", START
     end = START + dt.timedelta(days=args.span_days)
     out: dict = {part: {"raw": [], "client": []} for part in ("stream", "deltas") if part in parts}
+    if "stream" in parts:
+        out["stream"]["raw_unbatched"] = []
     try:
         await raw_pages(addr, ticker, start, start + dt.timedelta(hours=1))  # warm up
         await client_frame(addr, ticker, start, start + dt.timedelta(hours=1))
         for i in range(args.rounds if "stream" in parts else 0):  # first: history must be recent
-            for name, fn in (("raw", raw_stream), ("client", client_stream)):
+            for name, fn in (("raw_unbatched", raw_stream_unbatched), ("raw", raw_stream),
+                             ("client", client_stream)):
                 market = f"KXBENCH-STREAM-{i}-{name}"
                 begin = await asyncio.to_thread(write_recent, conninfo, market,
                                                 args.stream_changes)
-                out["stream"][name].append(await timed(fn, addr, market, begin,
-                                                       args.stream_changes))
-            print(out["stream"]["raw"][-1], out["stream"]["client"][-1], flush=True)
+                out["stream"][name].append(await timed(
+                    fn, stream_addr, market, begin, args.stream_changes,
+                    server_pid=server.pid if server is not None else None))
+            print(out["stream"]["raw_unbatched"][-1], out["stream"]["raw"][-1],
+                  out["stream"]["client"][-1], flush=True)
         for _ in range(args.rounds if "deltas" in parts else 0):
             out["deltas"]["raw"].append(await timed(raw_pages, addr, ticker, start, end))
             out["deltas"]["client"].append(await timed(client_frame, addr, ticker, start, end))
             print(out["deltas"]["raw"][-1], out["deltas"]["client"][-1], flush=True)
     finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
         await running.stop(0)
         await pool.close()
     return out
@@ -303,6 +342,10 @@ def main() -> int:
                          "client_over_raw": round(client / raw - 1, 3),
                          "raw_rows_per_sec": round(found[part]["raw"][0]["rows"] / raw),
                          "client_rows_per_sec": round(found[part]["client"][0]["rows"] / client)}
+        if found[part].get("raw_unbatched"):
+            unbatched = statistics.median(r["secs"] for r in found[part]["raw_unbatched"])
+            summary[part]["raw_unbatched_rows_per_sec"] = round(
+                found[part]["raw_unbatched"][0]["rows"] / unbatched)
     save("client_overhead", summary)
     return 0
 

@@ -1,7 +1,8 @@
 """queryd for benchmarks: the real server and live tail, without the metering interceptor.
 
 Run by bench/query/stream_fanout.py as its own process (so the clients' work does not
-share a GIL with the server); prints `{"port": N}` once serving. Not for production.
+share a GIL with the server); prints `{"port": N}` once serving. `--no-live`: history
+only, no ingestd to follow (bench/client/client_overhead.py's replay). Not for production.
 """
 
 from __future__ import annotations
@@ -19,21 +20,23 @@ from queryd.live import LiveTail
 from queryd.server import build_server
 
 
-async def main() -> None:
+async def main(follow_live: bool) -> None:
     settings = load_settings()
-    live = LiveTail(f"http://{settings.ingestd_metrics_addr}/live")
+    live = LiveTail(f"http://{settings.ingestd_metrics_addr}/live") if follow_live else None
     running, pool, _service = await build_server(settings, addr="127.0.0.1:0", live=live)
-    tail = asyncio.create_task(live.run())
-    await asyncio.wait_for(live.connected.wait(), 30)
+    tail = asyncio.create_task(live.run()) if live is not None else None
+    if live is not None:
+        await asyncio.wait_for(live.connected.wait(), 30)
     print(json.dumps({"port": running.port}), flush=True)
     try:
         await asyncio.Event().wait()
     finally:
-        tail.cancel()
+        if tail is not None:
+            tail.cancel()
         await running.stop(0)
         await pool.close()
 
 
 if __name__ == "__main__":
     configure_logging()
-    asyncio.run(main())
+    asyncio.run(main(follow_live="--no-live" not in sys.argv[1:]))

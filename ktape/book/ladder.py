@@ -7,6 +7,7 @@ about what it accepts so a corrupt checkpoint is an error, not a silently wrong 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 PRICE_SCALE = 10_000  # price_e4: units of $0.0001
@@ -38,15 +39,19 @@ def parse_ladder(text: str | None) -> dict[int, int]:
     return levels
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def format_price(price_e4: int) -> str:
-    """Dollars with exactly 4 decimals, as in CONTRACT.md ("0.4200")."""
+    """Dollars with exactly 4 decimals, as in CONTRACT.md ("0.4200"). Cached: a market's
+    prices are a few thousand values, and a page or stream formats each many times."""
     sign = "-" if price_e4 < 0 else ""
     whole, frac = divmod(abs(price_e4), PRICE_SCALE)
     return f"{sign}{whole}.{frac:04d}"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def format_quantity(qty_e2: int) -> str:
-    """Contracts with exactly 2 decimals ("150.00", "-0.05")."""
+    """Contracts with exactly 2 decimals ("150.00", "-0.05"); cached like prices (sizes
+    and deltas repeat: round lots, the same resting sizes)."""
     sign = "-" if qty_e2 < 0 else ""
     whole, frac = divmod(abs(qty_e2), QTY_SCALE)
     return f"{sign}{whole}.{frac:02d}"

@@ -8,6 +8,7 @@ ErrorInfo reason says what went wrong.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,6 +123,9 @@ CASES = [
     Case("settlements bad page size", "GET", "/v1/settlements", {"page_size": -1}, status=400),
     Case("stream unknown", "GET", "/v1/markets/KXRT-NOPE/orderbook:stream", status=404,
          reason="UNKNOWN_TICKER"),
+    Case("stream batch too big", "GET", f"/v1/markets/{TICKER}/orderbook:stream",
+         {"batch_size": 5001}, status=400, reason="INVALID_ARGUMENT",
+         check=lambda b: "batch_size" in json.dumps(b)),
     Case("no key", "GET", "/v1/series", auth=False, status=401, reason="API_KEY_MISSING"),
     Case("account", "GET", "/v1/account", check=lambda b: b["account"]["plan"] == "pro"),
     Case("usage", "GET", "/v1/account/usage", check=lambda b: isinstance(b.get("usage", []), list)),
@@ -176,3 +180,4 @@ def test_route(edge, recorded, case: Case):
         assert body["code"] == case.status or body.get("message"), body
         if case.reason:
             assert body["details"][0]["reason"] == case.reason, body
+        assert case.check(body), body  # e.g. the field an INVALID_ARGUMENT names

@@ -100,14 +100,18 @@ async def test_stream_replays_then_joins_live_without_loss_or_repeat(questdb, tm
         replay_at: list = []
         live_only: list = []
         live_at: list = []
+        batched: list = []
         streams = [
             stub.StreamOrderbook(pb.StreamOrderbookRequest(ticker=ticker, start_time=_ts(began))),
             stub.StreamOrderbook(pb.StreamOrderbookRequest(ticker=ticker)),
+            stub.StreamOrderbook(pb.StreamOrderbookRequest(ticker=ticker, start_time=_ts(began),
+                                                           batch_size=50)),
         ]
         readers = [asyncio.create_task(_collect(streams[0], replay, replay_at)),
-                   asyncio.create_task(_collect(streams[1], live_only, live_at))]
+                   asyncio.create_task(_collect(streams[1], live_only, live_at)),
+                   asyncio.create_task(_collect(streams[2], batched, []))]
         await asyncio.sleep(4)
-        assert tail.subscriptions == 2  # both joined the fan-out
+        assert tail.subscriptions == 3  # all joined the fan-out
         sim.config.rate = 0
         await asyncio.sleep(1.5)
         for stream in streams:
@@ -125,6 +129,12 @@ async def test_stream_replays_then_joins_live_without_loss_or_repeat(questdb, tm
     assert set(keys) == stored_keys, (len(set(keys)), len(stored_keys),
                                       sorted(stored_keys - set(keys))[:3],
                                       sorted(set(keys) - stored_keys)[:3])
+    # The batched replay: the same changes in the same order, several to a message.
+    assert batched[0].HasField("snapshot") and not any(m.HasField("delta") for m in batched)
+    batches = [m.deltas.deltas for m in batched if m.HasField("deltas")]
+    assert max(map(len, batches)) == 50 and all(0 < len(b) <= 50 for b in batches)
+    batched_keys = [_key(d) for b in batches for d in b if d.kind != pb.DELTA_KIND_GAP]
+    assert set(batched_keys) == stored_keys and len(batched_keys) == len(set(batched_keys))
     # The live-only stream: every change after its snapshot, once, and fast.
     live_deltas = [(m.delta, at) for m, at in zip(live_only, live_at, strict=True)
                    if m.HasField("delta") and m.delta.kind != pb.DELTA_KIND_GAP]

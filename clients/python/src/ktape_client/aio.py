@@ -55,6 +55,7 @@ from ktape_client.pages import (
 
 T = TypeVar("T")
 RETRIED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+STREAM_BATCH = 1000  # changes per stream message at most; the server never waits to fill one
 Time = dt.datetime | str | None
 
 
@@ -365,8 +366,8 @@ class AsyncClient:
         resume = _Resume(timestamp(start_time))
         attempt = 0
         while True:
-            request = marketdata_pb2.StreamOrderbookRequest(ticker=ticker,
-                                                            start_time=resume.start())
+            request = marketdata_pb2.StreamOrderbookRequest(
+                ticker=ticker, start_time=resume.start(), batch_size=STREAM_BATCH)
             ended = None
             try:
                 async for message in self._md.StreamOrderbook(request, metadata=self._metadata()):
@@ -376,7 +377,12 @@ class AsyncClient:
                             yield book_from(message.snapshot)
                         continue
                     attempt = 0  # the stream is flowing again
-                    if kind == "delta":
+                    if kind == "deltas":  # a batch: what the server had ready at once
+                        for delta in message.deltas.deltas:
+                            change = _change(delta)
+                            if resume.is_new(change):
+                                yield change
+                    elif kind == "delta":
                         change = _change(message.delta)
                         if resume.is_new(change):
                             yield change
