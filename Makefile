@@ -9,14 +9,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install deps questdb buf openapiv2 stripe-mock postgres gen docs console chromium lint fmt test test-unit demo up bench clean help
+.PHONY: install deps questdb buf openapiv2 stripe-mock postgres helm gen docs console chromium lint fmt test test-unit demo up bench clean help
 
 help:
 	@echo "make demo   install everything and run the whole stack on the simulator"
 	@echo "make test   install everything and run lint + the full test suite"
 	@echo "make bench  run the benchmarks (bench/), results in bench/results/"
 
-install: deps questdb buf openapiv2 stripe-mock postgres gen console
+install: deps questdb buf openapiv2 stripe-mock postgres helm gen console
 
 deps: $(STAMP)
 
@@ -42,6 +42,10 @@ stripe-mock:
 postgres:
 	bash infra/install_postgres.sh >/dev/null
 
+# helm for the deploy/ checks (infra/check_deploy.py); minutes the first time, then stamped.
+helm:
+	bash infra/install_helm.sh >/dev/null
+
 console:
 	bash infra/build_console.sh
 
@@ -63,6 +67,7 @@ lint: install
 	bash infra/buf.sh breaking
 	$(PY) infra/gen_docs.py --check
 	$(PY) infra/gen_client_docs.py --check
+	$(PY) infra/check_deploy.py
 
 fmt: deps
 	$(VENV)/bin/ruff check --fix .

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from string import Template
 
-from ktape.config import HostPort, parse_hostport
+from ktape.config import HostPort, Settings, parse_hostport
 from ktape.runtime.pins import REPO_ROOT
 
 TEMPLATE = REPO_ROOT / "envoy" / "envoy.yaml.tmpl"
@@ -119,4 +119,29 @@ def render_envoy_config(
         openapi_path=_quoted(str(descriptor_path.parent / "openapi.json")),
         llms_path=_quoted(str(descriptor_path.parent / "llms.txt")),
         llms_full_path=_quoted(str(descriptor_path.parent / "llms-full.txt")),
+    )
+
+
+def render_for_settings(settings: Settings, *, descriptor_path: Path,
+                        access_log_path: str | None = None,
+                        listen_address: str = "127.0.0.1") -> str:
+    """The edge config with every upstream at its KTAPE_*_ADDR from `settings`.
+
+    Why: a container (deploy/, `python -m ktape.container envoy`) renders the same
+    template as `ktape up`, with the upstreams at Kubernetes Service names and the
+    listener on all interfaces of its pod, instead of a second hand-written config.
+    """
+    return render_envoy_config(
+        http_port=settings.http_port,
+        admin_port=settings.envoy_admin_port,
+        queryd_addr=str(settings.queryd_addr),
+        billingd_addr=str(settings.billingd_addr),
+        descriptor_path=descriptor_path,
+        access_log_path=access_log_path,
+        listen_address=listen_address,
+        ingestd_metrics_addr=str(settings.ingestd_metrics_addr),
+        queryd_metrics_addr=str(settings.queryd_metrics_addr),
+        billingd_metrics_addr=str(settings.billingd_metrics_addr),
+        console_addr=str(settings.console_addr),
+        datasetd_addr=str(settings.datasetd_addr),
     )
