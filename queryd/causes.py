@@ -35,7 +35,7 @@ from ktape.marketdata.v1 import marketdata_pb2 as pb
 # A print and the book change it caused carry the same exchange millisecond: Kalshi stamps
 # both from one match (PROTOCOL.md §5.6 and §5.8 show one fill, one `ts_ms`), and on
 # simulator recordings every trade-caused change has exactly its print's millisecond
-# (tests/integration/queryd/test_causes.py measures the offset: 0 ms). So the match is on
+# (tests/integration/queryd/test_recorded_history.py measures the offset: 0 ms). So the match is on
 # the same millisecond, with no tolerance: a window would let one print explain falls at
 # several instants, and cancels next to a print pass for fills.
 US_PER_MS = 1000
