@@ -101,12 +101,13 @@ LIMIT %(limit)s
 # Change labelling (queryd/causes.py). The decreases of a deltas page's first and last
 # exchange milliseconds, wherever the page cut them off: a cause depends on every fall at
 # its instant and level. book_changes: `ts` is the book time, which equals the change's own
-# `ts_ms` except for the few rows moved later (`source_ts` set, inside a healed gap).
+# `ts_ms` except for the few rows moved later (`source_ts` set, inside a healed gap). The
+# outer range is the page's own span, so QuestDB prunes by interval before the OR.
 FALLS_AT_EDGES = """
 SELECT ts, sid, seq, side, price_e4, delta_e2, source_ts
 FROM book_changes
 WHERE ticker = %(ticker)s AND kind = 'delta' AND delta_e2 < 0
-  AND ((ts >= %(first)s AND ts < %(first_end)s) OR (ts >= %(last)s AND ts < %(last_end)s))
+  AND ts >= %(first)s AND ts < %(last_end)s AND (ts < %(first_end)s OR ts >= %(last)s)
 """
 
 # The prints of a deltas page's span [start, end), for change labelling. trades:
