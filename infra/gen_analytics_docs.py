@@ -2,7 +2,8 @@
 into a private QuestDB, read back through an in-process queryd over gRPC.
 
 Run: .venv/bin/python infra/gen_analytics_docs.py  (writes docs/analytics/*.json|*.png;
-docs/analytics.md includes the JSON by hand-picked excerpts and links the pictures).
+docs/analytics.md includes the JSON by hand-picked excerpts and links the pictures;
+`deltas.json` holds a print and the labelled changes around it, "Change labelling").
 """
 
 from __future__ import annotations
@@ -169,7 +170,31 @@ async def figures(md, an, events) -> None:
     fig.tight_layout()
     fig.savefig(OUT / "depth.png", dpi=110)
     plt.close(fig)
+
+    await labelled_deltas(md, busiest, start, at)
     print("wrote", sorted(p.name for p in OUT.iterdir()))
+
+
+async def labelled_deltas(md, ticker: str, start: dt.datetime, end: dt.datetime) -> None:
+    """ListOrderbookDeltas around the last on-book print of the stretch: the change it
+    caused (TRADE) and the nearest NEW and CANCEL, as Envoy prints them (every field)."""
+    trades = await md.ListTrades(pb.ListTradesRequest(ticker=ticker, start_time=ts(start),
+                                                      end_time=ts(end), page_size=1000))
+    last = [t for t in trades.trades if not t.is_block_trade][-1]
+    at = last.ts.ToDatetime(dt.UTC)
+    page = await md.ListOrderbookDeltas(pb.ListOrderbookDeltasRequest(
+        ticker=ticker, start_time=ts(at - dt.timedelta(seconds=2)),
+        end_time=ts(at + dt.timedelta(milliseconds=1)), page_size=1000))
+    changes = [d for d in page.deltas if d.kind == pb.DELTA_KIND_DELTA]
+    picked = []
+    for cause in (pb.DELTA_CAUSE_NEW, pb.DELTA_CAUSE_CANCEL, pb.DELTA_CAUSE_TRADE):
+        picked.append([d for d in changes if d.cause == cause][-1])
+    picked.sort(key=lambda d: (d.ts.ToDatetime(), d.seq))
+    (OUT / "deltas.json").write_text(json.dumps({
+        "ticker": ticker, "trade": as_json(last),
+        "deltas": [json.loads(json_format.MessageToJson(
+            d, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
+            for d in picked]}, indent=1))
 
 
 if __name__ == "__main__":

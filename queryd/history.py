@@ -3,6 +3,9 @@
 Keyset pagination (position = the sort key of the last entry served) makes every page
 cost the same. Deltas and gap markers come from two tables; both are ordered by the same
 key, gap markers sorting before changes at the same instant (sid = seq = -1), and merged.
+Each change of a ListOrderbookDeltas page carries its inferred cause (queryd/causes.py),
+from two more queries per page whatever its size: the prints of the page's span, and the
+falls of its edge milliseconds that lie beyond the page.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from psycopg import AsyncConnection
 from ktape.book.ladder import format_price, format_quantity
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
+from queryd.causes import Change, Print, label
 from queryd.convert import SIDES, TAKER_SIDES, timestamp, timestamp_us
 from queryd.timeutil import as_utc, from_us, to_us
 
@@ -32,7 +36,11 @@ class Page:
 
 
 async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, end: dt.datetime,
-                      after: list[Any] | None, limit: int, *, include_gaps: bool = True) -> Page:
+                      after: list[Any] | None, limit: int, *, include_gaps: bool = True,
+                      with_causes: bool = True) -> Page:
+    """One page of changes and gap markers after the keyset position `after`. With
+    `with_causes`, each change carries its inferred cause (StreamOrderbook does without:
+    a live change may be read before its print is stored)."""
     after_key: DeltaKey = (
         tuple(after) if after is not None else (to_us(start) - 1, 2**62, 2**62, "~", 2**62)
     )  # type: ignore[assignment]
@@ -46,6 +54,9 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
         ((ts_us, sid, seq, side, price),
          change_entry(ts_us, sid, seq, side, price, qty, delta, kind, recv_us, source_us))
         for ts_us, sid, seq, side, price, qty, delta, kind, recv_us, source_us in rows]
+    if with_causes and rows:
+        for (_, entry), cause in zip(entries, await causes(conn, ticker, rows), strict=True):
+            entry.cause = cause  # type: ignore[assignment]
 
     gap_rows = await (await conn.execute(
         sql.GAPS_OVERLAPPING, {"ticker": ticker, "start": start, "end": end})).fetchall() \
@@ -64,6 +75,46 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
     page = entries[:limit]
     return Page([e for _, e in page], list(page[-1][0]) if more and page else None,
                 [k for k, _ in page])
+
+
+def _change(ts_us: int, side: str, price: int, delta: int | None, kind: str,
+            source_us: int | None) -> Change:
+    """A `book_changes` row as the labeller sees it: at its own exchange instant."""
+    return Change(source_us if source_us is not None else ts_us, side, price,
+                  delta if delta is not None else 0, kind == "delta")
+
+
+async def causes(conn: AsyncConnection, ticker: str, rows: list[tuple[Any, ...]]) -> list[int]:
+    """The cause of each CHANGES_PAGE row (in page order, which is application order).
+
+    A label depends on every fall at its millisecond and level, so the falls of the
+    page's first and last milliseconds that the page cut off are read too, and on every
+    print of its millisecond: the prints of the whole span in one query."""
+    keyed: list[tuple[DeltaKey, Change, bool]] = [
+        ((ts_us, sid, seq, side, price), _change(ts_us, side, price, delta, kind, source_us),
+         True)
+        for ts_us, sid, seq, side, price, _qty, delta, kind, _recv, source_us in rows]
+    if not any(c.is_delta and c.delta_e2 < 0 for _, c, _ in keyed):
+        return label([c for _, c, _ in keyed], [])  # nothing to match: no queries
+    first_ms, last_ms = keyed[0][0][0] // 1000, keyed[-1][0][0] // 1000
+    page_keys = {key for key, _, _ in keyed}
+    edges = await (await conn.execute(sql.FALLS_AT_EDGES, {
+        "ticker": ticker, "first": from_us(first_ms * 1000),
+        "first_end": from_us((first_ms + 1) * 1000), "last": from_us(last_ms * 1000),
+        "last_end": from_us((last_ms + 1) * 1000)})).fetchall()
+    for ts_us, sid, seq, side, price, delta, source_us in edges:
+        key = (ts_us, sid, seq, side, price)
+        if key not in page_keys:
+            keyed.append((key, _change(ts_us, side, price, delta, "delta", source_us), False))
+    keyed.sort(key=lambda k: k[0])
+    falls = [c.instant_us for _, c, _ in keyed if c.is_delta and c.delta_e2 < 0]
+    trade_rows = await (await conn.execute(sql.PRINTS_BETWEEN, {
+        "ticker": ticker, "start": from_us(min(falls) // 1000 * 1000),
+        "end": from_us((max(falls) // 1000 + 1) * 1000)})).fetchall()
+    prints = [Print(to_us(ts), int(yes_p), int(count), str(taker or ""), bool(block))
+              for ts, yes_p, count, taker, block in trade_rows]
+    labels = label([c for _, c, _ in keyed], prints)
+    return [cause for (_, _, in_page), cause in zip(keyed, labels, strict=True) if in_page]
 
 
 def change_entry(ts_us: int, sid: int, seq: int, side: str, price: int, qty: int,

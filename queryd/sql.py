@@ -100,6 +100,27 @@ ORDER BY ts, sid, seq, side, price_e4
 LIMIT %(limit)s
 """
 
+# Change labelling (queryd/causes.py). The decreases of a deltas page's first and last
+# exchange milliseconds, wherever the page cut them off: a cause depends on every fall at
+# its instant and level. book_changes: `ts` is the book time, which equals the change's own
+# `ts_ms` except for the few rows moved later (`source_ts` set, inside a healed gap). The
+# outer range is the page's own span, so QuestDB prunes by interval before the OR.
+FALLS_AT_EDGES = """
+SELECT cast(ts AS LONG), sid, seq, side, price_e4, delta_e2, cast(source_ts AS LONG)
+FROM book_changes
+WHERE ticker = %(ticker)s AND kind = 'delta' AND delta_e2 < 0
+  AND ts >= %(first)s AND ts < %(last_end)s AND (ts < %(first_end)s OR ts >= %(last)s)
+"""
+
+# The prints of a deltas page's span [start, end), for change labelling. trades:
+# DEDUP(ts, ticker, trade_id), one row per print; block trades are kept (the labeller
+# skips them) so the one rule lives in queryd/causes.py.
+PRINTS_BETWEEN = """
+SELECT ts, yes_price_e4, count_e2, taker_side, is_block
+FROM trades
+WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
+"""
+
 # Gaps overlapping [start, end) (by their span), for inline gap markers.
 GAPS_OVERLAPPING = """
 SELECT ts, reason, coalesce(start_ts, ts) AS gap_start, end_ts, expected_seq, got_seq, sid

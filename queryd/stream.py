@@ -86,7 +86,7 @@ async def _history_pass(pool: AsyncConnectionPool, ticker: str, cur: _Cursor
         gap_rows = await (await conn.execute(sql.GAPS_DETECTED_AFTER, {
             "ticker": ticker, "after": cur.gaps_after})).fetchall()
         page = await deltas_page(conn, ticker, cur.began, now_utc() + HORIZON, cur.position,
-                                 PAGE, include_gaps=False)
+                                 PAGE, include_gaps=False, with_causes=False)
     for row in gap_rows:
         detected = row[0].replace(tzinfo=dt.UTC)
         out.append(gap_marker(row, to_us(row[2])))

@@ -12,9 +12,10 @@ API (stable):
     journal.tickers() -> set[str]
 
 Record kinds (`k`): `book` (initial full book at start), `chg` (one level change:
-t, m, s, p, d, q), `clr` (book emptied at close), `trd` (trade; `oi` = open interest
-after it), `life` (lifecycle), `fault` (an injected fault: t, what, details). Times `t`
-are exchange milliseconds.
+t, m, s, p, d, q, and `c` its true cause: `new`, `cancel` or `trade`; journals written
+before causes were recorded lack `c`, and load as they are), `clr` (book emptied at
+close), `trd` (trade; `oi` = open interest after it), `life` (lifecycle), `fault` (an
+injected fault: t, what, details). Times `t` are exchange milliseconds.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class Journal:
     def event(self, event: Event) -> None:
         if isinstance(event, BookChange):
             self.append({"k": "chg", "t": event.ts_ms, "m": event.ticker, "s": event.side,
-                         "p": event.price_e4, "d": event.delta_e2, "q": event.qty_after_e2})
+                         "p": event.price_e4, "d": event.delta_e2, "q": event.qty_after_e2,
+                         "c": event.cause})
         elif isinstance(event, BookCleared):
             self.append({"k": "clr", "t": event.ts_ms, "m": event.ticker})
         elif isinstance(event, TradeEvent):

@@ -103,6 +103,14 @@ class Market:
                 for s, e, st in self.grid]
 
 
+# Why a level changed, as the model knows it: the oracle for queryd's inferred labels
+# (OrderbookDelta.cause). Kalshi's feed never says; the journal does.
+CAUSE_NEW = "new"  # resting size added: a new order, or a level growing
+CAUSE_CANCEL = "cancel"  # resting size withdrawn by its owner (incl. stale-quote pulls)
+CAUSE_TRADE = "trade"  # resting size consumed by a taker's print
+CAUSES = (CAUSE_NEW, CAUSE_CANCEL, CAUSE_TRADE)
+
+
 @dataclass(frozen=True)
 class BookChange:
     ts_ms: int
@@ -111,6 +119,7 @@ class BookChange:
     price_e4: int
     delta_e2: int
     qty_after_e2: int
+    cause: str  # one of CAUSES
 
 
 @dataclass(frozen=True)
@@ -258,7 +267,8 @@ class MarketModel:
             for side, limit in (("yes", fair), ("no", UNIT_E4 - fair)):
                 ladder = market.side(side)
                 for price in sorted(p for p in ladder if p >= limit):
-                    changes.append(self._apply(market, side, price, -ladder[price], now_ms))
+                    changes.append(self._apply(market, side, price, -ladder[price], now_ms,
+                                               CAUSE_CANCEL))
         return changes
 
     def _level_change(self, market: Market, now_ms: int) -> list[Event]:
@@ -275,9 +285,11 @@ class MarketModel:
             if price is None:
                 return []
             delta = self._size()
-        return [self._apply(market, side, price, delta, now_ms)]
+        cause = CAUSE_NEW if delta > 0 else CAUSE_CANCEL
+        return [self._apply(market, side, price, delta, now_ms, cause)]
 
-    def _apply(self, market: Market, side: str, price: int, delta: int, now_ms: int) -> BookChange:
+    def _apply(self, market: Market, side: str, price: int, delta: int, now_ms: int,
+               cause: str) -> BookChange:
         ladder = market.side(side)
         after = ladder.get(price, 0) + delta
         if after < 0:
@@ -286,7 +298,7 @@ class MarketModel:
             ladder.pop(price, None)
         else:
             ladder[price] = after
-        return BookChange(now_ms, market.ticker, side, price, delta, after)
+        return BookChange(now_ms, market.ticker, side, price, delta, after, cause)
 
     def _trade(self, market: Market, now_ms: int) -> list[Event]:
         # The taker buys YES (hitting the best NO bid) or buys NO (hitting the best YES bid).
@@ -312,7 +324,7 @@ class MarketModel:
         _open_or_close(market, count, taker)
         trade = TradeEvent(now_ms, market.ticker, self._uuid(), yes_price, count, taker,
                            open_interest_e2=market.open_interest_e2)
-        change = self._apply(market, maker_side, best, -count, now_ms)
+        change = self._apply(market, maker_side, best, -count, now_ms, CAUSE_TRADE)
         return [change, trade]
 
     def _lifecycle(self, now_ms: int) -> list[Event]:

@@ -219,3 +219,42 @@ def test_an_events_markets_pause_close_determine_and_settle_together():
         settled = model.settle(first, 30)
         assert {e.ticker for e in settled} == set(event.tickers)
         assert {model.markets[t].status for t in event.tickers} == {"finalized"}
+
+
+def test_every_book_change_carries_its_true_cause():
+    """The oracle of change labelling: a print's maker level falls with cause `trade` at
+    the print's instant (a YES taker takes NO bids at $1 - yes_price, a NO taker YES
+    bids at yes_price), additions are `new`, every other fall is `cancel`."""
+    from ktape.sim.model import CAUSES, TradeEvent
+
+    model = MarketModel(seed=11, markets=20, start_ms=0)
+    causes: set[str] = set()
+    for i in range(20_000):
+        step = model.step(i)
+        for n, event in enumerate(step):
+            if not isinstance(event, BookChange):
+                continue
+            assert event.cause in CAUSES
+            causes.add(event.cause)
+            assert (event.cause == "new") == (event.delta_e2 > 0), event
+            if event.cause == "trade":
+                trade = step[n + 1]
+                assert isinstance(trade, TradeEvent) and not trade.is_block
+                assert trade.ts_ms == event.ts_ms and trade.count_e2 == -event.delta_e2
+                side, price = ("no", 10_000 - trade.yes_price_e4) \
+                    if trade.taker_side == "yes" else ("yes", trade.yes_price_e4)
+                assert (event.side, event.price_e4) == (side, price)
+    assert causes == set(CAUSES)
+
+
+def test_journal_records_the_cause_and_loads_a_journal_without_it(tmp_path):
+    path = tmp_path / "journal.ndjson"
+    journal = Journal(path)
+    journal.event(BookChange(5, "KX-A", "yes", 4200, -300, 0, "trade"))
+    journal.close()
+    old = tmp_path / "old.ndjson"
+    old.write_text('{"k":"chg","t":5,"m":"KX-A","s":"yes","p":4200,"d":100,"q":100}\n')
+    assert Journal.load(path).changes("KX-A")[0]["c"] == "trade"
+    loaded = Journal.load(old)
+    assert "c" not in loaded.changes("KX-A")[0]
+    assert loaded.book_at("KX-A", 5) == ({4200: 100}, {})
