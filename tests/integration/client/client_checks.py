@@ -15,6 +15,14 @@ import ktape_client
 from ktape_client import AsyncClient, AuthenticationError, Client, InvalidArgumentError, NotFoundError
 
 target, ticker = sys.argv[1], sys.argv[2]
+
+
+def _name(message, field: str) -> str:
+    """An enum field's value name (the raw messages `deltas` iterates carry numbers)."""
+    enum = message.DESCRIPTOR.fields_by_name[field].enum_type
+    return enum.values_by_number[getattr(message, field)].name
+
+
 out: dict = {"module": ktape_client.__file__}
 key = os.environ["KTAPE_API_KEY"]
 start = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
@@ -41,7 +49,10 @@ with Client(target=target) as client:
     frame = client.deltas(ticker, start=start).to_df()
     out["frame"] = {"rows": len(frame), "dtypes": {c: str(t) for c, t in frame.dtypes.items()},
                     "price_type": type(frame["price"].dropna().iloc[0]).__name__
-                    if frame["price"].notna().any() else None}
+                    if frame["price"].notna().any() else None,
+                    "causes": sorted(set(frame["cause"])),
+                    "delta_causes": sorted({_name(d, "cause") for d in small
+                                            if _name(d, "kind") == "DELTA_KIND_DELTA"})}
     steps = list(client.replay(ticker, start=start, end=end))
     final = steps[-1][1] if steps else None
     just_before_end = dt.datetime.fromisoformat(end) - dt.timedelta(microseconds=1)

@@ -110,6 +110,9 @@ class Change:
     delta: Decimal | None
     quantity: Decimal | None
     gap: Gap | None = None
+    # Why the level changed (deltas pages): "new", "cancel" or "trade", inferred from the
+    # recorded trades; "unspecified" for snapshot levels, gap markers and stream changes.
+    cause: str = "unspecified"
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -475,6 +478,7 @@ def _ladder(side: dict[Decimal, Decimal]) -> tuple[Level, ...]:
 _new = object.__new__
 _KIND = enum_column("kind", "DELTA_KIND_")
 _SIDE = enum_column("side", "SIDE_")
+_CAUSE = enum_column("cause", "DELTA_CAUSE_")
 
 
 def _change(d: Any) -> Change:
@@ -489,7 +493,7 @@ def _change(d: Any) -> Change:
     change = _new(Change)
     change.__dict__.update(ts=when(d, "ts"), seq=d.seq, sid=d.sid, kind=_KIND(d), side=_SIDE(d),
                            price=dec(d.price), delta=dec(d.delta), quantity=dec(d.quantity),
-                           gap=gap)
+                           gap=gap, cause=_CAUSE(d))
     return change
 
 

@@ -189,6 +189,7 @@ DELTA_COLUMNS: list[Column] = [
     ("price", lambda d: d.price, "price"),
     ("delta", lambda d: d.delta, "size"),
     ("quantity", lambda d: d.quantity, "size"),
+    ("cause", enum_column("cause", "DELTA_CAUSE_"), "str"),  # new, cancel, trade
     ("receive_time", micros_column("receive_time"), "time"),
     ("gap_reason", lambda d: d.gap.reason if d.HasField("gap") else "", "str"),
 ]
