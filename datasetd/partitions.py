@@ -145,6 +145,25 @@ def read_ttls(conn: psycopg.Connection) -> dict[str, tuple[int, str]]:
     return {str(name): (int(value), str(unit)) for name, value, unit in rows}
 
 
+def convert(conn: psycopg.Connection, table: str, day: dt.date, *,
+            timeout_secs: float = 600.0) -> Partition:
+    """Convert one day partition to Parquet and wait until QuestDB has applied it (a WAL
+    table takes the ALTER in its transaction order); returns the converted partition.
+    Converting a day that is already Parquet is a no-op."""
+    conn.execute(f"ALTER TABLE {table} CONVERT PARTITION TO PARQUET LIST '{day.isoformat()}'")
+    deadline = time.monotonic() + timeout_secs
+    while True:
+        now = {p.day: p for p in read_partitions(conn, table)}.get(day)
+        if now is None:
+            raise RuntimeError(f"{table} has no partition {day.isoformat()}")
+        if now.parquet:
+            return now
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{table} {day.isoformat()} not Parquet after {timeout_secs}s "
+                               "(WAL not applied yet?)")
+        time.sleep(0.2)
+
+
 class PartitionJob:
     """Converts old days to Parquet and keeps each table's TTL as configured."""
 
@@ -196,7 +215,8 @@ class PartitionJob:
             if should_stop():
                 return
             try:
-                bytes_after = self._convert(conn, partition)
+                bytes_after = convert(conn, partition.table, partition.day,
+                                      timeout_secs=self.convert_timeout_secs).bytes
             except Exception as exc:  # logged with its table and day; retried next pass
                 CONVERSIONS.labels(partition.table, "failed").inc()
                 report.failed.append((partition.table, partition.day, repr(exc)))
@@ -209,23 +229,6 @@ class PartitionJob:
                      day=partition.day.isoformat(), rows=partition.rows,
                      bytes_before=partition.bytes, bytes_after=bytes_after)
         self._export(conn, tables)
-
-    def _convert(self, conn: psycopg.Connection, partition: Partition) -> int:
-        """Convert one day and wait until QuestDB has applied it (a WAL table takes the
-        ALTER in its transaction order); returns the Parquet partition's bytes."""
-        conn.execute(f"ALTER TABLE {partition.table} CONVERT PARTITION TO PARQUET "
-                     f"LIST '{partition.day.isoformat()}'")
-        deadline = time.monotonic() + self.convert_timeout_secs
-        while True:
-            now = {p.day: p for p in read_partitions(conn, partition.table)}.get(partition.day)
-            if now is None:
-                raise RuntimeError("the partition vanished while converting")
-            if now.parquet:
-                return now.bytes
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not Parquet after {self.convert_timeout_secs}s "
-                                   "(WAL not applied yet?)")
-            time.sleep(0.2)
 
     def _note_dropped(self, partitions: list[Partition], report: PassReport) -> None:
         """Days listed last pass and gone now: QuestDB's TTL dropped them (or an
