@@ -55,13 +55,12 @@ async def test_books_on_a_day_converted_by_the_job_still_equal_the_journal(clean
     async with recorded_simulator(clean_questdb, tmp_path, SimConfig(markets=10, rate=400,
                                                                      seed=23)) as (_, sim):
         await asyncio.sleep(2.5)
-        await _control(sim.port, "drop")
-        await asyncio.sleep(1.0)
-        await _control(sim.port, "disconnect")
-        await asyncio.sleep(3.0)
+        for fault, then_secs in (("drop", 1.0), ("disconnect", 3.0)):  # gaps on the day
+            await _control(sim.port, fault)
+            await asyncio.sleep(then_secs)
+        journal = sim.journal
         sim.config.rate = 0  # quiesce, let ingestd catch up
         await asyncio.sleep(1.0)
-        journal = sim.journal
     with clean_questdb.connect() as conn:
         wait_for_wal(conn)
         (gaps,) = conn.execute("SELECT count() FROM gaps").fetchone()
