@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from datasetd.files import FileMetrics, make_app
 from ktape.config import HostPort, Settings
@@ -58,13 +58,24 @@ def _build_job(ctx: TaskContext) -> Awaitable[None]:
     return run_build_job(ctx)
 
 
-# The daily build (datasetd/job.py): each closed day's files, recent days re-checked.
-BACKGROUND_TASKS: tuple[BackgroundTask, ...] = (BackgroundTask("datasets.build", _build_job),)
+def _partition_job(ctx: TaskContext) -> Awaitable[None]:
+    from datasetd.partitions import run_partition_job  # imports this module's TaskContext
+
+    return run_partition_job(ctx)
+
+
+# The daily build (datasetd/job.py): each closed day's files, recent days re-checked; and
+# the storage lifecycle (datasetd/partitions.py): old days to Parquet, retention as TTL.
+BACKGROUND_TASKS: tuple[BackgroundTask, ...] = (
+    BackgroundTask("datasets.build", _build_job),
+    BackgroundTask("partitions.lifecycle", _partition_job),
+)
 
 
 def build_app(storage: Storage, key: bytes, metrics: FileMetrics | None = None) -> web.Application:
     """The file routes plus `/livez` (the supervisor's probe: this process answers) and
-    `/metrics` (Prometheus text; Envoy serves it as /metrics/datasetd)."""
+    `/metrics` (Prometheus text of the file server and the background jobs; Envoy serves
+    it as /metrics/datasetd)."""
     metrics = metrics or FileMetrics()
     app = make_app(storage, key, metrics=metrics)
 
@@ -72,8 +83,12 @@ def build_app(storage: Storage, key: bytes, metrics: FileMetrics | None = None) 
         return web.json_response({"ok": True})
 
     async def prometheus(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # The background jobs' metrics (datasetd/job.py, datasetd/partitions.py) live in
+        # the process's default registry, the file server's in its own.
+        body = generate_latest(metrics.registry)
+        if metrics.registry is not REGISTRY:
+            body += generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", prometheus)

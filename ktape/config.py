@@ -120,6 +120,78 @@ class MarketFilter:
         return ticker in self.tickers or (series_ticker is not None and series_ticker in self.series)
 
 
+# --- Storage lifecycle (datasetd/partitions.py; docs/operations.md, "Storage lifecycle") ---
+# The big tables whose closed days the partitions job may convert to Parquet.
+PARQUET_TABLES = ("book_changes", "book_checkpoints", "trades", "tickers")
+# The tables whose old days may be dropped (QuestDB TTL). The metadata tables (markets,
+# events, series, settlements, lifecycle) are not here: their newest row per ticker can be
+# months old and is the current state, so a per-day retention would silently lose it.
+RETENTION_TABLES = ("book_changes", "book_checkpoints", "gaps", "trades", "tickers")
+# The datasets job re-plans the last 7 closed days and would publish a day whose rows were
+# dropped as an empty day; a retention must outlive that window (and its grace).
+MIN_RETENTION_DAYS = 8
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """When closed days become Parquet and how long each table keeps its days.
+
+    `parquet_after_days` 0 means never convert; a retention of 0 days means keep forever.
+    """
+
+    parquet_after_days: int = 0
+    retention_days: Mapping[str, int] = field(
+        default_factory=lambda: dict.fromkeys(RETENTION_TABLES, 0))
+
+    def retention_of(self, table: str) -> int:
+        return self.retention_days.get(table, 0)
+
+
+def retention_variable(table: str) -> str:
+    return f"KTAPE_RETENTION_DAYS_{table.upper()}"
+
+
+def parse_storage(env: Mapping[str, str]) -> StorageSettings:
+    """KTAPE_PARQUET_AFTER_DAYS and KTAPE_RETENTION_DAYS_<TABLE>, checked together.
+
+    Why the book tables are checked against each other: GetOrderbook takes the newest
+    checkpoint at or before T, the changes since it and the gaps over T. A checkpoint kept
+    longer than the changes after it, or changes kept longer than the gaps among them,
+    would rebuild a wrong book or claim continuity across a gap; so checkpoints go no
+    later than changes, and gaps no earlier.
+    """
+
+    def days(name: str, minimum: int, what: str) -> int:
+        text = env.get(name) or "0"
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(name, text, what) from None
+        if value != 0 and value < minimum:
+            raise ConfigError(name, text, what)
+        return value
+
+    after = days("KTAPE_PARQUET_AFTER_DAYS", 1,
+                 "a whole number of days >= 1 after a day closes, or 0 (never convert)")
+    retention = {table: days(retention_variable(table), MIN_RETENTION_DAYS,
+                             f"a whole number of days >= {MIN_RETENTION_DAYS}, or 0 (keep forever)")
+                 for table in RETENTION_TABLES}
+
+    def kept(table: str) -> float:
+        return retention[table] or float("inf")
+
+    if kept("book_checkpoints") > kept("book_changes"):
+        variable = retention_variable("book_checkpoints")
+        raise ConfigError(variable, env.get(variable) or "0",
+                          f"no more days than {retention_variable('book_changes')} (0 = forever)")
+    if kept("gaps") < kept("book_changes"):
+        variable = retention_variable("gaps")
+        raise ConfigError(variable, env.get(variable) or "0",
+                          f"at least as many days as {retention_variable('book_changes')} "
+                          "(0 = forever)")
+    return StorageSettings(parquet_after_days=after, retention_days=retention)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every variable from CONTRACT.md, parsed. Services take the fields they need."""
@@ -151,6 +223,7 @@ class Settings:
     public_url_override: str | None  # KTAPE_PUBLIC_URL
     envoy_admin_port: int
     sim_port: int
+    storage: StorageSettings = field(default_factory=StorageSettings)
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @property
@@ -362,5 +435,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                              if optional("KTAPE_PUBLIC_URL") else None),
         envoy_admin_port=parse_port("KTAPE_ENVOY_ADMIN_PORT", get("KTAPE_ENVOY_ADMIN_PORT")),
         sim_port=parse_port("KTAPE_SIM_PORT", get("KTAPE_SIM_PORT")),
+        storage=parse_storage(env),
         raw=ktape_env,
     )

@@ -58,6 +58,11 @@ def write_server_conf(root: Path, http: HostPort, pg: HostPort, *, memory_limite
         f"cairo.commit.mode={commit_mode}",
         # Tickers are symbols; size the symbol tables for years of markets.
         "cairo.default.symbol.capacity=4096",
+        # Days the storage lifecycle job converts to Parquet (off unless
+        # KTAPE_PARQUET_AFTER_DAYS): ZSTD takes half the bytes of the default LZ4_RAW for
+        # book changes, at a slower conversion (docs/performance.md, "Storage cost").
+        "cairo.partition.encoder.parquet.compression.codec=ZSTD",
+        "cairo.partition.encoder.parquet.compression.level=9",
         # Small machines: keep the shared worker pools modest.
         "shared.worker.count=2",
         "http.worker.count=1",

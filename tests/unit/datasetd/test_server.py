@@ -9,6 +9,8 @@ import asyncio
 import httpx
 import pytest
 
+from datasetd.job import BUILDS
+from datasetd.partitions import CONVERSIONS
 from datasetd.server import BackgroundTask, TaskContext, serve
 from ktape.config import HostPort, load_settings
 from ktape.datasets.storage import LocalStorage
@@ -53,6 +55,9 @@ async def test_serves_livez_metrics_and_runs_background_tasks(tmp_path):
             metrics = (await client.get("/metrics")).text
         assert 'datasetd_file_requests_total{method="GET",status="403"} 1.0' in metrics
         assert 'datasetd_file_refusals_total{reason="missing_signature"} 1.0' in metrics
+        # the background jobs' module-level metrics are served too
+        assert f"# TYPE {BUILDS.describe()[0].name}_total counter" in metrics
+        assert f"# TYPE {CONVERSIONS.describe()[0].name}_total counter" in metrics
         assert [t.get_name() for t in asyncio.all_tasks()].count("datasets.test_job") == 1
         assert len(seen) == 1 and seen[0].settings is settings and seen[0].stop is stop
         assert isinstance(seen[0].storage, LocalStorage)

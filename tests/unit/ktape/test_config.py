@@ -133,3 +133,41 @@ def test_datasets_signing_key_is_a_secret():
     with pytest.raises(ConfigError) as info:
         load_settings({"KTAPE_DATASETS_SIGNING_KEY": "tooshort"})
     assert "tooshort" not in str(info.value)  # even a bad secret is not echoed
+
+
+def test_storage_lifecycle_defaults_keep_everything_native_and_forever():
+    storage = load_settings({}).storage
+    assert storage.parquet_after_days == 0
+    assert set(storage.retention_days.values()) == {0}
+
+
+def test_storage_lifecycle_parses_age_and_per_table_retention():
+    storage = load_settings({"KTAPE_PARQUET_AFTER_DAYS": "3",
+                             "KTAPE_RETENTION_DAYS_TRADES": "90",
+                             "KTAPE_RETENTION_DAYS_BOOK_CHANGES": "30",
+                             "KTAPE_RETENTION_DAYS_BOOK_CHECKPOINTS": "30"}).storage
+    assert storage.parquet_after_days == 3
+    assert storage.retention_of("trades") == 90
+    assert storage.retention_of("book_changes") == 30
+    assert storage.retention_of("gaps") == 0  # forever outlives the changes
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"KTAPE_PARQUET_AFTER_DAYS": "two"}, "KTAPE_PARQUET_AFTER_DAYS"),
+        ({"KTAPE_PARQUET_AFTER_DAYS": "-1"}, "KTAPE_PARQUET_AFTER_DAYS"),
+        ({"KTAPE_RETENTION_DAYS_TRADES": "7"}, "KTAPE_RETENTION_DAYS_TRADES"),  # < datasets window
+        ({"KTAPE_RETENTION_DAYS_TICKERS": "1.5"}, "KTAPE_RETENTION_DAYS_TICKERS"),
+        # checkpoints kept longer than the changes after them would rebuild wrong books
+        ({"KTAPE_RETENTION_DAYS_BOOK_CHANGES": "30"}, "KTAPE_RETENTION_DAYS_BOOK_CHECKPOINTS"),
+        ({"KTAPE_RETENTION_DAYS_BOOK_CHANGES": "30", "KTAPE_RETENTION_DAYS_BOOK_CHECKPOINTS": "60"},
+         "KTAPE_RETENTION_DAYS_BOOK_CHECKPOINTS"),
+        # gaps dropped before the changes among them would claim continuity across them
+        ({"KTAPE_RETENTION_DAYS_GAPS": "30"}, "KTAPE_RETENTION_DAYS_GAPS"),
+    ],
+)
+def test_bad_storage_lifecycle_names_the_variable(env, variable):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert info.value.variable == variable
