@@ -17,9 +17,9 @@ stop = dt.datetime.fromisoformat(stop_at)
 
 
 async def follow() -> None:
-    # Reconnects are spaced by up to 2 s and ten in a row may fail: queryd takes a few
-    # seconds to come back.
-    async with AsyncClient(target=target, retries=10, max_backoff=2.0) as client:
+    # Reconnects are spaced by up to 2 s and thirty in a row may fail: queryd takes a few
+    # seconds to come back, tens on a loaded 2-core machine (ten were seen to run out).
+    async with AsyncClient(target=target, retries=30, max_backoff=2.0) as client:
         async for item in client.stream(ticker, start_time=start):
             if isinstance(item, Book):
                 print(json.dumps({"book": str(item.at)}), flush=True)

@@ -49,13 +49,23 @@ def enum_column(field: str, prefix: str) -> Callable[[Any], str]:
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+_second: tuple[int, dt.datetime] = (0, EPOCH)  # the last whole second `when` built
+
+
 def when(message: Any, field: str) -> dt.datetime | None:
     """A Timestamp field as an aware UTC datetime (microseconds), None if unset. Built by
-    arithmetic: Timestamp.ToDatetime costs ten times as much, per change of a stream."""
+    arithmetic (Timestamp.ToDatetime costs ten times as much, per change of a stream),
+    and from the last whole second when it is the same one: a stream's changes come in
+    time order, many to a second, and `replace` is cheaper than a timedelta sum."""
+    global _second
     if not message.HasField(field):
         return None
     value = getattr(message, field)
-    return EPOCH + dt.timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+    seconds, base = _second
+    if value.seconds != seconds:
+        base = EPOCH + dt.timedelta(seconds=value.seconds)
+        _second = (value.seconds, base)
+    return base.replace(microsecond=value.nanos // 1000)
 
 
 def micros_column(field: str) -> Callable[[Any], int]:
@@ -70,8 +80,23 @@ def micros_column(field: str) -> Callable[[Any], int]:
     return get
 
 
+_DECIMALS: dict[str, Decimal | None] = {"": None}
+_MISSING: Any = object()
+
+
 def dec(text: str) -> Decimal | None:
-    return Decimal(text) if text else None
+    """A decimal string as a Decimal ("" = None), each distinct string parsed once: a
+    market's prices and sizes repeat (Decimal is immutable, so sharing one is safe).
+    The cache is bounded; past its size new strings are parsed each time."""
+    found = _DECIMALS.get(text, _MISSING)
+    if found is _MISSING:
+        found = Decimal(text)
+        if len(_DECIMALS) < 1 << 16:
+            _DECIMALS[text] = found
+    return found  # type: ignore[return-value]
+
+
+
 
 
 def decimals(values: list[str]) -> list[Decimal | None]:
