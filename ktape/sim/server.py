@@ -5,8 +5,8 @@
 
 WebSocket at `/trade-api/ws/v2`, REST under `/trade-api/v2`, a control endpoint at
 `/_sim/control?action=...` (drop|duplicate|malformed|unknown_type|disconnect|rest_429|
-rest_500|stale_book|wrong_book, with `n`) that tests use to trigger one fault on demand. Every injected fault is
-journaled. Exchange time is the wall clock in milliseconds.
+rest_500|stale_book|wrong_book, with `n`) that tests use to trigger one fault on demand.
+Every injected fault is journaled. Exchange time is the wall clock in milliseconds.
 """
 
 from __future__ import annotations
