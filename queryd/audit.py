@@ -22,11 +22,15 @@ import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 
 from psycopg_pool import AsyncConnectionPool
 
 from ktape.book.ladder import Book, parse_ladder
+from ktape.conditions import Incident
+from ktape.marketdata.v1 import analytics_pb2 as pb
 from ktape.sql_lists import with_tickers
+from queryd.convert import continuity_message, duration_us, ladder, timestamp
 from queryd.orderbook import Continuity, GapSpan, OrderbookAt, orderbook_at
 from queryd.timeutil import as_utc, from_us, to_us
 
@@ -224,3 +228,86 @@ def _in_gap(at_start: OrderbookAt, gap: tuple) -> OrderbookAt:
     return OrderbookAt(at_start.ticker, at_start.at, at_start.book, at_start.seq, None,
                        Continuity.GAP, gap=span,
                        detail=f"the window touches a {span.reason} gap")
+
+
+# -- the report -------------------------------------------------------------------------
+
+RATE_PLACES = Decimal("0.0001")
+
+
+def agreement_rate(agreements: int, disagreements: int) -> str:
+    """agreements / verified, cut to 4 places (never rounded up to a better rate)."""
+    verified = agreements + disagreements
+    if verified == 0:
+        return ""
+    return str((Decimal(agreements) / Decimal(verified)).quantize(RATE_PLACES, ROUND_FLOOR))
+
+
+def _book_message(book: Book) -> pb.AuditBook:
+    return pb.AuditBook(yes=ladder(book, "yes", 0), no=ladder(book, "no", 0))
+
+
+def sample_message(verdict: Verdict, series: str) -> pb.AuditSample:
+    sample = verdict.sample
+    out = pb.AuditSample(
+        ticker=sample.ticker, series_ticker=series, rest_book=_book_message(sample.rest),
+        recorded_book=_book_message(verdict.book), recorded_seq=verdict.seq,
+        levels_differing=verdict.differing,
+        staleness_allowance=duration_us(sample.allowance_us))
+    out.request_time.CopyFrom(timestamp(from_us(sample.request_us)))
+    out.response_time.CopyFrom(timestamp(from_us(sample.response_us)))
+    out.window_start_time.CopyFrom(timestamp(from_us(sample.window_start_us)))
+    out.recorded_time.CopyFrom(timestamp(from_us(verdict.at_us)))
+    if verdict.continuity is not None:
+        out.continuity.CopyFrom(continuity_message(verdict.continuity))
+    return out
+
+
+def report_message(day: dt.date, verdicts: list[Verdict], series_of: dict[str, str],
+                   only_series: str = "") -> pb.GetAuditReportResponse:
+    """The day's report: counts per series, then every disagreement and every unverified
+    sample (both by request time, as `verdicts` come)."""
+    counts: dict[str, dict[str, int]] = {}
+    if only_series:
+        counts[only_series] = {AGREES: 0, DISAGREES: 0, UNVERIFIED: 0}
+    out = pb.GetAuditReportResponse(date=day.isoformat())
+    for verdict in verdicts:
+        series = series_of.get(verdict.sample.ticker, "")
+        counts.setdefault(series, {AGREES: 0, DISAGREES: 0, UNVERIFIED: 0})[verdict.outcome] += 1
+        if verdict.outcome == DISAGREES:
+            out.disagreements.append(sample_message(verdict, series))
+        elif verdict.outcome == UNVERIFIED:
+            out.unverified.append(sample_message(verdict, series))
+    for series, n in sorted(counts.items()):
+        out.series.append(pb.AuditSeriesDay(
+            series_ticker=series, date=day.isoformat(), samples=sum(n.values()),
+            agreements=n[AGREES], disagreements=n[DISAGREES], unverified=n[UNVERIFIED],
+            agreement_rate=agreement_rate(n[AGREES], n[DISAGREES])))
+    return out
+
+
+# -- incidents --------------------------------------------------------------------------
+
+INCIDENT_JOIN_US = 300_000_000  # disagreements this close in time are one incident
+
+
+def mismatch_incidents(verdicts: list[Verdict], join_us: int = INCIDENT_JOIN_US
+                       ) -> list[Incident]:
+    """Disagreements as incidents (reason `audit_mismatch`), newest first: each opens one,
+    and later ones within `join_us` of the last join it, so a lasting fault is one
+    incident naming every market it showed in. Its span runs from the earliest window
+    start to the latest response; detected when the first response arrived."""
+    found: list[Incident] = []
+    for verdict in sorted((v for v in verdicts if v.outcome == DISAGREES),
+                          key=lambda v: v.sample.response_us):
+        sample = verdict.sample
+        current = found[-1] if found else None
+        if current is None or sample.response_us - current.last_detect_us > join_us:
+            current = Incident(sample.response_us, MISMATCH_REASON, sample.window_start_us,
+                               sample.response_us)
+            found.append(current)
+        current.last_detect_us = sample.response_us
+        current.start_us = min(current.start_us, sample.window_start_us)
+        current.end_us = max(current.end_us or 0, sample.response_us)
+        current.tickers.add(sample.ticker)
+    return found[::-1]

@@ -8,7 +8,16 @@ import datetime as dt
 import random
 
 from ktape.book.ladder import Book
-from queryd.audit import check_window, differing_levels, sample_of
+from queryd.audit import (
+    Sample,
+    Verdict,
+    agreement_rate,
+    check_window,
+    differing_levels,
+    mismatch_incidents,
+    report_message,
+    sample_of,
+)
 
 
 def delta(ts, side, price, qty, seq, sid=1):
@@ -104,3 +113,44 @@ def test_a_stored_row_becomes_a_sample_with_its_window():
     assert sample.window_start_us == sample.request_us - 1_000_000
     assert sample.response_us - sample.request_us == 30_000
     assert sample.rest == Book({4200: 100}, {})
+
+
+def _verdict(ticker, request_us, outcome, allowance_us=1_000):
+    sample = Sample(ticker, request_us, request_us + 50, allowance_us, Book({4200: 1}, {}))
+    return Verdict(sample, outcome, request_us, Book(), 3, 1)
+
+
+def test_the_rate_is_cut_never_rounded_up_and_empty_when_nothing_was_verified():
+    assert agreement_rate(19_999, 1) == "0.9999"
+    assert agreement_rate(2, 1) == "0.6666"
+    assert (agreement_rate(5, 0), agreement_rate(0, 3), agreement_rate(0, 0)) == (
+        "1.0000", "0.0000", "")
+
+
+def test_the_report_counts_per_series_and_lists_disagreements_and_unverified_samples():
+    verdicts = [_verdict("KXA-1", 10, "agrees"), _verdict("KXA-2", 20, "disagrees"),
+                _verdict("KXB-1", 30, "unverified"), _verdict("KXA-1", 40, "agrees")]
+    out = report_message(dt.date(2026, 12, 1), verdicts,
+                         {"KXA-1": "KXA", "KXA-2": "KXA", "KXB-1": "KXB"})
+    rows = {s.series_ticker: (s.samples, s.agreements, s.disagreements, s.unverified,
+                              s.agreement_rate) for s in out.series}
+    assert rows == {"KXA": (3, 2, 1, 0, "0.6666"), "KXB": (1, 0, 0, 1, "")}
+    (wrong,) = out.disagreements
+    assert (wrong.ticker, wrong.series_ticker, wrong.levels_differing) == ("KXA-2", "KXA", 1)
+    assert [lv.price for lv in wrong.rest_book.yes] == ["0.4200"]
+    assert wrong.window_start_time.ToMicroseconds() == 20 - 1_000
+    assert [u.ticker for u in out.unverified] == ["KXB-1"]
+    only = report_message(dt.date(2026, 12, 1), [], {}, "KXC")
+    assert [(s.series_ticker, s.samples, s.agreement_rate) for s in only.series] == [("KXC", 0, "")]
+
+
+def test_disagreements_open_incidents_and_close_ones_join():
+    minute = 60_000_000
+    verdicts = [_verdict("KXA-1", 0, "disagrees"), _verdict("KXA-2", 2 * minute, "disagrees"),
+                _verdict("KXA-3", 3 * minute, "agrees"),
+                _verdict("KXA-1", 20 * minute, "disagrees")]
+    later, first = mismatch_incidents(verdicts)
+    assert (first.reason, sorted(first.tickers)) == ("audit_mismatch", ["KXA-1", "KXA-2"])
+    assert (first.detect_us, first.start_us, first.end_us) == (50, -1_000, 2 * minute + 50)
+    assert (sorted(later.tickers), later.start_us) == (["KXA-1"], 20 * minute - 1_000)
+    assert mismatch_incidents([_verdict("KXA-1", 0, "unverified")]) == []
