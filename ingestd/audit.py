@@ -109,10 +109,15 @@ class AuditSampler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sample until `stop`; a read in progress (perhaps backing off a 429) is
-        abandoned at stop, so shutdown never waits for Kalshi."""
+        abandoned at stop, so shutdown never waits for Kalshi. Samples start on a fixed
+        schedule (a slow answer does not lower the rate; one that overran its slot is
+        not made up for by a burst)."""
+        clock = asyncio.get_running_loop().time
+        due = clock()
         while not stop.is_set():
+            due = max(due + self.interval_secs, clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval_secs)
+                await asyncio.wait_for(stop.wait(), due - clock())
             ticker = None if stop.is_set() else self.next_ticker()
             if ticker is None:
                 continue

@@ -27,7 +27,7 @@ from ktape.log import get_logger
 from ktape.marketdata.v1 import analytics_pb2 as pb
 from ktape.marketdata.v1 import analytics_pb2_grpc as pb_grpc
 from ktape.marketdata.v1 import marketdata_pb2 as md
-from ktape.paging import PageTokens
+from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
 from ktape.sql_lists import with_tickers
 from queryd import simulate, sql
 from queryd.audit import AuditChecker, report_message
@@ -102,10 +102,11 @@ class Spans:
 
 
 class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
-    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens) -> None:
+    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens,
+                 audit: AuditChecker | None = None) -> None:
         self.pool = pool
         self.tokens = tokens
-        self.audit = AuditChecker(pool)
+        self.audit = audit or AuditChecker(pool)  # one per process: its settled verdicts
 
     # -- GetEventOrderbook --------------------------------------------------------------
 
@@ -352,6 +353,10 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             raise InvalidArgument.field("date", "is required")
         day = request_date(request.date, "date", dt.date.min)
         series = _ticker(request.series_ticker, "series_ticker") if request.series_ticker else ""
+        size = checked_page_size(request.page_size)
+        digest = query_digest("GetAuditReport", {"date": day.isoformat(), "series": series})
+        position = position_of(self.tokens, request.page_token, digest)
+        offset = int(position[0]) if position else 0
         tickers = None
         if series:
             tickers = await self.audit.series_markets(series)
@@ -359,10 +364,12 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
                 raise NotFound(f"no series {series!r} is recorded", reason="UNKNOWN_SERIES",
                                metadata={"series_ticker": series})
         start = dt.datetime.combine(day, dt.time(), dt.UTC)
-        samples = await self.audit.samples(start, start + dt.timedelta(days=1), tickers)
-        verdicts = await self.audit.check_all(samples)
-        series_of = await self.audit.series_of(sorted({s.ticker for s in samples}))
-        return report_message(day, verdicts, series_of, series)
+        verdicts = await self.audit.verdicts(start, start + dt.timedelta(days=1), tickers)
+        series_of = await self.audit.series_of(sorted({v.sample.ticker for v in verdicts}))
+        out, more = report_message(day, verdicts, series_of, series, offset, size)
+        if more:
+            out.next_page_token = self.tokens.seal(digest, [offset + size])
+        return out
 
 
 def md_quote(ts: int, yp: int, yq: int, np_: int, nq: int, seq: int, status: int) -> pb.Quote:

@@ -67,10 +67,11 @@ def _ts(us: int) -> Any:
 
 
 class DataStatusService(pb_grpc.DataStatusServiceServicer):
-    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens) -> None:
+    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens,
+                 audit: AuditChecker | None = None) -> None:
         self.pool = pool
         self.tokens = tokens
-        self.audit = AuditChecker(pool)
+        self.audit = audit or AuditChecker(pool)  # one per process: its settled verdicts
 
     @_rpc
     async def ListDataConditions(self, request: pb.ListDataConditionsRequest,
@@ -150,7 +151,7 @@ class DataStatusService(pb_grpc.DataStatusServiceServicer):
         found = incidents([(to_us(ts), str(t), str(reason), _us(lo), _us(hi))
                            for ts, t, reason, lo, hi in rows])
         # audit disagreements (queryd/audit.py): computed from audit_books, never stored
-        audited = await self.audit.check_all(await self.audit.samples(start, end))
+        audited = await self.audit.verdicts(start, end)
         found = sorted(found + mismatch_incidents(audited), key=lambda i: i.detect_us,
                        reverse=True)
         out = pb.ListIncidentsResponse()

@@ -101,6 +101,18 @@ async def test_stale_books_agree_wrong_ones_are_disagreements_and_incidents(audi
     assert extra == WRONG_BOOK_EXTRA_E2
     assert _us(wrong.window_start_time) == _us(wrong.request_time) - 1_000_000
     assert _us(wrong.window_start_time) <= _us(wrong.recorded_time) <= _us(wrong.response_time)
+    # paged: one listed sample a page, the same samples in the same order
+    paged, token = [], ""
+    while True:
+        page = await agrpc.AnalyticsServiceStub(channel).GetAuditReport(
+            apb.GetAuditReportRequest(date=day.isoformat(), page_size=1, page_token=token))
+        assert len(page.disagreements) + len(page.unverified) <= 1
+        assert list(page.series) == list(report.series)
+        paged += [*page.disagreements, *page.unverified]
+        token = page.next_page_token
+        if not token:
+            break
+    assert paged == listed
     # each disagreement is in an incident
     start = timestamp_pb2.Timestamp()
     start.FromDatetime(dt.datetime.combine(day, dt.time(), dt.UTC))

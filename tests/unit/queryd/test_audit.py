@@ -130,8 +130,9 @@ def test_the_rate_is_cut_never_rounded_up_and_empty_when_nothing_was_verified():
 def test_the_report_counts_per_series_and_lists_disagreements_and_unverified_samples():
     verdicts = [_verdict("KXA-1", 10, "agrees"), _verdict("KXA-2", 20, "disagrees"),
                 _verdict("KXB-1", 30, "unverified"), _verdict("KXA-1", 40, "agrees")]
-    out = report_message(dt.date(2026, 12, 1), verdicts,
-                         {"KXA-1": "KXA", "KXA-2": "KXA", "KXB-1": "KXB"})
+    out, more = report_message(dt.date(2026, 12, 1), verdicts,
+                               {"KXA-1": "KXA", "KXA-2": "KXA", "KXB-1": "KXB"})
+    assert not more
     rows = {s.series_ticker: (s.samples, s.agreements, s.disagreements, s.unverified,
                               s.agreement_rate) for s in out.series}
     assert rows == {"KXA": (3, 2, 1, 0, "0.6666"), "KXB": (1, 0, 0, 1, "")}
@@ -140,7 +141,14 @@ def test_the_report_counts_per_series_and_lists_disagreements_and_unverified_sam
     assert [lv.price for lv in wrong.rest_book.yes] == ["0.4200"]
     assert wrong.window_start_time.ToMicroseconds() == 20 - 1_000
     assert [u.ticker for u in out.unverified] == ["KXB-1"]
-    only = report_message(dt.date(2026, 12, 1), [], {}, "KXC")
+    first, more = report_message(dt.date(2026, 12, 1), verdicts, {}, "", 0, 1)
+    second, last = report_message(dt.date(2026, 12, 1), verdicts, {}, "", 1, 1)
+    assert more and not last  # every page carries the whole day's counts
+    assert [(s.series_ticker, s.samples) for s in first.series] == [("", 4)] == [
+        (s.series_ticker, s.samples) for s in second.series]
+    assert ([d.ticker for d in first.disagreements], list(first.unverified)) == (["KXA-2"], [])
+    assert (list(second.disagreements), [u.ticker for u in second.unverified]) == ([], ["KXB-1"])
+    only, _more = report_message(dt.date(2026, 12, 1), [], {}, "KXC")
     assert [(s.series_ticker, s.samples, s.agreement_rate) for s in only.series] == [("KXC", 0, "")]
 
 
@@ -154,3 +162,21 @@ def test_disagreements_open_incidents_and_close_ones_join():
     assert (first.detect_us, first.start_us, first.end_us) == (50, -1_000, 2 * minute + 50)
     assert (sorted(later.tickers), later.start_us) == (["KXA-1"], 20 * minute - 1_000)
     assert mismatch_incidents([_verdict("KXA-1", 0, "unverified")]) == []
+
+
+def test_only_settled_verdicts_are_kept_and_an_agreement_without_its_book():
+    from queryd.audit import AuditChecker
+
+    checker = AuditChecker(None, settled_us=1_000, cache_size=2)  # type: ignore[arg-type]
+    fresh, agreed, wrong, third = (_verdict("KXA-1", 10_000, "agrees"),
+                                   _verdict("KXA-2", 10, "agrees"),
+                                   _verdict("KXA-3", 20, "disagrees"),
+                                   _verdict("KXA-4", 30, "disagrees"))
+    for verdict in (fresh, agreed, wrong):
+        checker._keep(verdict, now=10_100)
+    assert checker._cached(fresh.sample) is None  # its window ended 50 µs ago
+    kept = checker._cached(agreed.sample)
+    assert kept is not None and kept.outcome == "agrees" and kept.book == Book()
+    assert checker._cached(wrong.sample) is wrong
+    checker._keep(third, now=10_100)  # the least recently used (the agreement) goes
+    assert checker._cached(agreed.sample) is None and checker._cached(third.sample) is third
