@@ -278,7 +278,17 @@ class AuditChecker:
         return [known.get(id(sample)) or done[id(sample)] for sample, _r in samples]
 
     async def _batch(self, items: list[_Pending], gaps: dict) -> list[Verdict]:
-        """The verdicts of samples whose changes one query reads."""
+        """The verdicts of samples whose changes one query reads. A lone sample takes the
+        parameterised query (its plan is reused; a batch's text is new each time, and
+        QuestDB compiles it anew)."""
+        if len(items) == 1:
+            (item,) = items
+            async with self.pool.connection() as conn:
+                rows = await (await conn.execute(sql.CHANGES_BETWEEN, {
+                    "ticker": item.sample.ticker, "start": as_utc(item.checkpoint[0]),
+                    "end": from_us(item.sample.response_us)})).fetchall()
+            return [_verdict(item.sample, item.checkpoint, [(to_us(r[0]), *r) for r in rows],
+                             gaps.get(item.sample.ticker, []))]
         ranges = psql.SQL(" OR ").join(
             psql.SQL("(ticker = {} AND ts >= {} AND ts <= {})").format(
                 psql.Literal(p.sample.ticker), psql.Literal(_naive(p.checkpoint[0])),

@@ -23,52 +23,53 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import percentiles, save
-from bench.query.synthetic import LEVELS, START, START_US, bench_questdb, generate
+from bench.query.synthetic import (
+    LEVELS,
+    START,
+    START_US,
+    bench_questdb,
+    generate,
+    insert_bench_markets,
+    queryd_channel,
+    queryd_env,
+)
 
 DAY_US = 86_400 * 1_000_000
 
 
 async def run(env: dict, rounds: int) -> dict:
-    import grpc
     from google.protobuf import timestamp_pb2
 
-    from ktape.config import load_settings
     from ktape.marketdata.v1 import analytics_pb2 as apb
     from ktape.marketdata.v1 import analytics_pb2_grpc as agrpc
     from ktape.marketdata.v1 import data_status_pb2 as dpb
     from ktape.marketdata.v1 import data_status_pb2_grpc as dgrpc
-    from queryd.server import build_server
 
-    running, pool, _ = await build_server(load_settings(env), addr="127.0.0.1:0")
     start = timestamp_pb2.Timestamp()
     start.FromDatetime(START)
     end = timestamp_pb2.Timestamp(seconds=start.seconds + 86_400)
     out: dict = {}
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            an, ds = agrpc.AnalyticsServiceStub(channel), dgrpc.DataStatusServiceStub(channel)
-            report_ms, incidents_ms = [], []
-            for _ in range(rounds):
-                began = time.perf_counter()
-                report = await an.GetAuditReport(apb.GetAuditReportRequest(
-                    date=START.date().isoformat()), timeout=600)
-                mid = time.perf_counter()
-                found = await ds.ListIncidents(dpb.ListIncidentsRequest(
-                    start_time=start, end_time=end), timeout=600)
-                report_ms.append((mid - began) * 1000)
-                incidents_ms.append((time.perf_counter() - mid) * 1000)
-            samples = sum(s.samples for s in report.series)
-            out["samples"] = samples
-            out["disagreements"] = len(report.disagreements)
-            out["audit_incidents"] = sum(1 for i in found.incidents if i.reason == "audit_mismatch")
-            # the first report checks every sample; later calls find them settled and kept
-            out["get_audit_report_cold_ms"] = round(report_ms[0], 1)
-            out["report_cold_ms_per_sample"] = round(report_ms[0] / max(1, samples), 3)
-            out["get_audit_report_warm"] = percentiles(report_ms[1:])
-            out["list_incidents_warm"] = percentiles(incidents_ms)
-    finally:
-        await running.stop(0)
-        await pool.close()
+    async with queryd_channel(env) as channel:
+        an, ds = agrpc.AnalyticsServiceStub(channel), dgrpc.DataStatusServiceStub(channel)
+        report_ms, incidents_ms = [], []
+        for _ in range(rounds):
+            began = time.perf_counter()
+            report = await an.GetAuditReport(apb.GetAuditReportRequest(
+                date=START.date().isoformat()), timeout=600)
+            mid = time.perf_counter()
+            found = await ds.ListIncidents(dpb.ListIncidentsRequest(
+                start_time=start, end_time=end), timeout=600)
+            report_ms.append((mid - began) * 1000)
+            incidents_ms.append((time.perf_counter() - mid) * 1000)
+        samples = sum(s.samples for s in report.series)
+        out["samples"] = samples
+        out["disagreements"] = len(report.disagreements)
+        out["audit_incidents"] = sum(1 for i in found.incidents if i.reason == "audit_mismatch")
+        # the first report checks every sample; later calls find them settled and kept
+        out["get_audit_report_cold_ms"] = round(report_ms[0], 1)
+        out["report_cold_ms_per_sample"] = round(report_ms[0] / max(1, samples), 3)
+        out["get_audit_report_warm"] = percentiles(report_ms[1:])
+        out["list_incidents_warm"] = percentiles(incidents_ms)
     return out
 
 
@@ -89,17 +90,11 @@ def main() -> int:
                    timestamp_sequence({START_US + step + 50_000}, {step}) AS response_ts,
                    1000L AS allowance_ms, '{LEVELS}' AS yes_levels, '' AS no_levels
             FROM long_sequence({args.samples})""")
-        conn.execute(f"""INSERT INTO markets (ts, ticker, event_ticker, series_ticker, status)
-            SELECT cast({START_US} AS TIMESTAMP), cast(concat('KXBENCH-', x - 1) AS SYMBOL),
-                   cast('KXBENCH-EVENT' AS SYMBOL), cast('KXBENCH' AS SYMBOL),
-                   cast('active' AS SYMBOL)
-            FROM long_sequence({args.markets})""")
+        insert_bench_markets(conn, args.markets)
         from ktape.schema.wal import wait_for_wal
 
         wait_for_wal(conn, ["audit_books", "markets"])
-        env = {"KTAPE_QUESTDB_HTTP": str(qdb.http), "KTAPE_QUESTDB_PG": str(qdb.pg),
-               "KTAPE_DATA_DIR": str(root / "data"), "KTAPE_PAGE_TOKEN_SECRET": "bench"}
-        result = asyncio.run(run(env, args.rounds))
+        result = asyncio.run(run(queryd_env(qdb, root), args.rounds))
     result.update(changes=info["changes"], checkpoints=info["checkpoints"],
                   markets=args.markets, note="machine shared with ~6 people working at once")
     print(result)
