@@ -25,18 +25,23 @@ from google.protobuf import json_format, timestamp_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ingestd.config import IngestSettings
 from ktape.config import load_settings
 from ktape.marketdata.v1 import analytics_pb2 as apb
 from ktape.marketdata.v1 import analytics_pb2_grpc as agrpc
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.schema.wal import wait_for_wal
-from ktape.sim.server import SimConfig
+from ktape.sim.server import FaultConfig, SimConfig
 from queryd.server import build_server
 from tests.fixtures.questdb import QuestDBInstance, start_questdb
 from tests.fixtures.recording import recorded_simulator
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "analytics"
+# The audit section: REST books sampled 5 a second; the simulator serves some stale (the
+# book of 400 ms before) and a few wrong (one level changed), as Kalshi's edge might.
+AUDIT_FAULTS = FaultConfig(stale_book=0.2, wrong_book=0.03)
+AUDIT_INGEST = IngestSettings(flush_interval_ms=100, audit_markets_per_minute=300)
 
 
 def ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -57,7 +62,9 @@ async def main() -> None:
     q = QuestDBInstance(qdb.http, qdb.pg, root / "qdb", qdb.proc.pid)
     try:
         q.reset()
-        async with recorded_simulator(q, root / "data", SimConfig(markets=24, rate=300, seed=5)):
+        async with recorded_simulator(q, root / "data", SimConfig(markets=24, rate=300, seed=5,
+                                                                  faults=AUDIT_FAULTS),
+                                      AUDIT_INGEST):
             await asyncio.sleep(20)
         with q.connect() as conn:
             wait_for_wal(conn)
@@ -71,6 +78,7 @@ async def main() -> None:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
                 await figures(pb_grpc.MarketDataServiceStub(channel),
                               agrpc.AnalyticsServiceStub(channel), events)
+                await audit_figures(agrpc.AnalyticsServiceStub(channel))
         finally:
             await running.stop(0)
             await pool.close()
@@ -195,6 +203,20 @@ async def labelled_deltas(md, ticker: str, start: dt.datetime, end: dt.datetime)
         "deltas": [json.loads(json_format.MessageToJson(
             d, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
             for d in picked]}, indent=1))
+
+async def audit_figures(an) -> None:
+    """GetAuditReport of today: the per-series rows and one disagreement, as JSON."""
+    day = dt.datetime.now(dt.UTC).date().isoformat()
+    report = as_json(await an.GetAuditReport(apb.GetAuditReportRequest(date=day)))
+    (OUT / "audit_series.json").write_text(json.dumps(report["series"][:2], indent=1))
+    wrong = report.get("disagreements", [])[:1]
+    for sample in wrong:  # the top three levels of each ladder are enough to show
+        for book in ("rest_book", "recorded_book"):
+            sample[book] = {side: levels[:3] for side, levels in sample[book].items()}
+    (OUT / "audit_disagreement.json").write_text(json.dumps(wrong, indent=1))
+    print("audit:", [(s["series_ticker"], s["samples"], s["agreement_rate"])
+                     for s in report["series"]], "disagreements",
+          len(report.get("disagreements", [])), "unverified", len(report.get("unverified", [])))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from ingestd.audit import AuditSampler
 from ingestd.config import IngestSettings, load_ingest_settings
 from ingestd.http import start_http
 from ingestd.kalshi.auth import KalshiSigner
@@ -103,6 +104,10 @@ class Ingestd:
             wanted_anywhere=self._wanted_anywhere)
             for i in range(ingest.connections)]
         self.feed = self.feeds[0]  # the market-wide connection
+        self.audit = (AuditSampler(self.rest, self.sink, self._recorded,
+                                   per_minute=ingest.audit_markets_per_minute,
+                                   allowance_ms=ingest.audit_staleness_allowance_ms)
+                      if ingest.audit_markets_per_minute else None)
         self.started_us = now_us()
 
     def owner(self, ticker: str) -> KalshiFeed:
@@ -110,6 +115,11 @@ class Ingestd:
 
     def _all_wanted(self) -> set[str]:
         return set().union(*(feed.wanted for feed in self.feeds))
+
+    def _recorded(self) -> list[str]:
+        """Markets whose book is held now (not awaiting a snapshot): what the audit samples."""
+        return [t for feed in self.feeds for t, book in feed.books.items()
+                if not book.awaiting_snapshot]
 
     def _wanted_anywhere(self, ticker: str) -> bool:
         return ticker in self.owner(ticker).wanted
@@ -208,8 +218,12 @@ class Ingestd:
             clock = tasks.create_task(self._market_clock(stop), name="market-clock")
             feeds = [tasks.create_task(feed.run(stop), name=f"feed-{feed.name}")
                      for feed in self.feeds]
+            audit = (tasks.create_task(self.audit.run(stop), name="audit")
+                     if self.audit is not None else None)
             await asyncio.gather(*feeds)
             await clock
+            if audit is not None:
+                await audit
             writer_stop.set()
         await self.writer.close()
         await self.rest.close()

@@ -24,6 +24,12 @@ class IngestSettings:
     lag_window_secs: float = 10.0
     lag_windows: int = 4
     lag_growth_secs: float = 10.0
+    # Audit (ingestd/audit.py, docs/ingestd.md "Audit"): REST books sampled per minute,
+    # 0 = off; each sample costs one REST read of the shared budget (15 GETs/s).
+    audit_markets_per_minute: int = 0
+    # How far before its request a sampled REST book may lie and still agree: Kalshi
+    # stamps changes in whole ms, clocks differ by some ms, edge caches serve copies.
+    audit_staleness_allowance_ms: int = 1000
 
 
 def _positive(env: Mapping[str, str], name: str, default: float, cast: type) -> float:
@@ -39,6 +45,25 @@ def _positive(env: Mapping[str, str], name: str, default: float, cast: type) -> 
     return value
 
 
+def _bounded_int(env: Mapping[str, str], name: str, default: int, most: int) -> int:
+    text = env.get(name)
+    if not text:
+        return default
+    expected = f"a whole number from 0 to {most}"
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(name, text, expected) from None
+    if not 0 <= value <= most:
+        raise ConfigError(name, text, expected)
+    return value
+
+
+# At most 10 REST reads per second for audits: two thirds of the budget stays for discovery.
+MAX_AUDIT_PER_MINUTE = 600
+MAX_AUDIT_ALLOWANCE_MS = 60_000
+
+
 def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSettings:
     env = os.environ if environ is None else environ
     return IngestSettings(
@@ -52,4 +77,8 @@ def load_ingest_settings(environ: Mapping[str, str] | None = None) -> IngestSett
         lag_window_secs=_positive(env, "KTAPE_INGEST_LAG_WINDOW_SECS", 10.0, float),
         lag_windows=int(_positive(env, "KTAPE_INGEST_LAG_WINDOWS", 4, int)),
         lag_growth_secs=_positive(env, "KTAPE_INGEST_LAG_GROWTH_SECS", 10.0, float),
+        audit_markets_per_minute=_bounded_int(env, "KTAPE_AUDIT_MARKETS_PER_MINUTE", 0,
+                                              MAX_AUDIT_PER_MINUTE),
+        audit_staleness_allowance_ms=_bounded_int(env, "KTAPE_AUDIT_STALENESS_ALLOWANCE_MS",
+                                                  1000, MAX_AUDIT_ALLOWANCE_MS),
     )

@@ -40,3 +40,7 @@ CROSSED_BOOKS = Counter(
     "ingestd_crossed_books_total",
     "Books that crossed or locked (best YES bid + best NO bid >= $1.00): recorded as a "
     "crossed_book gap until uncrossed", registry=REGISTRY)
+AUDIT_SAMPLES = Counter(
+    "ingestd_audit_samples_total",
+    "REST books sampled for the audit, by outcome (stored, failed: REST error or a book "
+    "that does not parse; logged as audit.sample_failed)", ["outcome"], registry=REGISTRY)

@@ -64,6 +64,8 @@ STREAM_PRICES_PER_MINUTE: dict[str, int] = {
 FREE_PREFIXES: tuple[str, ...] = (
     # public reads: how complete the recording is (no key, no credits)
     "/ktape.marketdata.v1.DataStatusService/",
+    # ... and how accurate: ktape's published audit against Kalshi's REST books
+    ANALYTICS + "GetAuditReport",
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",

@@ -1,5 +1,6 @@
 """AnalyticsService: whole events at one instant, simulated orders, and top-of-book and
-sampled books over a span — each in one request, with the continuity of its books.
+sampled books over a span — each in one request, with the continuity of its books — and
+the audit of the recorded books against Kalshi's REST books (queryd/audit.py).
 
 GetEventOrderbook reads every market of the event in four grouped queries (markets,
 checkpoints, changes, gaps) and builds each book by GetOrderbook's own rule
@@ -26,13 +27,14 @@ from ktape.log import get_logger
 from ktape.marketdata.v1 import analytics_pb2 as pb
 from ktape.marketdata.v1 import analytics_pb2_grpc as pb_grpc
 from ktape.marketdata.v1 import marketdata_pb2 as md
-from ktape.paging import PageTokens
+from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
 from ktape.sql_lists import with_tickers
 from queryd import simulate, sql
+from queryd.audit import AuditChecker, report_message
 from queryd.convert import CONTINUITY, continuity_message, ladder, timestamp
 from queryd.orderbook import CHECKPOINT_LOOKBACK, Continuity, assemble, not_recorded, orderbook_at
 from queryd.service import _ticker, instant, page_window
-from queryd.timeutil import as_utc, from_us, to_us
+from queryd.timeutil import as_utc, from_us, request_date, to_us
 
 log = get_logger(__name__)
 _rpc = rpc_handler(log)
@@ -100,9 +102,11 @@ class Spans:
 
 
 class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
-    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens) -> None:
+    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens,
+                 audit: AuditChecker | None = None) -> None:
         self.pool = pool
         self.tokens = tokens
+        self.audit = audit or AuditChecker(pool)  # one per process: its settled verdicts
 
     # -- GetEventOrderbook --------------------------------------------------------------
 
@@ -337,6 +341,34 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
                 out.snapshots.append(snapshot)
         if page_end < to_us(w.end):
             out.next_page_token = w.token(self.tokens, [page_end])
+        return out
+
+    # -- GetAuditReport ---------------------------------------------------------------------
+
+    @_rpc
+    async def GetAuditReport(self, request: pb.GetAuditReportRequest,
+                             context: grpc.aio.ServicerContext) -> pb.GetAuditReportResponse:
+        """The day's samples checked against the recording (queryd/audit.py)."""
+        if not request.date:
+            raise InvalidArgument.field("date", "is required")
+        day = request_date(request.date, "date", dt.date.min)
+        series = _ticker(request.series_ticker, "series_ticker") if request.series_ticker else ""
+        size = checked_page_size(request.page_size)
+        digest = query_digest("GetAuditReport", {"date": day.isoformat(), "series": series})
+        position = position_of(self.tokens, request.page_token, digest)
+        offset = int(position[0]) if position else 0
+        tickers = None
+        if series:
+            tickers = await self.audit.series_markets(series)
+            if not tickers:
+                raise NotFound(f"no series {series!r} is recorded", reason="UNKNOWN_SERIES",
+                               metadata={"series_ticker": series})
+        start = dt.datetime.combine(day, dt.time(), dt.UTC)
+        verdicts = await self.audit.verdicts(start, start + dt.timedelta(days=1), tickers)
+        series_of = await self.audit.series_of(sorted({v.sample.ticker for v in verdicts}))
+        out, more = report_message(day, verdicts, series_of, series, offset, size)
+        if more:
+            out.next_page_token = self.tokens.seal(digest, [offset + size])
         return out
 
 

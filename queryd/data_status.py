@@ -27,6 +27,7 @@ from ktape.marketdata.v1 import data_status_pb2 as pb
 from ktape.marketdata.v1 import data_status_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
 from ktape.sql_lists import with_tickers
+from queryd.audit import AuditChecker, mismatch_incidents
 from queryd.convert import duration_us, timestamp
 from queryd.service import _ticker, time_range
 from queryd.timeutil import from_us, request_date, to_us
@@ -66,9 +67,11 @@ def _ts(us: int) -> Any:
 
 
 class DataStatusService(pb_grpc.DataStatusServiceServicer):
-    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens) -> None:
+    def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens,
+                 audit: AuditChecker | None = None) -> None:
         self.pool = pool
         self.tokens = tokens
+        self.audit = audit or AuditChecker(pool)  # one per process: its settled verdicts
 
     @_rpc
     async def ListDataConditions(self, request: pb.ListDataConditionsRequest,
@@ -147,6 +150,10 @@ class DataStatusService(pb_grpc.DataStatusServiceServicer):
                           ).fetchall()
         found = incidents([(to_us(ts), str(t), str(reason), _us(lo), _us(hi))
                            for ts, t, reason, lo, hi in rows])
+        # audit disagreements (queryd/audit.py): computed from audit_books, never stored
+        audited = await self.audit.verdicts(start, end)
+        found = sorted(found + mismatch_incidents(audited), key=lambda i: i.detect_us,
+                       reverse=True)
         out = pb.ListIncidentsResponse()
         for i in found:
             incident = out.incidents.add(

@@ -26,6 +26,7 @@ from ktape.paging import PageTokens, load_key
 from ktape.schema import apply_migrations
 from ktape.service_metrics import ServiceMetrics
 from queryd.analytics import AnalyticsService
+from queryd.audit import AuditChecker
 from queryd.data_status import DataStatusService
 from queryd.datasets import DatasetService
 from queryd.live import LiveTail
@@ -65,8 +66,9 @@ async def build_server(settings: Settings, addr: str | None = None,
         live.pool = pool  # its visibility tracker reads QuestDB through the same pool
     tokens = PageTokens(load_key(settings.data_dir))
     service = MarketDataService(pool, tokens, live)
-    status = DataStatusService(pool, tokens)
-    analytics = AnalyticsService(pool, tokens)
+    audit = AuditChecker(pool)  # shared: GetAuditReport and ListIncidents check the same samples
+    status = DataStatusService(pool, tokens, audit)
+    analytics = AnalyticsService(pool, tokens, audit)
     adders = [lambda server: pb_grpc.add_MarketDataServiceServicer_to_server(service, server),
               lambda server: status_grpc.add_DataStatusServiceServicer_to_server(status, server),
               lambda server: analytics_grpc.add_AnalyticsServiceServicer_to_server(

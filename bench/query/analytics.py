@@ -24,7 +24,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import percentiles, save
-from bench.query.synthetic import START, bench_questdb, generate
+from bench.query.synthetic import (
+    START,
+    bench_questdb,
+    generate,
+    insert_bench_markets,
+    queryd_channel,
+    queryd_env,
+)
 
 
 def _ts(value: dt.datetime):
@@ -36,84 +43,75 @@ def _ts(value: dt.datetime):
 
 
 async def run(env: dict, markets: int, span_days: int, samples: int, stretch_s: int) -> dict:
-    import grpc
-
-    from ktape.config import load_settings
     from ktape.marketdata.v1 import analytics_pb2 as apb
     from ktape.marketdata.v1 import analytics_pb2_grpc as agrpc
     from ktape.marketdata.v1 import marketdata_pb2 as pb
     from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
-    from queryd.server import build_server
 
-    running, pool, _ = await build_server(load_settings(env), addr="127.0.0.1:0")
     rng = random.Random(7)
     span_us = span_days * 86_400 * 1_000_000
     out: dict = {}
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            md, an = pb_grpc.MarketDataServiceStub(channel), agrpc.AnalyticsServiceStub(channel)
+    async with queryd_channel(env) as channel:
+        md, an = pb_grpc.MarketDataServiceStub(channel), agrpc.AnalyticsServiceStub(channel)
 
-            def instant() -> dt.datetime:
-                return START + dt.timedelta(microseconds=rng.randrange(span_us // 10, span_us))
+        def instant() -> dt.datetime:
+            return START + dt.timedelta(microseconds=rng.randrange(span_us // 10, span_us))
 
-            one, event = [], []
-            for i in range(samples + 30):  # interleaved, so both see the same machine
-                at = _ts(instant())
-                began = time.perf_counter()
-                await md.GetOrderbook(pb.GetOrderbookRequest(
-                    ticker=f"KXBENCH-{rng.randrange(markets)}", at=at), timeout=10)
-                mid = time.perf_counter()
-                got = await an.GetEventOrderbook(apb.GetEventOrderbookRequest(
-                    event_ticker="KXBENCH-EVENT", at=at), timeout=10)
-                end = time.perf_counter()
-                assert len(got.markets) == markets
-                if i >= 30:
-                    one.append((mid - began) * 1000)
-                    event.append((end - mid) * 1000)
-            out["get_orderbook"] = percentiles(one)
-            out["get_event_orderbook"] = percentiles(event)
-            out["event_over_one_p50"] = round(out["get_event_orderbook"]["p50_ms"]
-                                              / out["get_orderbook"]["p50_ms"], 2)
-
-            start = START + dt.timedelta(days=span_days // 2)
-            end = start + dt.timedelta(seconds=stretch_s)
-            ticker = "KXBENCH-0"
-            began, snaps, token = time.perf_counter(), 0, ""
-            while True:
-                page = await an.ListOrderbookSnapshots(apb.ListOrderbookSnapshotsRequest(
-                    ticker=ticker, start_time=_ts(start), end_time=_ts(end), interval="1s",
-                    depth=10, page_size=1000, page_token=token), timeout=60)
-                snaps += len(page.snapshots)
-                token = page.next_page_token
-                if not token:
-                    break
-            snap_secs = time.perf_counter() - began
-            calls = min(300, stretch_s)
+        one, event = [], []
+        for i in range(samples + 30):  # interleaved, so both see the same machine
+            at = _ts(instant())
             began = time.perf_counter()
-            for s in range(calls):
-                await md.GetOrderbook(pb.GetOrderbookRequest(
-                    ticker=ticker, at=_ts(start + dt.timedelta(seconds=s)), depth=10), timeout=10)
-            call_secs = time.perf_counter() - began
-            out["snapshots"] = {"boundaries": snaps, "secs": round(snap_secs, 3),
-                                "per_s": round(snaps / snap_secs)}
-            out["getorderbook_per_boundary"] = {"calls": calls, "secs": round(call_secs, 3),
-                                                "per_s": round(calls / call_secs)}
-            out["snapshots_speedup"] = round((snaps / snap_secs) / (calls / call_secs), 1)
+            await md.GetOrderbook(pb.GetOrderbookRequest(
+                ticker=f"KXBENCH-{rng.randrange(markets)}", at=at), timeout=10)
+            mid = time.perf_counter()
+            got = await an.GetEventOrderbook(apb.GetEventOrderbookRequest(
+                event_ticker="KXBENCH-EVENT", at=at), timeout=10)
+            end = time.perf_counter()
+            assert len(got.markets) == markets
+            if i >= 30:
+                one.append((mid - began) * 1000)
+                event.append((end - mid) * 1000)
+        out["get_orderbook"] = percentiles(one)
+        out["get_event_orderbook"] = percentiles(event)
+        out["event_over_one_p50"] = round(out["get_event_orderbook"]["p50_ms"]
+                                          / out["get_orderbook"]["p50_ms"], 2)
 
-            began, quotes, token = time.perf_counter(), 0, ""
-            while True:
-                page = await an.ListQuotes(apb.ListQuotesRequest(
-                    ticker=ticker, start_time=_ts(start), end_time=_ts(end), page_size=1000,
-                    page_token=token), timeout=60)
-                quotes += len(page.quotes)
-                token = page.next_page_token
-                if not token:
-                    break
-            secs = time.perf_counter() - began
-            out["quotes"] = {"rows": quotes, "secs": round(secs, 3), "per_s": round(quotes / secs)}
-    finally:
-        await running.stop(0)
-        await pool.close()
+        start = START + dt.timedelta(days=span_days // 2)
+        end = start + dt.timedelta(seconds=stretch_s)
+        ticker = "KXBENCH-0"
+        began, snaps, token = time.perf_counter(), 0, ""
+        while True:
+            page = await an.ListOrderbookSnapshots(apb.ListOrderbookSnapshotsRequest(
+                ticker=ticker, start_time=_ts(start), end_time=_ts(end), interval="1s",
+                depth=10, page_size=1000, page_token=token), timeout=60)
+            snaps += len(page.snapshots)
+            token = page.next_page_token
+            if not token:
+                break
+        snap_secs = time.perf_counter() - began
+        calls = min(300, stretch_s)
+        began = time.perf_counter()
+        for s in range(calls):
+            await md.GetOrderbook(pb.GetOrderbookRequest(
+                ticker=ticker, at=_ts(start + dt.timedelta(seconds=s)), depth=10), timeout=10)
+        call_secs = time.perf_counter() - began
+        out["snapshots"] = {"boundaries": snaps, "secs": round(snap_secs, 3),
+                            "per_s": round(snaps / snap_secs)}
+        out["getorderbook_per_boundary"] = {"calls": calls, "secs": round(call_secs, 3),
+                                            "per_s": round(calls / call_secs)}
+        out["snapshots_speedup"] = round((snaps / snap_secs) / (calls / call_secs), 1)
+
+        began, quotes, token = time.perf_counter(), 0, ""
+        while True:
+            page = await an.ListQuotes(apb.ListQuotesRequest(
+                ticker=ticker, start_time=_ts(start), end_time=_ts(end), page_size=1000,
+                page_token=token), timeout=60)
+            quotes += len(page.quotes)
+            token = page.next_page_token
+            if not token:
+                break
+        secs = time.perf_counter() - began
+        out["quotes"] = {"rows": quotes, "secs": round(secs, 3), "per_s": round(quotes / secs)}
     return out
 
 
@@ -131,20 +129,14 @@ def main() -> int:
     with bench_questdb("ktape-bench-an-", []) as (qdb, conn, root):
         info = generate(conn, changes=args.changes, markets=args.markets,
                         span_days=args.span_days, checkpoint_every=args.checkpoint_every)
-        conn.execute(f"""INSERT INTO markets (ts, ticker, event_ticker, series_ticker, status)
-            SELECT cast({int(START.timestamp()) * 1_000_000} AS TIMESTAMP),
-                   cast(concat('KXBENCH-', x - 1) AS SYMBOL), cast('KXBENCH-EVENT' AS SYMBOL),
-                   cast('KXBENCH' AS SYMBOL), cast('active' AS SYMBOL)
-            FROM long_sequence({args.markets})""")
+        insert_bench_markets(conn, args.markets)
         conn.execute("""INSERT INTO events (ts, event_ticker, series_ticker, title,
             mutually_exclusive) VALUES (%s, 'KXBENCH-EVENT', 'KXBENCH', 'bench', true)""",
                      (START,))
         from ktape.schema.wal import wait_for_wal
 
         wait_for_wal(conn, ["markets", "events"])
-        env = {"KTAPE_QUESTDB_HTTP": str(qdb.http), "KTAPE_QUESTDB_PG": str(qdb.pg),
-               "KTAPE_DATA_DIR": str(root / "data"), "KTAPE_PAGE_TOKEN_SECRET": "bench"}
-        result = asyncio.run(run(env, args.markets, args.span_days, args.samples,
+        result = asyncio.run(run(queryd_env(qdb, root), args.markets, args.span_days, args.samples,
                                  args.stretch_s))
     result.update(changes=info["changes"], markets=args.markets, span_days=args.span_days)
     print(result)

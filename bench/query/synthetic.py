@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -133,3 +134,37 @@ def bench_questdb(prefix: str, extra_sql: list[str]
 
 def conninfo_of(qdb: QuestDBProcess) -> str:
     return f"host=127.0.0.1 port={qdb.pg.port} user=admin password=quest dbname=qdb"
+
+
+def insert_bench_markets(conn: psycopg.Connection, markets: int) -> None:
+    """`markets` rows for KXBENCH-0.. (event KXBENCH-EVENT, series KXBENCH), as the
+    analytics and audit benches read them."""
+    conn.execute(f"""INSERT INTO markets (ts, ticker, event_ticker, series_ticker, status)
+        SELECT cast({START_US} AS TIMESTAMP), cast(concat('KXBENCH-', x - 1) AS SYMBOL),
+               cast('KXBENCH-EVENT' AS SYMBOL), cast('KXBENCH' AS SYMBOL),
+               cast('active' AS SYMBOL)
+        FROM long_sequence({markets})""")
+
+
+def queryd_env(qdb: QuestDBProcess, root: Path) -> dict[str, str]:
+    """The settings of an in-process queryd on the bench QuestDB."""
+    return {"KTAPE_QUESTDB_HTTP": str(qdb.http), "KTAPE_QUESTDB_PG": str(qdb.pg),
+            "KTAPE_DATA_DIR": str(root / "data"), "KTAPE_PAGE_TOKEN_SECRET": "bench"}
+
+
+@asynccontextmanager
+async def queryd_channel(env: dict[str, str]) -> AsyncIterator[Any]:
+    """An in-process queryd (no metering) on `env` and a loopback gRPC channel to it;
+    both stopped afterwards."""
+    import grpc
+
+    from ktape.config import load_settings
+    from queryd.server import build_server
+
+    running, pool, _ = await build_server(load_settings(env), addr="127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield channel
+    finally:
+        await running.stop(0)
+        await pool.close()

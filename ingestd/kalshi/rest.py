@@ -1,4 +1,5 @@
-"""Kalshi REST: market discovery (all pages), with 429/5xx backoff and a token budget.
+"""Kalshi REST: market discovery (all pages) and audit samples of books, with 429/5xx
+backoff and one token budget for both.
 
 Kalshi sends no Retry-After on 429 (PROTOCOL.md §6.1/§8): back off exponentially with
 jitter. A small token bucket keeps us inside the Basic tier's read budget (~20 GETs/s).
@@ -8,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from ingestd.kalshi.auth import KalshiSigner
 from ktape.aio import Backoff, TokenBucket
+from ktape.clock import now_us
 from ktape.log import get_logger
 
 log = get_logger(__name__)
@@ -22,6 +25,15 @@ log = get_logger(__name__)
 
 class RestError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A REST answer and our clock (Unix µs) around the request that got it."""
+
+    sent_us: int
+    received_us: int
+    body: dict[str, Any]
 
 
 class KalshiRest:
@@ -43,9 +55,15 @@ class KalshiRest:
         return self.backoff.delay(attempt)
 
     async def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return (await self.get_timed(path, params)).body
+
+    async def get_timed(self, path: str, params: dict[str, Any] | None = None) -> Timed:
+        """GET with the retries of `get`, and our clock when the answering attempt was
+        sent and when its answer had arrived (the window an audit compares within)."""
         for attempt in range(self.max_attempts):
             await self.bucket.take()
             headers = self.signer.headers("GET", self.base_path + path) if self.signer else {}
+            sent_us = now_us()
             try:
                 resp = await self.client.get(self.base_url + path, params=params, headers=headers)
             except httpx.HTTPError as exc:
@@ -60,7 +78,7 @@ class KalshiRest:
                 continue
             if resp.status_code != 200:
                 raise RestError(f"GET {path}: HTTP {resp.status_code} {resp.text[:200]}")
-            return resp.json()
+            return Timed(sent_us, now_us(), resp.json())
         raise RestError(f"GET {path}: gave up after {self.max_attempts} attempts")
 
     async def _paged(self, path: str, key: str, limit: int, **filters: str
@@ -84,6 +102,11 @@ class KalshiRest:
     async def events(self, **filters: str) -> list[dict[str, Any]]:
         """Every event (limit 200 per page, Kalshi's maximum)."""
         return await self._paged("/events", "events", 200, **filters)
+
+    async def orderbook(self, ticker: str) -> Timed:
+        """`GET /markets/{ticker}/orderbook` with every level (depth 0), timed."""
+        return await self.get_timed(f"/markets/{quote(ticker, safe='')}/orderbook",
+                                    {"depth": 0})
 
     async def series(self) -> list[dict[str, Any]]:
         """Every series (one unpaginated list)."""

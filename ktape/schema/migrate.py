@@ -50,6 +50,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "kalshi candles", tables.V0002_KALSHI_CANDLES),
     Migration(3, "book order and market lifecycle", tables.V0003_ORDER_AND_LIFECYCLE),
     Migration(4, "ticker channel", tables.V0004_TICKERS),
+    Migration(5, "audit books", tables.V0005_AUDIT_BOOKS),
 )
 
 

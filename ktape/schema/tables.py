@@ -243,3 +243,23 @@ V0004_TICKERS = [
     DEDUP UPSERT KEYS(ts, ticker)
     """,
 ]
+
+# Kalshi's own REST books (`GET /markets/{ticker}/orderbook`, PROTOCOL.md §6.2), sampled
+# by ingestd's audit (ingestd/audit.py) to check the recorded books against (queryd's
+# GetAuditReport). One row per sample: `ts` is our clock when the request was sent,
+# `response_ts` when its answer arrived, `allowance_ms` how far before the request the
+# book may still lie and agree (edge caching, millisecond exchange stamps; docs/ingestd.md,
+# "Audit"). Ladders as in book_checkpoints. Never used to change a recorded book.
+V0005_AUDIT_BOOKS = [
+    f"""
+    CREATE TABLE IF NOT EXISTS audit_books (
+        ts TIMESTAMP,
+        ticker {TICKER},
+        response_ts TIMESTAMP,
+        allowance_ms LONG,
+        yes_levels VARCHAR,
+        no_levels VARCHAR
+    ) TIMESTAMP(ts) PARTITION BY DAY WAL
+    DEDUP UPSERT KEYS(ts, ticker)
+    """,
+]

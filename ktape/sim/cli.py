@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
             "REST subset at /trade-api/v2 on one port, driven by a seeded market model. "
             "Prints one JSON line {\"event\": \"sim.ready\", \"port\": N} when listening. "
             "One-shot faults on demand: GET /_sim/control?action=drop|duplicate|reorder|"
-            "malformed|unknown_type|disconnect|unsubscribe|rest_429|rest_500&n=N "
+            "malformed|unknown_type|disconnect|unsubscribe|rest_429|rest_500|stale_book|"
+            "wrong_book&n=N "
             "(status: action=status); one market's lifecycle: "
             "action=close|determine|settle&ticker=T."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -41,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(Kalshi has sent 2, 3 and 4; default 4)")
     parser.add_argument("--faults", default="",
                         help="random faults, comma list of NAME=VALUE: drop, duplicate, reorder, "
-                             "malformed, unknown_type, unknown_key, rest_429, rest_500 "
-                             "(probability per "
-                             "message/request, 0-1) and disconnect_every_secs (seconds); "
+                             "malformed, unknown_type, unknown_key, rest_429, rest_500, "
+                             "stale_book, wrong_book (probability per "
+                             "message/request, 0-1), disconnect_every_secs (seconds) and "
+                             "stale_book_ms (how old a stale REST book is, default 400); "
                              "e.g. drop=0.001,disconnect_every_secs=30")
     parser.add_argument("--lag-ms", type=int, default=0,
                         help="deliver every frame this many ms after it was queued: stale "

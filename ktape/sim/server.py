@@ -5,8 +5,8 @@
 
 WebSocket at `/trade-api/ws/v2`, REST under `/trade-api/v2`, a control endpoint at
 `/_sim/control?action=...` (drop|duplicate|malformed|unknown_type|disconnect|rest_429|
-rest_500, with `n`) that tests use to trigger one fault on demand. Every injected fault is
-journaled. Exchange time is the wall clock in milliseconds.
+rest_500|stale_book|wrong_book, with `n`) that tests use to trigger one fault on demand.
+Every injected fault is journaled. Exchange time is the wall clock in milliseconds.
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ MAX_CATCH_UP_SECS = 0.05
 GENERATE_CHUNK = 200
 FAULT_NAMES = ("drop", "duplicate", "malformed", "unknown_type", "unknown_key", "disconnect",
                "abrupt_disconnect", "error_10", "maintenance", "rest_429", "rest_500",
-               "reorder", "unsubscribe", "silence", "leave_out", "too_many_requests")
+               "reorder", "unsubscribe", "silence", "leave_out", "too_many_requests",
+               "stale_book", "wrong_book")
+DURATION_FAULTS = ("disconnect_every_secs", "stale_book_ms")  # not probabilities
+WRONG_BOOK_EXTRA_E2 = 1_234_567  # a wrong REST book's changed level holds this much more
 SENDING_TS_CHOICES = ("all", "no_snapshots", "none")
 STATUS_FILTER = {"unopened": {"initialized"}, "open": {"active"}, "paused": {"inactive"},
                  "closed": {"closed", "determined"}, "settled": {"finalized"}}
@@ -77,6 +80,13 @@ class FaultConfig:
     leave_out: float = 0.0  # per book subscribe / add_markets: one ticker not held
     rest_429: float = 0.0
     rest_500: float = 0.0
+    # REST books (GET /markets/{ticker}/orderbook): a stale one is the true book of
+    # `stale_book_ms` earlier (an edge cache's copy, PROTOCOL.md §6.1: a true book, of
+    # the past); a wrong one differs from every true book (one level's size changed).
+    # Both journaled as faults, so an audit of the recorder can be checked against them.
+    stale_book: float = 0.0
+    wrong_book: float = 0.0
+    stale_book_ms: float = 400.0
     disconnect_every_secs: float = 0.0
 
     def any_message_fault(self) -> bool:
@@ -93,7 +103,7 @@ class FaultConfig:
             if not sep or key not in cls.__dataclass_fields__:
                 raise ValueError(f"unknown fault {key!r}; known: {', '.join(cls.__dataclass_fields__)}")
             number = float(value)
-            if number < 0 or (key != "disconnect_every_secs" and number > 1):
+            if number < 0 or (key not in DURATION_FAULTS and number > 1):
                 raise ValueError(f"fault {key}={value}: probability must be in [0, 1]")
             setattr(config, key, number)
         return config
@@ -927,9 +937,10 @@ class SimServer:
                 market = markets.get(ticker)
                 if market is None:
                     raise _RestError(404, "not_found", f"market {ticker} not found")
+                yes, no = self._rest_book(market)
                 books.append({"ticker": ticker, "orderbook_fp": {
-                    "yes_dollars": [[dollars(p), contracts(q)] for p, q in sorted(market.yes.items())],
-                    "no_dollars": [[dollars(p), contracts(q)] for p, q in sorted(market.no.items())]}})
+                    "yes_dollars": [[dollars(p), contracts(q)] for p, q in sorted(yes.items())],
+                    "no_dollars": [[dollars(p), contracts(q)] for p, q in sorted(no.items())]}})
             return _json(200, {"orderbooks": books})
         if len(parts) == 2 and parts[0] == "markets":
             market = markets.get(parts[1])
@@ -941,8 +952,9 @@ class SimServer:
             if market is None:
                 raise _RestError(404, "not_found", f"market {parts[1]} not found")
             depth = _int(query, "depth", 0, 0, 100)
-            yes = sorted(market.yes.items())
-            no = sorted(market.no.items())
+            yes_book, no_book = self._rest_book(market)
+            yes = sorted(yes_book.items())
+            no = sorted(no_book.items())
             if depth:
                 yes, no = yes[-depth:], no[-depth:]
             return _json(200, {"orderbook_fp": {
@@ -988,6 +1000,27 @@ class SimServer:
                                "orders_updated_ts": cutoff,
                                "market_positions_last_updated_ts": cutoff})
         raise _RestError(404, "not_found", "no such endpoint")
+
+    def _rest_book(self, market: Market) -> tuple[dict[int, int], dict[int, int]]:
+        """The book a REST read serves: the true one now, or (faults `stale_book`,
+        `wrong_book`) the true one of `stale_book_ms` earlier, or one no true book equals
+        (the best YES level, else the best NO level, else a new YES level at $0.01, holds
+        WRONG_BOOK_EXTRA_E2 more). Each fault is journaled with the book served."""
+        now = _now_ms()
+        if self._take("wrong_book"):
+            yes, no = dict(market.yes), dict(market.no)
+            side, ladder = ("yes", yes) if yes or not no else ("no", no)
+            price = max(ladder) if ladder else 100
+            ladder[price] = ladder.get(price, 0) + WRONG_BOOK_EXTRA_E2
+            self.journal.fault(now, "wrong_book", ticker=market.ticker, side=side,
+                               price_e4=price, qty_e2=ladder[price])
+            return yes, no
+        if self._take("stale_book"):
+            as_of = now - int(self.config.faults.stale_book_ms)
+            yes, no = self.journal.book_at(market.ticker, as_of)
+            self.journal.fault(now, "stale_book", ticker=market.ticker, as_of=as_of)
+            return yes, no
+        return market.yes, market.no
 
     def _candle_args(self, query: dict[str, str]) -> tuple[int, int, int, bool]:
         for required in ("start_ts", "end_ts", "period_interval"):

@@ -155,6 +155,45 @@ async def test_journal_book_equals_rest_orderbook():
             assert len(rest["no_dollars"]) == len(no)
 
 
+def _rest_levels(ladder) -> dict[int, int]:
+    """REST `[["0.4200", "150.00"], ...]` -> {4200: 15000} (exact: strings split)."""
+    out = {}
+    for price, qty in ladder:
+        whole, frac = qty.split(".")
+        out[int(price.replace("0.", "", 1))] = int(whole) * 100 + int(frac)
+    return out
+
+
+async def test_stale_and_wrong_rest_books_are_journaled_and_differ_as_described():
+    """Arrange: a busy simulator. Act: arm one stale and one wrong REST book by control.
+    Assert: the stale book is the journal's book of stale_book_ms earlier, the wrong one
+    equals the true book but for one level, and both are journaled as faults."""
+    config = SimConfig(markets=4, rate=400, seed=5)
+    config.faults.stale_book_ms = 300
+    async with SimServer(config) as sim:
+        await asyncio.sleep(0.5)
+        market = max(sim.model.markets.values(), key=lambda m: len(m.yes) + len(m.no))
+        url = f"http://127.0.0.1:{sim.port}/trade-api/v2/markets/{market.ticker}/orderbook"
+        control = f"http://127.0.0.1:{sim.port}/_sim/control"
+        assert (await _get(control, params={"action": "stale_book"})).json()["ok"]
+        stale = (await _get(url)).json()["orderbook_fp"]
+        assert (await _get(control, params={"action": "wrong_book"})).json()["ok"]
+        sim.config.rate = 0  # the wrong book is compared with the book of its instant
+        await asyncio.sleep(0.1)
+        wrong = (await _get(url)).json()["orderbook_fp"]
+        faults = {f["what"]: f for f in sim.journal.faults()}
+        as_of = faults["stale_book"]["as_of"]
+        assert faults["stale_book"]["t"] - as_of == 300
+        assert (_rest_levels(stale["yes_dollars"]), _rest_levels(stale["no_dollars"])) == \
+            sim.journal.book_at(market.ticker, as_of)
+        true_yes, true_no = sim.journal.book_at(market.ticker, 2**62)
+        got = {"yes": _rest_levels(wrong["yes_dollars"]), "no": _rest_levels(wrong["no_dollars"])}
+        fault = faults["wrong_book"]
+        changed = {"yes": dict(true_yes), "no": dict(true_no)}
+        changed[fault["side"]][fault["price_e4"]] = fault["qty_e2"]
+        assert got == changed and got != {"yes": true_yes, "no": true_no}
+
+
 async def test_rest_pagination_returns_every_market_once_and_404s():
     async with SimServer(SimConfig(markets=2500, rate=0)) as sim:
         base = f"http://127.0.0.1:{sim.port}/trade-api/v2"
