@@ -15,16 +15,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ktape.config import load_settings
 from ktape.log import configure_logging
-from queryd.live import LiveTail
-from queryd.server import build_server
+from queryd.server import build_server, live_shards
 
 
 async def main() -> None:
     settings = load_settings()
-    live = LiveTail(f"http://{settings.ingestd_metrics_addr}/live")
+    live = live_shards(settings)
     running, pool, _service = await build_server(settings, addr="127.0.0.1:0", live=live)
     tail = asyncio.create_task(live.run())
-    await asyncio.wait_for(live.connected.wait(), 30)
+    await asyncio.wait_for(asyncio.gather(*(t.connected.wait() for t in live.tails)), 30)
     print(json.dumps({"port": running.port}), flush=True)
     try:
         await asyncio.Event().wait()

@@ -25,7 +25,7 @@ from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.runtime.ports import free_port
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig, SimServer
-from queryd.live import LiveTail
+from queryd.live import LiveShards
 from queryd.server import build_server
 
 
@@ -72,9 +72,10 @@ async def recording(questdb, tmp_path, rate: int = 400):
         server = await start_http(recorder, "127.0.0.1", http_port)
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))
-        tail = LiveTail(f"http://127.0.0.1:{http_port}/live")
-        running, pool, _service = await build_server(settings, addr="127.0.0.1:0", live=tail)
-        tail_task = asyncio.create_task(tail.run())
+        live = LiveShards([f"http://127.0.0.1:{http_port}/live"])
+        tail = live.tails[0]
+        running, pool, _service = await build_server(settings, addr="127.0.0.1:0", live=live)
+        tail_task = asyncio.create_task(live.run())
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         try:
             await asyncio.wait_for(tail.connected.wait(), 10)
