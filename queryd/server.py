@@ -118,7 +118,9 @@ async def watch_store(running: RunningServer, pool: AsyncConnectionPool) -> None
 def build_metering(settings: Settings, channel: grpc.aio.Channel) -> MeteringInterceptor:
     """The interceptor that authenticates and meters every call, talking to billingd."""
     stub = metering_grpc.MeteringServiceStub(channel)
-    return MeteringInterceptor(KeyVerifier(stub), UsageRecorder(stub, settings.data_dir / "usage-spool"))
+    return MeteringInterceptor(KeyVerifier(stub),
+                               UsageRecorder(stub, settings.data_dir / "usage-spool"),
+                               replicas=settings.queryd_replicas)
 
 
 async def _main(settings: Settings) -> int:
