@@ -177,6 +177,11 @@ async def test_a_killed_replica_loses_no_retried_call_and_ends_its_streams(tmp_p
         failed = [s for s in statuses if s[0] != 200]
         assert not failed, failed[:5]
         assert len(statuses) - before > 50  # calls kept being served after the kill
+        async with httpx.AsyncClient(timeout=10) as client:
+            stats = (await client.get(f"http://127.0.0.1:{env['KTAPE_ENVOY_ADMIN_PORT']}/stats"
+                                      "?filter=^cluster\\.queryd\\.upstream_rq_retry$")).text
+        retried = int(stats.split(":")[1])
+        assert retried > 0, stats  # calls did reach the dead replica, and were retried
         ended = [o for o in outcomes if "code" in o or "end" in o]
         alive = [o for o in outcomes if o not in ended]
         assert ended, outcomes  # least-request spread the streams over both replicas
