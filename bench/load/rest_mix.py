@@ -8,8 +8,8 @@ call Envoy for `--duration` seconds or `--max-calls` calls in all, whichever com
 on a fixed mix — the book at a past instant, a deltas page, a day of 1m candles, a
 markets page (one of each in turn, markets and times drawn from a seeded RNG). Reported
 per run: calls/s, p50/p99 per call type and overall, the count of 5xx (must be zero) and
-of other non-2xx, and the CPU seconds each process used during the load (what the
-machine spent where). Keys: `--keys` prod keys of one pro account, used in turn, so the
+of other non-2xx, and the CPU seconds each process (the clients' own included) used
+during the load (what the machine spent where). Keys: `--keys` prod keys of one pro account, used in turn, so the
 per-key rate limit never decides the result. Saves bench/results/load_rest_mix.json.
 
 Run: .venv/bin/python bench/load/rest_mix.py [--duration 60] [--clients 16]
@@ -190,6 +190,7 @@ async def one_run(work: Path, replicas: int, args: argparse.Namespace) -> dict[s
             tickers = [m["ticker"] for m in resp.json()["markets"]]
         pids = stack.children()
         cpu_before = {name: cpu_secs(pid) for name, pid in pids.items()}
+        client_cpu = cpu_secs()  # this process: the clients themselves
         samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
         statuses: dict[int, int] = {}
         errors: list[str] = []
@@ -202,6 +203,7 @@ async def one_run(work: Path, replicas: int, args: argparse.Namespace) -> dict[s
         elapsed = time.monotonic() - t0
         cpu = {name: round(cpu_secs(pid) - cpu_before[name], 2) for name, pid in pids.items()
                if Path(f"/proc/{pid}").exists()}
+        cpu["bench_clients"] = round(cpu_secs() - client_cpu, 2)
         calls = sum(len(v) for v in samples.values())
         return {
             "queryd_replicas": replicas, "clients": args.clients, "elapsed_secs": round(elapsed, 2),

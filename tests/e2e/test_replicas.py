@@ -32,32 +32,11 @@ import pytest
 from billingd.store import BillingStore
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
-from ktape.runtime.ports import free_base_port, free_port
+from tests.fixtures.stack import stack_env
 
 pytestmark = pytest.mark.integration
 
 STREAMS = 4
-
-
-def _stack_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KTAPE_")}
-    env.update(
-        KTAPE_DATA_DIR=str(data_dir),
-        KTAPE_HTTP_PORT=str(free_port()),
-        KTAPE_QUERYD_ADDR=f"127.0.0.1:{free_base_port(2)}",
-        KTAPE_BILLINGD_ADDR=f"127.0.0.1:{free_port()}",
-        KTAPE_QUESTDB_HTTP=f"127.0.0.1:{free_port()}",
-        KTAPE_QUESTDB_PG=f"127.0.0.1:{free_port()}",
-        KTAPE_INGESTD_METRICS_ADDR=f"127.0.0.1:{free_base_port(2)}",
-        KTAPE_QUERYD_METRICS_ADDR=f"127.0.0.1:{free_base_port(2)}",
-        KTAPE_BILLINGD_METRICS_ADDR=f"127.0.0.1:{free_port()}",
-        KTAPE_CONSOLE_ADDR=f"127.0.0.1:{free_port()}",
-        KTAPE_ENVOY_ADMIN_PORT=str(free_port()),
-        KTAPE_SIM_PORT=str(free_port()),
-        KTAPE_DATASETD_ADDR=f"127.0.0.1:{free_port()}",
-        KTAPE_LOG_FORMAT="json",
-    )
-    return env
 
 
 def _status(env: dict[str, str]) -> dict:
@@ -119,7 +98,7 @@ async def _follow(stub, ticker: str, metadata, outcome: dict, start=None) -> Non
 @pytest.mark.timeout(300)
 async def test_a_killed_replica_loses_no_retried_call_and_ends_its_streams(tmp_path):
     data_dir = tmp_path / "data"
-    env = _stack_env(data_dir)
+    env = stack_env(data_dir, instances=2)
     data_dir.mkdir(parents=True)
     api_key = _api_key(data_dir)
     auth = {"Authorization": f"Bearer {api_key}"}

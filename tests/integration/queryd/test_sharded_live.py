@@ -11,7 +11,6 @@ Two real Ingestd processes' worth of recorders (each with its own HTTP server, s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 
 import grpc
@@ -29,7 +28,14 @@ from ktape.sharding import shard_of
 from ktape.sim.server import SimConfig, SimServer
 from queryd.live import LiveShards
 from queryd.server import build_server
-from tests.integration.queryd.test_live_stream import _collect, _key, _stored_keys, _ts
+from tests.integration.queryd.test_live_stream import (
+    _collect,
+    _key,
+    _quiesce_and_close,
+    _stored_keys,
+    _ts,
+    stop_queryd,
+)
 
 
 def _book(messages: list[pb.StreamOrderbookResponse]) -> tuple[dict[int, int], dict[int, int]]:
@@ -89,24 +95,13 @@ async def test_streams_join_history_to_live_on_either_shard(questdb, tmp_path):
             await asyncio.sleep(4)
             # Each stream joined its own shard's fan-out, not the other's.
             assert [t.subscriptions for t in live.tails] == [1, 1]
-            sim.config.rate = 0
-            await asyncio.sleep(1.5)
-            for stream in streams:
-                stream.cancel()
-            for reader in readers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+            await _quiesce_and_close(sim, streams, readers)
             journal = sim.journal
         finally:
             for stop in stops:
                 stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks), 20)
-            await channel.close()
-            await running.stop(0)
-            await pool.close()
-            live_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await live_task
+            await stop_queryd(channel, running, pool, live_task)
             for server in servers:
                 await server.cleanup()
 
