@@ -9,8 +9,9 @@ on a fixed mix — the book at a past instant, a deltas page, a day of 1m candle
 markets page (one of each in turn, markets and times drawn from a seeded RNG). Reported
 per run: calls/s, p50/p99 per call type and overall, the count of 5xx (must be zero) and
 of other non-2xx, and the CPU seconds each process (the clients' own included) used
-during the load (what the machine spent where). Keys: `--keys` prod keys of one pro account, used in turn, so the
-per-key rate limit never decides the result. Saves bench/results/load_rest_mix.json.
+during the load (what the machine spent where). Keys: `--keys` prod keys of one pro
+account, used in turn, so the per-key rate limit never decides the result. Saves
+bench/results/load_rest_mix.json.
 
 Run: .venv/bin/python bench/load/rest_mix.py [--duration 60] [--clients 16]
      [--replicas 1,2]
