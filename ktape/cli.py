@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="follow a component's log (`ktape up` writes one per "
                                        "component under the data dir)")
     logs.add_argument("component", nargs="?", help="questdb, ingestd, queryd, billingd, "
-                      "consoled, datasetd, envoy, sim (none: list the logs)")
+                      "consoled, datasetd, envoy, sim; with several replicas or shards "
+                      "queryd-0, ingestd-1... (none: list the logs)")
     logs.add_argument("--lines", type=int, default=40, help="lines to show first (default 40)")
     logs.add_argument("--no-follow", action="store_true", help="print and exit")
 
