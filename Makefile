@@ -89,7 +89,7 @@ BENCHES := bench/sim/throughput.py bench/ingest/pipeline.py bench/ingest/live_la
 	bench/query/orderbook_latency.py bench/query/history_latency.py bench/query/stream_fanout.py \
 	bench/query/analytics.py bench/query/audit.py bench/billing/interceptor_overhead.py \
 	bench/billing/ledger.py bench/datasets/export.py bench/datasets/download.py \
-	bench/client/client_overhead.py bench/storage/bytes_per_change.py
+	bench/client/client_overhead.py bench/storage/bytes_per_change.py bench/load/rest_mix.py
 
 bench: install
 	@mkdir -p bench/results

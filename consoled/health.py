@@ -15,8 +15,21 @@ from aiohttp import web
 
 from ktape.config import Settings
 from ktape.probes import grpc_health_probe, http_probe
+from ktape.sharding import ingestd_addrs, queryd_addrs
 
 CACHE_SECS = 1.0
+
+
+def _ingest_summary(recorders: list[dict[str, Any]]) -> dict[str, Any]:
+    """The recorder's figures over every ingest shard that answered: counts summed, the
+    oldest last message, the writer "committing" only when every shard's is."""
+    summed = {k: sum(int(r.get(k) or 0) for r in recorders) for k in (
+        "connections_up", "connections", "markets_recorded", "markets_wanted")}
+    quiet = [r["secs_since_last_message"] for r in recorders
+             if r.get("secs_since_last_message") is not None]
+    writers = {r.get("writer") for r in recorders}
+    return {**summed, "secs_since_last_message": max(quiet) if quiet else None,
+            "writer": "committing" if writers == {"committing"} else "spilling"}
 
 
 class Health:
@@ -29,24 +42,29 @@ class Health:
         if self._cached is not None and now - self._cached[0] < CACHE_SECS:
             return self._cached[1], self._cached[2]
         s = self.settings
-        queryd, billingd, ingestd = await asyncio.gather(
-            grpc_health_probe(str(s.queryd_addr), timeout_secs=1.0),
+        replicas, shards = queryd_addrs(s), ingestd_addrs(s)
+        probes = await asyncio.gather(
             grpc_health_probe(str(s.billingd_addr), timeout_secs=1.0),
-            http_probe(f"http://{s.ingestd_metrics_addr}/healthz", timeout_secs=1.0))
-        recorder = ingestd.data or {}
+            *(grpc_health_probe(str(addr), timeout_secs=1.0) for addr in replicas),
+            *(http_probe(f"http://{addr}/healthz", timeout_secs=1.0) for addr in shards))
+        billingd, queryd = probes[0], probes[1:1 + len(replicas)]
+        ingestd = probes[1 + len(replicas):]
+        # The API answers while any replica does (Envoy sends calls to the serving ones).
+        serving = [p for p in queryd if p.healthy]
+        recorders = [p.data for p in ingestd if p.data]
         components = {
-            "queryd": "serving" if queryd.healthy else f"not serving ({queryd.detail})",
+            "queryd": (f"serving ({len(serving)} of {len(queryd)} replicas)"
+                       if serving and len(queryd) > 1 else "serving" if serving
+                       else f"not serving ({queryd[0].detail})"),
             "billingd": "serving" if billingd.healthy else f"not serving ({billingd.detail})",
-            "ingestd": ("recording" if ingestd.healthy else
-                        "degraded" if recorder else f"unreachable ({ingestd.detail})"),
+            "ingestd": ("recording" if all(p.healthy for p in ingestd) else
+                        "degraded" if recorders else f"unreachable ({ingestd[0].detail})"),
             "consoled": "serving",
         }
-        ok = queryd.healthy and billingd.healthy
+        ok = bool(serving) and billingd.healthy
         body = {"status": "ok" if ok else "degraded", "components": components}
-        if recorder:
-            body["ingest"] = {k: recorder.get(k) for k in (
-                "connections_up", "connections", "markets_recorded", "markets_wanted",
-                "secs_since_last_message", "writer")}
+        if recorders:
+            body["ingest"] = _ingest_summary(recorders)
         self._cached = (now, 200 if ok else 503, body)
         return self._cached[1], body
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -36,10 +36,11 @@ from ingestd.sink import RowSink
 from ingestd.spill import SpillFile
 from ingestd.writer import IlpWriter
 from ktape.clock import datetime_us, now_us
-from ktape.config import Settings
+from ktape.config import MarketFilter, Settings
 from ktape.entrypoint import run_service
 from ktape.log import get_logger
 from ktape.schema import apply_migrations
+from ktape.sharding import ShardFilter, connection_of, instance_addr
 
 log = get_logger(__name__)
 
@@ -55,25 +56,33 @@ CATCH_UP_BATCH = 100  # tickers per REST GET /markets?tickers=
 MARKET_CLOCK_SECS = 1.0  # how often opens and closes (which have no event) are checked
 
 
-def last_recorded(conninfo: str, market_rows: MarketRows) -> dict[str, int]:
+def last_recorded(conninfo: str, market_rows: MarketRows,
+                  markets: MarketFilter) -> dict[str, int]:
     """Last book time recorded per market before this process started; the markets'
-    stored rows go to `market_rows`, whose status the lifecycle then keeps moving."""
+    stored rows go to `market_rows`, whose status the lifecycle then keeps moving. Only
+    this ingest shard's markets (`markets.in_shard`): the others' are their shards'."""
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
         rows = conn.execute(LAST_RECORDED).fetchall()
-        market_rows.load(*stored_market_rows(conn))
+        stored, last_us = stored_market_rows(conn)
+        market_rows.load([r for r in stored if markets.in_shard(r.ticker)], last_us)
     # QuestDB returns naive datetimes that are UTC.
     return {str(t): datetime_us(ts)
-            for t, ts in rows if ts is not None}
+            for t, ts in rows if ts is not None and markets.in_shard(str(t))}
 
 
-def shard_of(ticker: str, shards: int) -> int:
-    """The connection that records a market: a stable hash of its ticker."""
-    return 0 if shards == 1 else zlib.crc32(ticker.encode()) % shards
+def spill_path(settings: Settings) -> Path:
+    """Each shard's own spill file; shard 0's is the one-process path, so rows spilled
+    before a move to several shards are still replayed (by shard 0: any ILP row may be)."""
+    if settings.ingest_shard == 0:
+        return settings.spill_dir / "ilp.spill"
+    return settings.spill_dir / f"shard-{settings.ingest_shard}" / "ilp.spill"
 
 
 class Ingestd:
     """The recording process: one KalshiFeed per WebSocket connection, markets sharded
-    across them by ticker (`shard_of`). Connection 0 alone follows the market-wide
+    across them by ticker (`connection_of`); with several ingest shards (processes,
+    KTAPE_INGEST_SHARDS) this one records only its own markets (ktape/sharding.py) and
+    shard 0 alone writes the series and events. Connection 0 alone follows the market-wide
     channels (lifecycle, trades, tickers); this object hands each lifecycle event's
     effects to the connection that records the market, and their market-set changes back
     to connection 0's market-wide subscriptions."""
@@ -81,19 +90,21 @@ class Ingestd:
     def __init__(self, settings: Settings, ingest: IngestSettings) -> None:
         self.settings = settings
         self.ingest = ingest
+        self.shard, self.shards = settings.ingest_shard, settings.ingest_shards
+        self.markets = ShardFilter.of(settings.markets, self.shard, self.shards)
         signer = (KalshiSigner.from_pem_file(settings.kalshi_key_id,
                                              settings.kalshi_private_key_path)
                   if settings.kalshi_key_id and settings.kalshi_private_key_path else None)
         self.rest = KalshiRest(settings.kalshi_rest_url, signer)
         self.writer = IlpWriter(str(settings.questdb_http),
-                                SpillFile(settings.spill_dir / "ilp.spill", ingest.spill_max_bytes),
+                                SpillFile(spill_path(settings), ingest.spill_max_bytes),
                                 flush_rows=ingest.flush_rows,
                                 flush_interval_ms=ingest.flush_interval_ms)
         self.live = LiveFanout()
         self.sink = RowSink(self.writer, self.live)
         self.market_rows = MarketRows(self.sink)
         self.feeds = [KalshiFeed(
-            settings.kalshi_ws_url, self.sink, settings.markets, signer=signer,
+            settings.kalshi_ws_url, self.sink, self.markets, signer=signer,
             checkpoint_every_changes=ingest.checkpoint_every_changes,
             checkpoint_interval_secs=ingest.checkpoint_interval_secs,
             market_rows=self.market_rows, liveness_secs=ingest.liveness_secs,
@@ -111,7 +122,7 @@ class Ingestd:
         self.started_us = now_us()
 
     def owner(self, ticker: str) -> KalshiFeed:
-        return self.feeds[shard_of(ticker, len(self.feeds))]
+        return self.feeds[connection_of(ticker, self.shards, len(self.feeds))]
 
     def _all_wanted(self) -> set[str]:
         return set().union(*(feed.wanted for feed in self.feeds))
@@ -136,7 +147,8 @@ class Ingestd:
         for market in markets:
             ticker = market.get("ticker")
             if isinstance(ticker, str):
-                by_shard.setdefault(shard_of(ticker, len(self.feeds)), []).append(market)
+                by_shard.setdefault(connection_of(ticker, self.shards, len(self.feeds)),
+                                    []).append(market)
         return [t for shard, group in sorted(by_shard.items())
                 for t in self.feeds[shard].markets.add(group)]
 
@@ -148,6 +160,8 @@ class Ingestd:
             lag = round((now_us() - min(last)) / 1e6, 3)
         connected = all(f.connection.connected for f in self.feeds)
         body = {
+            "shard": self.shard,
+            "shards": self.shards,
             "feed_connected": connected,
             "connections": len(self.feeds),
             "connections_up": sum(1 for f in self.feeds if f.connection.connected),
@@ -178,9 +192,12 @@ class Ingestd:
                 behind -= {str(m.get("ticker")) for m in markets}
                 added = self.add_markets(markets)
                 log.info("markets.discovered", markets=len(markets), recording=len(added),
-                         connections=len(self.feeds))
+                         connections=len(self.feeds), shard=self.shard, shards=self.shards)
                 await self.catch_up(sorted(behind))
-                await record_reference_data(self.rest, self.sink, now_us())
+                if self.shard == 0:
+                    # Series and events belong to no one market: one shard writes them
+                    # (each shard writing them at its own clock would store M versions).
+                    await record_reference_data(self.rest, self.sink, now_us())
                 return
             except RestError as exc:
                 attempt += 1
@@ -205,7 +222,7 @@ class Ingestd:
     async def run(self, stop: asyncio.Event) -> None:
         try:
             recorded = await asyncio.to_thread(last_recorded, self.settings.questdb_pg_conninfo,
-                                               self.market_rows)
+                                               self.market_rows, self.markets)
             for feed in self.feeds:
                 feed.recorder.note_restart({t: us for t, us in recorded.items()
                                             if self.owner(t) is feed})
@@ -249,9 +266,10 @@ async def _main(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    addr = settings.ingestd_metrics_addr
+    addr = instance_addr(settings.ingestd_metrics_addr, settings.ingest_shard)
     http = await start_http(recorder, addr.host, addr.port)
-    log.info("ingestd.started", metrics=str(addr), ws_url=settings.kalshi_ws_url)
+    log.info("ingestd.started", metrics=str(addr), ws_url=settings.kalshi_ws_url,
+             shard=settings.ingest_shard, shards=settings.ingest_shards)
     try:
         await recorder.run(stop)
     finally:

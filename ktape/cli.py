@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from ktape.config import Settings
+from ktape.config import MAX_PROCESSES, Settings
 from ktape.entrypoint import settings_or_report
 from ktape.log import configure_logging, get_logger
 
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="simulated markets (default 200)")
     up.add_argument("--sim-rate", type=int, default=200,
                     help="simulated book changes per second (default 200)")
+    up.add_argument("--queryd-replicas", type=_count, metavar="N",
+                    help="queryd processes behind Envoy (default KTAPE_QUERYD_REPLICAS or 1)")
+    up.add_argument("--ingest-shards", type=_count, metavar="M",
+                    help="ingestd processes splitting the markets by ticker (default "
+                         "KTAPE_INGEST_SHARDS or 1)")
 
     sub.add_parser("sim", help="the Kalshi-compatible exchange simulator (see `ktape sim --help`)",
                    add_help=False)
@@ -49,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="follow a component's log (`ktape up` writes one per "
                                        "component under the data dir)")
     logs.add_argument("component", nargs="?", help="questdb, ingestd, queryd, billingd, "
-                      "consoled, datasetd, envoy, sim (none: list the logs)")
+                      "consoled, datasetd, envoy, sim; with several replicas or shards "
+                      "queryd-0, ingestd-1... (none: list the logs)")
     logs.add_argument("--lines", type=int, default=40, help="lines to show first (default 40)")
     logs.add_argument("--no-follow", action="store_true", help="print and exit")
 
@@ -61,12 +67,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(f"expected a whole number 1-{MAX_PROCESSES}, "
+                                         f"got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     # Subcommands owned elsewhere get their raw arguments (their own --help included).
     if args_list and args_list[0] in ("sim", "keys", "backfill", "datasets"):
         return _delegate(args_list[0], args_list[1:])
     args = build_parser().parse_args(args_list)
+    if args.command == "up":
+        # The flags are the variables every child reads (and `ktape status` after them).
+        for flag, variable in ((args.queryd_replicas, "KTAPE_QUERYD_REPLICAS"),
+                               (args.ingest_shards, "KTAPE_INGEST_SHARDS")):
+            if flag is not None:
+                os.environ[variable] = str(flag)
     settings = settings_or_report("ktape")
     if settings is None:
         return 2
@@ -138,6 +161,7 @@ async def _create_demo_key(billing_dsn: str) -> str:
 async def _up(settings: Settings, args: argparse.Namespace) -> int:
     from ktape.child_logs import ChildLogs
     from ktape.stack import StackOptions, build_stack
+    from ktape.status import STATE_FILE, write_stack_state
     from ktape.supervisor import ChildFailed, Supervisor
 
     options = StackOptions(
@@ -150,7 +174,9 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
         log.error("supervisor.setup_failed", error=str(exc))
         return 1
     child_logs = ChildLogs(settings.data_dir / "logs")
-    supervisor = Supervisor(specs, sink=child_logs)
+    state_path = settings.data_dir / STATE_FILE
+    supervisor = Supervisor(specs, sink=child_logs, on_change=lambda sup: write_stack_state(
+        state_path, settings, sup.snapshot()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -170,6 +196,8 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
             console_url=f"http://127.0.0.1:{settings.http_port}/",
             grpc_address=f"127.0.0.1:{settings.http_port}",
             queryd=str(settings.queryd_addr),
+            queryd_replicas=settings.queryd_replicas,
+            ingest_shards=settings.ingest_shards,
             billingd=str(settings.billingd_addr),
         )
         print(
@@ -191,6 +219,7 @@ async def _up(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     finally:
         announcer.cancel()
+        state_path.unlink(missing_ok=True)
     return 0
 
 
@@ -203,7 +232,10 @@ async def _status(settings: Settings, *, as_json: bool) -> int:
     else:
         for comp in report["components"]:
             mark = "ok  " if comp["healthy"] else "DOWN"
-            print(f"{mark} {comp['name']:<9} {comp['address']:<28} {comp['detail']}")
+            supervised = (f" pid {comp['pid']} restarts {comp['restarts']}"
+                          if comp.get("pid") else "")
+            print(f"{mark} {comp['name']:<9} {comp['address']:<28} {comp['detail']}"
+                  f"{supervised}")
             for key, value in (comp.get("data") or {}).items():
                 print(f"       {key}: {value}")
     return 0 if all(c["healthy"] for c in report["components"]) else 1

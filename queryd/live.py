@@ -14,6 +14,14 @@ the queue holds everything after it.
 
 If the connection drops, rows are skipped (`n` jumps) or ingestd restarts (new epoch),
 every subscription is reset and its stream re-joins through QuestDB.
+
+With several ingest shards (KTAPE_INGEST_SHARDS) queryd follows each one's fan-out
+(`LiveShards`, one LiveTail per shard) and a subscription goes to the shard that records
+its ticker (ktape/sharding.py): every row of that ticker is published by that one
+process and written by its one ILP sender, so that shard's witnesses alone prove the
+ticker's history complete (another shard's rows say nothing about this ticker, and its
+flush lag must not hold this stream back). A shard that restarts or drops resets only
+its own streams.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from psycopg import AsyncConnection
 
 from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2 as pb
+from ktape.sharding import shard_of
 from queryd.history import change_entry, gap_marker
 from queryd.timeutil import from_us
 
@@ -298,3 +307,31 @@ class LiveTail:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.reconnect_max_secs)
 
+
+
+class LiveShards:
+    """Every ingest shard's fan-out, one LiveTail each; a ticker's streams follow the
+    shard that records it."""
+
+    def __init__(self, urls: list[str]) -> None:
+        if not urls:
+            raise ValueError("LiveShards needs the /live URL of at least one ingest shard")
+        self.tails = [LiveTail(url) for url in urls]
+
+    def tail(self, ticker: str) -> LiveTail:
+        return self.tails[shard_of(ticker, len(self.tails))]
+
+    @property
+    def pool(self) -> Any:
+        return self.tails[0].pool
+
+    @pool.setter
+    def pool(self, pool: Any) -> None:
+        for tail in self.tails:
+            tail.pool = pool  # each tail's visibility tracker reads QuestDB through it
+
+    async def run(self) -> None:
+        """Follow every shard for ever (each reconnects on its own)."""
+        async with asyncio.TaskGroup() as tasks:
+            for i, tail in enumerate(self.tails):
+                tasks.create_task(tail.run(), name=f"live-tail-{i}")

@@ -25,11 +25,12 @@ from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.paging import PageTokens, load_key
 from ktape.schema import apply_migrations
 from ktape.service_metrics import ServiceMetrics
+from ktape.sharding import ingestd_addrs, instance_addr
 from queryd.analytics import AnalyticsService
 from queryd.audit import AuditChecker
 from queryd.data_status import DataStatusService
 from queryd.datasets import DatasetService
-from queryd.live import LiveTail
+from queryd.live import LiveShards
 from queryd.metering.interceptor import CALLER, MeteringInterceptor
 from queryd.metering.usage import UsageRecorder
 from queryd.metering.verifier import KeyVerifier
@@ -44,6 +45,16 @@ ANALYTICS_SERVICE_NAME = "ktape.marketdata.v1.AnalyticsService"
 STORE_PROBE_INTERVAL_SECS = 2.0
 
 
+def replica_addr(settings: Settings) -> str:
+    """This replica's gRPC address: KTAPE_QUERYD_ADDR's port + 100 x KTAPE_QUERYD_REPLICA."""
+    return str(instance_addr(settings.queryd_addr, settings.queryd_replica))
+
+
+def live_shards(settings: Settings) -> LiveShards:
+    """Followers of every ingest shard's `/live` (KTAPE_INGEST_SHARDS of them)."""
+    return LiveShards([f"http://{addr}/live" for addr in ingestd_addrs(settings)])
+
+
 def open_pool(settings: Settings, *, min_size: int = 2, max_size: int = 16) -> AsyncConnectionPool:
     return AsyncConnectionPool(
         settings.questdb_pg_conninfo, min_size=min_size, max_size=max_size, open=False,
@@ -53,7 +64,7 @@ def open_pool(settings: Settings, *, min_size: int = 2, max_size: int = 16) -> A
 
 async def build_server(settings: Settings, addr: str | None = None,
                        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-                       live: LiveTail | None = None,
+                       live: LiveShards | None = None,
                        metering: metering_grpc.MeteringServiceStub | None = None,
                        ) -> tuple[RunningServer, AsyncConnectionPool, MarketDataService]:
     """Start queryd on `addr` (default KTAPE_QUERYD_ADDR; port 0 allowed). With a
@@ -80,7 +91,7 @@ async def build_server(settings: Settings, addr: str | None = None,
         adders.append(
             lambda server: datasets_grpc.add_DatasetServiceServicer_to_server(datasets, server))
         names.append(DATASETS_SERVICE_NAME)
-    running = await start_server(addr or str(settings.queryd_addr), adders, names,
+    running = await start_server(addr or str(replica_addr(settings)), adders, names,
                                  interceptors=interceptors)
     return running, pool, service
 
@@ -109,7 +120,9 @@ async def watch_store(running: RunningServer, pool: AsyncConnectionPool) -> None
 def build_metering(settings: Settings, channel: grpc.aio.Channel) -> MeteringInterceptor:
     """The interceptor that authenticates and meters every call, talking to billingd."""
     stub = metering_grpc.MeteringServiceStub(channel)
-    return MeteringInterceptor(KeyVerifier(stub), UsageRecorder(stub, settings.data_dir / "usage-spool"))
+    return MeteringInterceptor(KeyVerifier(stub),
+                               UsageRecorder(stub, settings.data_dir / "usage-spool"),
+                               replicas=settings.queryd_replicas)
 
 
 async def _main(settings: Settings) -> int:
@@ -118,14 +131,17 @@ async def _main(settings: Settings) -> int:
         interceptors=([InternalTokenClient(settings.internal_token.reveal())]
                       if settings.internal_token else None))
     metering = build_metering(settings, channel)
-    live = LiveTail(f"http://{settings.ingestd_metrics_addr}/live")
+    live = live_shards(settings)
     stats = ServiceMetrics("queryd")  # outermost: counts metering refusals too
     running, pool, service = await build_server(
         settings, interceptors=[stats, metering], live=live,
         metering=metering_grpc.MeteringServiceStub(channel))
-    metrics_http = stats.serve(settings.queryd_metrics_addr)
+    metrics_http = stats.serve(instance_addr(settings.queryd_metrics_addr,
+                                             settings.queryd_replica))
     log.info("server.started", component="queryd", port=running.port,
-             addr=str(settings.queryd_addr), billingd=str(settings.billingd_addr))
+             addr=replica_addr(settings), replica=settings.queryd_replica,
+             replicas=settings.queryd_replicas, ingest_shards=settings.ingest_shards,
+             billingd=str(settings.billingd_addr))
     tasks = [asyncio.create_task(watch_store(running, pool), name="queryd-store-watch"),
              asyncio.create_task(metering.recorder.run(), name="queryd-usage-recorder"),
              asyncio.create_task(live.run(), name="queryd-live-tail")]

@@ -38,7 +38,7 @@ from queryd import reference, sql
 from queryd.candles import INTERVAL_US, MAX_BUCKETS, candles
 from queryd.convert import from_timestamp, orderbook_response
 from queryd.history import Page, deltas_page, trades_page
-from queryd.live import LiveTail
+from queryd.live import LiveShards
 from queryd.orderbook import Continuity, orderbook_at
 from queryd.stream import MAX_STREAM_BATCH, stream_orderbook
 from queryd.timeutil import as_utc, from_us, now_utc, to_us
@@ -151,11 +151,11 @@ def _market_status(value: str) -> str:
 
 class MarketDataService(pb_grpc.MarketDataServiceServicer):
     def __init__(self, pool: AsyncConnectionPool, tokens: PageTokens,
-                 live: LiveTail | None = None) -> None:
+                 live: LiveShards | None = None) -> None:
         self.pool = pool
         self.tokens = tokens
         self.stopping = asyncio.Event()  # set at shutdown: streams end with a message
-        self.live = live  # ingestd's fan-out, when followed (queryd/live.py)
+        self.live = live  # the ingest shards' fan-outs, when followed (queryd/live.py)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -372,7 +372,8 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
         log.info("stream.opened", ticker=ticker, replay=start is not None)
         try:
             async for message in stream_orderbook(self.pool, ticker, start, request.depth,
-                                                  self.stopping, self.live,
+                                                  self.stopping,
+                                                  self.live.tail(ticker) if self.live else None,
                                                   request.batch_size):
                 yield message
                 if message.HasField("end"):

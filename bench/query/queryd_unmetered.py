@@ -16,17 +16,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ktape.config import load_settings
 from ktape.log import configure_logging
-from queryd.live import LiveTail
-from queryd.server import build_server
+from queryd.server import build_server, live_shards
 
 
 async def main(follow_live: bool) -> None:
     settings = load_settings()
-    live = LiveTail(f"http://{settings.ingestd_metrics_addr}/live") if follow_live else None
+    live = live_shards(settings) if follow_live else None
     running, pool, _service = await build_server(settings, addr="127.0.0.1:0", live=live)
     tail = asyncio.create_task(live.run()) if live is not None else None
     if live is not None:
-        await asyncio.wait_for(live.connected.wait(), 30)
+        await asyncio.wait_for(asyncio.gather(*(t.connected.wait() for t in live.tails)), 30)
     print(json.dumps({"port": running.port}), flush=True)
     try:
         await asyncio.Event().wait()

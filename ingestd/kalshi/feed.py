@@ -257,16 +257,23 @@ class KalshiFeed:
             {price_e4(p): qty_e2(q) for p, q in msg.no_dollars_fp}, frame.sid, frame.seq,
             clock_us, source, recv_us))
 
+    def _keeps(self, ticker: str) -> bool:
+        """A market-wide row of `ticker` is this recorder's to write (one ingest shard
+        of several writes only its own markets')."""
+        return (self.filter.all and self.filter.in_shard(ticker)) or self._wanted_anywhere(ticker)
+
     def _on_trade(self, frame: schemas.Trade, recv_us: int) -> None:
-        if self.filter.all or self._wanted_anywhere(frame.msg.market_ticker):
+        if self._keeps(frame.msg.market_ticker):
             rows.trade(self.sink, frame, recv_us)
 
     def _on_ticker(self, frame: schemas.Ticker, recv_us: int) -> None:
-        if self.filter.all or self._wanted_anywhere(frame.msg.market_ticker):
+        if self._keeps(frame.msg.market_ticker):
             rows.ticker(self.sink, frame, recv_us)
 
     def _on_lifecycle(self, frame: schemas.MarketLifecycle, recv_us: int) -> None:
         ticker, event_type = frame.ticker, frame.event_type
+        if not self.filter.in_shard(ticker or ""):
+            return  # another ingest shard's market (or event): that shard writes it
         row = self.market_rows.rows.get(ticker)
         ts_us = rows.lifecycle(self.sink, frame, recv_us, row.series_ticker if row else "")
         if type(frame) is not schemas.MarketLifecycle or not ticker:

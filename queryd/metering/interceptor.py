@@ -40,7 +40,7 @@ from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2
 from ktape.pricing import SESSION_WRITES, STREAM_PRICES_PER_MINUTE, is_free, price_of
 from ktape.sessions import session_cookie
-from queryd.metering.ratelimit import RateLimiter
+from queryd.metering.ratelimit import RateLimiter, replica_share
 from queryd.metering.usage import UsageRecorder
 from queryd.metering.verifier import SESSION_PREFIX, Grant, KeyVerifier
 
@@ -130,8 +130,9 @@ def _seconds_to_utc_midnight() -> float:
 class MeteringInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, verifier: KeyVerifier, recorder: UsageRecorder,
                  limiter: RateLimiter | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, replicas: int = 1) -> None:
         self.verifier = verifier
+        self.replicas = replicas  # queryd replicas sharing each key's rate limit
         self.recorder = recorder
         self.limiter = limiter or RateLimiter()
         self._clock = clock
@@ -216,7 +217,8 @@ class MeteringInterceptor(grpc.aio.ServerInterceptor):
         grant = await self.verifier.verify(credential)
         if method in SESSION_WRITES and credential.startswith(SESSION_PREFIX):
             check_csrf(grant, metadata)
-        wait = self.limiter.take(grant.key_id, grant.rate_limit_per_minute)
+        wait = self.limiter.take(grant.key_id,
+                                 replica_share(grant.rate_limit_per_minute, self.replicas))
         if wait > 0:
             raise RateLimited(f"rate limit of {grant.rate_limit_per_minute} calls per minute "
                               "exceeded", subject=f"key:{grant.key_id}",

@@ -19,6 +19,14 @@ class _Bucket:
     limit: int
 
 
+def replica_share(limit_per_minute: int, replicas: int) -> int:
+    """One queryd replica's part of a key's limit. Envoy spreads a key's calls over the
+    replicas (least-request), each holding its own buckets, so each admits 1/N of the
+    limit (rounded up) and together they admit about the limit — not N times it. While a
+    replica is down the others admit a little less, never more."""
+    return max(1, -(-limit_per_minute // replicas))
+
+
 class RateLimiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
         self._clock = clock

@@ -6,7 +6,9 @@ keeps the events queued and retries with capped backoff; billingd applies each e
 once, so a batch that timed out after being applied is harmless to resend. When the
 queue grows past `max_queue` (a long billingd outage) or queryd stops with events
 unsent, they are written to the spool directory and sent from there later — by this
-process or the next one to start with the same data dir.
+process or the next one to start with the same data dir. Several queryd replicas share
+one spool directory: any of them may send a file (event ids make a double send
+harmless), and a file another one already sent and deleted is skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ from ktape.log import get_logger
 log = get_logger(__name__)
 
 Owner = tuple[str, str]  # (account_id, env): whose local spend an event counts against
+
+
+def _mtime(path: Path) -> float:
+    """A spool file's age, for oldest-first replay; one another replica just deleted
+    sorts first and is then skipped."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 class UsageRecorder:
@@ -137,8 +148,12 @@ class UsageRecorder:
         """Send spooled batches (oldest first), deleting each file once billingd took it."""
         if not self.spool_dir.exists():
             return True
-        for path in sorted(self.spool_dir.glob("usage-*.pb"), key=lambda p: p.stat().st_mtime):
-            request = metering_pb2.RecordUsageRequest.FromString(path.read_bytes())
+        for path in sorted(self.spool_dir.glob("usage-*.pb"), key=_mtime):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue  # another replica (same data dir) replayed it meanwhile
+            request = metering_pb2.RecordUsageRequest.FromString(data)
             for start in range(0, len(request.events), self.batch_size):
                 chunk = metering_pb2.RecordUsageRequest(
                     events=request.events[start:start + self.batch_size])
@@ -147,7 +162,7 @@ class UsageRecorder:
                 except grpc.aio.AioRpcError as exc:
                     log.warning("usage.replay_failed", path=str(path), error=exc.code().name)
                     return False
-            path.unlink()
+            path.unlink(missing_ok=True)  # two replicas may both send it: applied once
             self.sent += len(request.events)
             log.info("usage.replayed", path=str(path), events=len(request.events))
         return True

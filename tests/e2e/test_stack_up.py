@@ -21,29 +21,9 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ktape.runtime.ports import free_port
+from tests.fixtures.stack import stack_env
 
 pytestmark = pytest.mark.integration
-
-
-def _stack_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KTAPE_")}
-    env.update(
-        KTAPE_DATA_DIR=str(data_dir),
-        KTAPE_HTTP_PORT=str(free_port()),
-        KTAPE_QUERYD_ADDR=f"127.0.0.1:{free_port()}",
-        KTAPE_BILLINGD_ADDR=f"127.0.0.1:{free_port()}",
-        KTAPE_QUESTDB_HTTP=f"127.0.0.1:{free_port()}",
-        KTAPE_QUESTDB_PG=f"127.0.0.1:{free_port()}",
-        KTAPE_INGESTD_METRICS_ADDR=f"127.0.0.1:{free_port()}",
-        KTAPE_QUERYD_METRICS_ADDR=f"127.0.0.1:{free_port()}",
-        KTAPE_BILLINGD_METRICS_ADDR=f"127.0.0.1:{free_port()}",
-        KTAPE_ENVOY_ADMIN_PORT=str(free_port()),
-        KTAPE_SIM_PORT=str(free_port()),
-        KTAPE_DATASETD_ADDR=f"127.0.0.1:{free_port()}",
-        KTAPE_LOG_FORMAT="json",
-    )
-    return env
 
 
 def _status(env: dict[str, str]) -> dict:
@@ -63,7 +43,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_stack_comes_up_healthy_and_stops_cleanly(tmp_path):
-    env = _stack_env(tmp_path / "data")
+    env = stack_env(tmp_path / "data")
     log_path = tmp_path / "stack.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(

@@ -4,24 +4,32 @@ drops) and later stopped (SIGTERM: the stream ends UNAVAILABLE) and restarted on
 port; what it received must be exactly the stored changes, none lost, none repeated.
 
 queryd here is the test's own (the edge's env, its own port), so killing it leaves the
-session's edge alone; the client talks gRPC to it directly."""
+session's edge alone; the client talks gRPC to it directly, or through an Envoy of the
+test's own (as a client of `ktape up --queryd-replicas N` does). Through Envoy a killed
+queryd's stream ends with an HTTP/2 RST_STREAM (gRPC INTERNAL), which the client must
+take for a cut connection too."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pytest
 from google.protobuf import timestamp_pb2
 
+from ktape.envoy import envoy_binary, render_envoy_config
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
+from ktape.runtime.pins import REPO_ROOT
 from ktape.runtime.ports import free_port
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig
@@ -100,13 +108,37 @@ def _stored(addr: str, key: str, ticker: str, start: dt.datetime, end: dt.dateti
                 return rows
 
 
+@contextlib.contextmanager
+def own_envoy(edge, queryd: OwnQueryd, work: Path) -> Iterator[str]:
+    """An Envoy in front of `queryd` (and the edge's billingd); yields its address."""
+    port = free_port()
+    config = work / "envoy.yaml"
+    config.write_text(render_envoy_config(
+        http_port=port, admin_port=free_port(), queryd_addr=f"127.0.0.1:{queryd.port}",
+        billingd_addr=edge.billingd_addr, descriptor_path=REPO_ROOT / "build" / "api.pb",
+        access_log_path=str(work / "access.log")))
+    proc = subprocess.Popen([str(envoy_binary()), "-c", str(config), "--disable-hot-restart",
+                             "--log-level", "error"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("via_envoy", [False, True], ids=["direct", "via_envoy"])
 async def test_stream_survives_queryd_restarts(client_python, client_env, edge, questdb,
-                                               tmp_path):
+                                               tmp_path, via_envoy):
     queryd = OwnQueryd(edge.env, tmp_path)
+    edge_of_test = own_envoy(edge, queryd, tmp_path) if via_envoy else contextlib.nullcontext(
+        f"127.0.0.1:{queryd.port}")
     config = SimConfig(markets=3, rate=300, seed=71)
     received: list[dict] = []
     try:
-        async with recorded_simulator(questdb, tmp_path, config) as (recorder, sim):
+        async with recorded_simulator(questdb, tmp_path, config) as (recorder, sim), \
+                contextlib.AsyncExitStack() as stack:
+            target = stack.enter_context(edge_of_test)
             sim.model.lifecycle_rate = 0  # the market stays open throughout
             await asyncio.sleep(3)
             ticker = max(recorder.feed.books, key=lambda t: recorder.feed.books[t].last_seq)
@@ -115,7 +147,7 @@ async def test_stream_survives_queryd_restarts(client_python, client_env, edge, 
             start, stop_at = now - dt.timedelta(seconds=2), now + dt.timedelta(seconds=16)
             proc = await asyncio.create_subprocess_exec(
                 str(client_python), str(Path(__file__).with_name("stream_checks.py")),
-                f"127.0.0.1:{queryd.port}", ticker, start.isoformat(), stop_at.isoformat(),
+                target, ticker, start.isoformat(), stop_at.isoformat(),
                 cwd="/", env=client_env, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE)
             assert proc.stdout is not None

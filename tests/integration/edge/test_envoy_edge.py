@@ -11,16 +11,20 @@ from pathlib import Path
 
 import grpc
 import httpx
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ktape.envoy import envoy_binary, render_envoy_config
 from ktape.runtime.pins import REPO_ROOT
 
 
-def test_rendered_config_passes_envoy_validate(tmp_path: Path):
+@pytest.mark.parametrize("queryd_addr", ["127.0.0.1:50051", ["127.0.0.1:50051",
+                                                               "127.0.0.1:50151"]])
+def test_rendered_config_passes_envoy_validate(tmp_path: Path, queryd_addr):
+    """One queryd or several replicas (with their balancing, ejection and retries)."""
     config = tmp_path / "envoy.yaml"
     config.write_text(render_envoy_config(
-        http_port=18080, admin_port=19901, queryd_addr="127.0.0.1:50051",
+        http_port=18080, admin_port=19901, queryd_addr=queryd_addr,
         billingd_addr="queryd.internal:50052", descriptor_path=REPO_ROOT / "build" / "api.pb",
         access_log_path=str(tmp_path / "access.log"), datasetd_addr="datasetd.internal:9105"))
     proc = subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(config)],

@@ -25,7 +25,7 @@ from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
 from ktape.runtime.ports import free_port
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig, SimServer
-from queryd.live import LiveTail
+from queryd.live import LiveShards
 from queryd.server import build_server
 
 
@@ -51,10 +51,32 @@ def _stored_keys(conn, ticker: str, began: dt.datetime, op: str) -> set[tuple]:
             for ts, sid, seq, side, price in rows}
 
 
+async def _quiesce_and_close(sim, streams: list, readers: list) -> None:
+    """Stop the simulator's changes, let the last ones through, end the streams."""
+    sim.config.rate = 0
+    await asyncio.sleep(1.5)
+    for stream in streams:
+        stream.cancel()
+    for reader in readers:
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
 async def _collect(stream, into: list, received_at: list) -> None:
     async for message in stream:
         into.append(message)
         received_at.append(time.time())
+
+
+async def stop_queryd(channel, running, pool, live_task: asyncio.Task) -> None:
+    """Close the client channel, then the in-process queryd, its pool and its fan-out
+    followers."""
+    await channel.close()
+    await running.stop(0)
+    await pool.close()
+    live_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await live_task
 
 
 @contextlib.asynccontextmanager
@@ -72,9 +94,10 @@ async def recording(questdb, tmp_path, rate: int = 400):
         server = await start_http(recorder, "127.0.0.1", http_port)
         stop = asyncio.Event()
         task = asyncio.create_task(recorder.run(stop))
-        tail = LiveTail(f"http://127.0.0.1:{http_port}/live")
-        running, pool, _service = await build_server(settings, addr="127.0.0.1:0", live=tail)
-        tail_task = asyncio.create_task(tail.run())
+        live = LiveShards([f"http://127.0.0.1:{http_port}/live"])
+        tail = live.tails[0]
+        running, pool, _service = await build_server(settings, addr="127.0.0.1:0", live=live)
+        tail_task = asyncio.create_task(live.run())
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         try:
             await asyncio.wait_for(tail.connected.wait(), 10)
@@ -82,12 +105,7 @@ async def recording(questdb, tmp_path, rate: int = 400):
         finally:
             stop.set()
             await asyncio.wait_for(task, 20)
-            await channel.close()
-            await running.stop(0)
-            await pool.close()
-            tail_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await tail_task
+            await stop_queryd(channel, running, pool, tail_task)
             await server.cleanup()
 
 
@@ -112,13 +130,7 @@ async def test_stream_replays_then_joins_live_without_loss_or_repeat(questdb, tm
                    asyncio.create_task(_collect(streams[2], batched, []))]
         await asyncio.sleep(4)
         assert tail.subscriptions == 3  # all joined the fan-out
-        sim.config.rate = 0
-        await asyncio.sleep(1.5)
-        for stream in streams:
-            stream.cancel()
-        for reader in readers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        await _quiesce_and_close(sim, streams, readers)
     with questdb.connect() as conn:
         wait_for_wal(conn)
         stored_keys = _stored_keys(conn, ticker, began, ">=")
@@ -160,11 +172,7 @@ async def test_stream_rejoins_after_the_fanout_drops(questdb, tmp_path):
         tail._reset_all("test: simulated fan-out loss")  # as if the connection dropped
         assert tail.resets == resets + 1
         await asyncio.sleep(3)
-        sim.config.rate = 0
-        await asyncio.sleep(1.5)
-        stream.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        await _quiesce_and_close(sim, [stream], [reader])
     with questdb.connect() as conn:
         wait_for_wal(conn)
         stored_keys = _stored_keys(conn, ticker, began, ">")

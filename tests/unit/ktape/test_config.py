@@ -49,6 +49,11 @@ def test_defaults_match_contract():
         ("KTAPE_DATASETS_URL", "gs://bucket/x"),
         ("KTAPE_S3_ENDPOINT_URL", "127.0.0.1:9000"),
         ("KTAPE_DATASETS_SIGNING_KEY", "short"),
+        ("KTAPE_QUERYD_REPLICAS", "0"),
+        ("KTAPE_QUERYD_REPLICAS", "9"),
+        ("KTAPE_INGEST_SHARDS", "two"),
+        ("KTAPE_QUERYD_REPLICA", "1"),  # of the default one replica
+        ("KTAPE_INGEST_SHARD", "-1"),
     ],
 )
 def test_bad_value_names_the_variable(variable, value):
@@ -56,6 +61,16 @@ def test_bad_value_names_the_variable(variable, value):
         load_settings({variable: value})
     assert info.value.variable == variable
     assert variable in str(info.value)
+
+
+def test_scale_defaults_to_one_of_each_and_an_index_below_the_count():
+    s = load_settings({})
+    assert (s.queryd_replicas, s.queryd_replica, s.ingest_shards, s.ingest_shard) == (1, 0, 1, 0)
+    s = load_settings({"KTAPE_QUERYD_REPLICAS": "3", "KTAPE_QUERYD_REPLICA": "2",
+                       "KTAPE_INGEST_SHARDS": "2", "KTAPE_INGEST_SHARD": "1"})
+    assert (s.queryd_replicas, s.queryd_replica, s.ingest_shards, s.ingest_shard) == (3, 2, 2, 1)
+    with pytest.raises(ConfigError, match="KTAPE_INGEST_SHARDS=2"):
+        load_settings({"KTAPE_INGEST_SHARDS": "2", "KTAPE_INGEST_SHARD": "2"})
 
 
 def test_kalshi_key_needs_both_parts(tmp_path):

@@ -11,7 +11,7 @@ from ktape.billing.v1 import billing_pb2, metering_pb2
 from ktape.errors import Unavailable
 from ktape.marketdata.v1 import marketdata_pb2 as md
 from queryd.metering.interceptor import answer_in_gap, bearer_key
-from queryd.metering.ratelimit import RateLimiter
+from queryd.metering.ratelimit import RateLimiter, replica_share
 from queryd.metering.verifier import KeyVerifier, RelayedError
 
 
@@ -33,6 +33,15 @@ def test_bucket_allows_the_limit_then_says_how_long_to_wait():
     clock.now += 0.5
     assert limiter.take("k", 60) == 0.0
     assert limiter.take("other", 60) == 0.0  # buckets are per key
+
+
+def test_replicas_share_a_keys_limit_instead_of_multiplying_it():
+    assert replica_share(1200, 1) == 1200
+    assert replica_share(1200, 2) == 600
+    assert replica_share(120, 7) == 18  # rounded up: together at least the limit
+    assert replica_share(1, 3) == 1
+    for replicas in range(1, 9):
+        assert 120 <= replica_share(120, replicas) * replicas < 120 + replicas
 
 
 def test_full_buckets_are_evicted_when_the_table_is_full():

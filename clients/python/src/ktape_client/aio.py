@@ -400,7 +400,7 @@ class AsyncClient:
                     raise error
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc)
-                if not _retriable(exc, error):
+                if not (_retriable(exc, error) or _stream_cut(exc)):
                     raise error from None
             if attempt >= self.retries:
                 raise error
@@ -499,6 +499,15 @@ def _change(d: Any) -> Change:
                            price=dec(d.price), delta=dec(d.delta), quantity=dec(d.quantity),
                            gap=gap, cause=_CAUSE(d))
     return change
+
+
+def _stream_cut(exc: grpc.aio.AioRpcError) -> bool:
+    """A stream cut under way by a proxy: when the server behind Envoy dies mid-stream
+    (a replica killed), Envoy can only reset the client's HTTP/2 stream (RST_STREAM),
+    which gRPC reports as INTERNAL. For a stream that is a cut connection — resumed from
+    the last change, nothing lost or repeated — not a server error (those carry their
+    own message, never the transport's RST_STREAM)."""
+    return exc.code() == grpc.StatusCode.INTERNAL and "RST_STREAM" in (exc.details() or "")
 
 
 def _retriable(exc: grpc.aio.AioRpcError, error: KtapeError) -> bool:
