@@ -23,6 +23,8 @@ from queryd.causes import Change, Print, label
 from queryd.convert import SIDES, TAKER_SIDES, timestamp, timestamp_us
 from queryd.timeutil import as_utc, from_us, to_us
 
+BOUNDED_PAGE_MIN = 100  # pages at least this big first find a bound (sql.CHANGES_BOUND)
+
 # Sort keys: (ts_us, sid, seq, side, price_e4) for deltas; gap markers use sid = seq = -1.
 DeltaKey = tuple[int, int, int, str, int]
 TradeKey = tuple[int, int, str]
@@ -45,11 +47,24 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
         tuple(after) if after is not None else (to_us(start) - 1, 2**62, 2**62, "~", 2**62)
     )  # type: ignore[assignment]
     a_ts, a_sid, a_seq, a_side, a_price = after_key
-    rows = await (await conn.execute(sql.CHANGES_PAGE, {
-        "ticker": ticker, "start": start, "end": end, "after_ts": from_us(a_ts),
-        "after_sid": a_sid, "after_seq": a_seq, "after_side": a_side,
-        "after_price": a_price, "limit": limit + 1,
-    })).fetchall()
+    params = {"ticker": ticker, "start": start, "end": end, "after_ts": from_us(a_ts),
+              "after_sid": a_sid, "after_seq": a_seq, "after_side": a_side,
+              "after_price": a_price, "limit": limit + 1}
+    rows = None
+    if limit >= BOUNDED_PAGE_MIN:
+        # Sort only up to the row 2 pages in (the rows at the position's instant already
+        # served are among them); if that leaves too few, the unbounded query answers.
+        skip = 2 * limit
+        bound = await (await conn.execute(sql.CHANGES_BOUND, {
+            "ticker": ticker, "after_ts": params["after_ts"], "end": end, "skip": skip,
+            "skip_end": skip + 1})).fetchone()
+        if bound is not None:
+            rows = await (await conn.execute(sql.CHANGES_PAGE, {
+                **params, "end": bound[0] + dt.timedelta(microseconds=1)})).fetchall()
+            if len(rows) <= limit:
+                rows = None
+    if rows is None:
+        rows = await (await conn.execute(sql.CHANGES_PAGE, params)).fetchall()
     entries: list[tuple[DeltaKey, pb.OrderbookDelta]] = [
         ((ts_us, sid, seq, side, price),
          change_entry(ts_us, sid, seq, side, price, qty, delta, kind, recv_us, source_us))

@@ -121,6 +121,16 @@ FROM trades
 WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
 """
 
+# The book time of the row `skip` rows into [after_ts, end) (designated-timestamp order,
+# a forward scan that stops there): a bound that lets CHANGES_PAGE sort only the rows up to
+# it instead of everything after the page (whose cost grows with the rest of the range).
+CHANGES_BOUND = """
+SELECT ts FROM book_changes
+WHERE ticker = %(ticker)s AND ts >= %(after_ts)s AND ts < %(end)s
+ORDER BY ts
+LIMIT %(skip)s, %(skip_end)s
+"""
+
 # Gaps overlapping [start, end) (by their span), for inline gap markers.
 GAPS_OVERLAPPING = """
 SELECT ts, reason, coalesce(start_ts, ts) AS gap_start, end_ts, expected_seq, got_seq, sid
