@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import grpc
 from psycopg import AsyncConnection
@@ -157,12 +158,19 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
                 with_tickers(CHECKPOINTS_AT_UNBOUNDED, missing), params)).fetchall()}
         changes: dict[str, list[tuple]] = {t: [] for t in checkpoints}
         if checkpoints:
+            # Bind parameters, not literals: the text is then the same for every request
+            # with as many markets, so QuestDB compiles it once (a literal checkpoint time
+            # made each request's text new, and compiling it cost as much as running it).
             since = psql.SQL(" OR ").join(
-                psql.SQL("(ticker = {} AND ts >= {})").format(psql.Literal(t), psql.Literal(row[0]))
-                for t, row in checkpoints.items())
+                psql.SQL("(ticker = {} AND ts >= {})").format(
+                    psql.Placeholder(f"t{i}"), psql.Placeholder(f"s{i}"))
+                for i in range(len(checkpoints)))
             query = psql.SQL(CHANGES_SINCE).format(since=since)
-            earliest = min(as_utc(row[0]) for row in checkpoints.values())
-            for row in await (await conn.execute(query, {"from": earliest, "at": at})).fetchall():
+            bounds: dict[str, Any] = {"from": min(as_utc(row[0]) for row in checkpoints.values()),
+                                      "at": at}
+            for i, (ticker, row) in enumerate(checkpoints.items()):
+                bounds[f"t{i}"], bounds[f"s{i}"] = ticker, row[0]
+            for row in await (await conn.execute(query, bounds)).fetchall():
                 changes[str(row[0])].append(row[1:])
         gaps: dict[str, tuple] = {}
         for row in await (await conn.execute(with_tickers(GAPS_AT, tickers), {"at": at})).fetchall():
@@ -332,13 +340,18 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             yes = [_level(state[1 + 2 * i], state[2 + 2 * i]) for i in range(depth)]
             no = [_level(state[1 + 2 * (depth + i)], state[2 + 2 * (depth + i)])
                   for i in range(depth)]
-            yes_levels = [lv for lv in yes if lv is not None]
-            no_levels = [lv for lv in no if lv is not None]
+            # One message per run, copied per boundary in C and given its time in place:
+            # building each from the levels, a Timestamp through a datetime and appending
+            # it (another copy) was most of a page's cost.
+            template = pb.OrderbookSnapshot(yes=[lv for lv in yes if lv is not None],
+                                            no=[lv for lv in no if lv is not None],
+                                            seq=state[0])
             for boundary in range(first, last + 1, step):
-                snapshot = pb.OrderbookSnapshot(yes=yes_levels, no=no_levels, seq=state[0],
-                                                continuity=spans.status(boundary))
-                snapshot.ts.CopyFrom(timestamp(from_us(boundary)))
-                out.snapshots.append(snapshot)
+                snapshot = out.snapshots.add()
+                snapshot.CopyFrom(template)
+                snapshot.continuity = spans.status(boundary)  # type: ignore[assignment]
+                snapshot.ts.seconds, micros = divmod(boundary, 1_000_000)
+                snapshot.ts.nanos = micros * 1000
         if page_end < to_us(w.end):
             out.next_page_token = w.token(self.tokens, [page_end])
         return out
