@@ -68,7 +68,7 @@ WHERE ticker IN ({tickers}) AND coalesce(start_ts, ts) <= %(end)s
   AND (end_ts IS NULL OR end_ts > %(start)s)"""
 # The changes of a batch of samples, each from its checkpoint to its window's end, in
 # application order (one scan of the batch's time span instead of one query a sample).
-BATCH_CHANGES = """SELECT ticker, ts, side, price_e4, qty_after_e2, delta_e2, kind, seq, sid
+BATCH_CHANGES = """SELECT ticker, cast(ts AS LONG), side, price_e4, qty_after_e2, delta_e2, kind, seq, sid
 FROM book_changes WHERE ts >= %(from)s AND ts <= %(to)s AND ({ranges})
 ORDER BY ts, sid, seq"""
 SERIES_OF = """SELECT ticker, series_ticker FROM markets WHERE ticker IN ({tickers})
@@ -287,7 +287,7 @@ class AuditChecker:
                 rows = await (await conn.execute(sql.CHANGES_BETWEEN, {
                     "ticker": item.sample.ticker, "start": as_utc(item.checkpoint[0]),
                     "end": from_us(item.sample.response_us)})).fetchall()
-            return [_verdict(item.sample, item.checkpoint, [(to_us(r[0]), *r) for r in rows],
+            return [_verdict(item.sample, item.checkpoint, [(r[0], *r) for r in rows],
                              gaps.get(item.sample.ticker, []))]
         ranges = psql.SQL(" OR ").join(
             psql.SQL("(ticker = {} AND ts >= {} AND ts <= {})").format(
@@ -299,7 +299,7 @@ class AuditChecker:
         async with self.pool.connection() as conn:
             for row in await (await conn.execute(psql.SQL(BATCH_CHANGES).format(ranges=ranges),
                                                  {"from": lo, "to": hi})).fetchall():
-                by_ticker.setdefault(str(row[0]), []).append((to_us(row[1]), *row[1:]))
+                by_ticker.setdefault(str(row[0]), []).append((row[1], *row[1:]))
         return [_verdict(p.sample, p.checkpoint, by_ticker.get(p.sample.ticker, []),
                          gaps.get(p.sample.ticker, [])) for p in items]
 

@@ -102,16 +102,16 @@ async def _book_closes(conn: AsyncConnection, ticker: str, start: dt.datetime,
     rows = await (await conn.execute(sql.CHANGES_BETWEEN, {
         "ticker": ticker, "start": start, "end": end})).fetchall()
     out: list[tuple[int | None, int | None]] = []
-    i = 0
+    i, start_us = 0, to_us(start)
     snapshot_key: tuple[int, int, int] | None = None
     for bucket_end in bucket_ends_us:
-        while i < len(rows) and to_us(rows[i][0]) < bucket_end:
-            ts, side, price, qty, _delta, kind, seq, sid = rows[i]
-            if to_us(ts) == to_us(start):
+        while i < len(rows) and rows[i][0] < bucket_end:
+            ts_us, side, price, qty, _delta, kind, seq, sid = rows[i]
+            if ts_us == start_us:
                 i += 1  # already part of the book at `start`
                 continue
             if kind == "snapshot":
-                key = (to_us(ts), int(sid), int(seq))
+                key = (ts_us, int(sid), int(seq))
                 if key != snapshot_key:
                     book.clear()
                     snapshot_key = key

@@ -83,10 +83,9 @@ def assemble(ticker: str, at: dt.datetime, checkpoint_row: tuple, change_rows: l
         to_us(ts), int(sid), int(seq), str(reason), yes_levels, no_levels,
         to_us(continuous_since) if continuous_since is not None else None,
     )
-    changes = [
-        Change(to_us(c_ts), side, int(price), int(qty), None if delta is None else int(delta),
-               str(kind), int(c_seq), int(c_sid))
-        for c_ts, side, price, qty, delta, kind, c_seq, c_sid in change_rows
+    changes = [  # rows as sql.CHANGES_BETWEEN gives them: time as µs, integers as int
+        Change(c_us, side, price, qty, delta, kind, c_seq, c_sid)
+        for c_us, side, price, qty, delta, kind, c_seq, c_sid in change_rows
     ]
     rebuilt = apply_changes(checkpoint, changes)
     since_us = checkpoint.continuous_since_us

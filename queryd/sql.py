@@ -25,10 +25,11 @@ WHERE ticker = %(ticker)s AND ts <= %(at)s
 LATEST ON ts PARTITION BY ticker
 """
 
-# Changes in [from, to] for one ticker in application order. book_changes carries the
+# Changes in [from, to] for one ticker in application order, times as µs (LONG: no
+# datetime per row; a book at T replays hundreds). book_changes carries the
 # resulting level size, so order within one (ts, sid) is by seq.
 CHANGES_BETWEEN = """
-SELECT ts, side, price_e4, qty_after_e2, delta_e2, kind, seq, sid
+SELECT cast(ts AS LONG), side, price_e4, qty_after_e2, delta_e2, kind, seq, sid
 FROM book_changes
 WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts <= %(end)s
 ORDER BY ts, sid, seq
