@@ -164,10 +164,16 @@ async def test_a_killed_replica_loses_no_retried_call_and_ends_its_streams(tmp_p
         assert not failed, failed[:5]
         assert len(statuses) - before > 50  # calls kept being served after the kill
         async with httpx.AsyncClient(timeout=10) as client:
-            stats = (await client.get(f"http://127.0.0.1:{env['KTAPE_ENVOY_ADMIN_PORT']}/stats"
-                                      "?filter=^cluster\\.queryd\\.upstream_rq_retry$")).text
-        retried = int(stats.split(":")[1])
-        assert retried > 0, stats  # calls did reach the dead replica, and were retried
+            stats = (await client.get(
+                f"http://127.0.0.1:{env['KTAPE_ENVOY_ADMIN_PORT']}/stats?filter=^cluster\\."
+                "queryd\\.(upstream_rq_retry|upstream_cx_connect_fail|health_check\\.failure|"
+                "outlier_detection\\.ejections_enforced_total)$")).text
+        noticed = {line.split(":")[0]: int(line.split(":")[1]) for line in stats.splitlines()
+                   if ":" in line}
+        # Envoy saw the dead replica: calls sent to it were retried, or its health check
+        # failed or it was ejected before one was (which of these comes first is timing:
+        # a CI run saw no retry at all, the health check having been faster).
+        assert any(noticed.values()), stats
         ended = [o for o in outcomes if "code" in o or "end" in o]
         alive = [o for o in outcomes if o not in ended]
         assert ended, outcomes  # least-request spread the streams over both replicas
