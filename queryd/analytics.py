@@ -32,7 +32,7 @@ from ktape.paging import PageTokens, checked_page_size, position_of, query_diges
 from ktape.sql_lists import with_tickers
 from queryd import simulate, sql
 from queryd.audit import AuditChecker, report_message
-from queryd.convert import CONTINUITY, continuity_message, ladder, timestamp
+from queryd.convert import CONTINUITY, continuity_message, ladder, set_us, timestamp
 from queryd.orderbook import CHECKPOINT_LOOKBACK, Continuity, assemble, not_recorded, orderbook_at
 from queryd.service import _ticker, instant, page_window
 from queryd.timeutil import as_utc, from_us, request_date, to_us
@@ -350,8 +350,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
                 snapshot = out.snapshots.add()
                 snapshot.CopyFrom(template)
                 snapshot.continuity = spans.status(boundary)  # type: ignore[assignment]
-                snapshot.ts.seconds, micros = divmod(boundary, 1_000_000)
-                snapshot.ts.nanos = micros * 1000
+                set_us(snapshot.ts, boundary)
         if page_end < to_us(w.end):
             out.next_page_token = w.token(self.tokens, [page_end])
         return out

@@ -28,12 +28,12 @@ def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
-def timestamp_us(us: int) -> timestamp_pb2.Timestamp:
-    """A Timestamp from microseconds since the epoch: integer arithmetic only, ~8 times cheaper
-    than `timestamp(datetime)` (which goes through a time tuple), so rows fetched as LONG
-    are built without a datetime."""
-    seconds, micros = divmod(us, 1_000_000)
-    return timestamp_pb2.Timestamp(seconds=seconds, nanos=micros * 1000)
+def set_us(stamp: timestamp_pb2.Timestamp, us: int) -> None:
+    """Fill a message's Timestamp field in place from microseconds since the epoch: integer
+    arithmetic only (~8 times cheaper than `timestamp(datetime)`, which goes through a
+    time tuple), and no Timestamp built to be copied in (another 3 times)."""
+    stamp.seconds, micros = divmod(us, 1_000_000)
+    stamp.nanos = micros * 1000
 
 
 def from_timestamp(ts: timestamp_pb2.Timestamp) -> dt.datetime:

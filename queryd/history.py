@@ -20,7 +20,7 @@ from ktape.book.ladder import format_price, format_quantity
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
 from queryd.causes import Change, Print, label
-from queryd.convert import SIDES, TAKER_SIDES, timestamp, timestamp_us
+from queryd.convert import SIDES, TAKER_SIDES, set_us, timestamp
 from queryd.timeutil import as_utc, from_us, to_us
 
 BOUNDED_PAGE_MIN = 100  # pages at least this big first find a bound (sql.CHANGES_BOUND)
@@ -146,17 +146,11 @@ def change_entry(ts_us: int, sid: int, seq: int, side: str, price: int, qty: int
         seq=seq, sid=sid, side=SIDES.get(side, 0), price=format_price(price),
         delta=format_quantity(delta if delta is not None else qty),
         quantity=format_quantity(qty))
-    stamp = entry.ts
-    stamp.seconds, micros = divmod(ts_us, 1_000_000)
-    stamp.nanos = micros * 1000
+    set_us(entry.ts, ts_us)
     if recv_us is not None:
-        stamp = entry.receive_time
-        stamp.seconds, micros = divmod(recv_us, 1_000_000)
-        stamp.nanos = micros * 1000
+        set_us(entry.receive_time, recv_us)
     if source_us is not None:
-        stamp = entry.source_time
-        stamp.seconds, micros = divmod(source_us, 1_000_000)
-        stamp.nanos = micros * 1000
+        set_us(entry.source_time, source_us)
     return entry
 
 
@@ -167,7 +161,8 @@ def gap_marker(row: tuple[Any, ...], marker_us: int) -> pb.OrderbookDelta:
     gap.start_time.CopyFrom(timestamp(g_start))
     if g_end is not None:
         gap.end_time.CopyFrom(timestamp(g_end))
-    entry = pb.OrderbookDelta(kind=pb.DELTA_KIND_GAP, ts=timestamp_us(marker_us), gap=gap)
+    entry = pb.OrderbookDelta(kind=pb.DELTA_KIND_GAP, gap=gap)
+    set_us(entry.ts, marker_us)
     entry.receive_time.CopyFrom(timestamp(g_ts))
     return entry
 
