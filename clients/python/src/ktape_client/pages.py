@@ -96,9 +96,6 @@ def dec(text: str) -> Decimal | None:
     return found  # type: ignore[return-value]
 
 
-
-
-
 def decimals(values: list[str]) -> list[Decimal | None]:
     """Decimal objects for decimal strings ("" = None), each distinct string parsed once."""
     cache: dict[str, Decimal | None] = {"": None}
