@@ -15,3 +15,17 @@ from psycopg import sql
 def with_tickers(query: str, tickers: Iterable[str]) -> sql.Composed:
     """`query` with its `{tickers}` placeholder filled by the quoted tickers."""
     return sql.SQL(query).format(tickers=sql.SQL(", ").join(sql.Literal(t) for t in tickers))
+
+
+def any_of(condition: str, rows: list[tuple]) -> tuple[sql.Composed, dict[str, object]]:
+    """`condition` (with `{}` per value) OR-ed once per row, every value a bind parameter,
+    and the parameters. Why not literals: the text is then the same for every call with
+    as many rows, so QuestDB compiles it once; a literal time made each call's text new,
+    and compiling cost as much as running."""
+    params: dict[str, object] = {}
+    parts = []
+    for i, row in enumerate(rows):
+        names = [f"any{i}_{j}" for j in range(len(row))]
+        params.update(zip(names, row, strict=True))
+        parts.append(sql.SQL(condition).format(*(sql.Placeholder(n) for n in names)))
+    return sql.SQL(" OR ").join(parts), params

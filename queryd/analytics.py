@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 import grpc
 from psycopg import AsyncConnection
@@ -29,7 +28,7 @@ from ktape.marketdata.v1 import analytics_pb2 as pb
 from ktape.marketdata.v1 import analytics_pb2_grpc as pb_grpc
 from ktape.marketdata.v1 import marketdata_pb2 as md
 from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
-from ktape.sql_lists import with_tickers
+from ktape.sql_lists import any_of, with_tickers
 from queryd import simulate, sql
 from queryd.audit import AuditChecker, report_message
 from queryd.convert import CONTINUITY, continuity_message, ladder, set_us, timestamp
@@ -158,18 +157,10 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
                 with_tickers(CHECKPOINTS_AT_UNBOUNDED, missing), params)).fetchall()}
         changes: dict[str, list[tuple]] = {t: [] for t in checkpoints}
         if checkpoints:
-            # Bind parameters, not literals: the text is then the same for every request
-            # with as many markets, so QuestDB compiles it once (a literal checkpoint time
-            # made each request's text new, and compiling it cost as much as running it).
-            since = psql.SQL(" OR ").join(
-                psql.SQL("(ticker = {} AND ts >= {})").format(
-                    psql.Placeholder(f"t{i}"), psql.Placeholder(f"s{i}"))
-                for i in range(len(checkpoints)))
+            since, bounds = any_of("(ticker = {} AND ts >= {})",
+                                   [(ticker, row[0]) for ticker, row in checkpoints.items()])
             query = psql.SQL(CHANGES_SINCE).format(since=since)
-            bounds: dict[str, Any] = {"from": min(as_utc(row[0]) for row in checkpoints.values()),
-                                      "at": at}
-            for i, (ticker, row) in enumerate(checkpoints.items()):
-                bounds[f"t{i}"], bounds[f"s{i}"] = ticker, row[0]
+            bounds |= {"from": min(as_utc(row[0]) for row in checkpoints.values()), "at": at}
             for row in await (await conn.execute(query, bounds)).fetchall():
                 changes[str(row[0])].append(row[1:])
         gaps: dict[str, tuple] = {}

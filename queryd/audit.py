@@ -40,7 +40,7 @@ from ktape.book.ladder import Book, parse_ladder
 from ktape.clock import now_us
 from ktape.conditions import Incident
 from ktape.marketdata.v1 import analytics_pb2 as pb
-from ktape.sql_lists import with_tickers
+from ktape.sql_lists import any_of, with_tickers
 from queryd import sql
 from queryd.convert import continuity_message, duration_us, ladder, timestamp
 from queryd.orderbook import CHECKPOINT_LOOKBACK, Continuity, GapSpan, OrderbookAt, assemble
@@ -278,27 +278,17 @@ class AuditChecker:
         return [known.get(id(sample)) or done[id(sample)] for sample, _r in samples]
 
     async def _batch(self, items: list[_Pending], gaps: dict) -> list[Verdict]:
-        """The verdicts of samples whose changes one query reads. A lone sample takes the
-        parameterised query (its plan is reused; a batch's text is new each time, and
-        QuestDB compiles it anew)."""
-        if len(items) == 1:
-            (item,) = items
-            async with self.pool.connection() as conn:
-                rows = await (await conn.execute(sql.CHANGES_BETWEEN, {
-                    "ticker": item.sample.ticker, "start": as_utc(item.checkpoint[0]),
-                    "end": from_us(item.sample.response_us)})).fetchall()
-            return [_verdict(item.sample, item.checkpoint, [(r[0], *r) for r in rows],
-                             gaps.get(item.sample.ticker, []))]
-        ranges = psql.SQL(" OR ").join(
-            psql.SQL("(ticker = {} AND ts >= {} AND ts <= {})").format(
-                psql.Literal(p.sample.ticker), psql.Literal(_naive(p.checkpoint[0])),
-                psql.Literal(_naive(from_us(p.sample.response_us)))) for p in items)
-        lo = min(as_utc(p.checkpoint[0]) for p in items)
-        hi = max(from_us(p.sample.response_us) for p in items)
+        """The verdicts of samples whose changes one query reads (its ranges bound as
+        parameters: compiled once per batch size, ktape/sql_lists.py `any_of`)."""
+        ranges, params = any_of("(ticker = {} AND ts >= {} AND ts <= {})", [
+            (p.sample.ticker, as_utc(p.checkpoint[0]), from_us(p.sample.response_us))
+            for p in items])
+        params |= {"from": min(as_utc(p.checkpoint[0]) for p in items),
+                   "to": max(from_us(p.sample.response_us) for p in items)}
         by_ticker: dict[str, list[tuple]] = {}
         async with self.pool.connection() as conn:
             for row in await (await conn.execute(psql.SQL(BATCH_CHANGES).format(ranges=ranges),
-                                                 {"from": lo, "to": hi})).fetchall():
+                                                 params)).fetchall():
                 by_ticker.setdefault(str(row[0]), []).append((row[1], *row[1:]))
         return [_verdict(p.sample, p.checkpoint, by_ticker.get(p.sample.ticker, []),
                          gaps.get(p.sample.ticker, [])) for p in items]
@@ -312,11 +302,6 @@ async def _checkpoint_at(conn: AsyncConnection, sample: Sample) -> tuple | None:
     if row is None:
         row = await (await conn.execute(sql.CHECKPOINT_AT_UNBOUNDED, params)).fetchone()
     return row
-
-
-def _naive(value: dt.datetime) -> dt.datetime:
-    """A UTC datetime as QuestDB's literal wants it (a plain timestamp, no zone cast)."""
-    return as_utc(value).replace(tzinfo=None)
 
 
 def _batches(items: list[_Pending]) -> list[list[_Pending]]:
