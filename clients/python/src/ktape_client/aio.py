@@ -380,15 +380,12 @@ class AsyncClient:
                             yield book_from(message.snapshot)
                         continue
                     attempt = 0  # the stream is flowing again
-                    if kind == "deltas":  # a batch: what the server had ready at once
-                        for delta in message.deltas.deltas:
+                    if kind in ("delta", "deltas"):  # one change, or a batch of them
+                        for delta in (message.deltas.deltas if kind == "deltas"
+                                      else (message.delta,)):
                             change = _change(delta)
                             if resume.is_new(change):
                                 yield change
-                    elif kind == "delta":
-                        change = _change(message.delta)
-                        if resume.is_new(change):
-                            yield change
                     elif kind == "end":
                         ended = message.end  # over gRPC a non-OK end is followed by its status
                 if ended is not None and ended.code == "OK":
