@@ -46,25 +46,7 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
     after_key: DeltaKey = (
         tuple(after) if after is not None else (to_us(start) - 1, 2**62, 2**62, "~", 2**62)
     )  # type: ignore[assignment]
-    a_ts, a_sid, a_seq, a_side, a_price = after_key
-    params = {"ticker": ticker, "start": start, "end": end, "after_ts": from_us(a_ts),
-              "after_sid": a_sid, "after_seq": a_seq, "after_side": a_side,
-              "after_price": a_price, "limit": limit + 1}
-    rows = None
-    if limit >= BOUNDED_PAGE_MIN:
-        # Sort only up to the row 2 pages in (the rows at the position's instant already
-        # served are among them); if that leaves too few, the unbounded query answers.
-        skip = 2 * limit
-        bound = await (await conn.execute(sql.CHANGES_BOUND, {
-            "ticker": ticker, "after_ts": params["after_ts"], "end": end, "skip": skip,
-            "skip_end": skip + 1})).fetchone()
-        if bound is not None:
-            rows = await (await conn.execute(sql.CHANGES_PAGE, {
-                **params, "end": bound[0] + dt.timedelta(microseconds=1)})).fetchall()
-            if len(rows) <= limit:
-                rows = None
-    if rows is None:
-        rows = await (await conn.execute(sql.CHANGES_PAGE, params)).fetchall()
+    rows = await change_rows(conn, ticker, start, end, after_key, limit + 1)
     entries: list[tuple[DeltaKey, pb.OrderbookDelta]] = [
         ((ts_us, sid, seq, side, price),
          change_entry(ts_us, sid, seq, side, price, qty, delta, kind, recv_us, source_us))
@@ -90,6 +72,29 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
     page = entries[:limit]
     return Page([e for _, e in page], list(page[-1][0]) if more and page else None,
                 [k for k, _ in page])
+
+
+async def change_rows(conn: AsyncConnection, ticker: str, start: dt.datetime,
+                      end: dt.datetime, after: DeltaKey, limit: int) -> list[tuple[Any, ...]]:
+    """Up to `limit` `book_changes` rows (sql.CHANGES_PAGE's columns) of [start, end)
+    after the keyset position `after`, in ListOrderbookDeltas' order."""
+    a_ts, a_sid, a_seq, a_side, a_price = after
+    params = {"ticker": ticker, "start": start, "end": end, "after_ts": from_us(a_ts),
+              "after_sid": a_sid, "after_seq": a_seq, "after_side": a_side,
+              "after_price": a_price, "limit": limit}
+    if limit > BOUNDED_PAGE_MIN:
+        # Sort only up to the row 2 pages in (the rows at the position's instant already
+        # served are among them); if that leaves too few, the unbounded query answers.
+        skip = 2 * limit
+        bound = await (await conn.execute(sql.CHANGES_BOUND, {
+            "ticker": ticker, "after_ts": params["after_ts"], "end": end, "skip": skip,
+            "skip_end": skip + 1})).fetchone()
+        if bound is not None:
+            rows = await (await conn.execute(sql.CHANGES_PAGE, {
+                **params, "end": bound[0] + dt.timedelta(microseconds=1)})).fetchall()
+            if len(rows) >= limit:
+                return rows
+    return await (await conn.execute(sql.CHANGES_PAGE, params)).fetchall()
 
 
 def _change(ts_us: int, side: str, price: int, delta: int | None, kind: str,

@@ -84,6 +84,9 @@ class LiveItem:
     key: Key
     dedup: Key
     message: pb.StreamOrderbookResponse
+    # A change's `book_changes` row as history reads it (sql.CHANGES_PAGE's columns), for
+    # streams that send columns; None for a gap marker.
+    row: tuple[Any, ...] | None = None
 
 
 @dataclass(eq=False)  # identity: subscriptions live in sets
@@ -105,15 +108,14 @@ def live_item(record: dict[str, Any]) -> tuple[str, LiveItem] | None:
     if table == "book_changes":
         recv, source = record.get("recv_ts"), record.get("source_ts")
         delta = record.get("delta_e2")
-        entry = change_entry(int(record["ts"]), int(record["sid"]), int(record["seq"]),
-                             str(record["side"]), int(record["price_e4"]),
-                             int(record["qty_after_e2"]),
-                             int(delta) if delta is not None else None, str(record["kind"]),
-                             int(recv) if recv is not None else None,
-                             int(source) if source is not None else None)
-        key = (int(record["ts"]), int(record["sid"]), int(record["seq"]), str(record["side"]),
-               int(record["price_e4"]))
-        return ticker, LiveItem(key, key, pb.StreamOrderbookResponse(delta=entry))
+        row = (int(record["ts"]), int(record["sid"]), int(record["seq"]), str(record["side"]),
+               int(record["price_e4"]), int(record["qty_after_e2"]),
+               int(delta) if delta is not None else None, str(record["kind"]),
+               int(recv) if recv is not None else None,
+               int(source) if source is not None else None)
+        key = row[:5]
+        return ticker, LiveItem(key, key, pb.StreamOrderbookResponse(delta=change_entry(*row)),
+                                row)
     if table == "gaps":
         detected = int(record["ts"])
         start = record.get("start_ts")

@@ -357,6 +357,8 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
                 raise InvalidArgument.field("depth", "must not be negative")
             if not 0 <= request.batch_size <= MAX_STREAM_BATCH:
                 raise InvalidArgument.field("batch_size", f"must be 0 to {MAX_STREAM_BATCH}")
+            if request.batch_layout not in pb.BatchLayout.values():
+                raise InvalidArgument.field("batch_layout", "is not a known layout")
             start = from_timestamp(request.start_time) if request.HasField("start_time") else None
             if start is not None and start > now_utc() + FUTURE_SLACK:
                 raise InvalidArgument.field("start_time", "is in the future")
@@ -374,7 +376,7 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
             async for message in stream_orderbook(self.pool, ticker, start, request.depth,
                                                   self.stopping,
                                                   self.live.tail(ticker) if self.live else None,
-                                                  request.batch_size):
+                                                  request.batch_size, request.batch_layout):
                 yield message
                 if message.HasField("end"):
                     return

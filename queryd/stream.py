@@ -27,15 +27,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
-from queryd.convert import orderbook_response, timestamp
-from queryd.history import deltas_page, gap_marker
+from queryd.convert import SIDES, orderbook_response, timestamp
+from queryd.history import change_entry, change_rows, gap_marker
 from queryd.live import LiveItem, LiveTail, Subscription, gap_dedup
 from queryd.orderbook import orderbook_at
 from queryd.timeutil import from_us, now_utc, to_us
 
 POLL_SECS = 0.2
 HEARTBEAT_SECS = 5.0
-PAGE = 5000  # history rows per query: a replay's cost is mostly per row, not per query
+# History rows per query: QuestDB's cost per row of a page falls with its size (a 5,000-row
+# page ~7 µs a row, 20,000 ~3.7 µs: bench/query/stream_pages.py); bigger buys little more
+# and holds more rows per stream in memory.
+PAGE = 20_000
 MAX_STREAM_BATCH = 5000  # changes per message at most (StreamOrderbookRequest.batch_size)
 LIVE_SAFETY = dt.timedelta(seconds=2)
 MAX_BEHIND = dt.timedelta(minutes=10)
@@ -78,15 +81,20 @@ class _Cursor:
             self.sent_recent.add(dedup)
 
 
+# A stream entry: a `book_changes` row (sql.CHANGES_PAGE's columns, as history and the
+# fan-out both have it) or a message already built (a gap marker, a shared live delta).
+Entry = tuple[Any, ...] | pb.OrderbookDelta
+
+
 async def _history_pass(pool: AsyncConnectionPool, ticker: str, cur: _Cursor
-                        ) -> tuple[list[pb.OrderbookDelta], bool]:
+                        ) -> tuple[list[Entry], bool]:
     """One page of history after the cursor: (entries, caught_up)."""
-    out: list[pb.OrderbookDelta] = []
+    out: list[Entry] = []
     async with pool.connection() as conn:
         gap_rows = await (await conn.execute(sql.GAPS_DETECTED_AFTER, {
             "ticker": ticker, "after": cur.gaps_after})).fetchall()
-        page = await deltas_page(conn, ticker, cur.began, now_utc() + HORIZON, cur.position,
-                                 PAGE, include_gaps=False, with_causes=False)
+        rows = await change_rows(conn, ticker, cur.began, now_utc() + HORIZON,
+                                 tuple(cur.position), PAGE + 1)  # type: ignore[arg-type]
     for row in gap_rows:
         detected = row[0].replace(tzinfo=dt.UTC)
         out.append(gap_marker(row, to_us(row[2])))
@@ -94,38 +102,83 @@ async def _history_pass(pool: AsyncConnectionPool, ticker: str, cur: _Cursor
         cur.note_history(gap_dedup(to_us(detected), end_us), detected)
         cur.note_history(gap_dedup(to_us(detected), None), detected)  # its open version too
         cur.gaps_after = max(cur.gaps_after, detected)
-    out.extend(page.items)
-    if page.keys:
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    out.extend(rows)
+    if rows:
         # A change this recent may also come through the live queue: remember its key
-        # (the same key live rows carry) so it is not sent twice.
+        # (the same key live rows carry) so it is not sent twice. Rows are in time order,
+        # so only a page ending that recent has any.
         recent_us = to_us(now_utc() - RECENT)
-        cur.sent_recent.update(tuple(key) for key in page.keys if key[0] >= recent_us)
-        cur.last_change = from_us(page.keys[-1][0])
-    if page.last_key is not None:
-        cur.position = page.last_key
-        return out, False
-    if page.items:
-        cur.position = list(page.keys[-1])
-    return out, True
+        if rows[-1][0] >= recent_us:
+            cur.sent_recent.update(row[:5] for row in rows if row[0] >= recent_us)
+        cur.last_change = from_us(rows[-1][0])
+        cur.position = list(rows[-1][:5])
+    return out, not more
 
 
-def _messages(entries: list[pb.OrderbookDelta], batch: int
+def _message_entries(entries: list[Entry]) -> list[pb.OrderbookDelta]:
+    return [entry if isinstance(entry, pb.OrderbookDelta) else change_entry(*entry)
+            for entry in entries]
+
+
+_SNAPSHOT, _DELTA = pb.DELTA_KIND_SNAPSHOT, pb.DELTA_KIND_DELTA
+
+
+def columns(rows: list[tuple[Any, ...]]) -> pb.OrderbookDeltaColumns:
+    """`book_changes` rows as one OrderbookDeltaColumns: whole columns handed to the
+    repeated fields at once (no message per change, which was most of a replay's cost)."""
+    ts, sid, seq, side, price, qty, delta, kind, recv, source = zip(*rows, strict=True)
+    out = pb.OrderbookDeltaColumns(
+        kinds=[_SNAPSHOT if k == "snapshot" else _DELTA for k in kind],
+        ts_unix_micros=ts, seqs=seq, sids=sid, sides=[SIDES.get(s, 0) for s in side],
+        prices_e4=price, quantities_e2=qty,
+        deltas_e2=[q if d is None else d for d, q in zip(delta, qty, strict=True)],
+        receive_unix_micros=[r or 0 for r in recv],
+        source_unix_micros=[r or 0 for r in source])
+    return out
+
+
+def _column_messages(entries: list[Entry], batch: int
+                     ) -> Iterator[pb.StreamOrderbookResponse]:
+    """Runs of rows as `columns` batches; a built message (a gap marker) on its own."""
+    run: list[tuple[Any, ...]] = []
+    for entry in entries:
+        if isinstance(entry, pb.OrderbookDelta):
+            for i in range(0, len(run), batch):
+                yield pb.StreamOrderbookResponse(columns=columns(run[i:i + batch]))
+            run = []
+            yield pb.StreamOrderbookResponse(delta=entry)
+        else:
+            run.append(entry)
+    for i in range(0, len(run), batch):
+        yield pb.StreamOrderbookResponse(columns=columns(run[i:i + batch]))
+
+
+def _messages(entries: list[Entry], batch: int, layout: int
               ) -> Iterator[pb.StreamOrderbookResponse]:
-    """Entries ready at once as stream messages: one each, or `batch` to a message."""
+    """Entries ready at once as stream messages: one each, `batch` to a message, or
+    `batch` to a message as columns."""
+    if batch > 0 and layout == pb.BATCH_LAYOUT_COLUMNS:
+        yield from _column_messages(entries, batch)
+        return
+    built = _message_entries(entries)
     if batch <= 0:
-        for entry in entries:
+        for entry in built:
             yield pb.StreamOrderbookResponse(delta=entry)
         return
-    for i in range(0, len(entries), batch):
+    for i in range(0, len(built), batch):
         yield pb.StreamOrderbookResponse(
-            deltas=pb.OrderbookDeltaBatch(deltas=entries[i:i + batch]))
+            deltas=pb.OrderbookDeltaBatch(deltas=built[i:i + batch]))
 
 
 async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.datetime | None,
                            depth: int, stop: asyncio.Event | None = None,
-                           live: LiveTail | None = None, batch: int = 0
+                           live: LiveTail | None = None, batch: int = 0,
+                           layout: int = pb.BATCH_LAYOUT_UNSPECIFIED
                            ) -> AsyncIterator[pb.StreamOrderbookResponse]:
-    """The stream's messages; `batch` > 0 packs up to that many ready changes into one."""
+    """The stream's messages; `batch` > 0 packs up to that many ready changes into one
+    (as columns with BATCH_LAYOUT_COLUMNS)."""
     began = start or (now_utc() - LIVE_SAFETY)
     sub: Subscription | None = live.subscribe(ticker) if live is not None else None
     try:
@@ -136,6 +189,7 @@ async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.dat
         loop = asyncio.get_running_loop()
         last_sent = loop.time()
         joined = False  # True once history is complete up to the subscription
+        as_columns = batch > 0 and layout == pb.BATCH_LAYOUT_COLUMNS
         while stop is None or not stop.is_set():
             if sub is not None and (sub.reset.is_set() or sub.overflowed):
                 if sub.overflowed:
@@ -147,7 +201,7 @@ async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.dat
                 sub = live.subscribe(ticker)  # re-join through history
             if not joined:
                 entries, caught_up = await _history_pass(pool, ticker, cur)
-                for message in _messages(entries, batch):
+                for message in _messages(entries, batch, layout):
                     yield message
                 if entries:
                     last_sent = loop.time()
@@ -162,7 +216,7 @@ async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.dat
                         # visible since the pass above, then switch to the queue.
                         while True:
                             entries, caught_up = await _history_pass(pool, ticker, cur)
-                            for message in _messages(entries, batch):
+                            for message in _messages(entries, batch, layout):
                                 yield message
                             if caught_up:
                                 break
@@ -170,14 +224,15 @@ async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.dat
                         continue
             if joined and sub is not None:
                 burst = await _next_live(sub, HEARTBEAT_SECS)
-                fresh = []
+                fresh: list[Entry] = []
                 for item in burst:
                     if item.dedup in cur.sent_recent:
                         cur.sent_recent.discard(item.dedup)
                         continue
-                    fresh.append(item.message.delta)
+                    fresh.append(item.row if as_columns and item.row is not None
+                                 else item.message.delta)
                     cur.last_live = item
-                for message in _messages(fresh, batch):
+                for message in _messages(fresh, batch, layout):
                     yield message
                 if burst:
                     last_sent = loop.time()

@@ -134,7 +134,7 @@ async def client_frame(addr: str, ticker: str, start: dt.datetime, end: dt.datet
 
 
 async def raw_stream(addr: str, ticker: str, start: dt.datetime, count: int,
-                     batch_size: int = 1000) -> int:
+                     batch_size: int = 1000, layout: int = 0) -> int:
     import grpc
     from google.protobuf import timestamp_pb2
 
@@ -146,13 +146,16 @@ async def raw_stream(addr: str, ticker: str, start: dt.datetime, count: int,
     seen = 0
     async with grpc.aio.insecure_channel(addr) as channel:
         call = pb_grpc.MarketDataServiceStub(channel).StreamOrderbook(
-            pb.StreamOrderbookRequest(ticker=ticker, start_time=begin, batch_size=batch_size))
+            pb.StreamOrderbookRequest(ticker=ticker, start_time=begin, batch_size=batch_size,
+                                      batch_layout=layout))
         async for message in call:
             kind = message.WhichOneof("payload")
             if kind == "delta":
                 seen += 1
             elif kind == "deltas":
                 seen += len(message.deltas.deltas)
+            elif kind == "columns":
+                seen += len(message.columns.kinds)
             if seen >= count:
                 call.cancel()
                 break
@@ -162,6 +165,13 @@ async def raw_stream(addr: str, ticker: str, start: dt.datetime, count: int,
 async def raw_stream_unbatched(addr: str, ticker: str, start: dt.datetime, count: int) -> int:
     """The stream as before batching: one message per change (`batch_size` 0)."""
     return await raw_stream(addr, ticker, start, count, batch_size=0)
+
+
+async def raw_stream_columns(addr: str, ticker: str, start: dt.datetime, count: int) -> int:
+    """Batched as columns (BATCH_LAYOUT_COLUMNS), as the client asks."""
+    from ktape.marketdata.v1 import marketdata_pb2 as pb
+
+    return await raw_stream(addr, ticker, start, count, layout=pb.BATCH_LAYOUT_COLUMNS)
 
 
 async def client_stream(addr: str, ticker: str, start: dt.datetime, count: int) -> int:
@@ -272,20 +282,21 @@ async def run(env: dict, conninfo: str, args: argparse.Namespace, parts: list[st
     out: dict = {part: {"raw": [], "client": []} for part in ("stream", "deltas") if part in parts}
     if "stream" in parts:
         out["stream"]["raw_unbatched"] = []
+        out["stream"]["raw_columns"] = []
     try:
         await raw_pages(addr, ticker, start, start + dt.timedelta(hours=1))  # warm up
         await client_frame(addr, ticker, start, start + dt.timedelta(hours=1))
         for i in range(args.rounds if "stream" in parts else 0):  # first: history must be recent
             for name, fn in (("raw_unbatched", raw_stream_unbatched), ("raw", raw_stream),
-                             ("client", client_stream)):
+                             ("raw_columns", raw_stream_columns), ("client", client_stream)):
                 market = f"KXBENCH-STREAM-{i}-{name}"
                 begin = await asyncio.to_thread(write_recent, conninfo, market,
                                                 args.stream_changes)
                 out["stream"][name].append(await timed(
                     fn, stream_addr, market, begin, args.stream_changes,
                     server_pid=server.pid if server is not None else None))
-            print(out["stream"]["raw_unbatched"][-1], out["stream"]["raw"][-1],
-                  out["stream"]["client"][-1], flush=True)
+            for name in ("raw_unbatched", "raw", "raw_columns", "client"):
+                print(name, out["stream"][name][-1], flush=True)
         for _ in range(args.rounds if "deltas" in parts else 0):
             out["deltas"]["raw"].append(await timed(raw_pages, addr, ticker, start, end))
             out["deltas"]["client"].append(await timed(client_frame, addr, ticker, start, end))
@@ -342,10 +353,15 @@ def main() -> int:
                          "client_over_raw": round(client / raw - 1, 3),
                          "raw_rows_per_sec": round(found[part]["raw"][0]["rows"] / raw),
                          "client_rows_per_sec": round(found[part]["client"][0]["rows"] / client)}
-        if found[part].get("raw_unbatched"):
-            unbatched = statistics.median(r["secs"] for r in found[part]["raw_unbatched"])
-            summary[part]["raw_unbatched_rows_per_sec"] = round(
-                found[part]["raw_unbatched"][0]["rows"] / unbatched)
+        for variant in ("raw_unbatched", "raw_columns"):  # stream only
+            if found[part].get(variant):
+                secs = statistics.median(r["secs"] for r in found[part][variant])
+                summary[part][f"{variant}_rows_per_sec"] = round(
+                    found[part][variant][0]["rows"] / secs)
+        if found[part].get("raw_columns"):  # the client streams columns: its own baseline
+            summary[part]["client_over_raw_columns"] = round(
+                client / statistics.median(r["secs"] for r in found[part]["raw_columns"]) - 1,
+                3)
     save("client_overhead", summary)
     return 0
 

@@ -126,6 +126,9 @@ CASES = [
     Case("stream batch too big", "GET", f"/v1/markets/{TICKER}/orderbook:stream",
          {"batch_size": 5001}, status=400, reason="INVALID_ARGUMENT",
          check=lambda b: "batch_size" in json.dumps(b)),
+    Case("stream unknown layout", "GET", f"/v1/markets/{TICKER}/orderbook:stream",
+         {"batch_size": 10, "batch_layout": 9}, status=400, reason="",  # Envoy's own answer
+         check=lambda b: "batch_layout" in b["message"]),
     Case("no key", "GET", "/v1/series", auth=False, status=401, reason="API_KEY_MISSING"),
     Case("account", "GET", "/v1/account", check=lambda b: b["account"]["plan"] == "pro"),
     Case("usage", "GET", "/v1/account/usage", check=lambda b: isinstance(b.get("usage", []), list)),

@@ -119,17 +119,22 @@ async def test_stream_replays_then_joins_live_without_loss_or_repeat(questdb, tm
         live_only: list = []
         live_at: list = []
         batched: list = []
+        as_columns: list = []
         streams = [
             stub.StreamOrderbook(pb.StreamOrderbookRequest(ticker=ticker, start_time=_ts(began))),
             stub.StreamOrderbook(pb.StreamOrderbookRequest(ticker=ticker)),
             stub.StreamOrderbook(pb.StreamOrderbookRequest(ticker=ticker, start_time=_ts(began),
                                                            batch_size=50)),
+            stub.StreamOrderbook(pb.StreamOrderbookRequest(
+                ticker=ticker, start_time=_ts(began), batch_size=50,
+                batch_layout=pb.BATCH_LAYOUT_COLUMNS)),
         ]
         readers = [asyncio.create_task(_collect(streams[0], replay, replay_at)),
                    asyncio.create_task(_collect(streams[1], live_only, live_at)),
-                   asyncio.create_task(_collect(streams[2], batched, []))]
+                   asyncio.create_task(_collect(streams[2], batched, [])),
+                   asyncio.create_task(_collect(streams[3], as_columns, []))]
         await asyncio.sleep(4)
-        assert tail.subscriptions == 3  # all joined the fan-out
+        assert tail.subscriptions == 4  # all joined the fan-out
         await _quiesce_and_close(sim, streams, readers)
     with questdb.connect() as conn:
         wait_for_wal(conn)
@@ -147,6 +152,16 @@ async def test_stream_replays_then_joins_live_without_loss_or_repeat(questdb, tm
     assert max(map(len, batches)) == 50 and all(0 < len(b) <= 50 for b in batches)
     batched_keys = [_key(d) for b in batches for d in b if d.kind != pb.DELTA_KIND_GAP]
     assert set(batched_keys) == stored_keys and len(batched_keys) == len(set(batched_keys))
+    # As columns: the same changes in the same order as the message batches, history and
+    # live alike (gap markers, if any, on their own).
+    assert as_columns[0].HasField("snapshot")
+    assert not any(m.HasField("deltas") for m in as_columns)
+    column_keys = [
+        (c.ts_unix_micros[i], c.sids[i], c.seqs[i], c.sides[i],
+         f"{c.prices_e4[i] // 10000}.{c.prices_e4[i] % 10000:04d}")
+        for c in (m.columns for m in as_columns if m.HasField("columns"))
+        for i in range(len(c.kinds))]
+    assert column_keys == batched_keys
     # The live-only stream: every change after its snapshot, once, and fast.
     live_deltas = [(m.delta, at) for m, at in zip(live_only, live_at, strict=True)
                    if m.HasField("delta") and m.delta.kind != pb.DELTA_KIND_GAP]

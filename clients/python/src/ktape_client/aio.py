@@ -48,8 +48,10 @@ from ktape_client.pages import (
     TRADE_COLUMNS,
     USAGE_COLUMNS,
     AsyncPages,
+    at_micros,
     dec,
     enum_column,
+    fixed_decimals,
     when,
 )
 
@@ -370,7 +372,8 @@ class AsyncClient:
         attempt = 0
         while True:
             request = marketdata_pb2.StreamOrderbookRequest(
-                ticker=ticker, start_time=resume.start(), batch_size=STREAM_BATCH)
+                ticker=ticker, start_time=resume.start(), batch_size=STREAM_BATCH,
+                batch_layout=marketdata_pb2.BATCH_LAYOUT_COLUMNS)
             ended = None
             try:
                 async for message in self._md.StreamOrderbook(request, metadata=self._metadata()):
@@ -380,10 +383,10 @@ class AsyncClient:
                             yield book_from(message.snapshot)
                         continue
                     attempt = 0  # the stream is flowing again
-                    if kind in ("delta", "deltas"):  # one change, or a batch of them
-                        for delta in (message.deltas.deltas if kind == "deltas"
-                                      else (message.delta,)):
-                            change = _change(delta)
+                    if kind in ("columns", "delta", "deltas"):  # a batch, or one change
+                        for change in (_column_changes(message.columns) if kind == "columns"
+                                       else map(_change, message.deltas.deltas
+                                                if kind == "deltas" else (message.delta,))):
                             if resume.is_new(change):
                                 yield change
                     elif kind == "end":
@@ -496,6 +499,34 @@ def _change(d: Any) -> Change:
                            price=dec(d.price), delta=dec(d.delta), quantity=dec(d.quantity),
                            gap=gap, cause=_CAUSE(d))
     return change
+
+
+def _names(enum: Any, prefix: str) -> dict[int, str]:
+    return {v.number: v.name.removeprefix(prefix).lower() for v in enum.DESCRIPTOR.values}
+
+
+_KIND_NAMES = _names(marketdata_pb2.DeltaKind, "DELTA_KIND_")
+_SIDE_NAMES = _names(marketdata_pb2.Side, "SIDE_")
+
+
+def _column_changes(columns: Any) -> list[Change]:
+    """A stream's OrderbookDeltaColumns as Changes equal to those its messages give:
+    each column converted whole (times by arithmetic, prices and sizes through a cache of
+    exact Decimals), then one object per change."""
+    kinds, sides = _KIND_NAMES, _SIDE_NAMES
+    out: list[Change] = []
+    append = out.append
+    for ts, seq, sid, kind, side, price, delta, quantity in zip(
+            map(at_micros, columns.ts_unix_micros), columns.seqs, columns.sids,
+            columns.kinds, columns.sides, fixed_decimals(columns.prices_e4, -4),
+            fixed_decimals(columns.deltas_e2, -2), fixed_decimals(columns.quantities_e2, -2),
+            strict=True):
+        change = _new(Change)  # as in _change: no frozen __init__ per change
+        change.__dict__.update(ts=ts, seq=seq, sid=sid, kind=kinds[kind], side=sides[side],
+                               price=price, delta=delta, quantity=quantity, gap=None,
+                               cause="unspecified")
+        append(change)
+    return out
 
 
 def _stream_cut(exc: grpc.aio.AioRpcError) -> bool:

@@ -49,23 +49,29 @@ def enum_column(field: str, prefix: str) -> Callable[[Any], str]:
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-_second: tuple[int, dt.datetime] = (0, EPOCH)  # the last whole second `when` built
+_second: tuple[int, dt.datetime] = (0, EPOCH)  # the last whole second `at_micros` built
+
+
+def at_micros(us: int) -> dt.datetime:
+    """Microseconds since the epoch as an aware UTC datetime, by arithmetic, and from the
+    last whole second when it is the same one: a stream's changes come in time order,
+    many to a second, and `replace` is cheaper than a timedelta sum."""
+    global _second
+    seconds, micros = divmod(us, 1_000_000)
+    last, base = _second
+    if seconds != last:
+        base = EPOCH + dt.timedelta(seconds=seconds)
+        _second = (seconds, base)
+    return base.replace(microsecond=micros)
 
 
 def when(message: Any, field: str) -> dt.datetime | None:
-    """A Timestamp field as an aware UTC datetime (microseconds), None if unset. Built by
-    arithmetic (Timestamp.ToDatetime costs ten times as much, per change of a stream),
-    and from the last whole second when it is the same one: a stream's changes come in
-    time order, many to a second, and `replace` is cheaper than a timedelta sum."""
-    global _second
+    """A Timestamp field as an aware UTC datetime (microseconds), None if unset
+    (Timestamp.ToDatetime costs ten times as much, per change of a stream)."""
     if not message.HasField(field):
         return None
     value = getattr(message, field)
-    seconds, base = _second
-    if value.seconds != seconds:
-        base = EPOCH + dt.timedelta(seconds=value.seconds)
-        _second = (value.seconds, base)
-    return base.replace(microsecond=value.nanos // 1000)
+    return at_micros(value.seconds * 1_000_000 + value.nanos // 1000)
 
 
 def micros_column(field: str) -> Callable[[Any], int]:
@@ -94,6 +100,27 @@ def dec(text: str) -> Decimal | None:
         if len(_DECIMALS) < 1 << 16:
             _DECIMALS[text] = found
     return found  # type: ignore[return-value]
+
+
+def fixed_decimals(units: Any, exponent: int) -> list[Decimal]:
+    """Exact Decimals for fixed-point integers (`units` times 10^exponent: 5500, -4 is
+    Decimal("0.5500"), as the API's decimal strings give it), each distinct value built
+    once: a market's prices and sizes repeat."""
+    cache = _FIXED.setdefault(exponent, {})
+    get = cache.get
+    out: list[Decimal] = []
+    append = out.append
+    for value in units:
+        found = get(value)
+        if found is None:
+            found = Decimal(value).scaleb(exponent)
+            if len(cache) < 1 << 16:
+                cache[value] = found
+        append(found)
+    return out
+
+
+_FIXED: dict[int, dict[int, Decimal]] = {}
 
 
 def decimals(values: list[str]) -> list[Decimal | None]:
