@@ -40,7 +40,7 @@ from queryd.convert import from_timestamp, orderbook_response
 from queryd.history import Page, deltas_page, trades_page
 from queryd.live import LiveShards
 from queryd.orderbook import Continuity, orderbook_at
-from queryd.stream import MAX_STREAM_BATCH, stream_orderbook
+from queryd.stream import MAX_STREAM_BATCH, REPLAY_WINDOW, stream_orderbook
 from queryd.timeutil import as_utc, from_us, now_utc, to_us
 
 log = get_logger(__name__)
@@ -362,6 +362,10 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
             start = from_timestamp(request.start_time) if request.HasField("start_time") else None
             if start is not None and start > now_utc() + FUTURE_SLACK:
                 raise InvalidArgument.field("start_time", "is in the future")
+            if start is not None and start < now_utc() - REPLAY_WINDOW:
+                raise InvalidArgument.field(
+                    "start_time", "is more than 2 hours ago: a stream replays at most the last "
+                    "2 hours; page older history with ListOrderbookDeltas or the daily files")
             async with self.pool.connection() as conn:
                 await self._require_ticker(conn, ticker)
         except KtapeError as error:

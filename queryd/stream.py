@@ -11,9 +11,11 @@ WAL apply.
 
 Without the fan-out (ingestd not reachable, or lost mid-stream) the stream polls QuestDB
 every POLL_SECS from its cursor — slower, still complete — and re-joins live when the
-fan-out is back. A consumer that falls behind (its live queue overflows, or it is more
-than MAX_BEHIND behind in history) is ended with RESOURCE_EXHAUSTED in an explicit
-`end` message; other streams never wait for it.
+fan-out is back. A replay starts at most REPLAY_WINDOW back (older history is paged
+with ListOrderbookDeltas or read from the daily files). A consumer that falls behind (its
+live queue overflows, or its replay falls further behind live than when it began, by
+more than MAX_BEHIND) is ended with RESOURCE_EXHAUSTED in an explicit `end` message;
+other streams never wait for it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ PAGE = 20_000
 MAX_STREAM_BATCH = 5000  # changes per message at most (StreamOrderbookRequest.batch_size)
 LIVE_SAFETY = dt.timedelta(seconds=2)
 MAX_BEHIND = dt.timedelta(minutes=10)
+REPLAY_WINDOW = dt.timedelta(hours=2)  # how far back `start_time` may be
 HORIZON = dt.timedelta(days=3650)
 RECENT = dt.timedelta(minutes=2)  # history rows this close to now may also arrive live
 
@@ -51,8 +54,9 @@ def _end(code: str, message: str, reason: str = "") -> pb.StreamOrderbookRespons
 
 SLOW_LIVE = _end("RESOURCE_EXHAUSTED", "the consumer fell behind the live feed; reconnect "
                  "with start_time to resume", "SLOW_CONSUMER")
-SLOW_HISTORY = _end("RESOURCE_EXHAUSTED", "the consumer fell more than 10 minutes behind "
-                    "live; reconnect with start_time to resume", "SLOW_CONSUMER")
+SLOW_HISTORY = _end("RESOURCE_EXHAUSTED", "the replay fell more than 10 minutes further "
+                    "behind live than where it began; reconnect with start_time to resume",
+                    "SLOW_CONSUMER")
 
 
 class _Cursor:
@@ -60,6 +64,8 @@ class _Cursor:
 
     def __init__(self, began: dt.datetime, last_change: dt.datetime | None) -> None:
         self.began = began
+        # The replay must keep up: never further behind live than at the start, plus slack.
+        self.behind_limit = max(MAX_BEHIND, now_utc() - began + MAX_BEHIND)
         self.position: list[Any] | None = [to_us(began), 2**62, 2**62, "~", 2**62]
         self.last_change = last_change
         self.gaps_after = began
@@ -206,7 +212,7 @@ async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.dat
                 if entries:
                     last_sent = loop.time()
                 if not caught_up:
-                    if cur.last_change is not None and now_utc() - cur.last_change > MAX_BEHIND:
+                    if cur.last_change is not None and now_utc() - cur.last_change > cur.behind_limit:
                         yield SLOW_HISTORY
                         return
                     continue  # more history waiting: no sleep

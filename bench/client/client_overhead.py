@@ -11,11 +11,12 @@ bench/query/orderbook_latency.py runs it):
    (exact Decimal and datetime columns), so the ratio is the client's whole cost. The
    same pair runs once more against a canned server answering prebuilt pages ("canned"):
    with the server nearly free, that ratio shows the client's own cost undiluted.
-2. `client.stream(ticker, start_time)` replaying `--stream-changes` changes from history
-   to one consumer, beside the raw StreamOrderbook stub over the same range. Target:
-   ≥ 100,000 changes/s through the client. The stream serves history only from the last
-   10 minutes (older consumers are told to page instead), so each run gets a market of
-   its own, written just behind now right before it.
+2. `client.stream(ticker, start_time)` replaying `--stream-changes` changes (an hour of
+   a busy market by default: `--stream-minutes`) from history to one consumer, beside the
+   raw StreamOrderbook stub over the same range, one change a message, 1,000 a message
+   and 1,000 a message as columns (as the client asks). Target: ≥ 100,000 changes/s
+   through the client. A stream replays at most the last 2 hours (older history is
+   paged), so each run gets a market of its own, written just behind now right before it.
 
 The client is the source tree's (clients/python/src) with stubs generated from proto/
 into a scratch directory, exactly as its build does; pandas must be importable (dev
@@ -63,16 +64,16 @@ def load_client(scratch: Path) -> None:
     sys.path.insert(0, str(scratch))
 
 
-def write_recent(conninfo: str, ticker: str, changes: int) -> dt.datetime:
-    """`changes` changes of a new market, evenly over the 2 minutes before a few seconds
-    ago, and a checkpoint before them (the stream's first book), visible when this
-    returns; the instant just before the first. Written per run, right before it: the
-    stream replays only history of the last 10 minutes."""
+def write_recent(conninfo: str, ticker: str, changes: int, span_minutes: int) -> dt.datetime:
+    """`changes` changes of a new market, evenly over the `span_minutes` before a few
+    seconds ago, and a checkpoint before them (the stream's first book), visible when this
+    returns; the instant just before the first. Written per run, right before it: a
+    stream replays at most the last 2 hours."""
     import psycopg
 
     from ktape.schema.wal import wait_for_wal
 
-    span_us = 2 * 60 * 1_000_000
+    span_us = span_minutes * 60 * 1_000_000
     first_us = int((time.time() - 5) * 1_000_000) - span_us
     step_us = max(1, span_us // changes)
     levels = ",".join(f"{p}00:{1000 + p}" for p in range(10, 60, 2))
@@ -291,7 +292,7 @@ async def run(env: dict, conninfo: str, args: argparse.Namespace, parts: list[st
                              ("raw_columns", raw_stream_columns), ("client", client_stream)):
                 market = f"KXBENCH-STREAM-{i}-{name}"
                 begin = await asyncio.to_thread(write_recent, conninfo, market,
-                                                args.stream_changes)
+                                                args.stream_changes, args.stream_minutes)
                 out["stream"][name].append(await timed(
                     fn, stream_addr, market, begin, args.stream_changes,
                     server_pid=server.pid if server is not None else None))
@@ -315,6 +316,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--changes", type=int, default=1_000_000)
     parser.add_argument("--stream-changes", type=int, default=300_000)
+    parser.add_argument("--stream-minutes", type=int, default=60,
+                        help="the replayed market's changes are this many minutes of it")
     parser.add_argument("--span-days", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--parts", default="stream,deltas,canned",

@@ -126,6 +126,9 @@ CASES = [
     Case("stream batch too big", "GET", f"/v1/markets/{TICKER}/orderbook:stream",
          {"batch_size": 5001}, status=400, reason="INVALID_ARGUMENT",
          check=lambda b: "batch_size" in json.dumps(b)),
+    Case("stream start too old", "GET", f"/v1/markets/{TICKER}/orderbook:stream",
+         {"start_time": "2026-01-01T00:00:00Z"}, status=400, reason="INVALID_ARGUMENT",
+         check=lambda b: "start_time" in json.dumps(b) and "2 hours" in b["message"]),
     Case("stream unknown layout", "GET", f"/v1/markets/{TICKER}/orderbook:stream",
          {"batch_size": 10, "batch_layout": 9}, status=400, reason="",  # Envoy's own answer
          check=lambda b: "batch_layout" in b["message"]),

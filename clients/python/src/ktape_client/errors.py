@@ -70,9 +70,10 @@ class RateLimitedError(KtapeError):
 
 
 class SlowConsumerError(KtapeError):
-    """A stream's consumer fell behind: its live queue overflowed, or its replay is more
-    than 10 minutes behind live. Streams are for following now; read older history with
-    `deltas` / `replay` (paged, no such limit) and stream from where they end."""
+    """A stream's consumer fell behind: its live queue overflowed, or its replay fell
+    more than 10 minutes further behind live than where it began. Streams replay at most
+    the last 2 hours; read older history with `deltas` / `replay` (paged, no such limit)
+    and stream from where they end."""
 
 
 class UnavailableError(KtapeError):
