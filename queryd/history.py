@@ -20,6 +20,7 @@ from ktape.book.ladder import format_price, format_quantity
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
 from queryd.causes import Change, Print, label
+from queryd.columns import page_columns
 from queryd.convert import SIDES, TAKER_SIDES, set_us, timestamp
 from queryd.timeutil import as_utc, from_us, to_us
 
@@ -39,21 +40,18 @@ class Page:
 
 async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, end: dt.datetime,
                       after: list[Any] | None, limit: int, *, include_gaps: bool = True,
-                      with_causes: bool = True) -> Page:
-    """One page of changes and gap markers after the keyset position `after`. With
-    `with_causes`, each change carries its inferred cause (StreamOrderbook does without:
-    a live change may be read before its print is stored)."""
+                      with_causes: bool = True, layout: int = pb.BATCH_LAYOUT_UNSPECIFIED
+                      ) -> Page:
+    """One page of changes and gap markers after the keyset position `after`: messages,
+    or with BATCH_LAYOUT_COLUMNS one OrderbookDeltaColumns holding the page. With
+    `with_causes`, each change carries its inferred cause."""
     after_key: DeltaKey = (
         tuple(after) if after is not None else (to_us(start) - 1, 2**62, 2**62, "~", 2**62)
     )  # type: ignore[assignment]
     rows = await change_rows(conn, ticker, start, end, after_key, limit + 1)
-    entries: list[tuple[DeltaKey, pb.OrderbookDelta]] = [
-        ((ts_us, sid, seq, side, price),
-         change_entry(ts_us, sid, seq, side, price, qty, delta, kind, recv_us, source_us))
-        for ts_us, sid, seq, side, price, qty, delta, kind, recv_us, source_us in rows]
-    if with_causes and rows:
-        for (_, entry), cause in zip(entries, await causes(conn, ticker, rows), strict=True):
-            entry.cause = cause  # type: ignore[assignment]
+    labels = await causes(conn, ticker, rows) if with_causes and rows else None
+    # (sort key, index of the row | gap marker)
+    entries: list[tuple[DeltaKey, Any]] = [(row[:5], i) for i, row in enumerate(rows)]
 
     gap_rows = await (await conn.execute(
         sql.GAPS_OVERLAPPING, {"ticker": ticker, "start": start, "end": end})).fetchall() \
@@ -70,8 +68,19 @@ async def deltas_page(conn: AsyncConnection, ticker: str, start: dt.datetime, en
         entries.sort(key=lambda e: e[0])  # the changes come sorted; markers merge in
     more = len(entries) > limit
     page = entries[:limit]
-    return Page([e for _, e in page], list(page[-1][0]) if more and page else None,
-                [k for k, _ in page])
+    last = list(page[-1][0]) if more and page else None
+    keys = [k for k, _ in page]
+    if layout == pb.BATCH_LAYOUT_COLUMNS:
+        return Page([page_columns(rows, labels, [e for _, e in page])], last, keys)
+    items: list[pb.OrderbookDelta] = []
+    for _, pick in page:
+        if isinstance(pick, int):
+            entry = change_entry(*rows[pick])
+            if labels is not None:
+                entry.cause = labels[pick]  # type: ignore[assignment]
+            pick = entry
+        items.append(pick)
+    return Page(items, last, keys)
 
 
 async def change_rows(conn: AsyncConnection, ticker: str, start: dt.datetime,

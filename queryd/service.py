@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -207,7 +208,12 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
     async def ListOrderbookDeltas(self, request: pb.ListOrderbookDeltasRequest,
                                   context: grpc.aio.ServicerContext
                                   ) -> pb.ListOrderbookDeltasResponse:
-        items, token = await self._history("ListOrderbookDeltas", request, deltas_page)
+        if request.layout not in pb.BatchLayout.values():
+            raise InvalidArgument.field("layout", "is not a known layout")
+        items, token = await self._history("ListOrderbookDeltas", request, functools.partial(
+            deltas_page, layout=request.layout))
+        if request.layout == pb.BATCH_LAYOUT_COLUMNS:
+            return pb.ListOrderbookDeltasResponse(columns=items[0], next_page_token=token)
         return pb.ListOrderbookDeltasResponse(deltas=items, next_page_token=token)
 
     @_rpc

@@ -29,7 +29,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from queryd import sql
-from queryd.convert import SIDES, orderbook_response, timestamp
+from queryd.columns import columns
+from queryd.convert import orderbook_response, timestamp
 from queryd.history import change_entry, change_rows, gap_marker
 from queryd.live import LiveItem, LiveTail, Subscription, gap_dedup
 from queryd.orderbook import orderbook_at
@@ -126,23 +127,6 @@ async def _history_pass(pool: AsyncConnectionPool, ticker: str, cur: _Cursor
 def _message_entries(entries: list[Entry]) -> list[pb.OrderbookDelta]:
     return [entry if isinstance(entry, pb.OrderbookDelta) else change_entry(*entry)
             for entry in entries]
-
-
-_SNAPSHOT, _DELTA = pb.DELTA_KIND_SNAPSHOT, pb.DELTA_KIND_DELTA
-
-
-def columns(rows: list[tuple[Any, ...]]) -> pb.OrderbookDeltaColumns:
-    """`book_changes` rows as one OrderbookDeltaColumns: whole columns handed to the
-    repeated fields at once (no message per change, which was most of a replay's cost)."""
-    ts, sid, seq, side, price, qty, delta, kind, recv, source = zip(*rows, strict=True)
-    out = pb.OrderbookDeltaColumns(
-        kinds=[_SNAPSHOT if k == "snapshot" else _DELTA for k in kind],
-        ts_unix_micros=ts, seqs=seq, sids=sid, sides=[SIDES.get(s, 0) for s in side],
-        prices_e4=price, quantities_e2=qty,
-        deltas_e2=[q if d is None else d for d, q in zip(delta, qty, strict=True)],
-        receive_unix_micros=[r or 0 for r in recv],
-        source_unix_micros=[r or 0 for r in source])
-    return out
 
 
 def _column_messages(entries: list[Entry], batch: int

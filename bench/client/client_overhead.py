@@ -1,8 +1,8 @@
 """What does ktape-client cost over the raw gRPC stubs, and how fast does a replay stream?
 
 Intent: "how fast" for issue 17's two client targets, on a private QuestDB with synthetic
-history (bench/query/synthetic.py) and an in-process queryd (no metering, as
-bench/query/orderbook_latency.py runs it):
+history (bench/query/synthetic.py) and queryd in its own process (no metering:
+bench/query/queryd_unmetered.py), as it is deployed:
 
 1. `client.deltas(...).to_df()` over `--changes` stored changes of one market, beside
    the raw stubs paging the same rows (ListOrderbookDeltas, 1,000 a page) in the same
@@ -192,9 +192,9 @@ QUESTDB_PID: int | None = None  # set once QuestDB runs: its CPU is where the re
 
 
 async def timed(make, *args, server_pid: int | None = None) -> dict:
-    """Wall time, this process's CPU (the consumer, and queryd when in process), the
-    queryd process's CPU (stream part) and QuestDB's CPU for one run: wall minus the
-    CPUs is waiting (I/O, or the other processes of a loaded machine)."""
+    """Wall time, this process's CPU (the consumer), the queryd process's CPU and
+    QuestDB's CPU for one run: wall minus the CPUs is waiting (I/O, or the other
+    processes of a loaded machine)."""
     began, cpu = time.perf_counter(), cpu_secs()
     db_cpu = cpu_secs(QUESTDB_PID) if QUESTDB_PID else 0.0
     server_cpu = cpu_secs(server_pid) if server_pid else 0.0
@@ -258,8 +258,9 @@ async def run_canned(args: argparse.Namespace) -> dict:
 
 def queryd_process(env: dict) -> tuple[subprocess.Popen[str], str]:
     """queryd in its own process (bench/query/queryd_unmetered.py, history only), as it is
-    deployed: a replay's server work and its consumer's then run on two cores, not in
-    one event loop under one GIL."""
+    deployed: the server's work and its consumer's then run on two cores, not in one
+    event loop under one GIL (in one process, every µs the client spends converting a
+    page is a µs the server is not serving the next one)."""
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "bench/query/queryd_unmetered.py"), "--no-live"],
         env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -272,12 +273,7 @@ def queryd_process(env: dict) -> tuple[subprocess.Popen[str], str]:
 
 
 async def run(env: dict, conninfo: str, args: argparse.Namespace, parts: list[str]) -> dict:
-    from ktape.config import load_settings
-    from queryd.server import build_server
-
-    running, pool, _ = await build_server(load_settings(env), addr="127.0.0.1:0")
-    addr = f"127.0.0.1:{running.port}"
-    server, stream_addr = queryd_process(env) if "stream" in parts else (None, addr)
+    server, addr = queryd_process(env)
     ticker, start = "KXBENCH-0", START
     end = START + dt.timedelta(days=args.span_days)
     out: dict = {part: {"raw": [], "client": []} for part in ("stream", "deltas") if part in parts}
@@ -294,20 +290,18 @@ async def run(env: dict, conninfo: str, args: argparse.Namespace, parts: list[st
                 begin = await asyncio.to_thread(write_recent, conninfo, market,
                                                 args.stream_changes, args.stream_minutes)
                 out["stream"][name].append(await timed(
-                    fn, stream_addr, market, begin, args.stream_changes,
-                    server_pid=server.pid if server is not None else None))
+                    fn, addr, market, begin, args.stream_changes, server_pid=server.pid))
             for name in ("raw_unbatched", "raw", "raw_columns", "client"):
                 print(name, out["stream"][name][-1], flush=True)
         for _ in range(args.rounds if "deltas" in parts else 0):
-            out["deltas"]["raw"].append(await timed(raw_pages, addr, ticker, start, end))
-            out["deltas"]["client"].append(await timed(client_frame, addr, ticker, start, end))
+            out["deltas"]["raw"].append(await timed(raw_pages, addr, ticker, start, end,
+                                                    server_pid=server.pid))
+            out["deltas"]["client"].append(await timed(client_frame, addr, ticker, start, end,
+                                                       server_pid=server.pid))
             print(out["deltas"]["raw"][-1], out["deltas"]["client"][-1], flush=True)
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(30)
-        await running.stop(0)
-        await pool.close()
+        server.terminate()
+        server.wait(30)
     return out
 
 

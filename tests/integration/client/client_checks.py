@@ -53,6 +53,28 @@ with Client(target=target) as client:
                     "causes": sorted(set(frame["cause"])),
                     "delta_causes": sorted({_name(d, "cause") for d in small
                                             if _name(d, "kind") == "DELTA_KIND_DELTA"})}
+    # The frame is read as columns, the iteration as messages: the same rows, exactly.
+    same = client.deltas(ticker, start=start, end=end).to_df()
+
+    def _text(value) -> str:
+        return "" if value is None else str(value)
+
+    from_frame = [
+        (int(r.ts.value // 1000), r.seq, r.sid, r.kind, r.side, _text(r.price), _text(r.delta),
+         _text(r.quantity), r.cause, -1 if r.receive_time is None or str(r.receive_time) == "NaT"
+         else int(r.receive_time.value // 1000), r.gap_reason)
+        for r in same.itertuples()]
+    from_messages = [
+        (d.ts.ToMicroseconds(), d.seq, d.sid, _name(d, "kind").removeprefix("DELTA_KIND_").lower(),
+         _name(d, "side").removeprefix("SIDE_").lower(), d.price, d.delta, d.quantity,
+         _name(d, "cause").removeprefix("DELTA_CAUSE_").lower(),
+         d.receive_time.ToMicroseconds() if d.HasField("receive_time") else -1,
+         d.gap.reason if d.HasField("gap") else "")
+        for d in big]
+    out["frame"]["equals_messages"] = from_frame == from_messages
+    out["frame"]["first_difference"] = next(  # or the lengths differ
+        (str((a, b)) for a, b in zip(from_frame, from_messages, strict=False) if a != b),
+        f"{len(from_frame)} rows against {len(from_messages)}")
     steps = list(client.replay(ticker, start=start, end=end))
     final = steps[-1][1] if steps else None
     just_before_end = dt.datetime.fromisoformat(end) - dt.timedelta(microseconds=1)

@@ -50,6 +50,7 @@ async def test_every_kind_of_call_against_recorded_data(client_python, client_en
     assert frame["rows"] >= paging["big"]
     assert not [c for c, t in frame["dtypes"].items() if t.startswith("float")], frame
     assert frame["dtypes"]["ts"].startswith("datetime64") and frame["price_type"] == "Decimal"
+    assert frame["equals_messages"], frame["first_difference"]
     # every delta labelled (snapshot levels are not): the server's causes reach both forms
     assert "new" in frame["causes"] and set(frame["causes"]) <= {"new", "cancel", "trade",
                                                                  "unspecified"}, frame

@@ -86,6 +86,11 @@ CASES = [
     Case("deltas", "GET", f"/v1/markets/{TICKER}/deltas", {"start_time": START, "end_time": END},
          check=lambda b: [(d["kind"], d["price"], d["delta"]) for d in b["deltas"]]
          == [("DELTA_KIND_DELTA", "0.4300", "1.00")]),
+    Case("deltas as columns", "GET", f"/v1/markets/{TICKER}/deltas",
+         {"start_time": START, "end_time": END, "layout": "BATCH_LAYOUT_COLUMNS"},
+         check=lambda b: not b.get("deltas") and (b["columns"]["kinds"], b["columns"]["prices_e4"],
+                                                b["columns"]["deltas_e2"])
+         == (["DELTA_KIND_DELTA"], ["4300"], ["100"])),
     Case("deltas inverted", "GET", f"/v1/markets/{TICKER}/deltas",
          {"start_time": END, "end_time": START}, status=400, reason="INVALID_ARGUMENT"),
     Case("trades", "GET", f"/v1/markets/{TICKER}/trades", {"start_time": START, "end_time": END},

@@ -50,7 +50,9 @@ from ktape_client.pages import (
     AsyncPages,
     at_micros,
     dec,
+    delta_columns,
     enum_column,
+    enum_names,
     fixed_decimals,
     when,
 )
@@ -205,10 +207,19 @@ class AsyncClient:
         for all pages of this listing), in (ts, sid, seq) order, snapshot levels and gap
         markers included (GET /v1/markets/{ticker}/deltas; metered per page). Naive times
         are UTC. Items are `OrderbookDelta` messages; `to_df()` has one row each."""
-        return self._pages(self._md.ListOrderbookDeltas, lambda token: (
-            marketdata_pb2.ListOrderbookDeltasRequest(
-                ticker=ticker, start_time=timestamp(start), end_time=timestamp(end),
-                page_size=page_size, page_token=token)), "deltas", DELTA_COLUMNS)
+        start_at, end_at = timestamp(start), timestamp(end)
+
+        def request(token: str, layout: int = 0) -> Any:
+            return marketdata_pb2.ListOrderbookDeltasRequest(
+                ticker=ticker, start_time=start_at, end_time=end_at, page_size=page_size,
+                page_token=token, layout=layout)
+
+        rpc = self._md.ListOrderbookDeltas
+        # Frames read the pages as columns: no message per row to build or to take apart.
+        return AsyncPages(
+            lambda token: self._call(rpc, request(token)), "deltas", DELTA_COLUMNS,
+            lambda token: self._call(rpc, request(token, marketdata_pb2.BATCH_LAYOUT_COLUMNS)),
+            lambda columns: delta_columns(columns, _KIND_NAMES, _SIDE_NAMES, _CAUSE_NAMES))
 
     def trades(self, ticker: str, start: Time, end: Time = None,
                page_size: int = 1000) -> AsyncPages:
@@ -501,12 +512,9 @@ def _change(d: Any) -> Change:
     return change
 
 
-def _names(enum: Any, prefix: str) -> dict[int, str]:
-    return {v.number: v.name.removeprefix(prefix).lower() for v in enum.DESCRIPTOR.values}
-
-
-_KIND_NAMES = _names(marketdata_pb2.DeltaKind, "DELTA_KIND_")
-_SIDE_NAMES = _names(marketdata_pb2.Side, "SIDE_")
+_KIND_NAMES = enum_names(marketdata_pb2.DeltaKind, "DELTA_KIND_")
+_SIDE_NAMES = enum_names(marketdata_pb2.Side, "SIDE_")
+_CAUSE_NAMES = enum_names(marketdata_pb2.DeltaCause, "DELTA_CAUSE_")
 
 
 def _column_changes(columns: Any) -> list[Change]:

@@ -138,25 +138,29 @@ def decimals(values: list[str]) -> list[Decimal | None]:
 
 
 class AsyncPages:
-    """`async for item in pages`; `await pages.to_df()`."""
+    """`async for item in pages`; `await pages.to_df()`. With `read_columns`, the frames
+    are read from pages `column_fetch` asks for as columns (`columns` of the response),
+    which `read_columns` turns into the raw values the extractors would have given."""
 
-    def __init__(self, fetch: Fetch, items: str, columns: list[Column]) -> None:
+    def __init__(self, fetch: Fetch, items: str, columns: list[Column],
+                 column_fetch: Fetch | None = None,
+                 read_columns: Callable[[Any], dict[str, list[Any]]] | None = None) -> None:
         self._fetch = fetch
         self._items = items
         self.columns = columns
+        self._column_fetch = column_fetch
+        self._read_columns = read_columns
 
-    async def pages(self) -> AsyncIterator[Any]:
-        """Each page's items, the next page already asked for while this one is used."""
-        pending: asyncio.Future[Any] = asyncio.ensure_future(self._fetch(""))
+    async def _responses(self, fetch: Fetch) -> AsyncIterator[Any]:
+        """Each page's response, the next page already asked for while this one is used."""
+        pending: asyncio.Future[Any] = asyncio.ensure_future(fetch(""))
         try:
             while True:
                 page = await pending
                 token = getattr(page, "next_page_token", "")
                 if token:
-                    pending = asyncio.ensure_future(self._fetch(token))
-                # A list: the columns each walk the page once, and walking the repeated
-                # field itself would build every message's wrapper once per column.
-                yield list(getattr(page, self._items))
+                    pending = asyncio.ensure_future(fetch(token))
+                yield page
                 if not token:
                     return
         finally:  # stopped early: the page asked for ahead is not wanted
@@ -164,6 +168,13 @@ class AsyncPages:
                 pending.cancel()
             elif not pending.cancelled():
                 pending.exception()  # retrieved, so asyncio does not report it as lost
+
+    async def pages(self) -> AsyncIterator[Any]:
+        """Each page's items, the next page already asked for while this one is used."""
+        async for page in self._responses(self._fetch):
+            # A list: the columns each walk the page once, and walking the repeated
+            # field itself would build every message's wrapper once per column.
+            yield list(getattr(page, self._items))
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         async for items in self.pages():
@@ -173,6 +184,11 @@ class AsyncPages:
     async def columns_of(self) -> dict[str, list[Any]]:
         """Every page read, each column's raw values in one list (see Column)."""
         out: dict[str, list[Any]] = {name: [] for name, _, _ in self.columns}
+        if self._column_fetch is not None and self._read_columns is not None:
+            async for page in self._responses(self._column_fetch):
+                for name, values in self._read_columns(page.columns).items():
+                    out[name].extend(values)
+            return out
         getters = [(out[name], get) for name, get, _ in self.columns]
         async for items in self.pages():
             for values, get in getters:
@@ -242,6 +258,52 @@ DELTA_COLUMNS: list[Column] = [
     ("receive_time", micros_column("receive_time"), "time"),
     ("gap_reason", lambda d: d.gap.reason if d.HasField("gap") else "", "str"),
 ]
+def enum_names(enum: Any, prefix: str) -> dict[int, str]:
+    """An enum's values by number as the short lower-case names its columns hold."""
+    return {v.number: v.name.removeprefix(prefix).lower() for v in enum.DESCRIPTOR.values}
+
+
+_TEXTS: dict[tuple[int, int], str] = {}
+
+
+def fixed_texts(units: Any, places: int, blank: list[bool]) -> list[str]:
+    """Fixed-point integers as the API's decimal strings (5500, 4 -> "0.5500"), "" where
+    `blank` (a gap marker has no price or size), each distinct value formatted once."""
+    get = _TEXTS.get
+    out: list[str] = []
+    for value, empty in zip(units, blank, strict=True):
+        if empty:
+            out.append("")
+            continue
+        text = get((value, places))
+        if text is None:
+            text = str(Decimal(value).scaleb(-places))
+            if len(_TEXTS) < 1 << 17:
+                _TEXTS[(value, places)] = text
+        out.append(text)
+    return out
+
+
+def delta_columns(columns: Any, kinds: dict[int, str], sides: dict[int, str],
+                  causes: dict[int, str]) -> dict[str, list[Any]]:
+    """An OrderbookDeltaColumns page as DELTA_COLUMNS' raw values, equal to what the
+    extractors give for the same page as messages: whole columns, no object per row."""
+    kind = [kinds[k] for k in columns.kinds]
+    gap = [k == "gap" for k in kind]
+    reasons = iter(g.reason for g in columns.gaps)
+    return {
+        "ts": list(columns.ts_unix_micros), "seq": list(columns.seqs),
+        "sid": list(columns.sids), "kind": kind, "side": [sides[s] for s in columns.sides],
+        "price": fixed_texts(columns.prices_e4, 4, gap),
+        "delta": fixed_texts(columns.deltas_e2, 2, gap),
+        "quantity": fixed_texts(columns.quantities_e2, 2, gap),
+        "cause": [causes[c] for c in columns.causes] if len(columns.causes) else
+                 ["unspecified"] * len(kind),
+        "receive_time": list(columns.receive_unix_micros),
+        "gap_reason": [next(reasons) if g else "" for g in gap],
+    }
+
+
 TRADE_COLUMNS: list[Column] = [
     ("ts", micros_column("ts"), "time"),
     ("trade_id", lambda t: t.trade_id, "str"),
