@@ -99,8 +99,10 @@ def write_recent(conninfo: str, ticker: str, changes: int, span_minutes: int) ->
     return dt.datetime.fromtimestamp((first_us - 1) / 1e6, dt.UTC)
 
 
-async def raw_pages(addr: str, ticker: str, start: dt.datetime, end: dt.datetime) -> int:
-    """ListOrderbookDeltas by the stubs, every page, messages kept: the floor."""
+async def raw_pages(addr: str, ticker: str, start: dt.datetime, end: dt.datetime,
+                    layout: int = 0) -> int:
+    """ListOrderbookDeltas by the stubs, every page, messages kept: the floor (as
+    messages, the default layout, or as columns as the client's frames read them)."""
     import grpc
     from google.protobuf import timestamp_pb2
 
@@ -111,18 +113,30 @@ async def raw_pages(addr: str, ticker: str, start: dt.datetime, end: dt.datetime
     begin.FromDatetime(start)
     finish.FromDatetime(end)
     kept: list = []
-    token = ""
+    token, rows = "", 0
     async with grpc.aio.insecure_channel(addr, options=[
             ("grpc.max_receive_message_length", 64 << 20)]) as channel:
         stub = pb_grpc.MarketDataServiceStub(channel)
         while True:
             page = await stub.ListOrderbookDeltas(pb.ListOrderbookDeltasRequest(
                 ticker=ticker, start_time=begin, end_time=finish, page_size=1000,
-                page_token=token), timeout=60)
-            kept.extend(page.deltas)
+                page_token=token, layout=layout), timeout=60)
+            if layout:
+                kept.append(page.columns)
+                rows += len(page.columns.kinds)
+            else:
+                kept.extend(page.deltas)
+                rows += len(page.deltas)
             token = page.next_page_token
             if not token:
-                return len(kept)
+                return rows
+
+
+async def raw_pages_columns(addr: str, ticker: str, start: dt.datetime, end: dt.datetime
+                            ) -> int:
+    from ktape.marketdata.v1 import marketdata_pb2 as pb
+
+    return await raw_pages(addr, ticker, start, end, pb.BATCH_LAYOUT_COLUMNS)
 
 
 async def client_frame(addr: str, ticker: str, start: dt.datetime, end: dt.datetime) -> int:
@@ -225,16 +239,29 @@ async def canned_server(pages: int) -> tuple:
                                 quantity=f"{(i * 7919) % 100000}.00")
         d.ts.FromMicroseconds(1_793_491_200_000_000 + i * 1000)
         d.receive_time.FromMicroseconds(1_793_491_200_000_500 + i * 1000)
-    answers = []
+    columns = pb.OrderbookDeltaColumns(
+        kinds=[d.kind for d in template.deltas], seqs=[d.seq for d in template.deltas],
+        sids=[d.sid for d in template.deltas], sides=[d.side for d in template.deltas],
+        ts_unix_micros=[d.ts.ToMicroseconds() for d in template.deltas],
+        receive_unix_micros=[d.receive_time.ToMicroseconds() for d in template.deltas],
+        source_unix_micros=[0] * len(template.deltas),
+        prices_e4=[int(d.price.replace(".", "")) for d in template.deltas],
+        deltas_e2=[int(d.delta.replace(".", "")) for d in template.deltas],
+        quantities_e2=[int(d.quantity.replace(".", "")) for d in template.deltas],
+        causes=[d.cause for d in template.deltas])
+    answers, column_answers = [], []
     for n in range(pages):
-        page = pb.ListOrderbookDeltasResponse()
-        page.CopyFrom(template)
-        page.next_page_token = str(n + 1) if n + 1 < pages else ""
+        token = str(n + 1) if n + 1 < pages else ""
+        page = pb.ListOrderbookDeltasResponse(next_page_token=token)
+        page.deltas.extend(template.deltas)
         answers.append(page)
+        column_answers.append(pb.ListOrderbookDeltasResponse(columns=columns,
+                                                             next_page_token=token))
 
     class Canned(pb_grpc.MarketDataServiceServicer):
         async def ListOrderbookDeltas(self, request, context):
-            return answers[int(request.page_token or 0)]
+            found = column_answers if request.layout == pb.BATCH_LAYOUT_COLUMNS else answers
+            return found[int(request.page_token or 0)]
 
     server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 << 20)])
     pb_grpc.add_MarketDataServiceServicer_to_server(Canned(), server)
@@ -245,12 +272,13 @@ async def canned_server(pages: int) -> tuple:
 
 async def run_canned(args: argparse.Namespace) -> dict:
     server, addr = await canned_server(args.changes // 1000)
-    out: dict = {"raw": [], "client": []}
+    out: dict = {"raw": [], "raw_columns": [], "client": []}
     try:
         for _ in range(args.rounds):
-            for name, fn in (("raw", raw_pages), ("client", client_frame)):
+            for name, fn in (("raw", raw_pages), ("raw_columns", raw_pages_columns),
+                             ("client", client_frame)):
                 out[name].append(await timed(fn, addr, "KXBENCH-0", START, START))
-            print("canned", out["raw"][-1], out["client"][-1], flush=True)
+                print("canned", name, out[name][-1], flush=True)
     finally:
         await server.stop(0)
     return out
@@ -280,6 +308,8 @@ async def run(env: dict, conninfo: str, args: argparse.Namespace, parts: list[st
     if "stream" in parts:
         out["stream"]["raw_unbatched"] = []
         out["stream"]["raw_columns"] = []
+    if "deltas" in parts:
+        out["deltas"]["raw_columns"] = []
     try:
         await raw_pages(addr, ticker, start, start + dt.timedelta(hours=1))  # warm up
         await client_frame(addr, ticker, start, start + dt.timedelta(hours=1))
@@ -296,9 +326,12 @@ async def run(env: dict, conninfo: str, args: argparse.Namespace, parts: list[st
         for _ in range(args.rounds if "deltas" in parts else 0):
             out["deltas"]["raw"].append(await timed(raw_pages, addr, ticker, start, end,
                                                     server_pid=server.pid))
+            out["deltas"]["raw_columns"].append(await timed(raw_pages_columns, addr, ticker,
+                                                            start, end, server_pid=server.pid))
             out["deltas"]["client"].append(await timed(client_frame, addr, ticker, start, end,
                                                        server_pid=server.pid))
-            print(out["deltas"]["raw"][-1], out["deltas"]["client"][-1], flush=True)
+            for name in ("raw", "raw_columns", "client"):
+                print(name, out["deltas"][name][-1], flush=True)
     finally:
         server.terminate()
         server.wait(30)

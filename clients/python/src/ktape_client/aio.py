@@ -219,7 +219,8 @@ class AsyncClient:
         return AsyncPages(
             lambda token: self._call(rpc, request(token)), "deltas", DELTA_COLUMNS,
             lambda token: self._call(rpc, request(token, marketdata_pb2.BATCH_LAYOUT_COLUMNS)),
-            lambda columns: delta_columns(columns, _KIND_NAMES, _SIDE_NAMES, _CAUSE_NAMES))
+            lambda columns, out: delta_columns(columns, out, _KIND_NAMES, _SIDE_NAMES,
+                                               _CAUSE_NAMES))
 
     def trades(self, ticker: str, start: Time, end: Time = None,
                page_size: int = 1000) -> AsyncPages:

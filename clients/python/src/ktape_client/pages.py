@@ -105,18 +105,15 @@ def dec(text: str) -> Decimal | None:
 def fixed_decimals(units: Any, exponent: int) -> list[Decimal]:
     """Exact Decimals for fixed-point integers (`units` times 10^exponent: 5500, -4 is
     Decimal("0.5500"), as the API's decimal strings give it), each distinct value built
-    once: a market's prices and sizes repeat."""
+    once (a market's prices and sizes repeat) and the rest looked up in C. The cache is
+    bounded: past its size it starts again."""
     cache = _FIXED.setdefault(exponent, {})
-    get = cache.get
-    out: list[Decimal] = []
-    append = out.append
-    for value in units:
-        found = get(value)
-        if found is None:
-            found = Decimal(value).scaleb(exponent)
-            if len(cache) < 1 << 16:
-                cache[value] = found
-        append(found)
+    values = list(units)
+    for value in set(values).difference(cache):
+        cache[value] = Decimal(value).scaleb(exponent)
+    out = list(map(cache.__getitem__, values))
+    if len(cache) > 1 << 16:
+        cache.clear()
     return out
 
 
@@ -140,11 +137,12 @@ def decimals(values: list[str]) -> list[Decimal | None]:
 class AsyncPages:
     """`async for item in pages`; `await pages.to_df()`. With `read_columns`, the frames
     are read from pages `column_fetch` asks for as columns (`columns` of the response),
-    which `read_columns` turns into the raw values the extractors would have given."""
+    which `read_columns` appends to the values the extractors would have given."""
 
     def __init__(self, fetch: Fetch, items: str, columns: list[Column],
                  column_fetch: Fetch | None = None,
-                 read_columns: Callable[[Any], dict[str, list[Any]]] | None = None) -> None:
+                 read_columns: Callable[[Any, dict[str, list[Any]]], None] | None = None
+                 ) -> None:
         self._fetch = fetch
         self._items = items
         self.columns = columns
@@ -182,12 +180,12 @@ class AsyncPages:
                 yield item
 
     async def columns_of(self) -> dict[str, list[Any]]:
-        """Every page read, each column's raw values in one list (see Column)."""
+        """Every page read, each column's raw values in one list (see Column); read as
+        columns (`read_columns`), prices and sizes are Decimals already."""
         out: dict[str, list[Any]] = {name: [] for name, _, _ in self.columns}
         if self._column_fetch is not None and self._read_columns is not None:
             async for page in self._responses(self._column_fetch):
-                for name, values in self._read_columns(page.columns).items():
-                    out[name].extend(values)
+                self._read_columns(page.columns, out)
             return out
         getters = [(out[name], get) for name, get, _ in self.columns]
         async for items in self.pages():
@@ -201,7 +199,8 @@ class AsyncPages:
         import pandas as pd
 
         data = await self.columns_of()
-        return pd.DataFrame({name: _pandas_column(pd, data[name], kind)
+        parsed = self._read_columns is not None
+        return pd.DataFrame({name: _pandas_column(pd, data[name], kind, parsed)
                              for name, _, kind in self.columns})
 
     async def to_arrow(self) -> Any:
@@ -210,7 +209,8 @@ class AsyncPages:
         import pyarrow as pa
 
         data = await self.columns_of()
-        return pa.table({name: _arrow_column(pa, data[name], kind)
+        parsed = self._read_columns is not None
+        return pa.table({name: _arrow_column(pa, data[name], kind, parsed)
                          for name, _, kind in self.columns})
 
     async def to_polars(self) -> Any:
@@ -220,7 +220,7 @@ class AsyncPages:
         return pl.from_arrow(await self.to_arrow())
 
 
-def _pandas_column(pd: Any, values: list[Any], kind: str) -> Any:
+def _pandas_column(pd: Any, values: list[Any], kind: str, parsed: bool) -> Any:
     if kind == "time":
         import numpy as np
 
@@ -228,11 +228,11 @@ def _pandas_column(pd: Any, values: list[Any], kind: str) -> Any:
         micros[micros == 0] = NAT  # unset (see micros_column)
         return pd.Series(micros.view("datetime64[us]")).dt.tz_localize("UTC")
     if kind in ("price", "size"):
-        return pd.Series(decimals(values), dtype="object")  # exact
+        return pd.Series(values if parsed else decimals(values), dtype="object")  # exact
     return pd.Series(values, dtype={"int": "int64", "str": "string", "bool": "bool"}[kind])
 
 
-def _arrow_column(pa: Any, values: list[Any], kind: str) -> Any:
+def _arrow_column(pa: Any, values: list[Any], kind: str, parsed: bool) -> Any:
     if kind == "time":
         import pyarrow.compute as pc
 
@@ -240,8 +240,10 @@ def _arrow_column(pa: Any, values: list[Any], kind: str) -> Any:
         unset = pc.equal(micros, 0)  # see micros_column
         return pc.if_else(unset, None, micros).cast(pa.timestamp("us", tz="UTC"))
     if kind in ("price", "size"):
-        strings = pa.array([v or None for v in values], pa.string())
-        return strings.cast(pa.decimal128(10, 4) if kind == "price" else pa.decimal128(18, 2))
+        exact = pa.decimal128(10, 4) if kind == "price" else pa.decimal128(18, 2)
+        if parsed:
+            return pa.array(values, exact)
+        return pa.array([v or None for v in values], pa.string()).cast(exact)
     return pa.array(values, {"int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}[kind])
 
 
@@ -263,45 +265,32 @@ def enum_names(enum: Any, prefix: str) -> dict[int, str]:
     return {v.number: v.name.removeprefix(prefix).lower() for v in enum.DESCRIPTOR.values}
 
 
-_TEXTS: dict[tuple[int, int], str] = {}
-
-
-def fixed_texts(units: Any, places: int, blank: list[bool]) -> list[str]:
-    """Fixed-point integers as the API's decimal strings (5500, 4 -> "0.5500"), "" where
-    `blank` (a gap marker has no price or size), each distinct value formatted once."""
-    get = _TEXTS.get
-    out: list[str] = []
-    for value, empty in zip(units, blank, strict=True):
-        if empty:
-            out.append("")
-            continue
-        text = get((value, places))
-        if text is None:
-            text = str(Decimal(value).scaleb(-places))
-            if len(_TEXTS) < 1 << 17:
-                _TEXTS[(value, places)] = text
-        out.append(text)
-    return out
-
-
-def delta_columns(columns: Any, kinds: dict[int, str], sides: dict[int, str],
-                  causes: dict[int, str]) -> dict[str, list[Any]]:
-    """An OrderbookDeltaColumns page as DELTA_COLUMNS' raw values, equal to what the
-    extractors give for the same page as messages: whole columns, no object per row."""
-    kind = [kinds[k] for k in columns.kinds]
-    gap = [k == "gap" for k in kind]
-    reasons = iter(g.reason for g in columns.gaps)
-    return {
-        "ts": list(columns.ts_unix_micros), "seq": list(columns.seqs),
-        "sid": list(columns.sids), "kind": kind, "side": [sides[s] for s in columns.sides],
-        "price": fixed_texts(columns.prices_e4, 4, gap),
-        "delta": fixed_texts(columns.deltas_e2, 2, gap),
-        "quantity": fixed_texts(columns.quantities_e2, 2, gap),
-        "cause": [causes[c] for c in columns.causes] if len(columns.causes) else
-                 ["unspecified"] * len(kind),
-        "receive_time": list(columns.receive_unix_micros),
-        "gap_reason": [next(reasons) if g else "" for g in gap],
-    }
+def delta_columns(columns: Any, out: dict[str, list[Any]], kinds: dict[int, str],
+                  sides: dict[int, str], causes: dict[int, str]) -> None:
+    """An OrderbookDeltaColumns page appended to DELTA_COLUMNS' values in `out`: what the
+    extractors give for the same page as messages, but prices and sizes already exact
+    Decimals (None for a gap marker's), whole columns at a time, no object per row."""
+    rows = len(columns.kinds)
+    for name, field in (("ts", "ts_unix_micros"), ("seq", "seqs"), ("sid", "sids"),
+                        ("receive_time", "receive_unix_micros")):
+        out[name].extend(getattr(columns, field))
+    out["kind"].extend(map(kinds.__getitem__, columns.kinds))
+    out["side"].extend(map(sides.__getitem__, columns.sides))
+    out["cause"].extend(map(causes.__getitem__, columns.causes) if len(columns.causes)
+                        else ["unspecified"] * rows)
+    exact = {"price": fixed_decimals(columns.prices_e4, -4),
+             "delta": fixed_decimals(columns.deltas_e2, -2),
+             "quantity": fixed_decimals(columns.quantities_e2, -2)}
+    reasons = [""] * rows
+    if len(columns.gaps):  # a gap marker has no price or size, and has its reason
+        at = [i for i, kind in enumerate(columns.kinds) if kinds[kind] == "gap"]
+        for i, gap in zip(at, columns.gaps, strict=True):
+            reasons[i] = gap.reason
+            for values in exact.values():
+                values[i] = None  # type: ignore[call-overload]
+    for name, values in exact.items():
+        out[name].extend(values)
+    out["gap_reason"].extend(reasons)
 
 
 TRADE_COLUMNS: list[Column] = [
