@@ -70,11 +70,14 @@ SELECT ticker FROM book_checkpoints WHERE ticker = %(ticker)s LIMIT 1
 # Trades in [start, end) after a keyset position, in (ts, seq, trade_id) order.
 # trades: DEDUP(ts, ticker, trade_id), so (ts, trade_id) is unique; seq orders the
 # prints of one subscription within a millisecond and is null for backfilled trades.
+# `ts >= after_ts` is implied by the keyset OR, but QuestDB narrows the scanned interval
+# only by a bound standing alone: without it every page scanned from `start`.
 TRADES_PAGE = """
 SELECT ts, coalesce(seq, -1) AS seq_order, trade_id, yes_price_e4, no_price_e4, count_e2,
        taker_side, is_block, recv_ts
 FROM trades
 WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
+  AND ts >= %(after_ts)s
   AND (ts > %(after_ts)s
        OR (ts = %(after_ts)s AND (coalesce(seq, -1) > %(after_seq)s
            OR (coalesce(seq, -1) = %(after_seq)s AND trade_id > %(after_id)s))))

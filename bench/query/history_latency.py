@@ -4,8 +4,9 @@ Intent: "how fast" for the issue's deltas-page and candles-day numbers, and whet
 candles need materialized views. On a private QuestDB with synthetic history (1,000
 markets over 7 days: `--sizes` book changes plus a tenth as many trades), measures the
 cores queryd runs for ListOrderbookDeltas (one 1,000-row page from a random hour of a
-random market) and ListCandles (1m candles over a random whole day of a random market),
-at each size. Saves bench/results/query_history_latency.json.
+random market; and the first page of a random market's whole day, which holds up to
+1,000 rows at any density, so its cost compares equal work) and ListCandles (1m candles
+over a random whole day of a random market), at each size. Saves bench/results/query_history_latency.json.
 
 Run: .venv/bin/python bench/query/history_latency.py [--sizes 1000000,10000000]
 """
@@ -33,8 +34,9 @@ from queryd.history import deltas_page
 async def measure(conninfo: str, markets: int, span_days: int, samples: int, seed: int) -> dict:
     rng = random.Random(seed)
     pages: list[float] = []
+    full_pages: list[float] = []
     days: list[float] = []
-    rows = buckets = 0
+    rows = full_rows = buckets = 0
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         for i in range(samples + 20):
             ticker = f"KXBENCH-{rng.randrange(markets)}"
@@ -44,14 +46,21 @@ async def measure(conninfo: str, markets: int, span_days: int, samples: int, see
             page_ms = (time.perf_counter() - began) * 1000
             day = START + dt.timedelta(days=rng.randrange(0, span_days))
             began = time.perf_counter()
+            full = await deltas_page(conn, ticker, day, day + dt.timedelta(days=1), None, 1000)
+            full_ms = (time.perf_counter() - began) * 1000
+            began = time.perf_counter()
             day_candles = await candles(conn, ticker, day, day + dt.timedelta(days=1), "1m")
             day_ms = (time.perf_counter() - began) * 1000
             if i >= 20:  # warm-up excluded
                 pages.append(page_ms)
+                full_pages.append(full_ms)
                 days.append(day_ms)
                 rows += len(page.items)
+                full_rows += len(full.items)
                 buckets += len(day_candles)
     return {"deltas_page": {**percentiles(pages), "mean_rows": round(rows / samples)},
+            "deltas_day_first_page": {**percentiles(full_pages),
+                                      "mean_rows": round(full_rows / samples)},
             "candles_1m_day": {**percentiles(days), "mean_candles": round(buckets / samples)}}
 
 
