@@ -85,8 +85,13 @@ def answer_in_gap(response: pb_message.Message) -> bool:
     """Whether an answer fell inside a recorded gap (then its credits are refundable)."""
     if response.DESCRIPTOR.fields_by_name.get("continuity") is not None:
         return response.continuity.status == marketdata_pb2.CONTINUITY_STATUS_GAP  # type: ignore[attr-defined]
-    if response.DESCRIPTOR.fields_by_name.get("deltas") is not None:
-        return any(d.kind == marketdata_pb2.DELTA_KIND_GAP for d in response.deltas)  # type: ignore[attr-defined]
+    fields = response.DESCRIPTOR.fields_by_name
+    if fields.get("deltas") is not None:
+        if any(d.kind == marketdata_pb2.DELTA_KIND_GAP for d in response.deltas):  # type: ignore[attr-defined]
+            return True
+        # a page laid out as columns holds its gap markers as GAP entries
+        return fields.get("columns") is not None and \
+            marketdata_pb2.DELTA_KIND_GAP in response.columns.kinds  # type: ignore[attr-defined]
     return False
 
 

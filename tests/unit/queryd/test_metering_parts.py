@@ -132,4 +132,9 @@ def test_gap_answers_are_flagged():
     assert not answer_in_gap(page)
     page.deltas.add(kind=md.DELTA_KIND_GAP)
     assert answer_in_gap(page)
+    columns = md.ListOrderbookDeltasResponse(columns=md.OrderbookDeltaColumns(
+        kinds=[md.DELTA_KIND_DELTA]))
+    assert not answer_in_gap(columns)
+    columns.columns.kinds.append(md.DELTA_KIND_GAP)
+    assert answer_in_gap(columns)  # the same page as columns: refundable as well
     assert not answer_in_gap(md.ListSeriesResponse())
