@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import httpx
 
 
 def test_incidents_and_conditions_need_no_key(edge):
-    incidents = httpx.get(f"{edge.http_url}/v1/incidents",
-                          params={"start_time": "2026-11-01T00:00:00Z"}, timeout=10)
+    # relative to now: the range may span at most 31 days and its end defaults to now
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    incidents = httpx.get(f"{edge.http_url}/v1/incidents", params={"start_time": start},
+                          timeout=10)
     assert incidents.status_code == 200, incidents.text
     assert "incidents" in incidents.json()
     unknown = httpx.get(f"{edge.http_url}/v1/conditions", params={"series_ticker": "KXNOPE"},
