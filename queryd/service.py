@@ -73,6 +73,12 @@ def _ticker(value: str, field: str = "ticker") -> str:
     return value
 
 
+def _layout(value: int, field: str) -> int:
+    if value not in pb.BatchLayout.values():
+        raise InvalidArgument.field(field, "is not a known layout")
+    return value
+
+
 def instant(request: Any) -> dt.datetime:
     """A request's `at`: when it arrived if omitted; INVALID_ARGUMENT in the future."""
     now = now_utc()
@@ -208,10 +214,8 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
     async def ListOrderbookDeltas(self, request: pb.ListOrderbookDeltasRequest,
                                   context: grpc.aio.ServicerContext
                                   ) -> pb.ListOrderbookDeltasResponse:
-        if request.layout not in pb.BatchLayout.values():
-            raise InvalidArgument.field("layout", "is not a known layout")
         items, token = await self._history("ListOrderbookDeltas", request, functools.partial(
-            deltas_page, layout=request.layout))
+            deltas_page, layout=_layout(request.layout, "layout")))
         if request.layout == pb.BATCH_LAYOUT_COLUMNS:
             return pb.ListOrderbookDeltasResponse(columns=items[0], next_page_token=token)
         return pb.ListOrderbookDeltasResponse(deltas=items, next_page_token=token)
@@ -363,8 +367,7 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
                 raise InvalidArgument.field("depth", "must not be negative")
             if not 0 <= request.batch_size <= MAX_STREAM_BATCH:
                 raise InvalidArgument.field("batch_size", f"must be 0 to {MAX_STREAM_BATCH}")
-            if request.batch_layout not in pb.BatchLayout.values():
-                raise InvalidArgument.field("batch_layout", "is not a known layout")
+            _layout(request.batch_layout, "batch_layout")
             start = from_timestamp(request.start_time) if request.HasField("start_time") else None
             if start is not None and start > now_utc() + FUTURE_SLACK:
                 raise InvalidArgument.field("start_time", "is in the future")

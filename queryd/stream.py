@@ -132,24 +132,26 @@ def _message_entries(entries: list[Entry]) -> list[pb.OrderbookDelta]:
 def _column_messages(entries: list[Entry], batch: int
                      ) -> Iterator[pb.StreamOrderbookResponse]:
     """Runs of rows as `columns` batches; a built message (a gap marker) on its own."""
-    run: list[tuple[Any, ...]] = []
-    for entry in entries:
-        if isinstance(entry, pb.OrderbookDelta):
-            for i in range(0, len(run), batch):
-                yield pb.StreamOrderbookResponse(columns=columns(run[i:i + batch]))
-            run = []
+    start = 0  # where the current run of rows began
+    for end, entry in enumerate([*entries, None]):
+        if isinstance(entry, tuple):
+            continue
+        for i in range(start, end, batch):
+            yield pb.StreamOrderbookResponse(columns=columns(entries[i:min(i + batch, end)]))
+        if entry is not None:
             yield pb.StreamOrderbookResponse(delta=entry)
-        else:
-            run.append(entry)
-    for i in range(0, len(run), batch):
-        yield pb.StreamOrderbookResponse(columns=columns(run[i:i + batch]))
+        start = end + 1
+
+
+def _as_columns(batch: int, layout: int) -> bool:
+    return batch > 0 and layout == pb.BATCH_LAYOUT_COLUMNS
 
 
 def _messages(entries: list[Entry], batch: int, layout: int
               ) -> Iterator[pb.StreamOrderbookResponse]:
     """Entries ready at once as stream messages: one each, `batch` to a message, or
     `batch` to a message as columns."""
-    if batch > 0 and layout == pb.BATCH_LAYOUT_COLUMNS:
+    if _as_columns(batch, layout):
         yield from _column_messages(entries, batch)
         return
     built = _message_entries(entries)
@@ -179,7 +181,7 @@ async def stream_orderbook(pool: AsyncConnectionPool, ticker: str, start: dt.dat
         loop = asyncio.get_running_loop()
         last_sent = loop.time()
         joined = False  # True once history is complete up to the subscription
-        as_columns = batch > 0 and layout == pb.BATCH_LAYOUT_COLUMNS
+        as_columns = _as_columns(batch, layout)
         while stop is None or not stop.is_set():
             if sub is not None and (sub.reset.is_set() or sub.overflowed):
                 if sub.overflowed:

@@ -83,9 +83,9 @@ def check_csrf(grant: Grant, metadata: Any) -> None:
 
 def answer_in_gap(response: pb_message.Message) -> bool:
     """Whether an answer fell inside a recorded gap (then its credits are refundable)."""
-    if response.DESCRIPTOR.fields_by_name.get("continuity") is not None:
-        return response.continuity.status == marketdata_pb2.CONTINUITY_STATUS_GAP  # type: ignore[attr-defined]
     fields = response.DESCRIPTOR.fields_by_name
+    if fields.get("continuity") is not None:
+        return response.continuity.status == marketdata_pb2.CONTINUITY_STATUS_GAP  # type: ignore[attr-defined]
     if fields.get("deltas") is not None:
         if any(d.kind == marketdata_pb2.DELTA_KIND_GAP for d in response.deltas):  # type: ignore[attr-defined]
             return True

@@ -260,6 +260,8 @@ DELTA_COLUMNS: list[Column] = [
     ("receive_time", micros_column("receive_time"), "time"),
     ("gap_reason", lambda d: d.gap.reason if d.HasField("gap") else "", "str"),
 ]
+
+
 def enum_names(enum: Any, prefix: str) -> dict[int, str]:
     """An enum's values by number as the short lower-case names its columns hold."""
     return {v.number: v.name.removeprefix(prefix).lower() for v in enum.DESCRIPTOR.values}
