@@ -43,6 +43,7 @@ MAX_DEPTH = 100
 INTERVALS = {"1s": 1_000_000, "1m": 60_000_000, "1h": 3_600_000_000}
 CHANGE_CHUNK = 20_000
 MAX_SCAN_PER_PAGE = 2_000_000  # changes one page may walk before it answers what it has
+NEVER = 1 << 62  # a walk's step for what it is not asked for (no candle closes here)
 
 EVENT_MARKETS = """SELECT ticker FROM markets WHERE event_ticker = %(event)s
 LATEST ON ts PARTITION BY ticker"""
@@ -67,8 +68,10 @@ WHERE ticker IN ({tickers}) AND coalesce(start_ts, ts) <= %(at)s
 ORDER BY ts DESC"""
 # `ts >= %(ts)s` is implied by the keyset condition but QuestDB only narrows the scan's
 # interval by it when it stands alone: without it every chunk scanned from the table's
-# first row (most of a snapshots page's cost).
-CHANGES_AFTER = """SELECT ts, side, price_e4, qty_after_e2, kind, seq, sid, recv_ts
+# first row (most of a snapshots page's cost). Times come as integer µs (a datetime per
+# row, then µs again, cost more than the walk itself).
+CHANGES_AFTER = """SELECT cast(ts AS LONG), side, price_e4, qty_after_e2, kind, seq, sid,
+  cast(recv_ts AS LONG)
 FROM book_changes WHERE ticker = %(ticker)s AND ts >= %(ts)s AND ts < %(end)s
   AND (ts > %(ts)s OR (ts = %(ts)s AND (sid > %(sid)s OR (sid = %(sid)s AND seq > %(seq)s))))
 ORDER BY ts, sid, seq LIMIT %(limit)s"""
@@ -82,9 +85,22 @@ def _depth(value: int, default: int) -> int:
     return value or default
 
 
-def _level(price: int, qty: int) -> md.PriceLevel | None:
-    return None if price == NULL else md.PriceLevel(price=format_price(price),
-                                                   quantity=format_quantity(qty))
+def _levels(state: tuple[int, ...], at: int, depth: int,
+            made: dict[tuple[int, int], md.PriceLevel]) -> list[md.PriceLevel]:
+    """One side's levels of a walk's state (`depth` (price, qty) pairs from `at`, NULL
+    when the side has fewer), each message made once per page (`made`)."""
+    out = []
+    for i in range(at, at + 2 * depth, 2):
+        price = state[i]
+        if price == NULL:
+            break
+        key = (price, state[i + 1])
+        level = made.get(key)
+        if level is None:
+            level = made[key] = md.PriceLevel(price=format_price(price),
+                                               quantity=format_quantity(key[1]))
+        out.append(level)
+    return out
 
 
 class Spans:
@@ -240,7 +256,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
 
     async def _walk(self, conn: AsyncConnection, ticker: str, begin: dt.datetime,
                     end: dt.datetime, first_quote: bool, step_us: int, depth: int,
-                    take: Callable[[list[Quote], list[Run]], bool]
+                    take: Callable[[list[Quote], list[Run]], bool], quotes: bool = True
                     ) -> tuple[Spans, int, bool]:
         """Walk `ticker`'s changes in (begin, end) from its book at `begin`, handing what
         the walk yields to `take` until it says enough or the end is reached (then the
@@ -255,8 +271,8 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             await conn.execute(GAP_SPANS, {"ticker": ticker, "start": begin, "end": end})
         ).fetchall()]
         walk = BookWalk(start.book.copy(), start.seq or 0, 0, to_us(begin), to_us(end), first_us,
-                        step_us=step_us, depth=depth, close_step_us=step_us,
-                        initial_quote=first_quote)
+                        step_us=step_us, depth=depth, close_step_us=NEVER,
+                        initial_quote=first_quote, quotes=quotes)
         key = {"ts": begin, "sid": 2**62, "seq": 2**62}  # after everything at `begin`
         scanned, last_us, enough = 0, to_us(begin), False
         spans = Spans(first_us, gaps)
@@ -266,15 +282,11 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             if not rows:
                 take(*walk.finish())
                 return spans, last_us, True
-            enough = take(*walk.feed([to_us(r[0]) for r in rows], [None if r[7] is None else to_us(r[7])
-                                                     for r in rows],
-                      [r[4] for r in rows], [r[1] for r in rows], [int(r[2]) for r in rows],
-                      [int(r[3]) for r in rows], [int(r[5]) for r in rows],
-                      [int(r[6]) for r in rows]))
+            ts, side, price, qty, kind, seq, sid, recv = zip(*rows, strict=True)
+            enough = take(*walk.feed(ts, recv, kind, side, price, qty, seq, sid))
             scanned += len(rows)
-            last = rows[-1]
-            key = {"ts": last[0], "sid": int(last[6]), "seq": int(last[5])}
-            last_us = to_us(last[0])
+            last_us = ts[-1]
+            key = {"ts": from_us(last_us), "sid": sid[-1], "seq": seq[-1]}
             if not enough and len(rows) < CHANGE_CHUNK:  # that was all: no query to say so
                 take(*walk.finish())
                 return spans, last_us, True
@@ -294,7 +306,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
 
         async with self.pool.connection() as conn:
             spans, last_us, done = await self._walk(
-                conn, w.ticker, begin, w.end, w.after is None, 1 << 62, 0, take)
+                conn, w.ticker, begin, w.end, w.after is None, NEVER, 0, take)
         page, more = quotes[:size], len(quotes) > size or not done
         out = pb.ListQuotesResponse()
         for ts, _recv, yp, yq, np_, nq, seq, _sid in page:
@@ -332,20 +344,21 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
         async with self.pool.connection() as conn:
             spans, _last, _done = await self._walk(
                 conn, w.ticker, from_us(first_boundary), from_us(page_end), False, step, depth,
-                take)
+                take, quotes=False)
+        levels: dict[tuple[int, int], md.PriceLevel] = {}  # a book's levels repeat run to run
+        template, shown = pb.OrderbookSnapshot(), None
         for first, last, state in runs:
-            yes = [_level(state[1 + 2 * i], state[2 + 2 * i]) for i in range(depth)]
-            no = [_level(state[1 + 2 * (depth + i)], state[2 + 2 * (depth + i)])
-                  for i in range(depth)]
-            # One message per run, copied per boundary in C and given its time in place:
-            # building each from the levels, a Timestamp through a datetime and appending
-            # it (another copy) was most of a page's cost.
-            template = pb.OrderbookSnapshot(yes=[lv for lv in yes if lv is not None],
-                                            no=[lv for lv in no if lv is not None],
-                                            seq=state[0])
+            if state[1:] != shown:  # only the seq moves in most runs: the levels are as before
+                shown = state[1:]
+                template = pb.OrderbookSnapshot(yes=_levels(state, 1, depth, levels),
+                                                no=_levels(state, 1 + 2 * depth, depth, levels))
+            # One message per book, copied per boundary in C and given its seq, continuity
+            # and time in place: building each from the levels, a Timestamp through a
+            # datetime and appending it (another copy) was most of a page's cost.
             for boundary in range(first, last + 1, step):
                 snapshot = out.snapshots.add()
                 snapshot.CopyFrom(template)
+                snapshot.seq = state[0]
                 snapshot.continuity = spans.status(boundary)  # type: ignore[assignment]
                 set_us(snapshot.ts, boundary)
         if page_end < to_us(w.end):
@@ -383,11 +396,11 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
 
 def md_quote(ts: int, yp: int, yq: int, np_: int, nq: int, seq: int, status: int) -> pb.Quote:
     quote = pb.Quote(seq=seq, continuity=status)
-    quote.ts.CopyFrom(timestamp(from_us(ts)))
+    set_us(quote.ts, ts)
     if yp != NULL:
-        quote.best_yes_bid.CopyFrom(_level(yp, yq))
+        quote.best_yes_bid.price, quote.best_yes_bid.quantity = format_price(yp), format_quantity(yq)
     if np_ != NULL:
-        quote.best_no_bid.CopyFrom(_level(np_, nq))
+        quote.best_no_bid.price, quote.best_no_bid.quantity = format_price(np_), format_quantity(nq)
     return quote
 
 

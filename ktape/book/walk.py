@@ -55,6 +55,7 @@ class BookWalk:
     close_step_us: int = MINUTE_US
     close_until_us: int | None = None
     initial_quote: bool = True
+    quotes: bool = True  # False: no quotes tracked (a walk for samples alone skips a top per instant)
     closes: list[tuple[int, int | None, int | None]] = field(default_factory=list)
     _next_sample: int = 0
     _next_close: int = 0
@@ -66,6 +67,11 @@ class BookWalk:
     _group_ts: int | None = None
     _group_recv: int = NULL
     _snapshot_key: tuple[int, int, int] | None = None
+    # Each side's top `depth` levels as the samples hold them (price, qty, ... padded with
+    # NULL), kept until a change can alter them: most changes land below the top levels,
+    # and sorting a side per change was most of a sampled walk's cost.
+    _tops: list[tuple[int, ...] | None] = field(default_factory=lambda: [None, None])
+    _cutoff: list[int] = field(default_factory=lambda: [NULL, NULL])
 
     def __post_init__(self) -> None:
         first = self.start_us if self.first_us is None else max(self.start_us, self.first_us)
@@ -89,15 +95,23 @@ class BookWalk:
         return (NULL if yes is None else yes, NULL if yes is None else self.book.yes[yes],
                 NULL if no is None else no, NULL if no is None else self.book.no[no])
 
+    def _side_top(self, s: int) -> tuple[int, ...]:
+        top = self._tops[s]
+        if top is None:
+            side = self.book.yes if s == 0 else self.book.no
+            best = sorted(side.items(), reverse=True)[:self.depth]
+            out: list[int] = []
+            for price, qty in best:
+                out += (price, qty)
+            # a change can move the top only at or above its lowest price, unless the
+            # side has fewer than `depth` levels (then any new level joins it)
+            self._cutoff[s] = best[-1][0] if len(best) == self.depth else NULL
+            top = self._tops[s] = tuple(out) + (NULL, NULL) * (self.depth - len(best))
+        return top
+
     def _levels(self) -> tuple[int, ...]:
         if self._state is None:
-            out: list[int] = [self.seq]
-            for side in (self.book.yes, self.book.no):
-                best = sorted(side.items(), reverse=True)[:self.depth]
-                for price, qty in best:
-                    out += (price, qty)
-                out += (NULL, NULL) * (self.depth - len(best))
-            self._state = tuple(out)
+            self._state = (self.seq, *self._side_top(0), *self._side_top(1))
         return self._state
 
     # -- time passing -------------------------------------------------------------------
@@ -128,7 +142,7 @@ class BookWalk:
             self._quotes.append((first, NULL, *self._last_quote, self.seq, self.sid))
 
     def _end_group(self) -> None:
-        if self._group_ts is None:
+        if self._group_ts is None or not self.quotes:
             return
         top = self.top()
         if top != self._last_quote:
@@ -142,7 +156,7 @@ class BookWalk:
              seq: Sequence[int], sid: Sequence[int]) -> tuple[list[Quote], list[Run]]:
         """Apply rows (µs times, in (ts, sid, seq) order); the quotes and sample runs
         whose instants have passed."""
-        book = self.book
+        book, tops, cutoff = self.book, self._tops, self._cutoff
         for i in range(len(ts)):
             t = ts[i]
             if t != self._group_ts:
@@ -156,14 +170,19 @@ class BookWalk:
                 key = (t, sid[i], seq[i])
                 if key != self._snapshot_key:
                     book.clear()
+                    tops[0] = tops[1] = None
                     self._snapshot_key = key
             else:
                 self._snapshot_key = None
-            ladder = book.yes if side[i] == "yes" else book.no
+            s = 0 if side[i] == "yes" else 1
+            ladder = book.yes if s == 0 else book.no
+            p = price[i]
             if qty[i] > 0:
-                ladder[price[i]] = qty[i]
+                ladder[p] = qty[i]
             else:
-                ladder.pop(price[i], None)
+                ladder.pop(p, None)
+            if p >= cutoff[s]:
+                tops[s] = None
             self.seq, self.sid = seq[i], sid[i]
             self._group_recv = NULL if recv[i] is None else recv[i]
             self._state = None
