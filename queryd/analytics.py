@@ -31,7 +31,7 @@ from ktape.paging import PageTokens, checked_page_size, position_of, query_diges
 from ktape.sql_lists import any_of, with_tickers
 from queryd import simulate, sql
 from queryd.audit import AuditChecker, report_message
-from queryd.convert import CONTINUITY, continuity_message, ladder, set_us, timestamp
+from queryd.convert import CONTINUITY, continuity_message, fill_ladder, set_us, timestamp
 from queryd.orderbook import CHECKPOINT_LOOKBACK, Continuity, assemble, not_recorded, orderbook_at
 from queryd.service import _ticker, instant, page_window
 from queryd.timeutil import as_utc, from_us, request_date, to_us
@@ -69,9 +69,9 @@ ORDER BY ts DESC"""
 # `ts >= %(ts)s` is implied by the keyset condition but QuestDB only narrows the scan's
 # interval by it when it stands alone: without it every chunk scanned from the table's
 # first row (most of a snapshots page's cost). Times come as integer µs (a datetime per
-# row, then µs again, cost more than the walk itself).
-CHANGES_AFTER = """SELECT cast(ts AS LONG), side, price_e4, qty_after_e2, kind, seq, sid,
-  cast(recv_ts AS LONG)
+# row, then µs again, cost more than the walk itself), in binary (QuestDB sends and the
+# driver reads a binary row faster), the receive time only for quotes, which carry it.
+CHANGES_AFTER = """SELECT cast(ts AS LONG), side, price_e4, qty_after_e2, kind, seq, sid{recv}
 FROM book_changes WHERE ticker = %(ticker)s AND ts >= %(ts)s AND ts < %(end)s
   AND (ts > %(ts)s OR (ts = %(ts)s AND (sid > %(sid)s OR (sid = %(sid)s AND seq > %(seq)s))))
 ORDER BY ts, sid, seq LIMIT %(limit)s"""
@@ -155,12 +155,12 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             asks += PRICE_SCALE - no if no is not None else PRICE_SCALE
             if result.continuity is not Continuity.CONTINUOUS:
                 out.markets_not_continuous += 1
-            out.markets.append(pb.EventMarketBook(
-                ticker=ticker, yes=ladder(result.book, "yes", depth),
-                no=ladder(result.book, "no", depth),
-                best_yes_bid=format_price(yes) if yes is not None else "",
+            market = out.markets.add(  # in place: an appended message is copied whole
+                ticker=ticker, best_yes_bid=format_price(yes) if yes is not None else "",
                 best_yes_ask=format_price(PRICE_SCALE - no) if no is not None else "",
-                seq=result.seq or 0, continuity=continuity_message(result)))
+                seq=result.seq or 0, continuity=continuity_message(result))
+            fill_ladder(market.yes, result.book, "yes", depth)
+            fill_ladder(market.no, result.book, "no", depth)
         out.sum_best_yes_bids = format_price(bids)
         out.sum_best_yes_asks = format_price(asks)
         return out
@@ -180,8 +180,8 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
                                    [(ticker, row[0]) for ticker, row in checkpoints.items()])
             query = psql.SQL(CHANGES_SINCE).format(since=since)
             bounds |= {"from": min(as_utc(row[0]) for row in checkpoints.values()), "at": at}
-            for row in await (await conn.execute(query, bounds)).fetchall():
-                changes[str(row[0])].append(row[1:])
+            for row in await (await conn.execute(query, bounds, binary=True)).fetchall():
+                changes[row[0]].append(row[1:])  # ticker: a str from the driver already
         gaps: dict[str, tuple] = {}
         for row in await (await conn.execute(with_tickers(GAPS_AT, tickers), {"at": at})).fetchall():
             gaps.setdefault(str(row[0]), row[1:])  # newest first: the one GetOrderbook picks
@@ -276,13 +276,15 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
         key = {"ts": begin, "sid": 2**62, "seq": 2**62}  # after everything at `begin`
         scanned, last_us, enough = 0, to_us(begin), False
         spans = Spans(first_us, gaps)
+        query = CHANGES_AFTER.format(recv=", cast(recv_ts AS LONG)" if quotes else "")
         while not enough and scanned < MAX_SCAN_PER_PAGE:
-            rows = await (await conn.execute(CHANGES_AFTER, {
-                "ticker": ticker, "end": end, "limit": CHANGE_CHUNK, **key})).fetchall()
+            rows = await (await conn.execute(query, {
+                "ticker": ticker, "end": end, "limit": CHANGE_CHUNK, **key}, binary=True)).fetchall()
             if not rows:
                 take(*walk.finish())
                 return spans, last_us, True
-            ts, side, price, qty, kind, seq, sid, recv = zip(*rows, strict=True)
+            ts, side, price, qty, kind, seq, sid, *got = zip(*rows, strict=True)
+            recv = got[0] if quotes else [None] * len(rows)
             enough = take(*walk.feed(ts, recv, kind, side, price, qty, seq, sid))
             scanned += len(rows)
             last_us = ts[-1]
@@ -346,12 +348,18 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
                 conn, w.ticker, from_us(first_boundary), from_us(page_end), False, step, depth,
                 take, quotes=False)
         levels: dict[tuple[int, int], md.PriceLevel] = {}  # a book's levels repeat run to run
-        template, shown = pb.OrderbookSnapshot(), None
+        template, shown_yes, shown_no, mid = pb.OrderbookSnapshot(), None, None, 1 + 2 * depth
         for first, last, state in runs:
-            if state[1:] != shown:  # only the seq moves in most runs: the levels are as before
-                shown = state[1:]
-                template = pb.OrderbookSnapshot(yes=_levels(state, 1, depth, levels),
-                                                no=_levels(state, 1 + 2 * depth, depth, levels))
+            # Most runs move the seq and one side at most: the other side's levels are as
+            # the template holds them already.
+            if (yes := state[1:mid]) != shown_yes:
+                shown_yes = yes
+                del template.yes[:]
+                template.yes.extend(_levels(state, 1, depth, levels))
+            if (no := state[mid:]) != shown_no:
+                shown_no = no
+                del template.no[:]
+                template.no.extend(_levels(state, mid, depth, levels))
             # One message per book, copied per boundary in C and given its seq, continuity
             # and time in place: building each from the levels, a Timestamp through a
             # datetime and appending it (another copy) was most of a page's cost.

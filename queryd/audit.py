@@ -42,7 +42,7 @@ from ktape.conditions import Incident
 from ktape.marketdata.v1 import analytics_pb2 as pb
 from ktape.sql_lists import any_of, with_tickers
 from queryd import sql
-from queryd.convert import continuity_message, duration_us, ladder, timestamp
+from queryd.convert import continuity_message, duration_us, fill_ladder, timestamp
 from queryd.orderbook import CHECKPOINT_LOOKBACK, Continuity, GapSpan, OrderbookAt, assemble
 from queryd.timeutil import as_utc, from_us, to_us
 
@@ -377,7 +377,10 @@ def agreement_rate(agreements: int, disagreements: int) -> str:
 
 
 def _book_message(book: Book) -> pb.AuditBook:
-    return pb.AuditBook(yes=ladder(book, "yes", 0), no=ladder(book, "no", 0))
+    out = pb.AuditBook()
+    fill_ladder(out.yes, book, "yes", 0)
+    fill_ladder(out.no, book, "no", 0)
+    return out
 
 
 def sample_message(verdict: Verdict, series: str) -> pb.AuditSample:

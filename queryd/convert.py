@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -44,9 +45,13 @@ def duration_us(us: int) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
 
 
-def ladder(book: Book, side: str, depth: int) -> list[pb.PriceLevel]:
-    return [pb.PriceLevel(price=format_price(p), quantity=format_quantity(q))
-            for p, q in book.best_first(side, depth or None)]
+def fill_ladder(levels: Any, book: Book, side: str, depth: int) -> None:
+    """A message's repeated PriceLevel field filled with one side, best first: each
+    level made in place (building a list of messages to hand over copies each again,
+    and a 20-market event has thousands)."""
+    add = levels.add
+    for price, qty in book.best_first(side, depth or None):
+        add(price=format_price(price), quantity=format_quantity(qty))
 
 
 def continuity_message(result: OrderbookAt) -> pb.Continuity:
@@ -67,13 +72,10 @@ def continuity_message(result: OrderbookAt) -> pb.Continuity:
 
 def orderbook_response(result: OrderbookAt, depth: int) -> pb.GetOrderbookResponse:
     continuity = continuity_message(result)
-    response = pb.GetOrderbookResponse(
-        ticker=result.ticker,
-        yes=ladder(result.book, "yes", depth),
-        no=ladder(result.book, "no", depth),
-        seq=result.seq or 0,
-        continuity=continuity,
-    )
+    response = pb.GetOrderbookResponse(ticker=result.ticker, seq=result.seq or 0,
+                                       continuity=continuity)
+    fill_ladder(response.yes, result.book, "yes", depth)
+    fill_ladder(response.no, result.book, "no", depth)
     response.at.CopyFrom(timestamp(result.at))
     if result.last_change is not None:
         response.last_change_time.CopyFrom(timestamp(result.last_change))

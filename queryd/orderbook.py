@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from psycopg import AsyncConnection
 
 from ktape.book.ladder import Book
-from ktape.book.reconstruct import Change, Checkpoint, apply_changes
+from ktape.book.reconstruct import Checkpoint, apply_rows
 from queryd import sql
 from queryd.timeutil import as_utc, from_us, to_us
 
@@ -60,7 +60,8 @@ async def orderbook_at(conn: AsyncConnection, ticker: str, at: dt.datetime) -> O
         first = await (await conn.execute(sql.FIRST_CHECKPOINT, params)).fetchone()
         return not_recorded(ticker, at, first[0] if first else None)
     cursor = await conn.execute(
-        sql.CHANGES_BETWEEN, {"ticker": ticker, "start": as_utc(row[0]), "end": at})
+        sql.CHANGES_BETWEEN, {"ticker": ticker, "start": as_utc(row[0]), "end": at},
+        binary=True)  # see sql.CHANGES_BETWEEN
     changes = await cursor.fetchall()
     gap_row = await (await conn.execute(sql.GAP_AT, {"ticker": ticker, "at": at})).fetchone()
     return assemble(ticker, at, row, changes, gap_row)
@@ -83,15 +84,11 @@ def assemble(ticker: str, at: dt.datetime, checkpoint_row: tuple, change_rows: l
         to_us(ts), int(sid), int(seq), str(reason), yes_levels, no_levels,
         to_us(continuous_since) if continuous_since is not None else None,
     )
-    changes = [  # rows as sql.CHANGES_BETWEEN gives them: time as µs, integers as int
-        Change(c_us, side, price, qty, delta, kind, c_seq, c_sid)
-        for c_us, side, price, qty, delta, kind, c_seq, c_sid in change_rows
-    ]
-    rebuilt = apply_changes(checkpoint, changes)
+    rebuilt = apply_rows(checkpoint, change_rows)  # rows as sql.CHANGES_BETWEEN gives them
     since_us = checkpoint.continuous_since_us
-    for change in changes:  # a later exchange snapshot restarts the continuous run
-        if change.kind == "snapshot" and change.ts_us >= checkpoint.ts_us:
-            since_us = change.ts_us
+    for row in change_rows:  # a later exchange snapshot restarts the continuous run
+        if row[5] == "snapshot" and row[0] >= checkpoint.ts_us:
+            since_us = row[0]
     last_change = from_us(rebuilt.last_change_us)
     if gap_row is not None:
         _g_ts, g_reason, g_start, g_end, g_expected, g_got = gap_row
