@@ -349,6 +349,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
                 take, quotes=False)
         levels: dict[tuple[int, int], md.PriceLevel] = {}  # a book's levels repeat run to run
         template, shown_yes, shown_no, mid = pb.OrderbookSnapshot(), None, None, 1 + 2 * depth
+        add = out.snapshots.add
         for first, last, state in runs:
             # Most runs move the seq and one side at most: the other side's levels are as
             # the template holds them already.
@@ -360,14 +361,15 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
                 shown_no = no
                 del template.no[:]
                 template.no.extend(_levels(state, mid, depth, levels))
-            # One message per book, copied per boundary in C and given its seq, continuity
-            # and time in place: building each from the levels, a Timestamp through a
-            # datetime and appending it (another copy) was most of a page's cost.
+            template.seq = state[0]
+            # One message per book, copied per boundary in C and given its time in place:
+            # building each from the levels, a Timestamp through a datetime and appending
+            # it (another copy) was most of a page's cost.
             for boundary in range(first, last + 1, step):
-                snapshot = out.snapshots.add()
+                if (status := spans.status(boundary)) != template.continuity:
+                    template.continuity = status  # type: ignore[assignment]
+                snapshot = add()
                 snapshot.CopyFrom(template)
-                snapshot.seq = state[0]
-                snapshot.continuity = spans.status(boundary)  # type: ignore[assignment]
                 set_us(snapshot.ts, boundary)
         if page_end < to_us(w.end):
             out.next_page_token = w.token(self.tokens, [page_end])

@@ -16,6 +16,7 @@ Emitted values are integers (price_e4, qty_e2); NULL marks an empty level.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from ktape.book.ladder import PRICE_SCALE, Book
 SECOND_US = 1_000_000
 MINUTE_US = 60 * SECOND_US
 NULL = -(2**63)  # "no level" in the emitted tuples
+_NO_TOP = 2**63  # the cut-off of a walk that samples no levels (depth 0): no change is at it
 
 Quote = tuple[int, int, int, int, int, int, int, int]  # ts, recv, yes p/q, no p/q, seq, sid
 Run = tuple[int, int, tuple[int, ...]]  # first and last boundary with this state
@@ -68,12 +70,17 @@ class BookWalk:
     _group_recv: int = NULL
     _snapshot_key: tuple[int, int, int] | None = None
     # Each side's top `depth` levels as the samples hold them (price, qty, ... padded with
-    # NULL), kept until a change can alter them: most changes land below the top levels,
-    # and sorting a side per change was most of a sampled walk's cost.
+    # NULL), kept until a change can alter them, and the top's prices (ascending) kept
+    # through the changes that do: most changes land below the top levels, most of the
+    # rest add or resize a level in it, and sorting a side per change was most of a
+    # sampled walk's cost. Only a level leaving a full top needs the side sorted again.
     _tops: list[tuple[int, ...] | None] = field(default_factory=lambda: [None, None])
+    _top_prices: list[list[int] | None] = field(default_factory=lambda: [None, None])
     _cutoff: list[int] = field(default_factory=lambda: [NULL, NULL])
 
     def __post_init__(self) -> None:
+        if not self.depth:
+            self._cutoff = [_NO_TOP, _NO_TOP]
         first = self.start_us if self.first_us is None else max(self.start_us, self.first_us)
         self._next_sample = (ceil_to(first, self.step_us) if self.first_us is not None
                              else ceil_to(self.end_us, self.step_us))
@@ -99,15 +106,38 @@ class BookWalk:
         top = self._tops[s]
         if top is None:
             side = self.book.yes if s == 0 else self.book.no
-            best = sorted(side, reverse=True)[:self.depth]  # prices: ints sort fast
+            prices = self._top_prices[s]
+            if prices is None:
+                prices = self._top_prices[s] = sorted(side)[-self.depth:] if self.depth else []
+                # a change can move the top only at or above its lowest price, unless the
+                # side has fewer than `depth` levels (then any new level joins it)
+                self._cutoff[s] = prices[0] if len(prices) == self.depth else NULL
             out: list[int] = []
-            for price in best:
+            for price in reversed(prices):  # best first
                 out += (price, side[price])
-            # a change can move the top only at or above its lowest price, unless the
-            # side has fewer than `depth` levels (then any new level joins it)
-            self._cutoff[s] = best[-1] if len(best) == self.depth else NULL
-            top = self._tops[s] = tuple(out) + (NULL, NULL) * (self.depth - len(best))
+            top = self._tops[s] = tuple(out) + (NULL, NULL) * (self.depth - len(prices))
         return top
+
+    def _at_top(self, s: int, ladder: dict[int, int], price: int, qty: int) -> None:
+        """Apply a change at or above side `s`'s cut-off, keeping its top's prices."""
+        existed = price in ladder
+        if qty > 0:
+            ladder[price] = qty
+        else:
+            ladder.pop(price, None)
+        self._tops[s] = None
+        prices = self._top_prices[s]
+        if prices is None or existed == (qty > 0):
+            return  # not known, or a level resized: the same prices
+        if qty > 0:  # a new level in the top
+            bisect.insort(prices, price)
+            if len(prices) > self.depth:
+                del prices[0]
+            self._cutoff[s] = prices[0] if len(prices) == self.depth else NULL
+        elif self._cutoff[s] == NULL:  # a level left a thin side: all its levels are shown
+            prices.remove(price)
+        else:  # a level left a full top: which level takes its place needs a sort
+            self._top_prices[s] = None
 
     def _levels(self) -> tuple[int, ...]:
         if self._state is None:
@@ -184,23 +214,24 @@ class BookWalk:
                     yes.clear()
                     no.clear()
                     tops[0] = tops[1] = None
+                    self._top_prices[0], self._top_prices[1] = [], []  # an empty book's
+                    cutoff[0] = cutoff[1] = NULL if self.depth else _NO_TOP
                     key_of_snapshot = (t, si, sq)
             else:
                 key_of_snapshot = None
             if sd == "yes":
-                if q > 0:
+                if p >= cutoff[0]:
+                    self._at_top(0, yes, p, q)
+                elif q > 0:
                     yes[p] = q
                 else:
                     yes.pop(p, None)
-                if p >= cutoff[0]:
-                    tops[0] = None
+            elif p >= cutoff[1]:
+                self._at_top(1, no, p, q)
+            elif q > 0:
+                no[p] = q
             else:
-                if q > 0:
-                    no[p] = q
-                else:
-                    no.pop(p, None)
-                if p >= cutoff[1]:
-                    tops[1] = None
+                no.pop(p, None)
             cur_seq, cur_sid, cur_recv, changed = sq, si, NULL if r is None else r, True
         self.seq, self.sid, self._group_recv = cur_seq, cur_sid, cur_recv
         self._snapshot_key = key_of_snapshot

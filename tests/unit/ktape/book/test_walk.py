@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ktape.book.ladder import Book
 from ktape.book.walk import NULL, BookWalk
 
@@ -28,15 +30,17 @@ def test_a_walk_that_goes_on_from_a_page_does_not_repeat_its_last_quote():
     assert [(q[0] - T0) // S for q in quotes] == [2]
 
 
-def test_samples_equal_a_full_sort_of_the_book_whatever_the_changes_touch():
+@pytest.mark.parametrize(("depth", "low", "high"), [(3, 20, 60), (5, 40, 46), (1, 30, 70)])
+def test_samples_equal_a_full_sort_of_the_book_whatever_the_changes_touch(depth, low, high):
     """The walk keeps each side's top levels until a change can move them; at every
     boundary they must equal the book sorted afresh (changes above, at and below the
-    cut-off, removals, sides thinner than the depth, exchange snapshots)."""
+    cut-off, removals, sides thinner than the depth, exchange snapshots); few prices
+    keep the sides thin, many keep them full."""
     import bisect
     import random
 
     rng = random.Random(11)
-    depth, book = 3, Book({4000: 1, 3900: 2, 3800: 3, 3000: 4}, {5000: 5})
+    book = Book({4000: 1, 3900: 2, 3800: 3, 3000: 4}, {5000: 5})
     walk = BookWalk(book.copy(), 1, 1, T0, T0 + 400 * S, T0, step_us=S, depth=depth,
                     quotes=False)
     truth, times, tops, runs = book.copy(), [], [], []
@@ -44,7 +48,7 @@ def test_samples_equal_a_full_sort_of_the_book_whatever_the_changes_touch():
         t = T0 + n * S // 5  # five changes a second, one of them on the boundary
         kind = "snapshot" if n % 500 == 0 else "delta"
         side = rng.choice(["yes", "no"])
-        price, qty = 100 * rng.randrange(20, 60), rng.choice([0, 0, 1, 2, 5])
+        price, qty = 100 * rng.randrange(low, high), rng.choice([0, 0, 1, 2, 5])
         if kind == "snapshot":
             truth.clear()
         ladder = truth.yes if side == "yes" else truth.no
