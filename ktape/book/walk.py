@@ -219,19 +219,14 @@ class BookWalk:
                     key_of_snapshot = (t, si, sq)
             else:
                 key_of_snapshot = None
-            if sd == "yes":
-                if p >= cutoff[0]:
-                    self._at_top(0, yes, p, q)
-                elif q > 0:
-                    yes[p] = q
-                else:
-                    yes.pop(p, None)
-            elif p >= cutoff[1]:
-                self._at_top(1, no, p, q)
+            s = 0 if sd == "yes" else 1
+            ladder = yes if s == 0 else no
+            if p >= cutoff[s]:
+                self._at_top(s, ladder, p, q)
             elif q > 0:
-                no[p] = q
+                ladder[p] = q
             else:
-                no.pop(p, None)
+                ladder.pop(p, None)
             cur_seq, cur_sid, cur_recv, changed = sq, si, NULL if r is None else r, True
         self.seq, self.sid, self._group_recv = cur_seq, cur_sid, cur_recv
         self._snapshot_key = key_of_snapshot
