@@ -1,9 +1,9 @@
 """What does QuestDB's page frame size do to ktape's reads? The same queries against two
 private QuestDBs holding the same synthetic day, one with QuestDB's default frames of
-1,000,000 rows (`cairo.sql.page.frame.max.rows`) and one with ktape's 100,000
-(ktape/runtime/questdb.py), alternating query by query in one run.
+1,000,000 rows (`cairo.sql.page.frame.max.rows`) and one with 100,000, alternating query
+by query in one run.
 
-Intent: the frame size in server.conf. A filtered query runs as parallel tasks of one
+Intent: whether ktape's server.conf should set the frame size. A filtered query runs as parallel tasks of one
 frame each, and a task scans its whole frame before a LIMIT applies: a deltas page (and
 the bound it sorts up to), the walk's chunks and the stream's history pages all ask for
 the first N rows of one market, and with few markets in a table nearly every row of a
@@ -11,6 +11,7 @@ the first N rows of one market, and with few markets in a table nearly every row
 matches) and with 20.
 
 Run: .venv/bin/python bench/query/page_frames.py [--changes 2000000] [--samples 30]
+     [--markets 1,20]
 """
 
 from __future__ import annotations
@@ -68,13 +69,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--changes", type=int, default=2_000_000)
     parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--markets", default="1,20",
+                        help="markets in the table, one run each (comma-separated)")
     args = parser.parse_args()
     result: dict = {"changes": args.changes, "samples": args.samples, "runs": {}}
-    for markets in (1, 20):
+    for markets in (int(m) for m in args.markets.split(",")):
         with ExitStack() as stack:
             conninfos = {}
             for frame in FRAMES:
-                os.environ["QDB_CAIRO_SQL_PAGE_FRAME_MAX_ROWS"] = str(frame)  # over server.conf
+                os.environ["QDB_CAIRO_SQL_PAGE_FRAME_MAX_ROWS"] = str(frame)
                 try:
                     qdb, conn, _root = stack.enter_context(
                         bench_questdb(f"ktape-bench-frames-{frame}-", []))

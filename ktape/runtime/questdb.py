@@ -63,10 +63,6 @@ def write_server_conf(root: Path, http: HostPort, pg: HostPort, *, memory_limite
         # book changes, at a slower conversion (docs/performance.md, "Storage cost").
         "cairo.partition.encoder.parquet.compression.codec=ZSTD",
         "cairo.partition.encoder.parquet.compression.level=9",
-        # Page frames of 100k rows, not 1M: a filtered query with a LIMIT (a deltas page,
-        # its bound, the walk's chunks) had each parallel filter task scan a whole 1M-row
-        # frame before the limit applied: 2-3x its time (docs/performance.md, "Page frames").
-        "cairo.sql.page.frame.max.rows=100000",
         # Small machines: keep the shared worker pools modest.
         "shared.worker.count=2",
         "http.worker.count=1",
