@@ -62,7 +62,7 @@ async def _open_interest(conn: AsyncConnection, ticker: str, start: dt.datetime,
     """Open interest at each bucket's close: the bucket's last ticker report, else the
     last one before it (carried from before `start` when the first buckets have none)."""
     rows = await (await conn.execute(sql.OPEN_INTEREST[interval], {
-        "ticker": ticker, "start": start, "end": end}, binary=True)).fetchall()
+        "ticker": ticker, "start": start, "end": end})).fetchall()
     by_bucket = {to_us(ts): None if oi is None else int(oi) for ts, oi in rows}
     before = await statistics_at(conn, ticker, start - dt.timedelta(microseconds=1))
     return at_closes(bucket_starts_us, by_bucket, before[2] if before is not None else None)

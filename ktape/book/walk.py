@@ -79,8 +79,7 @@ class BookWalk:
     _cutoff: list[int] = field(default_factory=lambda: [NULL, NULL])
 
     def __post_init__(self) -> None:
-        if not self.depth:
-            self._cutoff = [_NO_TOP, _NO_TOP]
+        self._cutoff = [self._empty_cutoff, self._empty_cutoff]
         first = self.start_us if self.first_us is None else max(self.start_us, self.first_us)
         self._next_sample = (ceil_to(first, self.step_us) if self.first_us is not None
                              else ceil_to(self.end_us, self.step_us))
@@ -101,6 +100,11 @@ class BookWalk:
         no = max(self.book.no) if self.book.no else None
         return (NULL if yes is None else yes, NULL if yes is None else self.book.yes[yes],
                 NULL if no is None else no, NULL if no is None else self.book.no[no])
+
+    @property
+    def _empty_cutoff(self) -> int:
+        """An empty side's cut-off: any change reaches its top, unless nothing is sampled."""
+        return NULL if self.depth else _NO_TOP
 
     def _side_top(self, s: int) -> tuple[int, ...]:
         top = self._tops[s]
@@ -215,7 +219,7 @@ class BookWalk:
                     no.clear()
                     tops[0] = tops[1] = None
                     self._top_prices[0], self._top_prices[1] = [], []  # an empty book's
-                    cutoff[0] = cutoff[1] = NULL if self.depth else _NO_TOP
+                    cutoff[0] = cutoff[1] = self._empty_cutoff
                     key_of_snapshot = (t, si, sq)
             else:
                 key_of_snapshot = None
