@@ -50,7 +50,6 @@ from ktape_client.pages import (
     AsyncPages,
     at_micros,
     dec,
-    delta_columns,
     enum_column,
     enum_names,
     fixed_decimals,
@@ -219,8 +218,7 @@ class AsyncClient:
         return AsyncPages(
             lambda token: self._call(rpc, request(token)), "deltas", DELTA_COLUMNS,
             lambda token: self._call(rpc, request(token, marketdata_pb2.BATCH_LAYOUT_COLUMNS)),
-            lambda columns, out: delta_columns(columns, out, _KIND_NAMES, _SIDE_NAMES,
-                                               _CAUSE_NAMES))
+            _delta_pages)
 
     def trades(self, ticker: str, start: Time, end: Time = None,
                page_size: int = 1000) -> AsyncPages:
@@ -516,6 +514,15 @@ def _change(d: Any) -> Change:
 _KIND_NAMES = enum_names(marketdata_pb2.DeltaKind, "DELTA_KIND_")
 _SIDE_NAMES = enum_names(marketdata_pb2.Side, "SIDE_")
 _CAUSE_NAMES = enum_names(marketdata_pb2.DeltaCause, "DELTA_CAUSE_")
+
+
+def _delta_pages() -> Any:
+    """A new accumulator of column pages for one frame (numpy, so imported only when a
+    frame is built: the client itself needs neither numpy nor pandas)."""
+    from ktape_client.delta_frames import DeltaPages
+
+    return DeltaPages({"kind": _KIND_NAMES, "side": _SIDE_NAMES, "cause": _CAUSE_NAMES},
+                      marketdata_pb2.DELTA_KIND_GAP)
 
 
 def _column_changes(columns: Any) -> list[Change]:

@@ -7,7 +7,8 @@ directly: one extractor per column mapped over each page (no dict per row), then
 conversion per column — times as integer microseconds turned into datetime64[us, UTC] in
 one step, decimal strings into Decimal objects through a per-column cache (prices repeat)
 for pandas, or cast by Arrow itself into Decimal128 for Arrow and polars. Prices and
-sizes stay exact, never a float.
+sizes stay exact, never a float. Book changes, the one listing that runs to millions of
+rows, are read as column pages instead and kept as numpy arrays (delta_frames.py).
 """
 
 from __future__ import annotations
@@ -135,19 +136,19 @@ def decimals(values: list[str]) -> list[Decimal | None]:
 
 
 class AsyncPages:
-    """`async for item in pages`; `await pages.to_df()`. With `read_columns`, the frames
-    are read from pages `column_fetch` asks for as columns (`columns` of the response),
-    which `read_columns` appends to the values the extractors would have given."""
+    """`async for item in pages`; `await pages.to_df()`. With `column_fetch` and
+    `column_frames`, the frames are read from pages `column_fetch` asks for as columns
+    (`columns` of the response), which a new `column_frames()` accumulator (see
+    delta_frames.DeltaPages) keeps as arrays and turns into the frame."""
 
     def __init__(self, fetch: Fetch, items: str, columns: list[Column],
                  column_fetch: Fetch | None = None,
-                 read_columns: Callable[[Any, dict[str, list[Any]]], None] | None = None
-                 ) -> None:
+                 column_frames: Callable[[], Any] | None = None) -> None:
         self._fetch = fetch
         self._items = items
         self.columns = columns
         self._column_fetch = column_fetch
-        self._read_columns = read_columns
+        self._column_frames = column_frames
 
     async def _responses(self, fetch: Fetch) -> AsyncIterator[Any]:
         """Each page's response, the next page already asked for while this one is used."""
@@ -180,27 +181,33 @@ class AsyncPages:
                 yield item
 
     async def columns_of(self) -> dict[str, list[Any]]:
-        """Every page read, each column's raw values in one list (see Column); read as
-        columns (`read_columns`), prices and sizes are Decimals already."""
+        """Every page read, each column's raw values in one list (see Column)."""
         out: dict[str, list[Any]] = {name: [] for name, _, _ in self.columns}
-        if self._column_fetch is not None and self._read_columns is not None:
-            async for page in self._responses(self._column_fetch):
-                self._read_columns(page.columns, out)
-            return out
         getters = [(out[name], get) for name, get, _ in self.columns]
         async for items in self.pages():
             for values, get in getters:
                 values.extend(map(get, items))
         return out
 
+    async def _column_pages(self) -> Any:
+        """Every page read as columns into a new accumulator (None without columns)."""
+        if self._column_fetch is None or self._column_frames is None:
+            return None
+        frames = self._column_frames()
+        async for page in self._responses(self._column_fetch):
+            frames.add(page.columns)
+        return frames
+
     async def to_df(self) -> Any:
         """A pandas DataFrame: Decimal objects (exact) for prices and sizes,
         datetime64[us, UTC] for times, int64, string and bool columns otherwise."""
         import pandas as pd
 
+        frames = await self._column_pages()
+        if frames is not None:
+            return frames.to_pandas()
         data = await self.columns_of()
-        parsed = self._read_columns is not None
-        return pd.DataFrame({name: _pandas_column(pd, data[name], kind, parsed)
+        return pd.DataFrame({name: _pandas_column(pd, data[name], kind)
                              for name, _, kind in self.columns})
 
     async def to_arrow(self) -> Any:
@@ -208,9 +215,11 @@ class AsyncPages:
         timestamp[us, UTC] for times."""
         import pyarrow as pa
 
+        frames = await self._column_pages()
+        if frames is not None:
+            return frames.to_arrow()
         data = await self.columns_of()
-        parsed = self._read_columns is not None
-        return pa.table({name: _arrow_column(pa, data[name], kind, parsed)
+        return pa.table({name: _arrow_column(pa, data[name], kind)
                          for name, _, kind in self.columns})
 
     async def to_polars(self) -> Any:
@@ -220,7 +229,7 @@ class AsyncPages:
         return pl.from_arrow(await self.to_arrow())
 
 
-def _pandas_column(pd: Any, values: list[Any], kind: str, parsed: bool) -> Any:
+def _pandas_column(pd: Any, values: list[Any], kind: str) -> Any:
     if kind == "time":
         import numpy as np
 
@@ -228,11 +237,11 @@ def _pandas_column(pd: Any, values: list[Any], kind: str, parsed: bool) -> Any:
         micros[micros == 0] = NAT  # unset (see micros_column)
         return pd.Series(micros.view("datetime64[us]")).dt.tz_localize("UTC")
     if kind in ("price", "size"):
-        return pd.Series(values if parsed else decimals(values), dtype="object")  # exact
+        return pd.Series(decimals(values), dtype="object")  # exact
     return pd.Series(values, dtype={"int": "int64", "str": "string", "bool": "bool"}[kind])
 
 
-def _arrow_column(pa: Any, values: list[Any], kind: str, parsed: bool) -> Any:
+def _arrow_column(pa: Any, values: list[Any], kind: str) -> Any:
     if kind == "time":
         import pyarrow.compute as pc
 
@@ -241,8 +250,6 @@ def _arrow_column(pa: Any, values: list[Any], kind: str, parsed: bool) -> Any:
         return pc.if_else(unset, None, micros).cast(pa.timestamp("us", tz="UTC"))
     if kind in ("price", "size"):
         exact = pa.decimal128(10, 4) if kind == "price" else pa.decimal128(18, 2)
-        if parsed:
-            return pa.array(values, exact)
         return pa.array([v or None for v in values], pa.string()).cast(exact)
     return pa.array(values, {"int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}[kind])
 
@@ -265,34 +272,6 @@ DELTA_COLUMNS: list[Column] = [
 def enum_names(enum: Any, prefix: str) -> dict[int, str]:
     """An enum's values by number as the short lower-case names its columns hold."""
     return {v.number: v.name.removeprefix(prefix).lower() for v in enum.DESCRIPTOR.values}
-
-
-def delta_columns(columns: Any, out: dict[str, list[Any]], kinds: dict[int, str],
-                  sides: dict[int, str], causes: dict[int, str]) -> None:
-    """An OrderbookDeltaColumns page appended to DELTA_COLUMNS' values in `out`: what the
-    extractors give for the same page as messages, but prices and sizes already exact
-    Decimals (None for a gap marker's), whole columns at a time, no object per row."""
-    rows = len(columns.kinds)
-    for name, field in (("ts", "ts_unix_micros"), ("seq", "seqs"), ("sid", "sids"),
-                        ("receive_time", "receive_unix_micros")):
-        out[name].extend(getattr(columns, field))
-    out["kind"].extend(map(kinds.__getitem__, columns.kinds))
-    out["side"].extend(map(sides.__getitem__, columns.sides))
-    out["cause"].extend(map(causes.__getitem__, columns.causes) if len(columns.causes)
-                        else ["unspecified"] * rows)
-    exact = {"price": fixed_decimals(columns.prices_e4, -4),
-             "delta": fixed_decimals(columns.deltas_e2, -2),
-             "quantity": fixed_decimals(columns.quantities_e2, -2)}
-    reasons = [""] * rows
-    if len(columns.gaps):  # a gap marker has no price or size, and has its reason
-        at = [i for i, kind in enumerate(columns.kinds) if kinds[kind] == "gap"]
-        for i, gap in zip(at, columns.gaps, strict=True):
-            reasons[i] = gap.reason
-            for values in exact.values():
-                values[i] = None  # type: ignore[call-overload]
-    for name, values in exact.items():
-        out[name].extend(values)
-    out["gap_reason"].extend(reasons)
 
 
 TRADE_COLUMNS: list[Column] = [

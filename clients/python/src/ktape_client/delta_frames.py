@@ -1,0 +1,165 @@
+"""DataFrames of book changes read from column pages, whole columns at a time in C.
+
+`deltas(...).to_df()` is the call a quant makes on a million changes, so what it costs
+beside the raw stubs is the client's whole price (issue 17 holds it to ≤ 10%). A page
+asked for as columns (`OrderbookDeltaColumns`) arrives as repeated integers, and upb's
+repeated containers hand their values to numpy as one copy (`__array__`, ~7 ns a value,
+where turning them into Python ints costs 40–50): so each page is kept as numpy arrays
+and nothing per row is done in Python. At the end, per column:
+
+- times: integer µs (0 = unset) viewed as datetime64[us], NaT where unset;
+- prices and sizes: exact fixed-point integers. For pandas, Decimal objects, one built per
+  distinct value (a market's prices and sizes repeat) and the rest picked by index
+  (`take`); for Arrow, the integers themselves become the decimal128's 128-bit units
+  (value and sign) under the column's scale, no Decimal object at all;
+- kinds, sides, causes and gap reasons: small integer codes into a vocabulary of names,
+  turned into a string column by one `take`.
+
+A gap marker has no price or size (None / null there) and carries its reason.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+# (name, kind) in frame order: the columns DELTA_COLUMNS (pages.py) gives from messages.
+FRAME_COLUMNS: list[tuple[str, str]] = [
+    ("ts", "time"), ("seq", "int"), ("sid", "int"), ("kind", "str"), ("side", "str"),
+    ("price", "price"), ("delta", "size"), ("quantity", "size"), ("cause", "str"),
+    ("receive_time", "time"), ("gap_reason", "str"),
+]
+_SCALES = {"price": -4, "delta": -2, "quantity": -2}  # 10^exponent of each integer unit
+NAT = np.iinfo(np.int64).min  # numpy's NaT as int64
+
+
+class DeltaPages:
+    """The numpy arrays of each page read so far, and the frames built from all of them.
+
+    `names` maps each enum field (kind, side, cause) to its values' short lower-case
+    names by number. `gap_kind` is DELTA_KIND_GAP's number: its entries' Gaps come in
+    `gaps`, in entry order."""
+
+    def __init__(self, names: dict[str, dict[int, str]], gap_kind: int) -> None:
+        self._names = names
+        self._gap_kind = gap_kind
+        self._pages: list[dict[str, np.ndarray]] = []
+        self._reasons: list[str] = []  # each gap marker's reason, in entry order
+
+    def add(self, columns: Any) -> None:
+        """One OrderbookDeltaColumns page, kept as arrays (one copy per column)."""
+        rows = len(columns.kinds)
+        page = {name: np.asarray(getattr(columns, field), dtype=np.int64)
+                for name, field in (("ts", "ts_unix_micros"), ("seq", "seqs"),
+                                    ("sid", "sids"), ("kind", "kinds"), ("side", "sides"),
+                                    ("price", "prices_e4"), ("delta", "deltas_e2"),
+                                    ("quantity", "quantities_e2"),
+                                    ("receive_time", "receive_unix_micros"))}
+        page["cause"] = (np.asarray(columns.causes, dtype=np.int64) if len(columns.causes)
+                         else np.zeros(rows, dtype=np.int64))  # a stream's: unspecified
+        self._pages.append(page)
+        self._reasons.extend(gap.reason for gap in columns.gaps)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every page's columns end to end, and `gap`: where the gap markers are."""
+        if self._pages:
+            out = {name: np.concatenate([p[name] for p in self._pages])
+                   for name in self._pages[0]}
+        else:
+            out = {name: np.zeros(0, dtype=np.int64) for name, kind in FRAME_COLUMNS
+                   if name != "gap_reason"}
+        out["gap"] = out["kind"] == self._gap_kind
+        found = int(out["gap"].sum())
+        if found != len(self._reasons):  # the server's promise: one Gap per GAP entry
+            raise ValueError(f"column pages hold {found} gap markers but {len(self._reasons)}"
+                             " gaps")
+        return out
+
+    def _vocabulary(self, name: str, codes: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """An enum column as names and an index into them; a number this client does not
+        know (a newer server's) is named by its number rather than refused."""
+        known = self._names[name]
+        size = max(int(codes.max()) + 1 if len(codes) else 0, max(known) + 1)
+        return [known.get(i, str(i)) for i in range(size)], codes
+
+    def _reason_codes(self, arrays: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+        """gap_reason as names and an index: "" everywhere but at the gap markers."""
+        vocabulary = ["", *dict.fromkeys(self._reasons)]
+        index = {reason: i for i, reason in enumerate(vocabulary)}
+        codes = np.zeros(len(arrays["kind"]), dtype=np.int64)
+        codes[arrays["gap"]] = [index[r] for r in self._reasons]
+        return vocabulary, codes
+
+    def _strings(self, arrays: dict[str, np.ndarray], name: str) -> tuple[list[str], np.ndarray]:
+        if name == "gap_reason":
+            return self._reason_codes(arrays)
+        return self._vocabulary(name, arrays[name])
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame: Decimal objects (exact) for prices and sizes,
+        datetime64[us, UTC] for times, int64 and string columns otherwise."""
+        import pandas as pd
+
+        arrays = self.arrays()
+        gap = arrays["gap"]
+        frame: dict[str, Any] = {}
+        for name, kind in FRAME_COLUMNS:
+            if kind == "time":
+                micros = np.where(arrays[name] == 0, NAT, arrays[name])  # 0: unset
+                frame[name] = pd.Series(micros.view("datetime64[us]")).dt.tz_localize("UTC")
+            elif kind in ("price", "size"):
+                frame[name] = pd.Series(_decimals(pd, arrays[name], _SCALES[name], gap),
+                                        dtype="object")
+            elif kind == "str":
+                vocabulary, codes = self._strings(arrays, name)
+                frame[name] = pd.Series(pd.array(vocabulary, dtype="string").take(codes))
+            else:
+                frame[name] = pd.Series(arrays[name], dtype="int64")
+        return pd.DataFrame(frame)
+
+    def to_arrow(self) -> Any:
+        """A pyarrow Table: decimal128 for prices (scale 4) and sizes (scale 2),
+        timestamp[us, UTC] for times, int64 and string columns otherwise."""
+        import pyarrow as pa
+
+        arrays = self.arrays()
+        gap = arrays["gap"]
+        table: dict[str, Any] = {}
+        for name, kind in FRAME_COLUMNS:
+            if kind == "time":
+                table[name] = pa.array(arrays[name], pa.timestamp("us", tz="UTC"),
+                                       mask=arrays[name] == 0)
+            elif kind in ("price", "size"):
+                exact = pa.decimal128(10, 4) if kind == "price" else pa.decimal128(18, 2)
+                table[name] = _decimal128(pa, arrays[name], exact, gap)
+            elif kind == "str":
+                vocabulary, codes = self._strings(arrays, name)
+                table[name] = pa.array(vocabulary, pa.string()).take(pa.array(codes))
+            else:
+                table[name] = pa.array(arrays[name], pa.int64())
+        return pa.table(table)
+
+
+def _decimals(pd: Any, units: np.ndarray, exponent: int, missing: np.ndarray) -> np.ndarray:
+    """Exact Decimals (`units` × 10^exponent: 5500, -4 is Decimal("0.5500"), as the API's
+    decimal strings give it), None where `missing`: one Decimal per distinct value
+    (hashed by pandas, not sorted), picked for every row by one `take`."""
+    codes, distinct = pd.factorize(units)
+    values = np.empty(len(distinct) + 1, dtype=object)
+    values[:-1] = [Decimal(int(u)).scaleb(exponent) for u in distinct]
+    values[-1] = None
+    codes[missing] = len(distinct)
+    return values.take(codes)
+
+
+def _decimal128(pa: Any, units: np.ndarray, exact: Any, missing: np.ndarray) -> Any:
+    """A decimal128 array whose 128-bit units are `units` (little-endian: the value, then
+    its sign extended), null where `missing`: the exact value at the type's scale,
+    without a Decimal object or a float in between."""
+    wide = np.empty((len(units), 2), dtype=np.int64)
+    wide[:, 0] = units
+    wide[:, 1] = units >> 63
+    validity = pa.array(~missing).buffers()[1] if missing.any() else None
+    return pa.Array.from_buffers(exact, len(units), [validity, pa.py_buffer(wide)])
