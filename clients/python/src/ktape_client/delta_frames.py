@@ -4,7 +4,7 @@
 beside the raw stubs is the client's whole price (issue 17 holds it to ≤ 10%). A page
 asked for as columns (`OrderbookDeltaColumns`) arrives as repeated integers, and upb's
 repeated containers hand their values to numpy as one copy (`__array__`, ~7 ns a value,
-where turning them into Python ints costs 40–50): so each page is kept as numpy arrays
+where turning them into Python ints costs 40 to 50): so each page is kept as numpy arrays
 and nothing per row is done in Python. At the end, per column:
 
 - times: integer µs (0 = unset) viewed as datetime64[us], NaT where unset;
@@ -20,6 +20,7 @@ A gap marker has no price or size (None / null there) and carries its reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +34,7 @@ FRAME_COLUMNS: list[tuple[str, str]] = [
 ]
 _SCALES = {"price": -4, "delta": -2, "quantity": -2}  # 10^exponent of each integer unit
 NAT = np.iinfo(np.int64).min  # numpy's NaT as int64
+Convert = Callable[..., Any]  # a column's arrays -> the frame library's column
 
 
 class DeltaPages:
@@ -97,53 +99,61 @@ class DeltaPages:
             return self._reason_codes(arrays)
         return self._vocabulary(name, arrays[name])
 
+    def _columns(self, time: Convert, exact: Convert, strings: Convert,
+                 ints: Convert) -> dict[str, Any]:
+        """Every frame column by its kind's conversion: `time(micros)`,
+        `exact(units, kind, exponent, missing)`, `strings(vocabulary, codes)`,
+        `ints(values)`."""
+        arrays = self.arrays()
+        out: dict[str, Any] = {}
+        for name, kind in FRAME_COLUMNS:
+            if kind == "time":
+                out[name] = time(arrays[name])
+            elif kind in ("price", "size"):
+                out[name] = exact(arrays[name], kind, _SCALES[name], arrays["gap"])
+            elif kind == "str":
+                out[name] = strings(*self._strings(arrays, name))
+            else:
+                out[name] = ints(arrays[name])
+        return out
+
     def to_pandas(self) -> Any:
         """A pandas DataFrame: Decimal objects (exact) for prices and sizes,
         datetime64[us, UTC] for times, int64 and string columns otherwise."""
         import pandas as pd
 
-        arrays = self.arrays()
-        gap = arrays["gap"]
-        frame: dict[str, Any] = {}
-        for name, kind in FRAME_COLUMNS:
-            if kind == "time":
-                micros = np.where(arrays[name] == 0, NAT, arrays[name])  # 0: unset
-                frame[name] = pd.Series(micros.view("datetime64[us]")).dt.tz_localize("UTC")
-            elif kind in ("price", "size"):
-                frame[name] = pd.Series(_decimals(pd, arrays[name], _SCALES[name], gap),
-                                        dtype="object")
-            elif kind == "str":
-                vocabulary, codes = self._strings(arrays, name)
-                frame[name] = pd.Series(pd.array(vocabulary, dtype="string").take(codes))
-            else:
-                frame[name] = pd.Series(arrays[name], dtype="int64")
-        return pd.DataFrame(frame)
+        def time(micros: np.ndarray) -> Any:
+            unset = np.where(micros == 0, NAT, micros)
+            return pd.Series(unset.view("datetime64[us]")).dt.tz_localize("UTC")
+
+        return pd.DataFrame(self._columns(
+            time=time,
+            exact=lambda units, _kind, exponent, missing: pd.Series(
+                _decimals(pd, units, exponent, missing), dtype="object"),
+            strings=lambda vocabulary, codes: pd.Series(
+                pd.array(vocabulary, dtype="string").take(codes)),
+            ints=lambda values: pd.Series(values, dtype="int64")))
 
     def to_arrow(self) -> Any:
         """A pyarrow Table: decimal128 for prices (scale 4) and sizes (scale 2),
         timestamp[us, UTC] for times, int64 and string columns otherwise."""
         import pyarrow as pa
 
-        arrays = self.arrays()
-        gap = arrays["gap"]
-        table: dict[str, Any] = {}
-        for name, kind in FRAME_COLUMNS:
-            if kind == "time":
-                table[name] = pa.array(arrays[name], pa.timestamp("us", tz="UTC"),
-                                       mask=arrays[name] == 0)
-            elif kind in ("price", "size"):
-                exact = pa.decimal128(10, 4) if kind == "price" else pa.decimal128(18, 2)
-                table[name] = _decimal128(pa, arrays[name], exact, gap)
-            elif kind == "str":
-                vocabulary, codes = self._strings(arrays, name)
-                table[name] = pa.array(vocabulary, pa.string()).take(pa.array(codes))
-            else:
-                table[name] = pa.array(arrays[name], pa.int64())
-        return pa.table(table)
+        def exact(units: np.ndarray, kind: str, _exponent: int, missing: np.ndarray) -> Any:
+            scaled = pa.decimal128(10, 4) if kind == "price" else pa.decimal128(18, 2)
+            return _decimal128(pa, units, scaled, missing)
+
+        return pa.table(self._columns(
+            time=lambda micros: pa.array(micros, pa.timestamp("us", tz="UTC"),
+                                         mask=micros == 0),
+            exact=exact,
+            strings=lambda vocabulary, codes: pa.array(vocabulary, pa.string()).take(
+                pa.array(codes)),
+            ints=lambda values: pa.array(values, pa.int64())))
 
 
 def _decimals(pd: Any, units: np.ndarray, exponent: int, missing: np.ndarray) -> np.ndarray:
-    """Exact Decimals (`units` × 10^exponent: 5500, -4 is Decimal("0.5500"), as the API's
+    """Exact Decimals (`units` times 10^exponent: 5500, -4 is Decimal("0.5500"), as the API's
     decimal strings give it), None where `missing`: one Decimal per distinct value
     (hashed by pandas, not sorted), picked for every row by one `take`."""
     codes, distinct = pd.factorize(units)
