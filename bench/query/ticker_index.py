@@ -106,9 +106,9 @@ def main() -> int:
                     except psycopg.Error as exc:  # kept, with QuestDB's last words
                         found["index_build_error"] = str(exc)
                         found["questdb_alive"] = qdb.proc is not None and qdb.proc.poll() is None
-                        log = root / "log" / "stdout.log"
-                        found["questdb_log_tail"] = (log.read_text(errors="replace")
-                                                     .splitlines()[-40:] if log.exists() else [])
+                        found["questdb_log_tail"] = {  # its log, and the JVM's own output
+                            log.name: log.read_text(errors="replace").splitlines()[-40:]
+                            for log in sorted((root / "log").glob("*")) if log.is_file()}
                         print(f"{size}: index build failed: {found}", flush=True)
                         break
                 found[variant] = {
