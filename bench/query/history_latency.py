@@ -26,7 +26,14 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import percentiles, save
-from bench.query.synthetic import START, bench_questdb, conninfo_of, generate, generate_trades
+from bench.query.synthetic import (
+    START,
+    add_shape_arguments,
+    bench_questdb,
+    conninfo_of,
+    generate,
+    generate_trades,
+)
 from queryd.candles import candles
 from queryd.history import deltas_page
 
@@ -66,10 +73,8 @@ async def measure(conninfo: str, markets: int, span_days: int, samples: int, see
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="1000000,10000000")
-    parser.add_argument("--markets", type=int, default=1000)
-    parser.add_argument("--span-days", type=int, default=7)
-    parser.add_argument("--samples", type=int, default=300)
+    add_shape_arguments(parser, sizes="1000000,10000000", markets=1000, span_days=7,
+                        samples=300)
     parser.add_argument("--extra-sql", action="append", default=[],
                         help="DDL to run after migrations (e.g. an index under test)")
     args = parser.parse_args()

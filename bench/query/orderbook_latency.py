@@ -24,7 +24,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import percentiles, save
-from bench.query.synthetic import START, bench_questdb, conninfo_of, generate
+from bench.query.synthetic import START, add_shape_arguments, bench_questdb, conninfo_of, generate
 from queryd.orderbook import orderbook_at
 
 
@@ -81,10 +81,8 @@ async def measure(conninfo: str, markets: int, span_days: int, samples: int, see
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="1000000,10000000")
-    parser.add_argument("--markets", type=int, default=1000)
-    parser.add_argument("--span-days", type=int, default=7)
-    parser.add_argument("--samples", type=int, default=1000)
+    add_shape_arguments(parser, sizes="1000000,10000000", markets=1000, span_days=7,
+                        samples=1000)
     parser.add_argument("--checkpoint-every", type=int, default=200,
                         help="changes per market between checkpoints (ingestd's default)")
     parser.add_argument("--extra-sql", action="append", default=[],

@@ -31,6 +31,16 @@ CHECKPOINT_EVERY = 1000
 LEVELS = ",".join(f"{p}00:{1000 + p}" for p in range(10, 60, 2))
 
 
+def add_shape_arguments(parser: Any, *, sizes: str, markets: int, span_days: int,
+                        samples: int) -> None:
+    """The synthetic history's shape and the samples per size, as the query benches take
+    them (each with its own defaults): stored-change sizes, markets, days, samples."""
+    parser.add_argument("--sizes", default=sizes)
+    parser.add_argument("--markets", type=int, default=markets)
+    parser.add_argument("--span-days", type=int, default=span_days)
+    parser.add_argument("--samples", type=int, default=samples)
+
+
 def generate(conn: psycopg.Connection, *, changes: int, markets: int, span_days: int = 7,
              first: bool = True, checkpoint_every: int = CHECKPOINT_EVERY) -> dict:
     """Append `changes` book changes over `span_days` for `markets` tickers + checkpoints."""

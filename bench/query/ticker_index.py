@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import save
 from bench.query import history_latency, orderbook_latency
-from bench.query.synthetic import bench_questdb, conninfo_of, generate, generate_trades
+from bench.query.synthetic import add_shape_arguments, bench_questdb, conninfo_of, generate, generate_trades
 from ktape.schema.tables import SMALL_SYMBOL, TICKER
 
 INDEXED = ("book_changes", "trades")
@@ -76,10 +76,8 @@ def write_cost(conn, rows: int, rounds: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000000,100000000")
-    parser.add_argument("--markets", type=int, default=10000)
-    parser.add_argument("--span-days", type=int, default=1)
-    parser.add_argument("--samples", type=int, default=300)
+    add_shape_arguments(parser, sizes="10000000,100000000", markets=10000, span_days=1,
+                        samples=300)
     parser.add_argument("--checkpoint-every", type=int, default=200,
                         help="changes per market between checkpoints (ingestd's default)")
     parser.add_argument("--write-rows", type=int, default=5_000_000)
