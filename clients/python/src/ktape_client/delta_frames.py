@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from ktape_client.pages import ARROW_DECIMALS, NAT
+
 # (name, kind) in frame order: the columns DELTA_COLUMNS (pages.py) gives from messages.
 FRAME_COLUMNS: list[tuple[str, str]] = [
     ("ts", "time"), ("seq", "int"), ("sid", "int"), ("kind", "str"), ("side", "str"),
     ("price", "price"), ("delta", "size"), ("quantity", "size"), ("cause", "str"),
     ("receive_time", "time"), ("gap_reason", "str"),
 ]
-_SCALES = {"price": -4, "delta": -2, "quantity": -2}  # 10^exponent of each integer unit
-NAT = np.iinfo(np.int64).min  # numpy's NaT as int64
 Convert = Callable[..., Any]  # a column's arrays -> the frame library's column
 
 
@@ -79,12 +79,12 @@ class DeltaPages:
                              " gaps")
         return out
 
-    def _vocabulary(self, name: str, codes: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """An enum column as names and an index into them; a number this client does not
+    def _vocabulary(self, name: str, codes: np.ndarray) -> list[str]:
+        """An enum column's names, indexed by its numbers; a number this client does not
         know (a newer server's) is named by its number rather than refused."""
         known = self._names[name]
         size = max(int(codes.max()) + 1 if len(codes) else 0, max(known) + 1)
-        return [known.get(i, str(i)) for i in range(size)], codes
+        return [known.get(i, str(i)) for i in range(size)]
 
     def _reason_codes(self, arrays: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
         """gap_reason as names and an index: "" everywhere but at the gap markers."""
@@ -97,12 +97,12 @@ class DeltaPages:
     def _strings(self, arrays: dict[str, np.ndarray], name: str) -> tuple[list[str], np.ndarray]:
         if name == "gap_reason":
             return self._reason_codes(arrays)
-        return self._vocabulary(name, arrays[name])
+        return self._vocabulary(name, arrays[name]), arrays[name]
 
     def _columns(self, time: Convert, exact: Convert, strings: Convert,
                  ints: Convert) -> dict[str, Any]:
         """Every frame column by its kind's conversion: `time(micros)`,
-        `exact(units, kind, exponent, missing)`, `strings(vocabulary, codes)`,
+        `exact(units, kind, missing)`, `strings(vocabulary, codes)`,
         `ints(values)`."""
         arrays = self.arrays()
         out: dict[str, Any] = {}
@@ -110,7 +110,7 @@ class DeltaPages:
             if kind == "time":
                 out[name] = time(arrays[name])
             elif kind in ("price", "size"):
-                out[name] = exact(arrays[name], kind, _SCALES[name], arrays["gap"])
+                out[name] = exact(arrays[name], kind, arrays["gap"])
             elif kind == "str":
                 out[name] = strings(*self._strings(arrays, name))
             else:
@@ -128,8 +128,8 @@ class DeltaPages:
 
         return pd.DataFrame(self._columns(
             time=time,
-            exact=lambda units, _kind, exponent, missing: pd.Series(
-                _decimals(pd, units, exponent, missing), dtype="object"),
+            exact=lambda units, kind, missing: pd.Series(
+                _decimals(pd, units, -ARROW_DECIMALS[kind][1], missing), dtype="object"),
             strings=lambda vocabulary, codes: pd.Series(
                 pd.array(vocabulary, dtype="string").take(codes)),
             ints=lambda values: pd.Series(values, dtype="int64")))
@@ -139,14 +139,11 @@ class DeltaPages:
         timestamp[us, UTC] for times, int64 and string columns otherwise."""
         import pyarrow as pa
 
-        def exact(units: np.ndarray, kind: str, _exponent: int, missing: np.ndarray) -> Any:
-            scaled = pa.decimal128(10, 4) if kind == "price" else pa.decimal128(18, 2)
-            return _decimal128(pa, units, scaled, missing)
-
         return pa.table(self._columns(
             time=lambda micros: pa.array(micros, pa.timestamp("us", tz="UTC"),
                                          mask=micros == 0),
-            exact=exact,
+            exact=lambda units, kind, missing: _decimal128(
+                pa, units, pa.decimal128(*ARROW_DECIMALS[kind]), missing),
             strings=lambda vocabulary, codes: pa.array(vocabulary, pa.string()).take(
                 pa.array(codes)),
             ints=lambda values: pa.array(values, pa.int64())))

@@ -24,6 +24,9 @@ Fetch = Callable[[str], Awaitable[Any]]  # page token -> response
 # "time", the decimal string ("" = none) for "price" / "size", the value itself otherwise.
 Column = tuple[str, Callable[[Any], Any], str]
 NAT = -(2**63)  # numpy's NaT as int64
+# Arrow's exact type of each kind of column: (precision, scale); the scale is also the
+# number of decimals of the API's strings and of the fixed-point integers of column pages.
+ARROW_DECIMALS = {"price": (10, 4), "size": (18, 2)}
 
 
 def enum_name(message: Any, field: str, prefix: str) -> str:
@@ -249,7 +252,7 @@ def _arrow_column(pa: Any, values: list[Any], kind: str) -> Any:
         unset = pc.equal(micros, 0)  # see micros_column
         return pc.if_else(unset, None, micros).cast(pa.timestamp("us", tz="UTC"))
     if kind in ("price", "size"):
-        exact = pa.decimal128(10, 4) if kind == "price" else pa.decimal128(18, 2)
+        exact = pa.decimal128(*ARROW_DECIMALS[kind])
         return pa.array([v or None for v in values], pa.string()).cast(exact)
     return pa.array(values, {"int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}[kind])
 

@@ -7,32 +7,27 @@ no rows at all)."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
+import importlib
 import random
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
+from bench.client.client_overhead import load_client
 from ktape.marketdata.v1 import marketdata_pb2 as pb
-from ktape.runtime.pins import REPO_ROOT
 
 pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
 
 
-def _module():
-    """delta_frames from the client's source tree by its path: it imports only numpy
-    (the package itself needs its generated stubs, built when it is installed)."""
-    path = Path(REPO_ROOT) / "clients/python/src/ktape_client/delta_frames.py"
-    spec = importlib.util.spec_from_file_location("delta_frames_under_test", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """ktape_client.delta_frames from the client's source tree, with the stubs generated
+    as its build generates them (the bench's loader: the package needs them to import)."""
+    load_client(tmp_path_factory.mktemp("client"))
+    return importlib.import_module("ktape_client.delta_frames")
 
 
-frames = _module()
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 NAMES = {
     "kind": {0: "unspecified", 1: "delta", 2: "snapshot", 3: "gap"},
@@ -93,7 +88,7 @@ def _pages(seed: int, pages: int, rows: int) -> tuple[list, list[tuple]]:
     return out, expected
 
 
-def _read(pages: list):
+def _read(frames, pages: list):
     found = frames.DeltaPages(NAMES, gap_kind=3)
     for columns in pages:
         found.add(columns)
@@ -113,9 +108,9 @@ def _text_of(value) -> str | None:
     return None if value is None else str(value)
 
 
-def test_pandas_frame_equals_the_rows_value_for_value():
+def test_pandas_frame_equals_the_rows_value_for_value(frames):
     pages, expected = _pages(seed=5, pages=6, rows=400)
-    frame = _read(pages).to_pandas()
+    frame = _read(frames, pages).to_pandas()
     assert [c for c, _ in frames.FRAME_COLUMNS] == list(frame.columns)
     assert str(frame["ts"].dtype) == "datetime64[us, UTC]"
     assert frame["seq"].dtype == "int64" and frame["price"].dtype == object
@@ -127,9 +122,9 @@ def test_pandas_frame_equals_the_rows_value_for_value():
     assert all(isinstance(v, Decimal) for v in frame["price"].dropna())
 
 
-def test_arrow_table_equals_the_pandas_frame():
+def test_arrow_table_equals_the_pandas_frame(frames):
     pages, expected = _pages(seed=11, pages=3, rows=700)
-    table = _read(pages).to_arrow()
+    table = _read(frames, pages).to_arrow()
     assert table.schema.field("price").type == pa.decimal128(10, 4)
     assert table.schema.field("quantity").type == pa.decimal128(18, 2)
     assert table.schema.field("ts").type == pa.timestamp("us", tz="UTC")
@@ -143,15 +138,15 @@ def test_arrow_table_equals_the_pandas_frame():
     assert table["price"].null_count == sum(1 for e in expected if e[3] == "gap")
 
 
-def test_no_rows_gives_an_empty_frame_with_the_same_columns():
+def test_no_rows_gives_an_empty_frame_with_the_same_columns(frames):
     frame = frames.DeltaPages(NAMES, gap_kind=3).to_pandas()
     assert len(frame) == 0 and [c for c, _ in frames.FRAME_COLUMNS] == list(frame.columns)
     assert len(frames.DeltaPages(NAMES, gap_kind=3).to_arrow()) == 0
 
 
-def test_a_gap_marker_without_its_gap_is_refused():
+def test_a_gap_marker_without_its_gap_is_refused(frames):
     columns = pb.OrderbookDeltaColumns(kinds=[3], ts_unix_micros=[1], seqs=[1], sids=[1],
                                        sides=[0], prices_e4=[0], deltas_e2=[0],
                                        quantities_e2=[0], receive_unix_micros=[0])
     with pytest.raises(ValueError, match="1 gap markers but 0 gaps"):
-        _read([columns]).to_pandas()
+        _read(frames, [columns]).to_pandas()
