@@ -145,23 +145,85 @@ def read_ttls(conn: psycopg.Connection) -> dict[str, tuple[int, str]]:
     return {str(name): (int(value), str(unit)) for name, value, unit in rows}
 
 
-def convert(conn: psycopg.Connection, table: str, day: dt.date, *,
-            timeout_secs: float = 600.0) -> Partition:
-    """Convert one day partition to Parquet and wait until QuestDB has applied it (a WAL
-    table takes the ALTER in its transaction order); returns the converted partition.
-    Converting a day that is already Parquet is a no-op."""
-    conn.execute(f"ALTER TABLE {table} CONVERT PARTITION TO PARQUET LIST '{day.isoformat()}'")
+def indexed_columns(conn: psycopg.Connection, table: str) -> list[str]:
+    """The table's columns with a symbol index (`"column"` is a keyword: quoted)."""
+    rows = conn.execute(f"""SELECT "column", indexed FROM table_columns('{table}')""").fetchall()
+    return [str(name) for name, indexed in rows if indexed]
+
+
+def convert(conn: psycopg.Connection, table: str, days: list[dt.date], *,
+            timeout_secs: float = 600.0) -> list[Partition]:
+    """Convert day partitions of one table to Parquet, waiting until QuestDB has applied
+    it (a WAL table takes each ALTER in its transaction order); returns them converted.
+    Converting a day that is already Parquet is a no-op.
+
+    An indexed table (ticker indexes, migration 6) is converted with its indexes
+    dropped, its converted days read once, then the indexes added back, because QuestDB
+    9.3.4's own conversion of an indexed day, or an index added over a Parquet day no
+    reader has opened yet, leaves lookups through the index finding none of the day's
+    rows (`ticker = X` answers 0 rows until QuestDB restarts; tests/integration/datasets/
+    test_partitions.py pins the defect). Meanwhile readers see the table unindexed:
+    slower, exact. Adding an index back rebuilds it over every day of the table (~5 s a
+    100M-row day), so a table's due days are converted together. Afterwards each day's
+    rows are counted through the index against a scan; on any difference the indexes
+    are dropped again (exact, slower) and the conversion reported failed."""
+    indexed = indexed_columns(conn, table)
+    for column in indexed:
+        conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} DROP INDEX")
+    try:
+        listed = ", ".join(f"'{day.isoformat()}'" for day in days)
+        conn.execute(f"ALTER TABLE {table} CONVERT PARTITION TO PARQUET LIST {listed}")
+        done = _wait(conn, table, days, [], timeout_secs)
+        for day in days:  # opened while unindexed: see the docstring
+            conn.execute(f"SELECT count() FROM {table} WHERE ts IN '{day.isoformat()}'")
+    finally:
+        for column in indexed:
+            conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} ADD INDEX")
+    if not indexed:
+        return done
+    done = _wait(conn, table, days, indexed, timeout_secs)
+    for column in indexed:
+        for day in days:
+            if (wrong := _index_disagrees(conn, table, column, day)) is not None:
+                for each in indexed:
+                    conn.execute(f"ALTER TABLE {table} ALTER COLUMN {each} DROP INDEX")
+                log.error("partition.index_disagreed", table=table, column=column,
+                          day=day.isoformat(), value=wrong[0], indexed_rows=wrong[1],
+                          scanned_rows=wrong[2])
+                raise RuntimeError(f"{table}.{column} index disagrees with a scan on "
+                                   f"{day.isoformat()} ({wrong}): indexes dropped")
+    return done
+
+
+def _wait(conn: psycopg.Connection, table: str, days: list[dt.date], indexed: list[str],
+          timeout_secs: float) -> list[Partition]:
+    """Until every day is Parquet and every `indexed` column indexed again."""
     deadline = time.monotonic() + timeout_secs
     while True:
-        now = {p.day: p for p in read_partitions(conn, table)}.get(day)
-        if now is None:
-            raise RuntimeError(f"{table} has no partition {day.isoformat()}")
-        if now.parquet:
-            return now
+        now = {p.day: p for p in read_partitions(conn, table)}
+        if missing := [day for day in days if day not in now]:
+            raise RuntimeError(f"{table} has no partition {missing[0].isoformat()}")
+        if all(now[day].parquet for day in days) and set(indexed) <= set(
+                indexed_columns(conn, table)):
+            return [now[day] for day in days]
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{table} {day.isoformat()} not Parquet after {timeout_secs}s "
-                               "(WAL not applied yet?)")
+            raise TimeoutError(f"{table} {days[0].isoformat()}.. not Parquet (and indexed) "
+                               f"after {timeout_secs}s (WAL not applied yet?)")
         time.sleep(0.2)
+
+
+def _index_disagrees(conn: psycopg.Connection, table: str, column: str, day: dt.date
+                     ) -> tuple[str, int, int] | None:
+    """The day's most and least frequent values of `column` counted through its index
+    and by a scan (GROUP BY reads the column itself); the first that differs."""
+    scanned = conn.execute(f"SELECT {column}, count() c FROM {table} WHERE ts IN "
+                           f"'{day.isoformat()}' GROUP BY {column} ORDER BY c DESC").fetchall()
+    for value, rows in {scanned[0], scanned[-1]} if scanned else ():
+        (through,) = conn.execute(f"SELECT count() FROM {table} WHERE {column} = %s AND ts IN "
+                                  f"'{day.isoformat()}'", (value,)).fetchone()
+        if through != rows:
+            return str(value), int(through), int(rows)
+    return None
 
 
 class PartitionJob:
@@ -211,23 +273,28 @@ class PartitionJob:
                 continue
             report.ttl_set[table] = days
             log.info("partition.retention_set", table=table, days=days)
-        for partition in work.conversions:
+        by_table: dict[str, list[Partition]] = {}
+        for partition in work.conversions:  # oldest first within each table
+            by_table.setdefault(partition.table, []).append(partition)
+        for table, due in by_table.items():
             if should_stop():
                 return
             try:
-                bytes_after = convert(conn, partition.table, partition.day,
-                                      timeout_secs=self.convert_timeout_secs).bytes
-            except Exception as exc:  # logged with its table and day; retried next pass
-                CONVERSIONS.labels(partition.table, "failed").inc()
-                report.failed.append((partition.table, partition.day, repr(exc)))
-                log.error("partition.convert_failed", table=partition.table,
-                          day=partition.day.isoformat(), error=repr(exc))
+                done = convert(conn, table, [p.day for p in due],
+                               timeout_secs=self.convert_timeout_secs)
+            except Exception as exc:  # logged with its table and days; retried next pass
+                for partition in due:
+                    CONVERSIONS.labels(table, "failed").inc()
+                    report.failed.append((table, partition.day, repr(exc)))
+                log.error("partition.convert_failed", table=table,
+                          days=[p.day.isoformat() for p in due], error=repr(exc))
                 continue
-            CONVERSIONS.labels(partition.table, "converted").inc()
-            report.converted.append((partition, bytes_after))
-            log.info("partition.converted", table=partition.table,
-                     day=partition.day.isoformat(), rows=partition.rows,
-                     bytes_before=partition.bytes, bytes_after=bytes_after)
+            for partition, after in zip(due, done, strict=True):
+                CONVERSIONS.labels(table, "converted").inc()
+                report.converted.append((partition, after.bytes))
+                log.info("partition.converted", table=table,
+                         day=partition.day.isoformat(), rows=partition.rows,
+                         bytes_before=partition.bytes, bytes_after=after.bytes)
         self._export(conn, tables)
 
     def _note_dropped(self, partitions: list[Partition], report: PassReport) -> None:

@@ -59,7 +59,7 @@ LATEST ON ts PARTITION BY ticker"""
 CHECKPOINTS_AT_UNBOUNDED = """SELECT ticker, ts, sid, seq, reason, yes_levels, no_levels,
 continuous_since FROM book_checkpoints WHERE ticker IN ({tickers}) AND ts <= %(at)s
 LATEST ON ts PARTITION BY ticker"""
-CHANGES_SINCE = """SELECT ticker, cast(ts AS LONG), side, price_e4, qty_after_e2, delta_e2, kind, seq, sid
+CHANGES_SINCE = """SELECT ticker, cast(ts AS LONG), side, price_e4, qty_after_e2, kind, seq, sid
 FROM book_changes WHERE ts >= %(from)s AND ts <= %(at)s AND ({since})
 ORDER BY ts, sid, seq"""
 GAPS_AT = """SELECT ticker, ts, reason, start_ts, end_ts, expected_seq, got_seq FROM gaps

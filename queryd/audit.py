@@ -68,7 +68,7 @@ WHERE ticker IN ({tickers}) AND coalesce(start_ts, ts) <= %(end)s
   AND (end_ts IS NULL OR end_ts > %(start)s)"""
 # The changes of a batch of samples, each from its checkpoint to its window's end, in
 # application order (one scan of the batch's time span instead of one query a sample).
-BATCH_CHANGES = """SELECT ticker, cast(ts AS LONG), side, price_e4, qty_after_e2, delta_e2, kind, seq, sid
+BATCH_CHANGES = """SELECT ticker, cast(ts AS LONG), side, price_e4, qty_after_e2, kind, seq, sid
 FROM book_changes WHERE ts >= %(from)s AND ts <= %(to)s AND ({ranges})
 ORDER BY ts, sid, seq"""
 SERIES_OF = """SELECT ticker, series_ticker FROM markets WHERE ticker IN ({tickers})
@@ -338,7 +338,7 @@ def _verdict(sample: Sample, checkpoint: tuple, rows: list[tuple],
     last = bisect.bisect_right(rows, end_us, key=lambda r: r[0])
     at_start = assemble(sample.ticker, from_us(start_us), checkpoint,
                         [r[1:] for r in rows[first:split]], None)
-    window: list[Row] = [(r[0], str(r[6]), str(r[2]), int(r[3]), int(r[4]), int(r[7]), int(r[8]))
+    window: list[Row] = [(r[0], str(r[5]), str(r[2]), int(r[3]), int(r[4]), int(r[6]), int(r[7]))
                          for r in rows[split:last]]
     gap = next(((reason, lo, hi) for reason, lo, hi in gaps
                 if lo <= end_us and (hi is None or hi > start_us)), None)

@@ -102,24 +102,29 @@ async def _book_closes(conn: AsyncConnection, ticker: str, start: dt.datetime,
     rows = await (await conn.execute(sql.CHANGES_BETWEEN, {
         "ticker": ticker, "start": start, "end": end}, binary=True)).fetchall()
     out: list[tuple[int | None, int | None]] = []
-    i, start_us = 0, to_us(start)
+    i, count, start_us = 0, len(rows), to_us(start)
+    yes, no = book.yes, book.no  # the ladders themselves: ~10,000 rows a busy day
     snapshot_key: tuple[int, int, int] | None = None
     for bucket_end in bucket_ends_us:
-        while i < len(rows) and rows[i][0] < bucket_end:
-            ts_us, side, price, qty, _delta, kind, seq, sid = rows[i]
+        while i < count and rows[i][0] < bucket_end:
+            ts_us, side, price, qty, kind, seq, sid = rows[i]
+            i += 1
             if ts_us == start_us:
-                i += 1  # already part of the book at `start`
-                continue
+                continue  # already part of the book at `start`
             if kind == "snapshot":
-                key = (ts_us, int(sid), int(seq))
+                key = (ts_us, sid, seq)
                 if key != snapshot_key:
-                    book.clear()
+                    yes.clear()
+                    no.clear()
                     snapshot_key = key
             else:
                 snapshot_key = None
-            book.set_level(side, int(price), int(qty))
-            i += 1
-        best_yes = max(book.yes) if book.yes else None
-        best_no = max(book.no) if book.no else None
-        out.append((best_yes, PRICE_SCALE - best_no if best_no is not None else None))
+            ladder = yes if side == "yes" else no if side == "no" else book.side(side)
+            if qty > 0:
+                ladder[price] = qty
+            else:
+                ladder.pop(price, None)
+        best_no = max(no) if no else None
+        out.append((max(yes) if yes else None,
+                    PRICE_SCALE - best_no if best_no is not None else None))
     return out

@@ -87,7 +87,7 @@ def assemble(ticker: str, at: dt.datetime, checkpoint_row: tuple, change_rows: l
     rebuilt = apply_rows(checkpoint, change_rows)  # rows as sql.CHANGES_BETWEEN gives them
     since_us = checkpoint.continuous_since_us
     for row in change_rows:  # a later exchange snapshot restarts the continuous run
-        if row[5] == "snapshot" and row[0] >= checkpoint.ts_us:
+        if row[4] == "snapshot" and row[0] >= checkpoint.ts_us:
             since_us = row[0]
     last_change = from_us(rebuilt.last_change_us)
     if gap_row is not None:

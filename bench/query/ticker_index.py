@@ -1,17 +1,18 @@
 """Do symbol indexes on `ticker` pay for themselves at Kalshi's full density?
 
-Intent: the decision issue 19 item 2 left open (docs/performance.md, "At 100M changes in
-one day"): QuestDB stores rows in time order only, so one market's rows of a busy day are
-found by scanning every market's; an index on `ticker` finds them directly but costs
-work on every row written. Measured side by side in one run, on one private QuestDB with
-synthetic history (`--markets` markets over `--span-days`, bench/query/synthetic.py), at
-each of `--sizes`: the cores queryd runs for GetOrderbook (the book at a random instant),
-a deltas page from a random hour, the first deltas page of a market's day and a day of 1m
-candles, first without and then with indexes on `book_changes.ticker` and
-`trades.ticker` (added to the stored rows, then dropped before more rows are written).
-The write side: the time QuestDB takes to apply `--write-rows` rows copied into a
-fresh table shaped like `book_changes`, with and without the index, alternated
-`--write-rounds` times. Saves bench/results/query_ticker_index.json.
+Intent: the measurement behind migration 6 (ktape/schema/tables.py, V0006), kept so the
+decision can be re-checked (docs/performance.md, "Ticker indexes"): QuestDB stores rows
+in time order only, so one market's rows of a busy day are found by scanning every
+market's; an index on `ticker` finds them directly but costs work on every row written.
+Measured side by side in one run, on one private QuestDB with synthetic history
+(`--markets` markets over `--span-days`, bench/query/synthetic.py), at each of
+`--sizes`: the cores queryd runs for GetOrderbook (the book at a random instant), a
+deltas page from a random hour, the first deltas page of a market's day and a day of 1m
+candles, first without and then with migration 6's indexes on `ticker` (dropped at the
+start, added to the stored rows, dropped again before more rows are written). The write
+side: the time QuestDB takes to apply `--write-rows` rows copied into a fresh table
+shaped like `book_changes`, with and without the index, alternated `--write-rounds`
+times. Saves bench/results/query_ticker_index.json.
 
 Run: .venv/bin/python bench/query/ticker_index.py [--sizes 10000000,100000000]
 """
@@ -31,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.common import save
 from bench.query import history_latency, orderbook_latency
 from bench.query.synthetic import add_shape_arguments, bench_questdb, conninfo_of, generate, generate_trades
-from ktape.schema.tables import SMALL_SYMBOL, TICKER
+from ktape.schema.tables import INDEXED_TICKERS, SMALL_SYMBOL, TICKER
 
-INDEXED = ("book_changes", "trades")
+INDEXED = INDEXED_TICKERS  # migration 6's indexes; dropped first to measure without them
 
 
 def set_indexes(conn, on: bool) -> float:
@@ -87,6 +88,7 @@ def main() -> int:
     results: dict[str, dict] = {}
     with bench_questdb("ktape-bench-index-", []) as (qdb, conn, root):
         conninfo = conninfo_of(qdb)
+        set_indexes(conn, on=False)  # the migrations add them: start from none
         generated = 0
         for size in sizes:
             info = generate(conn, changes=size - generated, markets=args.markets,

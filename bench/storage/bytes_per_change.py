@@ -95,7 +95,7 @@ def convert_day(conn: psycopg.Connection, day: dt.date) -> dict[str, float]:
     secs = {}
     for table in TABLES:
         began = time.monotonic()
-        convert(conn, table, day, timeout_secs=900)
+        convert(conn, table, [day], timeout_secs=900)
         secs[table] = round(time.monotonic() - began, 2)
     return secs
 

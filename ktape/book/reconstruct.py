@@ -60,11 +60,12 @@ class Rebuilt:
 
 def apply_changes(checkpoint: Checkpoint, changes: Iterable[Change]) -> Rebuilt:
     """Apply `changes` (ordered by ts, sid, seq: seq order) on top of `checkpoint`."""
-    return apply_rows(checkpoint, ((c.ts_us, c.side, c.price_e4, c.qty_after_e2, c.delta_e2,
-                                    c.kind, c.seq, c.sid) for c in changes))
+    return apply_rows(checkpoint, ((c.ts_us, c.side, c.price_e4, c.qty_after_e2, c.kind,
+                                    c.seq, c.sid) for c in changes))
 
 
-ChangeRow = tuple[int, str, int, int, "int | None", str, int, int]  # Change's fields in order
+# A Change's fields in order, less its delta (a replay sets each level to qty_after).
+ChangeRow = tuple[int, str, int, int, str, int, int]
 
 
 def apply_rows(checkpoint: Checkpoint, rows: Iterable[ChangeRow]) -> Rebuilt:
@@ -77,7 +78,7 @@ def apply_rows(checkpoint: Checkpoint, rows: Iterable[ChangeRow]) -> Rebuilt:
     seq, sid, last_ts = cp_seq, cp_sid, cp_ts
     applied = 0
     snapshot_key: tuple[int, int, int] | None = None
-    for ts_us, side, price, qty, _delta, kind, c_seq, c_sid in rows:
+    for ts_us, side, price, qty, kind, c_seq, c_sid in rows:
         if ts_us < cp_ts or (ts_us == cp_ts and c_sid == cp_sid and c_seq <= cp_seq):
             continue  # before the checkpoint, or in it already
         if kind == "snapshot":

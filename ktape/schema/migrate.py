@@ -51,19 +51,34 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "book order and market lifecycle", tables.V0003_ORDER_AND_LIFECYCLE),
     Migration(4, "ticker channel", tables.V0004_TICKERS),
     Migration(5, "audit books", tables.V0005_AUDIT_BOOKS),
+    Migration(6, "ticker indexes", tables.V0006_TICKER_INDEXES),
 )
 
 
 _ADD_COLUMN = re.compile(
     r"^\s*ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+(\w+)\s", re.I)
+_ADD_INDEX = re.compile(
+    r"^\s*ALTER\s+TABLE\s+(\w+)\s+ALTER\s+COLUMN\s+(\w+)\s+ADD\s+INDEX\s*$", re.I)
+
+
+def _indexed(conn: psycopg.Connection, table: str, column: str) -> bool:
+    """Whether `table.column` is indexed already (`"column"` is a keyword: quoted)."""
+    rows = conn.execute(f"""SELECT "column", indexed FROM table_columns('{table}')""").fetchall()
+    return any(str(name).lower() == column.lower() and bool(flag) for name, flag in rows)
 
 
 def _execute_idempotently(conn: psycopg.Connection, statement: str) -> None:
-    """Run one migration statement; an `ADD COLUMN IF NOT EXISTS` whose column exists is
-    skipped. QuestDB rejects that no-op on a WAL table ("statement is either no-op ...",
-    FIELD-NOTES), and a re-run (two services starting at once, or a crash before the
-    version row) must not fail on it. The column may exist only in the WAL's pending
-    structure, invisible to information_schema, so the rejection itself counts too."""
+    """Run one migration statement; an `ALTER COLUMN ... ADD INDEX` of a column indexed
+    already (QuestDB has no IF NOT EXISTS for an index), or an `ADD COLUMN IF NOT EXISTS`
+    whose column exists, is skipped. QuestDB rejects the latter no-op on a WAL table
+    ("statement is either no-op ...", FIELD-NOTES), and a re-run (two services starting
+    at once, or a crash before the version row) must not fail on it. The column may
+    exist only in the WAL's pending structure, invisible to information_schema, so the
+    rejection itself counts too."""
+    index = _ADD_INDEX.match(statement)
+    if index is not None and _indexed(conn, *index.groups()):
+        log.info("schema.index_exists", statement=" ".join(statement.split()))
+        return
     match = _ADD_COLUMN.match(statement)
     if match is not None:
         table, column = match.groups()

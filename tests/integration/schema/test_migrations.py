@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ktape.schema import MIGRATIONS, applied_versions, apply_migrations
+from ktape.schema.migrate import Migration
+from ktape.schema.tables import INDEXED_TICKERS
 from ktape.schema.wal import wait_for_wal
 
 EXPECTED_TABLES = {
@@ -47,6 +49,41 @@ def test_rerun_is_a_noop_and_records_each_version_once(questdb):
         versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
         assert sorted(v for (v,) in versions) == [m.version for m in MIGRATIONS]
         assert set(applied_versions(conn)) == {m.version for m in MIGRATIONS}
+
+
+def _indexed_columns(conn, table: str) -> set[str]:
+    rows = conn.execute(f"""SELECT "column", indexed FROM table_columns('{table}')""").fetchall()
+    return {str(name) for name, indexed in rows if indexed}
+
+
+def test_ticker_indexes_cover_stored_rows_and_a_rerun_is_skipped(questdb):
+    """A deployment's stored days get the index too (migration 6 runs on a database
+    that already holds rows), reads through it answer the same, and the statement run
+    again (a crash before its version row) is skipped, not an error."""
+    with questdb.connect() as conn:
+        conn.execute("DROP ALL TABLES")
+        assert apply_migrations(conn, [m for m in MIGRATIONS if m.version < 6]) == [1, 2, 3, 4, 5]
+        conn.execute(
+            "INSERT INTO book_changes (ts, ticker, side, price_e4, qty_after_e2, delta_e2, kind,"
+            " seq, sid, recv_ts, ts_source) SELECT"
+            " timestamp_sequence('2026-11-24T18:00:00.000000Z', 1000000),"
+            " cast(concat('KXT-', x % 3) AS SYMBOL), 'yes', 4200, 100 * x, 100, 'delta', x, 1,"
+            " timestamp_sequence('2026-11-24T18:00:00.000000Z', 1000000), 'exchange'"
+            " FROM long_sequence(30)")
+        wait_for_wal(conn, ["book_changes"])
+        before = conn.execute("SELECT seq FROM book_changes WHERE ticker = 'KXT-1'").fetchall()
+        assert _indexed_columns(conn, "book_changes") == set()
+        assert apply_migrations(conn) == [6]
+        wait_for_wal(conn)
+        for table in INDEXED_TICKERS:
+            assert _indexed_columns(conn, table) == {"ticker"}, table
+        assert _indexed_columns(conn, "book_checkpoints") == set()  # measured: no gain
+        after = conn.execute("SELECT seq FROM book_changes WHERE ticker = 'KXT-1'").fetchall()
+        assert after == before and len(after) == 10
+        again = Migration(7, "ticker indexes again", next(m for m in MIGRATIONS if m.version == 6).statements)
+        assert apply_migrations(conn, [*MIGRATIONS, again]) == [7]
+        wait_for_wal(conn)
+        assert conn.execute("SELECT name FROM wal_tables() WHERE suspended").fetchall() == []
 
 
 def test_dedup_keys_make_replayed_rows_exactly_once(clean_questdb):
