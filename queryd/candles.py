@@ -99,31 +99,32 @@ async def _book_closes(conn: AsyncConnection, ticker: str, start: dt.datetime,
     """Best YES bid and ask (1 - best NO bid) just before each bucket end."""
     initial = await orderbook_at(conn, ticker, start)
     book: Book = initial.book.copy()
-    rows = await (await conn.execute(sql.CHANGES_BETWEEN, {
+    rows = await (await conn.execute(sql.CANDLE_CHANGES, {
         "ticker": ticker, "start": start, "end": end}, binary=True)).fetchall()
     out: list[tuple[int | None, int | None]] = []
     i, count, start_us = 0, len(rows), to_us(start)
     yes, no = book.yes, book.no  # the ladders themselves: ~10,000 rows a busy day
-    snapshot_key: tuple[int, int, int] | None = None
+    snapshot_key: str | None = None
     for bucket_end in bucket_ends_us:
         while i < count and rows[i][0] < bucket_end:
-            ts_us, side, price, qty, kind, seq, sid = rows[i]
+            ts_us, packed, qty, snapshot = rows[i]
             i += 1
             if ts_us == start_us:
                 continue  # already part of the book at `start`
-            if kind == "snapshot":
-                key = (ts_us, sid, seq)
-                if key != snapshot_key:
+            if packed is None:
+                raise ValueError(f"{ticker}: a change at {ts_us} µs has an unknown side")
+            if snapshot is not None:
+                if snapshot != snapshot_key:  # a new snapshot replaces the book
                     yes.clear()
                     no.clear()
-                    snapshot_key = key
+                    snapshot_key = snapshot
             else:
                 snapshot_key = None
-            ladder = yes if side == "yes" else no if side == "no" else book.side(side)
+            ladder = no if packed & 2 else yes
             if qty > 0:
-                ladder[price] = qty
+                ladder[packed >> 2] = qty
             else:
-                ladder.pop(price, None)
+                ladder.pop(packed >> 2, None)
         best_no = max(no) if no else None
         out.append((max(yes) if yes else None,
                     PRICE_SCALE - best_no if best_no is not None else None))
