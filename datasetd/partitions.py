@@ -36,6 +36,8 @@ from prometheus_client import Counter, Gauge
 from ktape.clock import now_us
 from ktape.config import PARQUET_TABLES, RETENTION_TABLES, StorageSettings
 from ktape.log import get_logger
+from ktape.schema.tables import INDEXED_TICKERS
+from ktape.schema.wal import wait_for_wal
 
 if TYPE_CHECKING:
     from datasetd.server import TaskContext
@@ -158,15 +160,13 @@ def convert(conn: psycopg.Connection, table: str, days: list[dt.date], *,
     Converting a day that is already Parquet is a no-op.
 
     An indexed table (ticker indexes, migration 6) is converted with its indexes
-    dropped, its converted days read once, then the indexes added back, because QuestDB
-    9.3.4's own conversion of an indexed day, or an index added over a Parquet day no
-    reader has opened yet, leaves lookups through the index finding none of the day's
-    rows (`ticker = X` answers 0 rows until QuestDB restarts; tests/integration/datasets/
+    dropped, then `restore_indexes` adds them back, because QuestDB 9.3.4's own
+    conversion of an indexed day, or an index added over a Parquet day no reader has
+    opened yet, leaves lookups through the index finding none of the day's rows
+    (`ticker = X` answers 0 rows until QuestDB restarts; tests/integration/datasets/
     test_partitions.py pins the defect). Meanwhile readers see the table unindexed:
     slower, exact. Adding an index back rebuilds it over every day of the table (~5 s a
-    100M-row day), so a table's due days are converted together. Afterwards each day's
-    rows are counted through the index against a scan; on any difference the indexes
-    are dropped again (exact, slower) and the conversion reported failed."""
+    100M-row day), so a table's due days are converted together."""
     indexed = indexed_columns(conn, table)
     for column in indexed:
         conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} DROP INDEX")
@@ -174,25 +174,42 @@ def convert(conn: psycopg.Connection, table: str, days: list[dt.date], *,
         listed = ", ".join(f"'{day.isoformat()}'" for day in days)
         conn.execute(f"ALTER TABLE {table} CONVERT PARTITION TO PARQUET LIST {listed}")
         done = _wait(conn, table, days, [], timeout_secs)
-        for day in days:  # opened while unindexed: see the docstring
-            conn.execute(f"SELECT count() FROM {table} WHERE ts IN '{day.isoformat()}'")
     finally:
-        for column in indexed:
-            conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} ADD INDEX")
-    if not indexed:
-        return done
-    done = _wait(conn, table, days, indexed, timeout_secs)
-    for column in indexed:
-        for day in days:
+        if indexed:  # also after a failure: never leave the table unindexed for long
+            restore_indexes(conn, table, indexed, days, timeout_secs=timeout_secs)
+    return done if not indexed else _wait(conn, table, days, indexed, timeout_secs)
+
+
+def restore_indexes(conn: psycopg.Connection, table: str, columns: list[str],
+                    days: list[dt.date] | None = None, *, timeout_secs: float = 600.0) -> None:
+    """Add `columns`' indexes back so that they answer right on Parquet days: once every
+    pending WAL transaction (a conversion) is applied, each Parquet day is read while
+    still unindexed, then the indexes are added and, when applied, each of `days` (all
+    Parquet days when None) is counted through them against a scan. On any difference
+    the indexes are dropped again (reads stay exact, slower) and this raises. The job
+    also calls it for an indexed table found without its index (a crash between the
+    drop and the add)."""
+    wait_for_wal(conn, [table], timeout_secs=timeout_secs)
+    if set(columns) <= set(indexed_columns(conn, table)):
+        return  # added meanwhile (the migration's own ADD INDEX was pending)
+    parquet = [p.day for p in read_partitions(conn, table) if p.parquet]
+    for day in parquet:  # opened while unindexed: see convert()
+        conn.execute(f"SELECT count() FROM {table} WHERE ts IN '{day.isoformat()}'")
+    for column in columns:
+        conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} ADD INDEX")
+    wait_for_wal(conn, [table], timeout_secs=timeout_secs)
+    for column in columns:
+        for day in parquet if days is None else days:
             if (wrong := _index_disagrees(conn, table, column, day)) is not None:
-                for each in indexed:
+                for each in columns:
                     conn.execute(f"ALTER TABLE {table} ALTER COLUMN {each} DROP INDEX")
                 log.error("partition.index_disagreed", table=table, column=column,
                           day=day.isoformat(), value=wrong[0], indexed_rows=wrong[1],
                           scanned_rows=wrong[2])
                 raise RuntimeError(f"{table}.{column} index disagrees with a scan on "
                                    f"{day.isoformat()} ({wrong}): indexes dropped")
-    return done
+    log.info("partition.indexes_restored", table=table, columns=columns,
+             parquet_days=len(parquet))
 
 
 def _wait(conn: psycopg.Connection, table: str, days: list[dt.date], indexed: list[str],
@@ -273,6 +290,14 @@ class PartitionJob:
                 continue
             report.ttl_set[table] = days
             log.info("partition.retention_set", table=table, days=days)
+        for table in INDEXED_TICKERS:  # a crash between convert()'s drop and add
+            if "ticker" not in indexed_columns(conn, table) and not should_stop():
+                try:
+                    restore_indexes(conn, table, ["ticker"],
+                                    timeout_secs=self.convert_timeout_secs)
+                except Exception as exc:  # logged; the next pass tries again
+                    report.failed.append((table, None, repr(exc)))
+                    log.error("partition.restore_failed", table=table, error=repr(exc))
         by_table: dict[str, list[Partition]] = {}
         for partition in work.conversions:  # oldest first within each table
             by_table.setdefault(partition.table, []).append(partition)

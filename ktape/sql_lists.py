@@ -12,9 +12,14 @@ from collections.abc import Iterable
 from psycopg import sql
 
 
+def ticker_list(tickers: Iterable[str]) -> sql.Composed:
+    """The quoted tickers, comma-separated, for an `IN (...)`."""
+    return sql.SQL(", ").join(sql.Literal(t) for t in tickers)
+
+
 def with_tickers(query: str, tickers: Iterable[str]) -> sql.Composed:
     """`query` with its `{tickers}` placeholder filled by the quoted tickers."""
-    return sql.SQL(query).format(tickers=sql.SQL(", ").join(sql.Literal(t) for t in tickers))
+    return sql.SQL(query).format(tickers=ticker_list(tickers))
 
 
 def any_of(condition: str, rows: list[tuple]) -> tuple[sql.Composed, dict[str, object]]:

@@ -28,7 +28,7 @@ from ktape.marketdata.v1 import analytics_pb2 as pb
 from ktape.marketdata.v1 import analytics_pb2_grpc as pb_grpc
 from ktape.marketdata.v1 import marketdata_pb2 as md
 from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
-from ktape.sql_lists import any_of, with_tickers
+from ktape.sql_lists import any_of, ticker_list, with_tickers
 from queryd import simulate, sql
 from queryd.audit import AuditChecker, report_message
 from queryd.convert import CONTINUITY, continuity_message, fill_ladder, set_us, timestamp
@@ -59,8 +59,11 @@ LATEST ON ts PARTITION BY ticker"""
 CHECKPOINTS_AT_UNBOUNDED = """SELECT ticker, ts, sid, seq, reason, yes_levels, no_levels,
 continuous_since FROM book_checkpoints WHERE ticker IN ({tickers}) AND ts <= %(at)s
 LATEST ON ts PARTITION BY ticker"""
+# `ticker IN (...)` besides the per-market bounds: QuestDB finds the markets' rows through
+# the ticker index by it, where the OR of bounds alone scans every market's rows since the
+# oldest checkpoint (docs/performance.md, "Ticker indexes adopted").
 CHANGES_SINCE = """SELECT ticker, cast(ts AS LONG), side, price_e4, qty_after_e2, kind, seq, sid
-FROM book_changes WHERE ts >= %(from)s AND ts <= %(at)s AND ({since})
+FROM book_changes WHERE ticker IN ({tickers}) AND ts >= %(from)s AND ts <= %(at)s AND ({since})
 ORDER BY ts, sid, seq"""
 GAPS_AT = """SELECT ticker, ts, reason, start_ts, end_ts, expected_seq, got_seq FROM gaps
 WHERE ticker IN ({tickers}) AND coalesce(start_ts, ts) <= %(at)s
@@ -178,7 +181,8 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
         if checkpoints:
             since, bounds = any_of("(ticker = {} AND ts >= {})",
                                    [(ticker, row[0]) for ticker, row in checkpoints.items()])
-            query = psql.SQL(CHANGES_SINCE).format(since=since)
+            query = psql.SQL(CHANGES_SINCE).format(since=since,
+                                                   tickers=ticker_list(checkpoints))
             bounds |= {"from": min(as_utc(row[0]) for row in checkpoints.values()), "at": at}
             for row in await (await conn.execute(query, bounds, binary=True)).fetchall():
                 changes[row[0]].append(row[1:])  # ticker: a str from the driver already

@@ -40,7 +40,7 @@ from ktape.book.ladder import Book, parse_ladder
 from ktape.clock import now_us
 from ktape.conditions import Incident
 from ktape.marketdata.v1 import analytics_pb2 as pb
-from ktape.sql_lists import any_of, with_tickers
+from ktape.sql_lists import any_of, ticker_list, with_tickers
 from queryd import sql
 from queryd.convert import continuity_message, duration_us, fill_ladder, timestamp
 from queryd.orderbook import CHECKPOINT_LOOKBACK, Continuity, GapSpan, OrderbookAt, assemble
@@ -69,7 +69,7 @@ WHERE ticker IN ({tickers}) AND coalesce(start_ts, ts) <= %(end)s
 # The changes of a batch of samples, each from its checkpoint to its window's end, in
 # application order (one scan of the batch's time span instead of one query a sample).
 BATCH_CHANGES = """SELECT ticker, cast(ts AS LONG), side, price_e4, qty_after_e2, kind, seq, sid
-FROM book_changes WHERE ts >= %(from)s AND ts <= %(to)s AND ({ranges})
+FROM book_changes WHERE ticker IN ({tickers}) AND ts >= %(from)s AND ts <= %(to)s AND ({ranges})
 ORDER BY ts, sid, seq"""
 SERIES_OF = """SELECT ticker, series_ticker FROM markets WHERE ticker IN ({tickers})
 LATEST ON ts PARTITION BY ticker"""
@@ -287,8 +287,9 @@ class AuditChecker:
                    "to": max(from_us(p.sample.response_us) for p in items)}
         by_ticker: dict[str, list[tuple]] = {}
         async with self.pool.connection() as conn:
-            for row in await (await conn.execute(psql.SQL(BATCH_CHANGES).format(ranges=ranges),
-                                                 params)).fetchall():
+            query = psql.SQL(BATCH_CHANGES).format(
+                ranges=ranges, tickers=ticker_list(sorted({p.sample.ticker for p in items})))
+            for row in await (await conn.execute(query, params)).fetchall():
                 by_ticker.setdefault(str(row[0]), []).append((row[1], *row[1:]))
         return [_verdict(p.sample, p.checkpoint, by_ticker.get(p.sample.ticker, []),
                          gaps.get(p.sample.ticker, [])) for p in items]

@@ -149,6 +149,14 @@ def test_a_converted_day_answers_through_the_ticker_index(clean_questdb):
         [done] = convert(conn, "trades", [ours])
         assert done.parquet and done.rows == 500 and indexed_columns(conn, "trades") == ["ticker"]
         assert _through_index(conn) == {raw: 500, ours: 500}
+        # a crash between convert()'s drop and add: the job's next pass restores it
+        conn.execute("ALTER TABLE trades ALTER COLUMN ticker DROP INDEX")
+        wait_for_wal(conn)
+    report = _job(clean_questdb, StorageSettings()).run_once()
+    assert report.failed == [] and report.converted == []
+    with clean_questdb.connect() as conn:
+        assert indexed_columns(conn, "trades") == ["ticker"]
+        assert _through_index(conn) == {raw: 500, ours: 500}
 
 
 def _through_index(conn) -> dict[dt.date, int]:
