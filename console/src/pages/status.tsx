@@ -107,7 +107,10 @@ function gapsOf(rows: DayCondition[]): Gap[] {
     }
     byTicker.set(row.ticker, gaps);
   }
-  return [...byTicker.values()].flat();
+  // Open gaps first, then the newest: what a status page is read for (and a burst of
+  // older gaps never hides a fresh one behind MAX_GAP_ROWS).
+  return [...byTicker.values()].flat().sort(
+    (a, b) => Number(b.open) - Number(a.open) || b.start - a.start || a.ticker.localeCompare(b.ticker));
 }
 
 function ConditionsRow(props: { series: string; markets: number; today?: DayCondition[] }) {
