@@ -28,7 +28,7 @@ from ktape.marketdata.v1 import analytics_pb2 as pb
 from ktape.marketdata.v1 import analytics_pb2_grpc as pb_grpc
 from ktape.marketdata.v1 import marketdata_pb2 as md
 from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
-from ktape.sql_lists import any_of, ticker_list, with_tickers
+from ktape.sql_lists import any_of, bound_tickers, ticker_list
 from queryd import simulate, sql
 from queryd.audit import AuditChecker, report_message
 from queryd.convert import CONTINUITY, continuity_message, fill_ladder, set_us, timestamp
@@ -171,12 +171,15 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
     async def _books(self, conn: AsyncConnection, tickers: list[str], at: dt.datetime) -> dict:
         """Every ticker's book at `at` in four queries (not three per market)."""
         params = {"at": at, "since": at - CHECKPOINT_LOOKBACK}
+        # book_checkpoints and gaps carry no ticker index: the tickers are bound
+        query, listed = bound_tickers(CHECKPOINTS_AT, tickers)
         checkpoints = {str(r[0]): r[1:] for r in await (await conn.execute(
-            with_tickers(CHECKPOINTS_AT, tickers), params)).fetchall()}
+            query, params | listed)).fetchall()}
         missing = [t for t in tickers if t not in checkpoints]
         if missing:
+            query, listed = bound_tickers(CHECKPOINTS_AT_UNBOUNDED, missing)
             checkpoints |= {str(r[0]): r[1:] for r in await (await conn.execute(
-                with_tickers(CHECKPOINTS_AT_UNBOUNDED, missing), params)).fetchall()}
+                query, params | listed)).fetchall()}
         changes: dict[str, list[tuple]] = {t: [] for t in checkpoints}
         if checkpoints:
             since, bounds = any_of("(ticker = {} AND ts >= {})",
@@ -187,7 +190,8 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             for row in await (await conn.execute(query, bounds, binary=True)).fetchall():
                 changes[row[0]].append(row[1:])  # ticker: a str from the driver already
         gaps: dict[str, tuple] = {}
-        for row in await (await conn.execute(with_tickers(GAPS_AT, tickers), {"at": at})).fetchall():
+        query, listed = bound_tickers(GAPS_AT, tickers)
+        for row in await (await conn.execute(query, {"at": at} | listed)).fetchall():
             gaps.setdefault(str(row[0]), row[1:])  # newest first: the one GetOrderbook picks
         out = {}
         for ticker in tickers:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ktape.sql_lists import any_of, with_tickers
+from ktape.sql_lists import any_of, bound_tickers, with_tickers
 
 
 def test_any_of_binds_every_value_and_keeps_the_text_for_the_same_count():
@@ -16,3 +16,10 @@ def test_any_of_binds_every_value_and_keeps_the_text_for_the_same_count():
 
 def test_with_tickers_quotes_each_ticker():
     assert with_tickers("x IN ({tickers})", ["A", "B'C"]).as_string(None) == "x IN ('A', 'B''C')"
+
+
+def test_bound_tickers_binds_each_and_keeps_the_text_for_the_same_count():
+    first, params = bound_tickers("x IN ({tickers})", ["A", "B'C"])
+    second, other = bound_tickers("x IN ({tickers})", ["D", "E"])
+    assert first.as_string(None) == second.as_string(None) == "x IN (%(tk0)s, %(tk1)s)"
+    assert params == {"tk0": "A", "tk1": "B'C"} and other == {"tk0": "D", "tk1": "E"}
