@@ -36,6 +36,7 @@ from prometheus_client import Counter, Gauge
 from ktape.clock import now_us
 from ktape.config import PARQUET_TABLES, RETENTION_TABLES, StorageSettings
 from ktape.log import get_logger
+from ktape.schema.migrate import indexed_columns
 from ktape.schema.tables import INDEXED_TICKERS
 from ktape.schema.wal import wait_for_wal
 
@@ -147,12 +148,6 @@ def read_ttls(conn: psycopg.Connection) -> dict[str, tuple[int, str]]:
     return {str(name): (int(value), str(unit)) for name, value, unit in rows}
 
 
-def indexed_columns(conn: psycopg.Connection, table: str) -> list[str]:
-    """The table's columns with a symbol index (`"column"` is a keyword: quoted)."""
-    rows = conn.execute(f"""SELECT "column", indexed FROM table_columns('{table}')""").fetchall()
-    return [str(name) for name, indexed in rows if indexed]
-
-
 def convert(conn: psycopg.Connection, table: str, days: list[dt.date], *,
             timeout_secs: float = 600.0) -> list[Partition]:
     """Convert day partitions of one table to Parquet, waiting until QuestDB has applied
@@ -173,11 +168,12 @@ def convert(conn: psycopg.Connection, table: str, days: list[dt.date], *,
     try:
         listed = ", ".join(f"'{day.isoformat()}'" for day in days)
         conn.execute(f"ALTER TABLE {table} CONVERT PARTITION TO PARQUET LIST {listed}")
-        done = _wait(conn, table, days, [], timeout_secs)
+        done = _wait(conn, table, days, timeout_secs)
     finally:
         if indexed:  # also after a failure: never leave the table unindexed for long
             restore_indexes(conn, table, indexed, days, timeout_secs=timeout_secs)
-    return done if not indexed else _wait(conn, table, days, indexed, timeout_secs)
+    # restored (applied and checked): read again for the sizes with the index files
+    return done if not indexed else _wait(conn, table, days, timeout_secs)
 
 
 def restore_indexes(conn: psycopg.Connection, table: str, columns: list[str],
@@ -212,20 +208,19 @@ def restore_indexes(conn: psycopg.Connection, table: str, columns: list[str],
              parquet_days=len(parquet))
 
 
-def _wait(conn: psycopg.Connection, table: str, days: list[dt.date], indexed: list[str],
+def _wait(conn: psycopg.Connection, table: str, days: list[dt.date],
           timeout_secs: float) -> list[Partition]:
-    """Until every day is Parquet and every `indexed` column indexed again."""
+    """Until every day is Parquet; the days' partitions then."""
     deadline = time.monotonic() + timeout_secs
     while True:
         now = {p.day: p for p in read_partitions(conn, table)}
         if missing := [day for day in days if day not in now]:
             raise RuntimeError(f"{table} has no partition {missing[0].isoformat()}")
-        if all(now[day].parquet for day in days) and set(indexed) <= set(
-                indexed_columns(conn, table)):
+        if all(now[day].parquet for day in days):
             return [now[day] for day in days]
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{table} {days[0].isoformat()}.. not Parquet (and indexed) "
-                               f"after {timeout_secs}s (WAL not applied yet?)")
+            raise TimeoutError(f"{table} {days[0].isoformat()}.. not Parquet after "
+                               f"{timeout_secs}s (WAL not applied yet?)")
         time.sleep(0.2)
 
 

@@ -61,10 +61,10 @@ _ADD_INDEX = re.compile(
     r"^\s*ALTER\s+TABLE\s+(\w+)\s+ALTER\s+COLUMN\s+(\w+)\s+ADD\s+INDEX\s*$", re.I)
 
 
-def _indexed(conn: psycopg.Connection, table: str, column: str) -> bool:
-    """Whether `table.column` is indexed already (`"column"` is a keyword: quoted)."""
+def indexed_columns(conn: psycopg.Connection, table: str) -> list[str]:
+    """The table's columns with a symbol index (`"column"` is a keyword: quoted)."""
     rows = conn.execute(f"""SELECT "column", indexed FROM table_columns('{table}')""").fetchall()
-    return any(str(name).lower() == column.lower() and bool(flag) for name, flag in rows)
+    return [str(name) for name, indexed in rows if indexed]
 
 
 def _execute_idempotently(conn: psycopg.Connection, statement: str) -> None:
@@ -76,7 +76,8 @@ def _execute_idempotently(conn: psycopg.Connection, statement: str) -> None:
     exist only in the WAL's pending structure, invisible to information_schema, so the
     rejection itself counts too."""
     index = _ADD_INDEX.match(statement)
-    if index is not None and _indexed(conn, *index.groups()):
+    if index is not None and index.group(2).lower() in {
+            c.lower() for c in indexed_columns(conn, index.group(1))}:
         log.info("schema.index_exists", statement=" ".join(statement.split()))
         return
     match = _ADD_COLUMN.match(statement)

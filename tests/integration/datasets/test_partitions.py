@@ -11,9 +11,10 @@ import datetime as dt
 
 import httpx
 
-from datasetd.partitions import PartitionJob, convert, indexed_columns, read_partitions
+from datasetd.partitions import PartitionJob, convert, read_partitions
 from ktape.clock import now_us
 from ktape.config import PARQUET_TABLES, StorageSettings, load_settings
+from ktape.schema.migrate import indexed_columns
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import SimConfig
 from tests.fixtures.recording import recorded_simulator

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ktape.schema import MIGRATIONS, applied_versions, apply_migrations
-from ktape.schema.migrate import Migration
+from ktape.schema.migrate import Migration, indexed_columns
 from ktape.schema.tables import INDEXED_TICKERS
 from ktape.schema.wal import wait_for_wal
 
@@ -51,11 +51,6 @@ def test_rerun_is_a_noop_and_records_each_version_once(questdb):
         assert set(applied_versions(conn)) == {m.version for m in MIGRATIONS}
 
 
-def _indexed_columns(conn, table: str) -> set[str]:
-    rows = conn.execute(f"""SELECT "column", indexed FROM table_columns('{table}')""").fetchall()
-    return {str(name) for name, indexed in rows if indexed}
-
-
 def test_ticker_indexes_cover_stored_rows_and_a_rerun_is_skipped(questdb):
     """A deployment's stored days get the index too (migration 6 runs on a database
     that already holds rows), reads through it answer the same, and the statement run
@@ -72,12 +67,12 @@ def test_ticker_indexes_cover_stored_rows_and_a_rerun_is_skipped(questdb):
             " FROM long_sequence(30)")
         wait_for_wal(conn, ["book_changes"])
         before = conn.execute("SELECT seq FROM book_changes WHERE ticker = 'KXT-1'").fetchall()
-        assert _indexed_columns(conn, "book_changes") == set()
+        assert indexed_columns(conn, "book_changes") == []
         assert apply_migrations(conn) == [6]
         wait_for_wal(conn)
         for table in INDEXED_TICKERS:
-            assert _indexed_columns(conn, table) == {"ticker"}, table
-        assert _indexed_columns(conn, "book_checkpoints") == set()  # measured: no gain
+            assert indexed_columns(conn, table) == ["ticker"], table
+        assert indexed_columns(conn, "book_checkpoints") == []  # measured: no gain
         after = conn.execute("SELECT seq FROM book_changes WHERE ticker = 'KXT-1'").fetchall()
         assert after == before and len(after) == 10
         again = Migration(7, "ticker indexes again", next(m for m in MIGRATIONS if m.version == 6).statements)
