@@ -120,11 +120,11 @@ async def _book_closes(conn: AsyncConnection, ticker: str, start: dt.datetime,
                     snapshot_key = snapshot
             else:
                 snapshot_key = None
-            ladder = no if packed & 2 else yes
+            ladder = no if packed & 1 else yes
             if qty > 0:
-                ladder[packed >> 2] = qty
+                ladder[packed >> 1] = qty
             else:
-                ladder.pop(packed >> 2, None)
+                ladder.pop(packed >> 1, None)
         best_no = max(no) if no else None
         out.append((max(yes) if yes else None,
                     PRICE_SCALE - best_no if best_no is not None else None))

@@ -39,15 +39,14 @@ ORDER BY ts, sid, seq
 """
 
 # The same rows for a day of candles' book closes, ~10,000 of them for a busy market's
-# day at 100M changes a day: side, price and whether the row is part of a snapshot packed
-# into one LONG (price_e4 * 4 + 2 for NO + 1 for a snapshot row; NULL for an unknown
-# side, which the replay refuses), a snapshot's identity only on snapshot rows. Four
+# day at 100M changes a day: side and price packed into one LONG (price_e4 * 2 + 1 for
+# NO; NULL for an unknown side, which the replay refuses), a snapshot's identity only on
+# snapshot rows (NULL on deltas). Four
 # columns instead of seven: 23 against 33 ms for 10,000 rows (docs/performance.md,
 # "Ticker indexes adopted"); each column sent costs ~0.3 µs a row.
 CANDLE_CHANGES = """
 SELECT cast(ts AS LONG),
-       price_e4 * 4 + CASE side WHEN 'yes' THEN 0 WHEN 'no' THEN 2 END
-           + CASE WHEN kind = 'snapshot' THEN 1 ELSE 0 END,
+       price_e4 * 2 + CASE side WHEN 'yes' THEN 0 WHEN 'no' THEN 1 END,
        qty_after_e2,
        CASE WHEN kind = 'snapshot' THEN concat(sid, ':', seq) END
 FROM book_changes
