@@ -202,29 +202,30 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
         return orderbook_response(result, request.depth)
 
     async def _history(self, method: str, request: Any, fetch: Callable[..., Awaitable[Page]]
-                       ) -> tuple[list[Any], str]:
+                       ) -> tuple[Page, str]:
         """One page of a ticker's history in [start_time, end_time), keyset-paged."""
         w = page_window(self.tokens, method, request)
         async with self.pool.connection() as conn:
             await self._require_ticker(conn, w.ticker)
             page = await fetch(conn, w.ticker, w.start, w.end, w.after, w.size)
-        return page.items, w.token(self.tokens, page.last_key)
+        return page, w.token(self.tokens, page.last_key)
 
     @_rpc
     async def ListOrderbookDeltas(self, request: pb.ListOrderbookDeltasRequest,
                                   context: grpc.aio.ServicerContext
                                   ) -> pb.ListOrderbookDeltasResponse:
-        items, token = await self._history("ListOrderbookDeltas", request, functools.partial(
+        page, token = await self._history("ListOrderbookDeltas", request, functools.partial(
             deltas_page, layout=_layout(request.layout, "layout")))
-        if request.layout == pb.BATCH_LAYOUT_COLUMNS:
-            return pb.ListOrderbookDeltasResponse(columns=items[0], next_page_token=token)
-        return pb.ListOrderbookDeltasResponse(deltas=items, next_page_token=token)
+        if page.response is None:  # deltas_page builds every page into its response
+            raise RuntimeError("deltas page without its response")
+        page.response.next_page_token = token
+        return page.response
 
     @_rpc
     async def ListTrades(self, request: pb.ListTradesRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListTradesResponse:
-        items, token = await self._history("ListTrades", request, trades_page)
-        return pb.ListTradesResponse(trades=items, next_page_token=token)
+        page, token = await self._history("ListTrades", request, trades_page)
+        return pb.ListTradesResponse(trades=page.items, next_page_token=token)
 
     @_rpc
     async def ListCandles(self, request: pb.ListCandlesRequest,

@@ -206,17 +206,24 @@ async def test_deadlines_are_honoured(recorded):
     request = pb.ListOrderbookDeltasRequest(ticker=_busiest(recorded["journal"]),
                                             start_time=ts(recorded["start"]),
                                             end_time=ts(recorded["end"]), page_size=1000)
-    with pytest.raises(grpc.aio.AioRpcError) as info:  # 1 µs: a page once took > 0.5 ms,
-        await stub.ListOrderbookDeltas(request, timeout=0.000001)  # now it can take less
-    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # 1 µs: gRPC's timers are coarser than that, so on loopback a fast page can win the
+    # race now and then; of 20 such calls, the ones that end must end DEADLINE_EXCEEDED.
+    codes = []
+    for _ in range(20):
+        try:
+            await stub.ListOrderbookDeltas(request, timeout=0.000001)
+        except grpc.aio.AioRpcError as exc:
+            codes.append(exc.code())
+    assert codes and set(codes) == {grpc.StatusCode.DEADLINE_EXCEEDED}, codes
     answer = await stub.ListOrderbookDeltas(request, timeout=10)
     assert answer.deltas
 
 
 async def test_orderbook_at_random_instants_equals_the_journal(recorded):
     """Property: at any instant inside coverage where ktape says CONTINUOUS, the book it
-    serves is exactly the exchange's book (the simulator's journal). 300 instants drawn
-    from a seeded generator over every recorded market."""
+    serves is exactly the exchange's book (the simulator's journal). 300 CONTINUOUS instants
+    drawn from a seeded generator over every recorded market (an instant before a
+    market's coverage began is drawn again: under load, coverage starts later)."""
     import random
 
     stub, journal = recorded["stub"], recorded["journal"]
@@ -224,8 +231,9 @@ async def test_orderbook_at_random_instants_equals_the_journal(recorded):
     tickers = sorted(journal.tickers())
     lo = int(recorded["start"].timestamp() * 1000)
     hi = int(recorded["end"].timestamp() * 1000)
-    compared = 0
-    for _ in range(300):
+    compared = draws = 0
+    while compared < 300 and draws < 1000:  # instants before coverage do not count
+        draws += 1
         ticker = rng.choice(tickers)
         at_ms = rng.randrange(lo, hi)
         at = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC) + dt.timedelta(microseconds=999)
@@ -238,7 +246,7 @@ async def test_orderbook_at_random_instants_equals_the_journal(recorded):
                 (f"0.{p:04d}", f"{q // 100}.{q % 100:02d}")
                 for p, q in sorted(truth.items(), reverse=True) if q > 0], (ticker, at)
         compared += 1
-    assert compared >= 150, compared
+    assert compared == 300, (compared, draws)
 
 
 # -- change labelling (OrderbookDelta.cause) against the journal's true causes -------

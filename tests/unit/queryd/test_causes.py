@@ -75,7 +75,7 @@ def test_block_trades_other_instants_and_unknown_takers_match_nothing():
 changes_strategy = st.lists(st.builds(
     Change, instant_us=st.integers(0, 3).map(lambda ms: T + ms * 1000),
     side=st.sampled_from(["yes", "no"]), price_e4=st.sampled_from([4000, 6000]),
-    delta_e2=st.integers(-60, 60)), max_size=30)
+    delta_e2=st.integers(-60, 60), is_delta=st.just(True)), max_size=30)
 prints_strategy = st.lists(st.builds(
     Print, instant_us=st.integers(0, 3).map(lambda ms: T + ms * 1000),
     yes_price_e4=st.sampled_from([4000, 6000]), count_e2=st.integers(1, 60),
