@@ -111,7 +111,9 @@ class FileWriter:
             csv_schema = csv_table(self.schema.empty_table(), name.data_type).schema
             self._csv = pacsv.CSVWriter(self._stream, csv_schema)
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, rendered: pa.Table | None = None) -> None:
+        """`rendered`: the same rows already in CSV form (`csv_table`), when the caller
+        rendered a whole batch once for the series file and every market's slice of it."""
         if table.num_rows == 0:
             return
         ts = table.column("ts")
@@ -120,7 +122,8 @@ class FileWriter:
         self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
         self.rows += table.num_rows
         if self._csv is not None:
-            self._csv.write_table(csv_table(table, self.name.data_type))
+            self._csv.write_table(rendered if rendered is not None
+                                  else csv_table(table, self.name.data_type))
             return
         self._pending.append(table)
         self.pending_rows += table.num_rows
@@ -177,13 +180,19 @@ class WriterSet:
             out.append(writer)
         return out
 
-    def add(self, name: FileName, table: pa.Table) -> None:
-        """`name` in any format: the table goes to that name in every format."""
+    @property
+    def renders_csv(self) -> bool:
+        """Whether rows added here are also written as CSV (worth rendering once)."""
+        return "csv.gz" in self.formats
+
+    def add(self, name: FileName, table: pa.Table, rendered: pa.Table | None = None) -> None:
+        """`name` in any format: the table goes to that name in every format (`rendered`:
+        its CSV form, if the caller has it)."""
         writers = self._writers_of(name)
         if any(w in self._beside for w in writers):
             raise RuntimeError(f"{name} is being written beside; add to it after the block")
         for writer in writers:
-            writer.add(table)
+            writer.add(table, rendered)
         if not self._beside:
             self._keep_budget()
 
@@ -195,7 +204,8 @@ class WriterSet:
             max(self.writers.values(), key=lambda w: w.pending_rows).flush()
 
     @contextmanager
-    def beside(self, name: FileName, table: pa.Table) -> Iterator[None]:
+    def beside(self, name: FileName, table: pa.Table, rendered: pa.Table | None = None
+               ) -> Iterator[None]:
         """`table` goes to `name` (every format) in a second thread while the block
         writes other names; on leaving, the block waits for it (its error, if any, is
         raised) and then keeps the row budget."""
@@ -205,7 +215,7 @@ class WriterSet:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="series-file")
         self._beside = writers
-        future = self._pool.submit(lambda: [w.add(table) for w in writers])
+        future = self._pool.submit(lambda: [w.add(table, rendered) for w in writers])
         try:
             yield
         finally:
