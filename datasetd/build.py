@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from datasetd.columns import TS, csv_table, parquet_schema
+from datasetd.columns import TS, parquet_schema
 from datasetd.derive import Continuity, MarketWalk
 from datasetd.facts import DayPlan, MarketDay, plan_day, series_fingerprint, worst
 from datasetd.source import QuestSource, tickers_literal, ts_literal
@@ -294,7 +294,7 @@ class DayBuilder:
             due, markers = _split_markers(markers, last)
             if due is not None:
                 table = _merge_in_time(due, table)
-            rendered = csv_table(table, "book_changes") if writers.renders_csv else None
+            rendered = writers.csv_form(table, "book_changes")
             with writers.beside(FileName("book_changes", plan.day, "", series), table, rendered):
                 for ticker, part, shown in _by_ticker(table, rendered):
                     writers.add(FileName("book_changes", plan.day, ticker), part, shown)
@@ -325,7 +325,7 @@ class DayBuilder:
         schema = parquet_schema("trades")
         for batch in self.source.batches(query, name):
             table = _conform(pa.Table.from_batches([batch]), schema)
-            rendered = csv_table(table, "trades") if writers.renders_csv else None
+            rendered = writers.csv_form(table, "trades")
             with writers.beside(FileName("trades", plan.day, "", series), table, rendered):
                 for ticker, part, shown in _by_ticker(table, rendered):
                     writers.add(FileName("trades", plan.day, ticker), part, shown)

@@ -17,8 +17,8 @@ plain, all under zstd. Dictionary-encoding every column (pyarrow's default) made
 writer hash each timestamp into a dictionary it then abandons: 2.5-3 times the time, for
 files 1.7-2.4 times larger. CSV.gz is deflated by ISA-L (`isal`, Intel's library for
 exactly this) at its level 2: standard gzip any reader opens, for 0.22 µs a row where
-zlib's level 6 took 3.2 µs (zlib's deflate was two thirds of a CSV build) and files about
-8% larger; zlib-ng's level 6 gave 4% smaller files at 1.8 µs. Neither choice changes a
+zlib's level 6 took 3.2 µs (zlib's deflate was two thirds of a CSV build), for files 9%
+(market) and 14% (series) larger; zlib-ng's level 6 gave 4% smaller files at 1.8 µs. Neither choice changes a
 value in any file.
 """
 
@@ -180,10 +180,10 @@ class WriterSet:
             out.append(writer)
         return out
 
-    @property
-    def renders_csv(self) -> bool:
-        """Whether rows added here are also written as CSV (worth rendering once)."""
-        return "csv.gz" in self.formats
+    def csv_form(self, table: pa.Table, data_type: str) -> pa.Table | None:
+        """The table's CSV form when rows added here are written as CSV too (rendered
+        once, for a batch's series file and, split alike, its markets' files), else None."""
+        return csv_table(table, data_type) if "csv.gz" in self.formats else None
 
     def add(self, name: FileName, table: pa.Table, rendered: pa.Table | None = None) -> None:
         """`name` in any format: the table goes to that name in every format (`rendered`:

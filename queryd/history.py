@@ -117,16 +117,21 @@ async def change_rows(conn: AsyncConnection, ticker: str, start: dt.datetime,
     return await (await conn.execute(sql.CHANGES_PAGE, params, binary=True)).fetchall()
 
 
+def _change(ts_us: int, side: str, price: int, delta: int | None, is_delta: bool,
+            source_us: int | None) -> Change:
+    """A `book_changes` row as the labeller sees it: at its own exchange instant (its
+    clock reading `source_ts` where its book time `ts` had to be later)."""
+    return Change(ts_us if source_us is None else source_us, side, price,
+                  0 if delta is None else delta, is_delta)
+
+
 async def causes(conn: AsyncConnection, ticker: str, rows: list[tuple[Any, ...]]) -> list[int]:
     """The cause of each CHANGES_PAGE row (in page order, which is application order).
 
     A label depends on every fall at its millisecond and level, so the falls of the
     page's first and last milliseconds that the page cut off are read too, and on every
-    print of its millisecond: the prints of the whole span in one query. A row's exchange
-    instant is its own clock reading (`source_ts`) where its book time `ts` had to be
-    later."""
-    changes = [Change(ts_us if source_us is None else source_us, side, price,
-                      0 if delta is None else delta, kind == "delta")
+    print of its millisecond: the prints of the whole span in one query."""
+    changes = [_change(ts_us, side, price, delta, kind == "delta", source_us)
                for ts_us, _sid, _seq, side, price, _qty, delta, kind, _recv, source_us in rows]
     if not any(c.is_delta and c.delta_e2 < 0 for c in changes):
         return label(changes, [])  # nothing to match: no queries
@@ -138,7 +143,7 @@ async def causes(conn: AsyncConnection, ticker: str, rows: list[tuple[Any, ...]]
             "last_end": from_us((last_ms + 1) * 1000)})).fetchall()
     page_keys = {row[:5] for row in rows} if edges else set()
     beyond = [((ts_us, sid, seq, side, price),
-               Change(ts_us if source_us is None else source_us, side, price, delta, True))
+               _change(ts_us, side, price, delta, True, source_us))
               for ts_us, sid, seq, side, price, delta, source_us in edges
               if (ts_us, sid, seq, side, price) not in page_keys]
     ordered = changes

@@ -41,9 +41,9 @@ ORDER BY ts, sid, seq
 # The same rows for a day of candles' book closes, ~10,000 of them for a busy market's
 # day at 100M changes a day: side and price packed into one LONG (price_e4 * 2 + 1 for
 # NO; NULL for an unknown side, which the replay refuses), a snapshot's identity only on
-# snapshot rows (NULL on deltas). Four
-# columns instead of seven: 23 against 33 ms for 10,000 rows (docs/performance.md,
-# "Ticker indexes adopted"); each column sent costs ~0.3 µs a row.
+# snapshot rows (NULL on deltas). Four columns instead of seven: 23 against 33 ms for
+# 10,000 rows (docs/performance.md, "Ticker indexes adopted"); each column sent costs
+# ~0.3 µs a row.
 CANDLE_CHANGES = """
 SELECT cast(ts AS LONG),
        price_e4 * 2 + CASE side WHEN 'yes' THEN 0 WHEN 'no' THEN 1 END,
@@ -133,7 +133,6 @@ _FALLS = """
 SELECT cast(ts AS LONG), sid, seq, side, price_e4, delta_e2, cast(source_ts AS LONG)
 FROM book_changes
 WHERE ticker = %(ticker)s AND kind = 'delta' AND delta_e2 < 0"""
-# One millisecond each: the page's rows between its edges are not read again.
 FALLS_AT_EDGE = _FALLS + " AND ts >= %(first)s AND ts < %(first_end)s\n"
 FALLS_AT_EDGES = (FALLS_AT_EDGE + "UNION ALL" + _FALLS
                   + " AND ts >= %(last)s AND ts < %(last_end)s\n")
