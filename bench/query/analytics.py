@@ -134,12 +134,17 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--checkpoint-every", type=int, default=200,
                         help="changes per market between checkpoints (ingestd's default)")
+    parser.add_argument("--checkpoint-interval-s", type=float, default=60.0,
+                        help="ingestd's time rule too (KTAPE_CHECKPOINT_INTERVAL_SECS, default "
+                             "60): a market's first change this long after its last "
+                             "checkpoint is checkpointed; 0 = the count rule alone")
     parser.add_argument("--stretch-s", type=int, default=3600,
                         help="seconds of 1 s snapshots of the busiest market")
     args = parser.parse_args()
     with bench_questdb("ktape-bench-an-", []) as (qdb, conn, root):
         info = generate(conn, changes=args.changes, markets=args.markets,
-                        span_days=args.span_days, checkpoint_every=args.checkpoint_every)
+                        span_days=args.span_days, checkpoint_every=args.checkpoint_every,
+                        checkpoint_interval_s=args.checkpoint_interval_s or None)
         insert_bench_markets(conn, args.markets)
         conn.execute("""INSERT INTO events (ts, event_ticker, series_ticker, title,
             mutually_exclusive) VALUES (%s, 'KXBENCH-EVENT', 'KXBENCH', 'bench', true)""",
@@ -149,7 +154,9 @@ def main() -> int:
         wait_for_wal(conn, ["markets", "events"])
         result = asyncio.run(run(queryd_env(qdb, root), args.markets, args.span_days, args.samples,
                                  args.stretch_s))
-    result.update(changes=info["changes"], markets=args.markets, span_days=args.span_days)
+    result.update(changes=info["changes"], checkpoints=info["checkpoints"],
+                  checkpoint_every=info["checkpoint_every"], markets=args.markets,
+                  span_days=args.span_days)
     print(result)
     save("query_analytics", result)
     return 0

@@ -41,11 +41,30 @@ def add_shape_arguments(parser: Any, *, sizes: str, markets: int, span_days: int
     parser.add_argument("--samples", type=int, default=samples)
 
 
+def checkpoint_spacing(*, changes: int, markets: int, span_days: int, every: int,
+                       interval_s: float | None) -> int:
+    """Changes of one market between its checkpoints, by ingestd's rule
+    (ingestd/recorder.py): a checkpoint after `every` changes of the market, or at its
+    first change `interval_s` or more after the last checkpoint, whichever comes first.
+    The synthetic markets change at an even pace (one every `markets` table rows), so the
+    time rule is a count too. `interval_s=None` applies the count rule alone: the sparsest
+    checkpoints ingestd could write, the pessimistic case the scale benches measure."""
+    if interval_s is None:
+        return every
+    market_gap_us = markets * max(1, span_days * 86_400 * 1_000_000 // changes)
+    return max(1, min(every, -(-int(interval_s * 1_000_000) // market_gap_us)))
+
+
 def generate(conn: psycopg.Connection, *, changes: int, markets: int, span_days: int = 7,
-             first: bool = True, checkpoint_every: int = CHECKPOINT_EVERY) -> dict:
-    """Append `changes` book changes over `span_days` for `markets` tickers + checkpoints."""
+             first: bool = True, checkpoint_every: int = CHECKPOINT_EVERY,
+             checkpoint_interval_s: float | None = None) -> dict:
+    """Append `changes` book changes over `span_days` for `markets` tickers + checkpoints
+    (spaced as `checkpoint_spacing` says)."""
     span_us = span_days * 86_400 * 1_000_000
     step_us = max(1, span_us // changes)
+    checkpoint_every = checkpoint_spacing(changes=changes, markets=markets, span_days=span_days,
+                                          every=checkpoint_every,
+                                          interval_s=checkpoint_interval_s)
     conn.execute(
         f"""
         INSERT INTO book_changes
