@@ -33,6 +33,7 @@ from bench.query.synthetic import (
     queryd_channel,
     queryd_env,
 )
+from ingestd.config import IngestSettings
 
 
 def _ts(value: dt.datetime):
@@ -132,12 +133,14 @@ def main() -> int:
     parser.add_argument("--markets", type=int, default=20)
     parser.add_argument("--span-days", type=int, default=2)
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--checkpoint-every", type=int, default=200,
+    ingest = IngestSettings()  # the bench's checkpoints follow ingestd's defaults
+    parser.add_argument("--checkpoint-every", type=int, default=ingest.checkpoint_every_changes,
                         help="changes per market between checkpoints (ingestd's default)")
-    parser.add_argument("--checkpoint-interval-s", type=float, default=60.0,
-                        help="ingestd's time rule too (KTAPE_CHECKPOINT_INTERVAL_SECS, default "
-                             "60): a market's first change this long after its last "
-                             "checkpoint is checkpointed; 0 = the count rule alone")
+    parser.add_argument("--checkpoint-interval-s", type=float,
+                        default=ingest.checkpoint_interval_secs,
+                        help="ingestd's time rule too (KTAPE_CHECKPOINT_INTERVAL_SECS): a "
+                             "market's first change this long after its last checkpoint is "
+                             "checkpointed; 0 = the count rule alone")
     parser.add_argument("--stretch-s", type=int, default=3600,
                         help="seconds of 1 s snapshots of the busiest market")
     args = parser.parse_args()

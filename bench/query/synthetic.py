@@ -41,18 +41,18 @@ def add_shape_arguments(parser: Any, *, sizes: str, markets: int, span_days: int
     parser.add_argument("--samples", type=int, default=samples)
 
 
-def checkpoint_spacing(*, changes: int, markets: int, span_days: int, every: int,
+def checkpoint_spacing(*, step_us: int, markets: int, every: int,
                        interval_s: float | None) -> int:
     """Changes of one market between its checkpoints, by ingestd's rule
     (ingestd/recorder.py): a checkpoint after `every` changes of the market, or at its
     first change `interval_s` or more after the last checkpoint, whichever comes first.
-    The synthetic markets change at an even pace (one every `markets` table rows), so the
-    time rule is a count too. `interval_s=None` applies the count rule alone: the sparsest
-    checkpoints ingestd could write, the pessimistic case the scale benches measure."""
+    The synthetic markets change at an even pace (one every `markets` table rows, which
+    are `step_us` apart), so the time rule is a count too. `interval_s=None` applies the
+    count rule alone: the sparsest checkpoints ingestd could write, the pessimistic case
+    the scale benches measure."""
     if interval_s is None:
         return every
-    market_gap_us = markets * max(1, span_days * 86_400 * 1_000_000 // changes)
-    return max(1, min(every, -(-int(interval_s * 1_000_000) // market_gap_us)))
+    return max(1, min(every, -(-int(interval_s * 1_000_000) // (markets * step_us))))
 
 
 def generate(conn: psycopg.Connection, *, changes: int, markets: int, span_days: int = 7,
@@ -62,7 +62,7 @@ def generate(conn: psycopg.Connection, *, changes: int, markets: int, span_days:
     (spaced as `checkpoint_spacing` says)."""
     span_us = span_days * 86_400 * 1_000_000
     step_us = max(1, span_us // changes)
-    checkpoint_every = checkpoint_spacing(changes=changes, markets=markets, span_days=span_days,
+    checkpoint_every = checkpoint_spacing(step_us=step_us, markets=markets,
                                           every=checkpoint_every,
                                           interval_s=checkpoint_interval_s)
     conn.execute(

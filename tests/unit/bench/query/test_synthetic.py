@@ -33,7 +33,8 @@ class _Rows:
 ])
 def test_spacing(changes: int, markets: int, every: int, interval_s: float | None,
                  expected: int) -> None:
-    assert checkpoint_spacing(changes=changes, markets=markets, span_days=2, every=every,
+    step_us = 2 * 86_400 * 1_000_000 // changes  # two days, as generate() spaces rows
+    assert checkpoint_spacing(step_us=step_us, markets=markets, every=every,
                               interval_s=interval_s) == expected
 
 
@@ -50,6 +51,5 @@ def test_spacing_is_the_recorders() -> None:
     for k in range(1, 35 * 20 + 1):
         at = start + k * 1_728_000
         recorder.delta(BookDelta("M", "yes", 500, 100, 1, 1 + k, at, "exchange", at))
-    spacing = checkpoint_spacing(changes=2_000_000, markets=20, span_days=2, every=200,
-                                 interval_s=60.0)
+    spacing = checkpoint_spacing(step_us=86_400, markets=20, every=200, interval_s=60.0)
     assert (sink.checkpoints - after_snapshot) * spacing == 35 * 20
