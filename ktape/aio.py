@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[object] | None]) -> None:
@@ -18,6 +19,25 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object] | None]) -> None:
     for task in pending:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def all_of(*awaitables: Awaitable[Any]) -> list[Any]:
+    """Every awaitable's result, run concurrently (e.g. queries on separate connections).
+    The first failure cancels the others and, once they have all stopped, is raised as
+    itself: nothing still runs on a connection its caller is about to hand back, and
+    the services' error handler sees the error it maps (asyncio.TaskGroup would raise
+    an ExceptionGroup instead)."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+        for task in tasks:  # retrieved, so none is logged as "never retrieved"
+            if not task.cancelled():
+                task.exception()
+        raise
 
 
 class TokenBucket:

@@ -11,16 +11,19 @@ datasets job writes `quotes` and `book_top10_1s` with).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import grpc
 from psycopg import AsyncConnection
 from psycopg import sql as psql
 from psycopg_pool import AsyncConnectionPool
 
-from ktape.book.ladder import PRICE_SCALE, format_price, format_quantity
+from ktape.aio import all_of, cancel_and_wait
+from ktape.book.ladder import PRICE_SCALE, Book, format_price, format_quantity
 from ktape.book.walk import NULL, BookWalk, Quote, Run
 from ktape.errors import InvalidArgument, NotFound, UnknownTicker, rpc_handler
 from ktape.log import get_logger
@@ -28,11 +31,18 @@ from ktape.marketdata.v1 import analytics_pb2 as pb
 from ktape.marketdata.v1 import analytics_pb2_grpc as pb_grpc
 from ktape.marketdata.v1 import marketdata_pb2 as md
 from ktape.paging import PageTokens, checked_page_size, position_of, query_digest
-from ktape.sql_lists import any_of, bound_tickers, ticker_list
+from ktape.sql_lists import bound_tickers, ticker_list
 from queryd import simulate, sql
 from queryd.audit import AuditChecker, report_message
 from queryd.convert import CONTINUITY, continuity_message, fill_ladder, set_us, timestamp
-from queryd.orderbook import CHECKPOINT_LOOKBACK, Continuity, assemble, not_recorded, orderbook_at
+from queryd.orderbook import (
+    CHECKPOINT_LOOKBACK,
+    Continuity,
+    assemble,
+    checkpoint_of,
+    not_recorded,
+    orderbook_at,
+)
 from queryd.service import _ticker, instant, page_window
 from queryd.timeutil import as_utc, from_us, request_date, to_us
 
@@ -59,11 +69,13 @@ LATEST ON ts PARTITION BY ticker"""
 CHECKPOINTS_AT_UNBOUNDED = """SELECT ticker, ts, sid, seq, reason, yes_levels, no_levels,
 continuous_since FROM book_checkpoints WHERE ticker IN ({tickers}) AND ts <= %(at)s
 LATEST ON ts PARTITION BY ticker"""
-# `ticker IN (...)` besides the per-market bounds: QuestDB finds the markets' rows through
-# the ticker index by it, where the OR of bounds alone scans every market's rows since the
-# oldest checkpoint (docs/performance.md, "Ticker indexes adopted").
+# Every market's rows since the oldest of their checkpoints, found through the ticker
+# index (docs/performance.md, "Ticker indexes adopted"); a market's rows before its own
+# checkpoint are skipped by the replay (apply_rows). Bounding each market by its own
+# checkpoint (an OR of 20 bounds) returned half the rows yet cost more: QuestDB spent
+# longer on the OR than the driver on the extra rows.
 CHANGES_SINCE = """SELECT ticker, cast(ts AS LONG), side, price_e4, qty_after_e2, kind, seq, sid
-FROM book_changes WHERE ticker IN ({tickers}) AND ts >= %(from)s AND ts <= %(at)s AND ({since})
+FROM book_changes WHERE ticker IN ({tickers}) AND ts >= %(from)s AND ts <= %(at)s
 ORDER BY ts, sid, seq"""
 GAPS_AT = """SELECT ticker, ts, reason, start_ts, end_ts, expected_seq, got_seq FROM gaps
 WHERE ticker IN ({tickers}) AND coalesce(start_ts, ts) <= %(at)s
@@ -80,6 +92,15 @@ FROM book_changes WHERE ticker = %(ticker)s AND ts >= %(ts)s AND ts < %(end)s
 ORDER BY ts, sid, seq LIMIT %(limit)s"""
 GAP_SPANS = """SELECT coalesce(start_ts, ts), end_ts FROM gaps WHERE ticker = %(ticker)s
   AND coalesce(start_ts, ts) < %(end)s AND (end_ts IS NULL OR end_ts > %(start)s)"""
+
+
+async def _fetchall(conn: AsyncConnection, query: Any, params: dict, binary: bool = False
+                    ) -> list[tuple]:
+    return await (await conn.execute(query, params, binary=binary)).fetchall()
+
+
+async def _fetchone(conn: AsyncConnection, query: Any, params: dict) -> tuple | None:
+    return await (await conn.execute(query, params)).fetchone()
 
 
 def _depth(value: int, default: int) -> int:
@@ -138,14 +159,16 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
         event = _ticker(request.event_ticker, "event_ticker")
         depth = _depth(request.depth, 0)
         at = instant(request)
-        async with self.pool.connection() as conn:
-            meta = await (await conn.execute(EVENT_META, {"event": event})).fetchone()
-            tickers = sorted(str(r[0]) for r in await (await conn.execute(
-                EVENT_MARKETS, {"event": event})).fetchall())
+        # Two connections, so the queries that do not wait on each other run side by
+        # side: the event's row beside its markets, the gaps beside checkpoints+changes.
+        async with self.pool.connection() as conn, self.pool.connection() as aside:
+            meta, listed = await all_of(_fetchone(conn, EVENT_META, {"event": event}),
+                                        _fetchall(aside, EVENT_MARKETS, {"event": event}))
+            tickers = sorted(str(r[0]) for r in listed)
             if meta is None and not tickers:
                 raise NotFound(f"unknown event {event!r}", reason="UNKNOWN_EVENT",
                                metadata={"field": "event_ticker", "event_ticker": event})
-            books = await self._books(conn, tickers, at) if tickers else {}
+            books = await self._books(conn, aside, tickers, at) if tickers else {}
         out = pb.GetEventOrderbookResponse(event_ticker=event,
                                            mutually_exclusive=bool(meta and meta[0]))
         out.at.CopyFrom(timestamp(at))
@@ -168,37 +191,50 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
         out.sum_best_yes_asks = format_price(asks)
         return out
 
-    async def _books(self, conn: AsyncConnection, tickers: list[str], at: dt.datetime) -> dict:
-        """Every ticker's book at `at` in four queries (not three per market)."""
+    async def _books(self, conn: AsyncConnection, aside: AsyncConnection, tickers: list[str],
+                     at: dt.datetime) -> dict:
+        """Every ticker's book at `at` in four queries (not three per market): the gaps
+        on `aside` while `conn` reads the checkpoints, then the changes since them."""
+        query, listed = bound_tickers(GAPS_AT, tickers)
+        (checkpoints, parsed, changes), gap_rows = await all_of(
+            self._replays(conn, tickers, at), _fetchall(aside, query, {"at": at} | listed))
+        gaps: dict[str, tuple] = {}
+        for row in gap_rows:
+            gaps.setdefault(str(row[0]), row[1:])  # newest first: the one GetOrderbook picks
+        at = as_utc(at)
+        return {ticker: not_recorded(ticker, at, None) if ticker not in checkpoints else
+                assemble(ticker, at, checkpoints[ticker], changes[ticker], gaps.get(ticker),
+                         parsed[ticker])
+                for ticker in tickers}
+
+    async def _replays(self, conn: AsyncConnection, tickers: list[str], at: dt.datetime
+                       ) -> tuple[dict[str, tuple], dict[str, Book], dict[str, list[tuple]]]:
+        """Each ticker's latest checkpoint at `at`, its parsed book, and its changes after
+        it up to `at` (rows as sql.CHANGES_BETWEEN gives them, with the ticker first)."""
         params = {"at": at, "since": at - CHECKPOINT_LOOKBACK}
         # book_checkpoints and gaps carry no ticker index: the tickers are bound
         query, listed = bound_tickers(CHECKPOINTS_AT, tickers)
-        checkpoints = {str(r[0]): r[1:] for r in await (await conn.execute(
-            query, params | listed)).fetchall()}
+        checkpoints = {str(r[0]): r[1:] for r in await _fetchall(conn, query, params | listed)}
         missing = [t for t in tickers if t not in checkpoints]
         if missing:
             query, listed = bound_tickers(CHECKPOINTS_AT_UNBOUNDED, missing)
-            checkpoints |= {str(r[0]): r[1:] for r in await (await conn.execute(
-                query, params | listed)).fetchall()}
+            checkpoints |= {str(r[0]): r[1:] for r in await _fetchall(
+                conn, query, params | listed)}
         changes: dict[str, list[tuple]] = {t: [] for t in checkpoints}
-        if checkpoints:
-            since, bounds = any_of("(ticker = {} AND ts >= {})",
-                                   [(ticker, row[0]) for ticker, row in checkpoints.items()])
-            query = psql.SQL(CHANGES_SINCE).format(since=since,
-                                                   tickers=ticker_list(checkpoints))
-            bounds |= {"from": min(as_utc(row[0]) for row in checkpoints.values()), "at": at}
-            for row in await (await conn.execute(query, bounds, binary=True)).fetchall():
-                changes[row[0]].append(row[1:])  # ticker: a str from the driver already
-        gaps: dict[str, tuple] = {}
-        query, listed = bound_tickers(GAPS_AT, tickers)
-        for row in await (await conn.execute(query, {"at": at} | listed)).fetchall():
-            gaps.setdefault(str(row[0]), row[1:])  # newest first: the one GetOrderbook picks
-        out = {}
-        for ticker in tickers:
-            row = checkpoints.get(ticker)
-            out[ticker] = (not_recorded(ticker, as_utc(at), None) if row is None else
-                           assemble(ticker, as_utc(at), row, changes[ticker], gaps.get(ticker)))
-        return out
+        if not checkpoints:
+            return checkpoints, {}, changes
+        query = psql.SQL(CHANGES_SINCE).format(tickers=ticker_list(checkpoints))
+        scan = asyncio.ensure_future(_fetchall(conn, query, {
+            "from": min(as_utc(row[0]) for row in checkpoints.values()), "at": at}, binary=True))
+        try:
+            await asyncio.sleep(0)  # the scan's query leaves; the ladders parse meanwhile
+            parsed = {t: checkpoint_of(row).book() for t, row in checkpoints.items()}
+            rows = await scan
+        finally:
+            await cancel_and_wait([scan])
+        for row in rows:
+            changes[row[0]].append(row[1:])  # ticker: a str from the driver already
+        return checkpoints, parsed, changes
 
     # -- SimulateOrder -------------------------------------------------------------------
 

@@ -74,17 +74,23 @@ def not_recorded(ticker: str, at: dt.datetime, first: dt.datetime | None) -> Ord
     return OrderbookAt(ticker, at, Book(), None, None, Continuity.NOT_RECORDED, detail=detail)
 
 
-def assemble(ticker: str, at: dt.datetime, checkpoint_row: tuple, change_rows: list[tuple],
-             gap_row: tuple | None) -> OrderbookAt:
-    """The book at `at` from the rows the three lookups return (a checkpoint row as
-    sql.CHECKPOINT_AT selects it, changes as sql.CHANGES_BETWEEN, the gap as sql.GAP_AT):
-    one rule for GetOrderbook and for the event-wide batch of GetEventOrderbook."""
-    ts, sid, seq, reason, yes_levels, no_levels, continuous_since = checkpoint_row
-    checkpoint = Checkpoint(
+def checkpoint_of(row: tuple) -> Checkpoint:
+    """A checkpoint row as sql.CHECKPOINT_AT selects it."""
+    ts, sid, seq, reason, yes_levels, no_levels, continuous_since = row
+    return Checkpoint(
         to_us(ts), int(sid), int(seq), str(reason), yes_levels, no_levels,
         to_us(continuous_since) if continuous_since is not None else None,
     )
-    rebuilt = apply_rows(checkpoint, change_rows)  # rows as sql.CHANGES_BETWEEN gives them
+
+
+def assemble(ticker: str, at: dt.datetime, checkpoint_row: tuple, change_rows: list[tuple],
+             gap_row: tuple | None, book: Book | None = None) -> OrderbookAt:
+    """The book at `at` from the rows the three lookups return (a checkpoint row as
+    sql.CHECKPOINT_AT selects it, changes as sql.CHANGES_BETWEEN, the gap as sql.GAP_AT):
+    one rule for GetOrderbook and for the event-wide batch of GetEventOrderbook. `book`
+    is the checkpoint's book when the caller parsed it already (apply_rows)."""
+    checkpoint = checkpoint_of(checkpoint_row)
+    rebuilt = apply_rows(checkpoint, change_rows, book)  # rows as sql.CHANGES_BETWEEN gives them
     since_us = checkpoint.continuous_since_us
     for row in change_rows:  # a later exchange snapshot restarts the continuous run
         if row[4] == "snapshot" and row[0] >= checkpoint.ts_us:

@@ -68,11 +68,14 @@ def apply_changes(checkpoint: Checkpoint, changes: Iterable[Change]) -> Rebuilt:
 ChangeRow = tuple[int, str, int, int, str, int, int]
 
 
-def apply_rows(checkpoint: Checkpoint, rows: Iterable[ChangeRow]) -> Rebuilt:
+def apply_rows(checkpoint: Checkpoint, rows: Iterable[ChangeRow],
+               book: Book | None = None) -> Rebuilt:
     """`apply_changes` for rows as the queries give them (a Change's fields, in order):
     GetOrderbook and GetEventOrderbook replay thousands of rows a call, and making a
-    Change of each then applying it through the Book's methods was most of their time."""
-    book = checkpoint.book()
+    Change of each then applying it through the Book's methods was most of their time.
+    `book` is `checkpoint.book()` when the caller parsed it already (GetEventOrderbook
+    parses its checkpoints while QuestDB scans the changes); it is updated in place."""
+    book = checkpoint.book() if book is None else book
     yes, no = book.yes, book.no
     cp_ts, cp_sid, cp_seq = checkpoint.ts_us, checkpoint.sid, checkpoint.seq
     seq, sid, last_ts = cp_seq, cp_sid, cp_ts
