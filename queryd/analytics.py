@@ -63,8 +63,12 @@ SERIES_RAW = """SELECT raw FROM series WHERE series_ticker = %(series)s
 LATEST ON ts PARTITION BY series_ticker"""
 MARKET_EVENT = """SELECT event_ticker, series_ticker FROM markets WHERE ticker = %(ticker)s
 LATEST ON ts PARTITION BY ticker"""
-CHECKPOINTS_AT = """SELECT ticker, ts, sid, seq, reason, yes_levels, no_levels, continuous_since
-FROM book_checkpoints WHERE ticker IN ({tickers}) AND ts >= %(since)s AND ts <= %(at)s
+# The markets by the event itself (EVENT_MARKETS as a subquery), so this need not wait
+# for the list of them; a market it misses (listed between the two reads, or with no
+# checkpoint within the lookback) is looked up by CHECKPOINTS_AT_UNBOUNDED.
+EVENT_CHECKPOINTS_AT = f"""SELECT ticker, ts, sid, seq, reason, yes_levels, no_levels,
+continuous_since FROM book_checkpoints WHERE ticker IN ({EVENT_MARKETS})
+  AND ts >= %(since)s AND ts <= %(at)s
 LATEST ON ts PARTITION BY ticker"""
 CHECKPOINTS_AT_UNBOUNDED = """SELECT ticker, ts, sid, seq, reason, yes_levels, no_levels,
 continuous_since FROM book_checkpoints WHERE ticker IN ({tickers}) AND ts <= %(at)s
@@ -159,16 +163,33 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
         event = _ticker(request.event_ticker, "event_ticker")
         depth = _depth(request.depth, 0)
         at = instant(request)
-        # Two connections, so the queries that do not wait on each other run side by
-        # side: the event's row beside its markets, the gaps beside checkpoints+changes.
+        params = {"event": event, "at": at, "since": at - CHECKPOINT_LOOKBACK}
+        # Two connections, so what does not wait on each other runs side by side: the
+        # checkpoints of the event's markets (found by the event, not the list of its
+        # markets) and then the changes since them on one, the event's row, its markets
+        # and their gaps on the other.
         async with self.pool.connection() as conn, self.pool.connection() as aside:
-            meta, listed = await all_of(_fetchone(conn, EVENT_META, {"event": event}),
-                                        _fetchall(aside, EVENT_MARKETS, {"event": event}))
-            tickers = sorted(str(r[0]) for r in listed)
+            replays, (meta, tickers, gap_rows) = await all_of(
+                self._replays(conn, EVENT_CHECKPOINTS_AT, params),
+                self._event_rows(aside, params))
             if meta is None and not tickers:
                 raise NotFound(f"unknown event {event!r}", reason="UNKNOWN_EVENT",
                                metadata={"field": "event_ticker", "event_ticker": event})
-            books = await self._books(conn, aside, tickers, at) if tickers else {}
+            missing = [t for t in tickers if t not in replays]
+            if missing:  # no checkpoint within the lookback: the unbounded lookup
+                query, listed = bound_tickers(CHECKPOINTS_AT_UNBOUNDED, missing)
+                replays |= await self._replays(conn, query, params | listed)
+        gaps: dict[str, tuple] = {}
+        for row in gap_rows:
+            gaps.setdefault(str(row[0]), row[1:])  # newest first: the one GetOrderbook picks
+        at = as_utc(at)
+        books = {}
+        for ticker in tickers:
+            if ticker not in replays:
+                books[ticker] = not_recorded(ticker, at, None)
+                continue
+            row, changes, parsed = replays[ticker]
+            books[ticker] = assemble(ticker, at, row, changes, gaps.get(ticker), parsed)
         out = pb.GetEventOrderbookResponse(event_ticker=event,
                                            mutually_exclusive=bool(meta and meta[0]))
         out.at.CopyFrom(timestamp(at))
@@ -191,41 +212,30 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
         out.sum_best_yes_asks = format_price(asks)
         return out
 
-    async def _books(self, conn: AsyncConnection, aside: AsyncConnection, tickers: list[str],
-                     at: dt.datetime) -> dict:
-        """Every ticker's book at `at` in four queries (not three per market): the gaps
-        on `aside` while `conn` reads the checkpoints, then the changes since them."""
-        query, listed = bound_tickers(GAPS_AT, tickers)
-        (checkpoints, parsed, changes), gap_rows = await all_of(
-            self._replays(conn, tickers, at), _fetchall(aside, query, {"at": at} | listed))
-        gaps: dict[str, tuple] = {}
-        for row in gap_rows:
-            gaps.setdefault(str(row[0]), row[1:])  # newest first: the one GetOrderbook picks
-        at = as_utc(at)
-        return {ticker: not_recorded(ticker, at, None) if ticker not in checkpoints else
-                assemble(ticker, at, checkpoints[ticker], changes[ticker], gaps.get(ticker),
-                         parsed[ticker])
-                for ticker in tickers}
+    async def _event_rows(self, conn: AsyncConnection, params: dict
+                          ) -> tuple[tuple | None, list[str], list[tuple]]:
+        """The event's row, its markets (sorted) and their gaps open at `at`."""
+        meta = await _fetchone(conn, EVENT_META, params)
+        tickers = sorted(str(r[0]) for r in await _fetchall(conn, EVENT_MARKETS, params))
+        if not tickers:
+            return meta, tickers, []
+        query, listed = bound_tickers(GAPS_AT, tickers)  # gaps carry no ticker index
+        return meta, tickers, await _fetchall(conn, query, params | listed)
 
-    async def _replays(self, conn: AsyncConnection, tickers: list[str], at: dt.datetime
-                       ) -> tuple[dict[str, tuple], dict[str, Book], dict[str, list[tuple]]]:
-        """Each ticker's latest checkpoint at `at`, its parsed book, and its changes after
-        it up to `at` (rows as sql.CHANGES_BETWEEN gives them, with the ticker first)."""
-        params = {"at": at, "since": at - CHECKPOINT_LOOKBACK}
-        # book_checkpoints and gaps carry no ticker index: the tickers are bound
-        query, listed = bound_tickers(CHECKPOINTS_AT, tickers)
-        checkpoints = {str(r[0]): r[1:] for r in await _fetchall(conn, query, params | listed)}
-        missing = [t for t in tickers if t not in checkpoints]
-        if missing:
-            query, listed = bound_tickers(CHECKPOINTS_AT_UNBOUNDED, missing)
-            checkpoints |= {str(r[0]): r[1:] for r in await _fetchall(
-                conn, query, params | listed)}
-        changes: dict[str, list[tuple]] = {t: [] for t in checkpoints}
+    async def _replays(self, conn: AsyncConnection, checkpoints_query: Any, params: dict
+                       ) -> dict[str, tuple[tuple, list[tuple], Book]]:
+        """For each market the query finds a checkpoint of: that checkpoint's row, its
+        changes after it up to `at` (rows as sql.CHANGES_BETWEEN gives them) and its
+        parsed book — assemble's arguments, with the ladders parsed while QuestDB scans
+        the changes."""
+        checkpoints = {str(r[0]): r[1:] for r in await _fetchall(conn, checkpoints_query, params)}
         if not checkpoints:
-            return checkpoints, {}, changes
+            return {}
+        changes: dict[str, list[tuple]] = {t: [] for t in checkpoints}
         query = psql.SQL(CHANGES_SINCE).format(tickers=ticker_list(checkpoints))
         scan = asyncio.ensure_future(_fetchall(conn, query, {
-            "from": min(as_utc(row[0]) for row in checkpoints.values()), "at": at}, binary=True))
+            "from": min(as_utc(row[0]) for row in checkpoints.values()), "at": params["at"]},
+            binary=True))
         try:
             await asyncio.sleep(0)  # the scan's query leaves; the ladders parse meanwhile
             parsed = {t: checkpoint_of(row).book() for t, row in checkpoints.items()}
@@ -234,7 +244,7 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             await cancel_and_wait([scan])
         for row in rows:
             changes[row[0]].append(row[1:])  # ticker: a str from the driver already
-        return checkpoints, parsed, changes
+        return {t: (row, changes[t], parsed[t]) for t, row in checkpoints.items()}
 
     # -- SimulateOrder -------------------------------------------------------------------
 

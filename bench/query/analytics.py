@@ -2,7 +2,8 @@
 
 Intent, measured side by side in one run on a private QuestDB with synthetic history
 (bench/query/synthetic.py) through an in-process queryd over loopback gRPC:
-1. GetEventOrderbook of a 20-market event vs one GetOrderbook (target: < 2x);
+1. GetEventOrderbook of a 20-market event vs one GetOrderbook (target: < 2x), at full
+   depth and at depth 10;
 2. a stretch of 1 s snapshots of a busy market by ListOrderbookSnapshots pages vs the
    same boundaries by one GetOrderbook each, 20 per page, interleaved page by page
    (target: >= 50x the rate);
@@ -35,6 +36,8 @@ from bench.query.synthetic import (
 )
 from ingestd.config import IngestSettings
 
+DEPTHS = (0, 10)  # 0: every level
+
 
 def _ts(value: dt.datetime):
     from google.protobuf import timestamp_pb2
@@ -59,24 +62,31 @@ async def run(env: dict, markets: int, span_days: int, samples: int, stretch_s: 
         def instant() -> dt.datetime:
             return START + dt.timedelta(microseconds=rng.randrange(span_us // 10, span_us))
 
-        one, event = [], []
-        for i in range(samples + 30):  # interleaved, so both see the same machine
+        # Interleaved, so both see the same machine; at full depth (the default: every
+        # level of 20 books, ~1,250) and at depth 10 (~400), which show what building
+        # the answer's levels costs apart from reading the books.
+        times: dict[tuple[str, int], list[float]] = {}
+        for i in range(samples + 30):
             at = _ts(instant())
-            began = time.perf_counter()
-            await md.GetOrderbook(pb.GetOrderbookRequest(
-                ticker=f"KXBENCH-{rng.randrange(markets)}", at=at), timeout=10)
-            mid = time.perf_counter()
-            got = await an.GetEventOrderbook(apb.GetEventOrderbookRequest(
-                event_ticker="KXBENCH-EVENT", at=at), timeout=10)
-            end = time.perf_counter()
-            assert len(got.markets) == markets
-            if i >= 30:
-                one.append((mid - began) * 1000)
-                event.append((end - mid) * 1000)
-        out["get_orderbook"] = percentiles(one)
-        out["get_event_orderbook"] = percentiles(event)
-        out["event_over_one_p50"] = round(out["get_event_orderbook"]["p50_ms"]
-                                          / out["get_orderbook"]["p50_ms"], 2)
+            ticker = f"KXBENCH-{rng.randrange(markets)}"
+            for depth in DEPTHS:
+                began = time.perf_counter()
+                await md.GetOrderbook(pb.GetOrderbookRequest(ticker=ticker, at=at, depth=depth),
+                                      timeout=10)
+                mid = time.perf_counter()
+                got = await an.GetEventOrderbook(apb.GetEventOrderbookRequest(
+                    event_ticker="KXBENCH-EVENT", at=at, depth=depth), timeout=10)
+                end = time.perf_counter()
+                assert len(got.markets) == markets
+                if i >= 30:
+                    times.setdefault(("one", depth), []).append((mid - began) * 1000)
+                    times.setdefault(("event", depth), []).append((end - mid) * 1000)
+        for depth in DEPTHS:
+            suffix = f"_depth{depth}" if depth else ""
+            one, event = percentiles(times["one", depth]), percentiles(times["event", depth])
+            out["get_orderbook" + suffix] = one
+            out["get_event_orderbook" + suffix] = event
+            out["event_over_one_p50" + suffix] = round(event["p50_ms"] / one["p50_ms"], 2)
 
         start = START + dt.timedelta(days=span_days // 2)
         end = start + dt.timedelta(seconds=stretch_s)

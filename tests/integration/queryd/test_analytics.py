@@ -156,6 +156,51 @@ async def test_event_books_are_each_markets_book_at_the_same_instant(recorded, c
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_event_books_reach_past_the_lookback_and_name_markets_never_recorded(
+        edge, clean_questdb):
+    """Three markets of one event: one last checkpointed three days before `at` (beyond
+    the bounded lookup), one an hour before, one never; each as GetOrderbook says."""
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    old, recent = at - dt.timedelta(days=3), at - dt.timedelta(hours=1)
+    with clean_questdb.connect() as conn:
+        for ticker in ("KXOLD-A", "KXOLD-B", "KXOLD-C"):
+            conn.execute("INSERT INTO markets (ts, ticker, event_ticker, series_ticker, status) "
+                         "VALUES (%s, %s, 'KXOLD-EV', 'KXOLD', 'active')", (old, ticker))
+        for ticker, when_, levels in (("KXOLD-A", old, "4000:500,4100:200"),
+                                      ("KXOLD-B", recent, "3000:100")):
+            conn.execute("INSERT INTO book_checkpoints (ts, ticker, reason, seq, sid, recv_ts, "
+                         "yes_levels, no_levels, continuous_since) VALUES "
+                         "(%s, %s, 'snapshot', 1, 7, %s, %s, '5500:300', %s)",
+                         (when_, ticker, when_, levels, when_))
+            for seq, (side, price, qty) in enumerate((("yes", 4100, 0), ("no", 5600, 900)), 2):
+                conn.execute("INSERT INTO book_changes (ts, ticker, side, price_e4, qty_after_e2, "
+                             "delta_e2, kind, seq, sid, recv_ts) VALUES "
+                             "(%s, %s, %s, %s, %s, 0, 'delta', %s, 7, %s)",
+                             (when_ + dt.timedelta(seconds=seq), ticker, side, price, qty, seq,
+                              when_ + dt.timedelta(seconds=seq)))
+        wait_for_wal(conn)
+    channel = grpc.aio.insecure_channel(edge.queryd_addr)
+    md, an = pb_grpc.MarketDataServiceStub(channel), agrpc.AnalyticsServiceStub(channel)
+    try:
+        got = await an.GetEventOrderbook(apb.GetEventOrderbookRequest(
+            event_ticker="KXOLD-EV", at=ts(at)), metadata=edge.grpc_metadata)
+        assert [m.ticker for m in got.markets] == ["KXOLD-A", "KXOLD-B", "KXOLD-C"]
+        for market in got.markets:
+            book = await md.GetOrderbook(pb.GetOrderbookRequest(ticker=market.ticker, at=ts(at)),
+                                         metadata=edge.grpc_metadata)
+            assert (list(market.yes), list(market.no), market.seq) == (
+                list(book.yes), list(book.no), book.seq)
+            assert market.continuity.status == book.continuity.status
+        a, b, c = got.markets
+        assert [(lv.price, lv.quantity) for lv in a.yes] == [("0.4000", "5.00")]  # 4100 gone
+        assert [(lv.price, lv.quantity) for lv in a.no] == [("0.5600", "9.00"), ("0.5500", "3.00")]
+        assert a.seq == b.seq == 3
+        assert c.continuity.status == pb.CONTINUITY_STATUS_NOT_RECORDED and not c.yes
+        assert got.markets_not_continuous == 1
+    finally:
+        await channel.close()
+
+
 def _expected_fill(book: pb.GetOrderbookResponse, side: str, action: str, quantity: Decimal):
     """Kalshi's matching, computed here from the ladders alone."""
     if (side, action) in (("yes", "buy"), ("no", "sell")):

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ktape.book.ladder import Book, LadderFormatError, format_price, format_quantity, parse_ladder
+from ktape.book.ladder import (
+    Book,
+    LadderFormatError,
+    _parse_items,
+    format_price,
+    format_quantity,
+    parse_ladder,
+)
 from ktape.book.reconstruct import Change, Checkpoint, apply_changes
 
 
@@ -17,6 +26,24 @@ def test_parse_ladder_round_trip_and_errors():
     for bad in ("4200", "a:1", "4200:0", "0:5", "10000:5", "4200:1,4200:2"):
         with pytest.raises(LadderFormatError):
             parse_ladder(bad)
+
+
+_ITEM = st.one_of(
+    st.tuples(st.integers(-5, 10_005), st.integers(-5, 10**9)).map(lambda t: f"{t[0]}:{t[1]}"),
+    st.text(alphabet="0123456789:, -+_x", max_size=12))
+
+
+@given(st.lists(_ITEM, max_size=40).map(",".join))
+def test_the_fast_path_reads_every_ladder_as_the_item_by_item_reader_does(text):
+    """Same levels for every ladder, the same refusal for every bad one (the fast path
+    falls back to the item-by-item reader, which names the item at fault)."""
+    try:
+        expected = _parse_items(text) if text else {}
+    except LadderFormatError as error:
+        with pytest.raises(LadderFormatError, match=re.escape(str(error))):
+            parse_ladder(text)
+    else:
+        assert parse_ladder(text) == expected
 
 
 @pytest.mark.parametrize(("e4", "text"), [(4200, "0.4200"), (1, "0.0001"), (10000, "1.0000"),
@@ -38,10 +65,11 @@ def test_format_quantity_is_exact(e2):
     assert Decimal(format_quantity(e2)) * 100 == e2
 
 
-def test_best_first_and_depth():
+def test_best_prices_and_depth():
     book = Book({4200: 1, 4400: 2, 4300: 3}, {})
-    assert book.best_first("yes") == [(4400, 2), (4300, 3), (4200, 1)]
-    assert book.best_first("yes", 2) == [(4400, 2), (4300, 3)]
+    assert book.best_prices("yes") == [4400, 4300, 4200]
+    assert book.best_prices("yes", 2) == [4400, 4300]
+    assert book.best_prices("yes", 0) == [4400, 4300, 4200]  # 0: the whole side
 
 
 def _cp(ts=100, sid=1, seq=10, yes="4200:100", no="5000:200"):
