@@ -57,3 +57,47 @@ def save(name: str, result: dict[str, Any]) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps(payload, indent=2))
     return path
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    """A bench's server process: stdout piped (for `json_line`), stderr to `log`."""
+    with open(log, "w") as out:
+        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=out, text=True,
+                                stdin=subprocess.DEVNULL)
+
+
+def json_line(proc: subprocess.Popen[str], key: str) -> dict:
+    """The first line of `proc`'s stdout holding `key`, as JSON (its ready line)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if key in line:
+            return json.loads(line)
+    raise RuntimeError(f"process exited before printing {key}")
+
+
+def stop(procs: list[subprocess.Popen[str]]) -> None:
+    """Stop a bench's processes by their pids, last started first: SIGTERM, then a kill
+    after 15 s."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_for_http(url: str, status: int, timeout: float = 60) -> None:
+    """Until `url` answers `status` (a server a bench started is ready)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == status:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)

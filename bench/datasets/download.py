@@ -22,11 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import save
+from bench.common import save, wait_for_http
 from ktape.config import load_settings
 from ktape.datasets.manifest import DayManifest, FileEntry
 from ktape.datasets.names import FileName, manifest_name
@@ -79,18 +77,6 @@ def read_file(path: Path) -> float:
     return got / (time.perf_counter() - began) / 1e6
 
 
-def wait(url: str, ok: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == ok:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=int, default=256)
@@ -119,8 +105,8 @@ def main() -> int:
                       "--log-level", "error"]):
             procs.append(subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait(f"http://{datasetd_addr}/livez", 200)
-        wait(f"http://127.0.0.1:{http_port}/v1/files/{NAME}", 403)
+        wait_for_http(f"http://{datasetd_addr}/livez", 200)
+        wait_for_http(f"http://127.0.0.1:{http_port}/v1/files/{NAME}", 403)
         key = signing_key(load_settings({"KTAPE_DATA_DIR": str(data_dir),
                                          "KTAPE_DATASETS_SIGNING_KEY": SECRET}))
         path = signed_path(key, NAME, expiry(time.time()))

@@ -7,7 +7,8 @@ Intent, measured side by side in one run on a private QuestDB with synthetic his
 2. a stretch of 1 s snapshots of a busy market by ListOrderbookSnapshots pages vs the
    same boundaries by one GetOrderbook each, 20 per page, interleaved page by page
    (target: >= 50x the rate);
-3. ListQuotes pages over the same stretch, rows/s.
+3. ListQuotes pages over the same stretch, rows/s;
+and item 1 again as a user makes the calls: REST through Envoy to queryd in its own process.
 Saves bench/results/query_analytics.json.
 
 Run: .venv/bin/python bench/query/analytics.py [--changes 2000000] [--markets 20]
@@ -18,14 +19,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import percentiles, save
+from bench.common import json_line, percentiles, save, spawn, stop, wait_for_http
 from bench.query.synthetic import (
     START,
     bench_questdb,
@@ -137,6 +140,59 @@ async def run(env: dict, markets: int, span_days: int, samples: int, stretch_s: 
     return out
 
 
+def rest(env: dict[str, str], root: Path, markets: int, span_days: int, samples: int) -> dict:
+    """Item 1 as a user makes the calls: REST through Envoy to a queryd in its own
+    process (bench/query/queryd_unmetered.py), one keep-alive connection, pairs
+    interleaved as over gRPC."""
+    import httpx
+
+    from ktape.envoy import envoy_binary, render_envoy_config
+    from ktape.runtime.pins import REPO_ROOT
+    from ktape.runtime.ports import free_port
+
+    rng = random.Random(11)
+    span_us = span_days * 86_400 * 1_000_000
+    closed = f"127.0.0.1:{free_port()}"  # what this bench does not run
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        queryd = spawn([sys.executable, str(Path(__file__).with_name("queryd_unmetered.py")),
+                        "--no-live"], {**os.environ, **env, "KTAPE_LOG_LEVEL": "ERROR"},
+                       root / "queryd.log")
+        procs.append(queryd)
+        port, http_port = json_line(queryd, '"port"')["port"], free_port()
+        config = root / "envoy.yaml"
+        config.write_text(render_envoy_config(
+            http_port=http_port, admin_port=free_port(), queryd_addr=f"127.0.0.1:{port}",
+            billingd_addr=closed, descriptor_path=REPO_ROOT / "build" / "api.pb",
+            queryd_metrics_addr=closed, billingd_metrics_addr=closed,
+            ingestd_metrics_addr=closed, console_addr=closed, datasetd_addr=closed))
+        procs.append(spawn([str(envoy_binary()), "-c", str(config), "--disable-hot-restart",
+                            "--log-level", "error"], dict(os.environ), root / "envoy.log"))
+        base = f"http://127.0.0.1:{http_port}"
+        wait_for_http(f"{base}/v1/markets/KXBENCH-0/orderbook", 200)
+        times: dict[str, list[float]] = {"one": [], "event": []}
+        with httpx.Client(base_url=base, timeout=10) as client:
+            for i in range(samples + 30):
+                at = (START + dt.timedelta(microseconds=rng.randrange(span_us // 10, span_us))
+                      ).isoformat().replace("+00:00", "Z")
+                began = time.perf_counter()
+                client.get(f"/v1/markets/KXBENCH-{rng.randrange(markets)}/orderbook",
+                           params={"at": at}).raise_for_status()
+                mid = time.perf_counter()
+                got = client.get("/v1/events/KXBENCH-EVENT/orderbook", params={"at": at})
+                end = time.perf_counter()
+                got.raise_for_status()
+                assert len(got.json()["markets"]) == markets
+                if i >= 30:
+                    times["one"].append((mid - began) * 1000)
+                    times["event"].append((end - mid) * 1000)
+    finally:
+        stop(procs)
+    one, event = percentiles(times["one"]), percentiles(times["event"])
+    return {"get_orderbook": one, "get_event_orderbook": event,
+            "event_over_one_p50": round(event["p50_ms"] / one["p50_ms"], 2)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--changes", type=int, default=2_000_000)
@@ -167,6 +223,8 @@ def main() -> int:
         wait_for_wal(conn, ["markets", "events"])
         result = asyncio.run(run(queryd_env(qdb, root), args.markets, args.span_days, args.samples,
                                  args.stretch_s))
+        result["rest"] = rest(queryd_env(qdb, root), root, args.markets, args.span_days,
+                              args.samples)
     result.update(changes=info["changes"], checkpoints=info["checkpoints"],
                   checkpoint_every=info["checkpoint_every"], markets=args.markets,
                   span_days=args.span_days)

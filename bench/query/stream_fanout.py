@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,29 +28,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import percentiles, save
+from bench.common import cpu_secs, json_line, percentiles, save, spawn, stop
 from ktape.config import HostPort
 from ktape.runtime.ports import free_port
 from ktape.runtime.questdb import QuestDBProcess
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
-    with open(log, "w") as out:
-        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=out, text=True)
-
-
-def cpu_secs(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _json_line(proc: subprocess.Popen[str], key: str) -> dict:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if key in line:
-            return json.loads(line)
-    raise RuntimeError(f"process exited before printing {key}")
 
 
 async def subscribe(addr: str, tickers: list[str], subscribers: int, warmup: float,
@@ -114,11 +93,11 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="ktape-bench-fanout-"))
     procs: list[subprocess.Popen[str]] = []
     try:
-        sim = _spawn([sys.executable, "-m", "ktape", "sim", "--port", "0", "--markets",
+        sim = spawn([sys.executable, "-m", "ktape", "sim", "--port", "0", "--markets",
                       str(args.markets), "--rate", str(args.rate)], dict(os.environ),
                      root / "sim.log")
         procs.append(sim)
-        sim_port = _json_line(sim, '"sim.ready"')["port"]
+        sim_port = json_line(sim, '"sim.ready"')["port"]
         with QuestDBProcess(root / "qdb", HostPort("127.0.0.1", free_port()),
                             HostPort("127.0.0.1", free_port()), heap_mb=2048) as qdb:
             env = {**{k: v for k, v in os.environ.items() if not k.startswith("KTAPE_")},
@@ -128,13 +107,13 @@ def main() -> int:
                    "KTAPE_INGESTD_METRICS_ADDR": f"127.0.0.1:{free_port()}",
                    "KTAPE_KALSHI_WS_URL": f"ws://127.0.0.1:{sim_port}/trade-api/ws/v2",
                    "KTAPE_KALSHI_REST_URL": f"http://127.0.0.1:{sim_port}/trade-api/v2"}
-            ingestd = _spawn([sys.executable, "-m", "ingestd"], env, root / "ingestd.log")
+            ingestd = spawn([sys.executable, "-m", "ingestd"], env, root / "ingestd.log")
             procs.append(ingestd)
             time.sleep(3)
-            queryd = _spawn([sys.executable, str(Path(__file__).with_name("queryd_unmetered.py"))],
+            queryd = spawn([sys.executable, str(Path(__file__).with_name("queryd_unmetered.py"))],
                             env, root / "queryd.log")
             procs.append(queryd)
-            port = _json_line(queryd, '"port"')["port"]
+            port = json_line(queryd, '"port"')["port"]
             markets = httpx.get(f"http://127.0.0.1:{sim_port}/trade-api/v2/markets",
                                 params={"limit": args.tickers, "status": "open"}, timeout=10)
             tickers = [m["ticker"] for m in markets.json()["markets"]][: args.tickers]
@@ -149,13 +128,7 @@ def main() -> int:
                    for name, proc in (("sim", sim), ("ingestd", ingestd), ("queryd", queryd))},
                 "clients": round((time.process_time() - client_before) / wall, 2)}
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop(procs)
         shutil.rmtree(root, ignore_errors=True)
     save("query_stream_fanout", {"subscribers": args.subscribers, "tickers": len(tickers),
                                  "rate": args.rate, "markets": args.markets, "secs": args.secs,
