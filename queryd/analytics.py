@@ -2,11 +2,12 @@
 sampled books over a span — each in one request, with the continuity of its books — and
 the audit of the recorded books against Kalshi's REST books (queryd/audit.py).
 
-GetEventOrderbook reads every market of the event in four grouped queries (markets,
-checkpoints, changes, gaps) and builds each book by GetOrderbook's own rule
-(queryd.orderbook.assemble). ListQuotes and ListOrderbookSnapshots walk the stored
-changes once from the book at the page's first instant (ktape/book/walk.py, the walk the
-datasets job writes `quotes` and `book_top10_1s` with).
+GetEventOrderbook reads every market of the event in five grouped queries on two
+connections side by side (checkpoints then changes; the event, its markets, their gaps)
+and builds each book by GetOrderbook's own rule (queryd.orderbook.assemble). ListQuotes
+and ListOrderbookSnapshots walk the stored changes once from the book at the page's first
+instant (ktape/book/walk.py, the walk the datasets job writes `quotes` and
+`book_top10_1s` with).
 """
 
 from __future__ import annotations
