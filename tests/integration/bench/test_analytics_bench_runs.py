@@ -4,22 +4,12 @@ taken, over gRPC and over REST, is."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def test_analytics_bench_measures_grpc_and_rest(tmp_path: Path) -> None:
-    env = {**os.environ, "KTAPE_BENCH_RESULTS_DIR": str(tmp_path), "KTAPE_LOG_LEVEL": "WARNING"}
-    done = subprocess.run([sys.executable, "bench/query/analytics.py", "--changes", "40000",
-                           "--samples", "5", "--stretch-s", "120"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads((tmp_path / "query_analytics.json").read_text())
+def test_analytics_bench_measures_grpc_and_rest(run_bench) -> None:
+    result = run_bench(
+        "bench/query/analytics.py",
+        ["--changes", "40000", "--samples", "5", "--stretch-s", "120"],
+        "query_analytics", timeout=300)
     for key in ("get_orderbook", "get_event_orderbook", "get_orderbook_depth10",
                 "get_event_orderbook_depth10"):
         assert result[key]["n"] == 5

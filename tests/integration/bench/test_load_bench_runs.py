@@ -4,23 +4,13 @@ each call type. Speed is not judged here."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def test_load_bench_serves_the_whole_mix(tmp_path: Path) -> None:
-    env = {**os.environ, "KTAPE_BENCH_RESULTS_DIR": str(tmp_path), "KTAPE_LOG_LEVEL": "WARNING"}
-    done = subprocess.run([sys.executable, "bench/load/rest_mix.py", "--duration", "3",
-                           "--warmup", "3", "--clients", "3", "--keys", "4", "--markets", "10",
-                           "--replicas", "2"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=280)
-    assert done.returncode == 0, done.stderr[-3000:]
-    [run] = json.loads((tmp_path / "load_rest_mix.json").read_text())["runs"]
+def test_load_bench_serves_the_whole_mix(run_bench) -> None:
+    [run] = run_bench(
+        "bench/load/rest_mix.py",
+        ["--duration", "3", "--warmup", "3", "--clients", "3", "--keys", "4", "--markets", "10",
+         "--replicas", "2"],
+        "load_rest_mix", timeout=280)["runs"]
     assert run["queryd_replicas"] == 2 and run["calls"] > 0
     assert run["statuses"] == {"200": run["calls"]}, run["first_errors"]
     assert all(run["by_call"][kind]["n"] > 0 for kind in ("book_at", "deltas_page",

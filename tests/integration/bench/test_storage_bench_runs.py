@@ -4,23 +4,13 @@ late-row outcome are facts the bench reports, so they are checked."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def test_storage_bench_measures_both_formats_and_late_rows(tmp_path: Path) -> None:
-    env = {**os.environ, "KTAPE_BENCH_RESULTS_DIR": str(tmp_path), "KTAPE_LOG_LEVEL": "WARNING"}
-    done = subprocess.run([sys.executable, "bench/storage/bytes_per_change.py", "--changes",
-                           "20000", "--markets", "20", "--samples", "10", "--sim-secs", "0",
-                           "--codecs", "LZ4_RAW"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads((tmp_path / "storage_bytes_per_change.json").read_text())
+def test_storage_bench_measures_both_formats_and_late_rows(run_bench) -> None:
+    result = run_bench(
+        "bench/storage/bytes_per_change.py",
+        ["--changes", "20000", "--markets", "20", "--samples", "10", "--sim-secs", "0",
+         "--codecs", "LZ4_RAW"],
+        "storage_bytes_per_change", timeout=300)
     run = result["by_codec"]["LZ4_RAW"]
     for table in ("book_changes", "book_checkpoints"):
         assert run["native"][table]["rows"] == run["parquet"][table]["rows"] > 0
