@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import grpc
 from psycopg import AsyncConnection
 from psycopg import sql as psql
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ktape.aio import all_of, cancel_and_wait
 from ktape.book.ladder import PRICE_SCALE, Book, format_price, format_quantity
@@ -99,6 +100,27 @@ GAP_SPANS = """SELECT coalesce(start_ts, ts), end_ts FROM gaps WHERE ticker = %(
   AND coalesce(start_ts, ts) < %(end)s AND (end_ts IS NULL OR end_ts > %(start)s)"""
 
 
+SPARE_WAIT_SECS = 0.002
+
+
+@asynccontextmanager
+async def spare_connection(pool: AsyncConnectionPool, held: AsyncConnection
+                           ) -> AsyncIterator[AsyncConnection]:
+    """A second connection if the pool has one free now, else `held` itself (psycopg runs
+    two tasks' queries on one connection one after the other). Never a wait for it: calls
+    that each hold one connection and wait for a second would starve each other once
+    they hold the whole pool."""
+    try:
+        spare = await pool.getconn(timeout=SPARE_WAIT_SECS)
+    except PoolTimeout:
+        yield held
+        return
+    try:
+        yield spare
+    finally:
+        await pool.putconn(spare)
+
+
 async def _fetchall(conn: AsyncConnection, query: Any, params: dict, binary: bool = False
                     ) -> list[tuple]:
     return await (await conn.execute(query, params, binary=binary)).fetchall()
@@ -168,8 +190,9 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
         # Two connections, so what does not wait on each other runs side by side: the
         # checkpoints of the event's markets (found by the event, not the list of its
         # markets) and then the changes since them on one, the event's row, its markets
-        # and their gaps on the other.
-        async with self.pool.connection() as conn, self.pool.connection() as aside:
+        # and their gaps on the other (or on the same one, one after the other, when the
+        # pool has none spare).
+        async with self.pool.connection() as conn, spare_connection(self.pool, conn) as aside:
             replays, (meta, tickers, gap_rows) = await all_of(
                 self._replays(conn, EVENT_CHECKPOINTS_AT, params),
                 self._event_rows(aside, params))

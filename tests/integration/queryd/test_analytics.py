@@ -11,13 +11,16 @@ from decimal import ROUND_CEILING, Decimal
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+from psycopg_pool import AsyncConnectionPool
 
 from ktape.marketdata.v1 import analytics_pb2 as apb
 from ktape.marketdata.v1 import analytics_pb2_grpc as agrpc
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.marketdata.v1 import marketdata_pb2_grpc as pb_grpc
+from ktape.paging import PageTokens
 from ktape.schema.wal import wait_for_wal
 from ktape.sim.server import FaultConfig, SimConfig
+from queryd.analytics import AnalyticsService
 from tests.fixtures.recording import recorded_simulator
 
 
@@ -156,10 +159,10 @@ async def test_event_books_are_each_markets_book_at_the_same_instant(recorded, c
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_event_books_reach_past_the_lookback_and_name_markets_never_recorded(
-        edge, clean_questdb):
-    """Three markets of one event: one last checkpointed three days before `at` (beyond
-    the bounded lookup), one an hour before, one never; each as GetOrderbook says."""
+def _old_event(clean_questdb) -> dt.datetime:
+    """Three markets of event KXOLD-EV: KXOLD-A last checkpointed three days before the
+    instant returned (beyond the bounded lookup), KXOLD-B an hour before, KXOLD-C never;
+    two changes after each checkpoint."""
     at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     old, recent = at - dt.timedelta(days=3), at - dt.timedelta(hours=1)
     with clean_questdb.connect() as conn:
@@ -179,6 +182,13 @@ async def test_event_books_reach_past_the_lookback_and_name_markets_never_record
                              (when_ + dt.timedelta(seconds=seq), ticker, side, price, qty, seq,
                               when_ + dt.timedelta(seconds=seq)))
         wait_for_wal(conn)
+    return at
+
+
+async def test_event_books_reach_past_the_lookback_and_name_markets_never_recorded(
+        edge, clean_questdb):
+    """Each of _old_event's markets as GetOrderbook says."""
+    at = _old_event(clean_questdb)
     channel = grpc.aio.insecure_channel(edge.queryd_addr)
     md, an = pb_grpc.MarketDataServiceStub(channel), agrpc.AnalyticsServiceStub(channel)
     try:
@@ -199,6 +209,22 @@ async def test_event_books_reach_past_the_lookback_and_name_markets_never_record
         assert got.markets_not_continuous == 1
     finally:
         await channel.close()
+
+
+async def test_event_calls_share_a_connection_rather_than_starve_a_small_pool(clean_questdb):
+    """Eight calls at once on a pool of two: a call that finds no spare connection runs
+    its two query chains on the one it holds instead of waiting while holding it (eight
+    calls each holding one and waiting for a second would never finish)."""
+    at = _old_event(clean_questdb)
+    request = apb.GetEventOrderbookRequest(event_ticker="KXOLD-EV", at=ts(at))
+    async with AsyncConnectionPool(clean_questdb.conninfo, min_size=2, max_size=2,
+                                   kwargs={"autocommit": True}, timeout=5.0) as pool:
+        service = AnalyticsService(pool, PageTokens(b"k" * 32))
+        alone = await service.GetEventOrderbook(request, None)
+        together = await asyncio.wait_for(asyncio.gather(
+            *(service.GetEventOrderbook(request, None) for _ in range(8))), timeout=30)
+    assert [m.ticker for m in alone.markets] == ["KXOLD-A", "KXOLD-B", "KXOLD-C"]
+    assert all(answer == alone for answer in together)
 
 
 def _expected_fill(book: pb.GetOrderbookResponse, side: str, action: str, quantity: Decimal):
