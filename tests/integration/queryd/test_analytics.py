@@ -160,17 +160,23 @@ async def test_event_books_are_each_markets_book_at_the_same_instant(recorded, c
 
 
 def _old_event(clean_questdb) -> dt.datetime:
-    """Three markets of event KXOLD-EV: KXOLD-A last checkpointed three days before the
-    instant returned (beyond the bounded lookup), KXOLD-B an hour before, KXOLD-C never;
-    two changes after each checkpoint."""
+    """Four markets of event KXOLD-EV: KXOLD-A last checkpointed three days before the
+    instant returned (beyond the bounded lookup), KXOLD-B an hour before, KXOLD-C never,
+    KXOLD-D half an hour before; two changes after each checkpoint, and for D one before
+    its checkpoint but after B's (read with the event's changes, which start at the
+    oldest of their checkpoints; the replay must leave it out)."""
     at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     old, recent = at - dt.timedelta(days=3), at - dt.timedelta(hours=1)
     with clean_questdb.connect() as conn:
-        for ticker in ("KXOLD-A", "KXOLD-B", "KXOLD-C"):
+        for ticker in ("KXOLD-A", "KXOLD-B", "KXOLD-C", "KXOLD-D"):
             conn.execute("INSERT INTO markets (ts, ticker, event_ticker, series_ticker, status) "
                          "VALUES (%s, %s, 'KXOLD-EV', 'KXOLD', 'active')", (old, ticker))
+        conn.execute("INSERT INTO book_changes (ts, ticker, side, price_e4, qty_after_e2, "
+                     "delta_e2, kind, seq, sid, recv_ts) VALUES (%s, 'KXOLD-D', 'yes', 2500, "
+                     "700, 700, 'delta', 1, 6, %s)", (recent + dt.timedelta(minutes=10),) * 2)
         for ticker, when_, levels in (("KXOLD-A", old, "4000:500,4100:200"),
-                                      ("KXOLD-B", recent, "3000:100")):
+                                      ("KXOLD-B", recent, "3000:100"),
+                                      ("KXOLD-D", recent + dt.timedelta(minutes=30), "2000:100")):
             conn.execute("INSERT INTO book_checkpoints (ts, ticker, reason, seq, sid, recv_ts, "
                          "yes_levels, no_levels, continuous_since) VALUES "
                          "(%s, %s, 'snapshot', 1, 7, %s, %s, '5500:300', %s)",
@@ -194,17 +200,18 @@ async def test_event_books_reach_past_the_lookback_and_name_markets_never_record
     try:
         got = await an.GetEventOrderbook(apb.GetEventOrderbookRequest(
             event_ticker="KXOLD-EV", at=ts(at)), metadata=edge.grpc_metadata)
-        assert [m.ticker for m in got.markets] == ["KXOLD-A", "KXOLD-B", "KXOLD-C"]
+        assert [m.ticker for m in got.markets] == ["KXOLD-A", "KXOLD-B", "KXOLD-C", "KXOLD-D"]
         for market in got.markets:
             book = await md.GetOrderbook(pb.GetOrderbookRequest(ticker=market.ticker, at=ts(at)),
                                          metadata=edge.grpc_metadata)
             assert (list(market.yes), list(market.no), market.seq) == (
                 list(book.yes), list(book.no), book.seq)
             assert market.continuity.status == book.continuity.status
-        a, b, c = got.markets
+        a, b, c, d = got.markets
         assert [(lv.price, lv.quantity) for lv in a.yes] == [("0.4000", "5.00")]  # 4100 gone
         assert [(lv.price, lv.quantity) for lv in a.no] == [("0.5600", "9.00"), ("0.5500", "3.00")]
-        assert a.seq == b.seq == 3
+        assert a.seq == b.seq == d.seq == 3
+        assert [(lv.price, lv.quantity) for lv in d.yes] == [("0.2000", "1.00")]  # no 0.2500
         assert c.continuity.status == pb.CONTINUITY_STATUS_NOT_RECORDED and not c.yes
         assert got.markets_not_continuous == 1
     finally:
@@ -223,7 +230,7 @@ async def test_event_calls_share_a_connection_rather_than_starve_a_small_pool(cl
         alone = await service.GetEventOrderbook(request, None)
         together = await asyncio.wait_for(asyncio.gather(
             *(service.GetEventOrderbook(request, None) for _ in range(8))), timeout=30)
-    assert [m.ticker for m in alone.markets] == ["KXOLD-A", "KXOLD-B", "KXOLD-C"]
+    assert [m.ticker for m in alone.markets] == ["KXOLD-A", "KXOLD-B", "KXOLD-C", "KXOLD-D"]
     assert all(answer == alone for answer in together)
 
 
