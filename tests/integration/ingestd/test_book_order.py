@@ -199,7 +199,7 @@ def matches_at_random_instants(book: ClientBook, journal, ticker: str, rng: rand
     return checked
 
 
-def test_the_scenario_happened(lagged) -> None:
+async def test_the_scenario_happened(lagged) -> None:  # async: the module's asyncio mark
     mid_feed = len(lagged["snapshots"]) - len({t for t, _ in lagged["snapshots"]})
     assert mid_feed >= 16, lagged["snapshots"]  # snapshots after the first of each market
     # deltas stamped before their snapshot's time did arrive

@@ -16,9 +16,12 @@ from ktape.runtime.ports import free_port
 async def test_components_are_named_and_a_missing_backend_is_503(tmp_path):
     (tmp_path / "index.html").write_text("x")
     grpc_up = await start_server("127.0.0.1:0", [], [])  # health service only: SERVING
+    async def ingestd_health(_request: web.Request) -> web.Response:
+        return web.json_response(
+            {"feed_connected": True, "markets_recorded": 3, "writer": "committing"})
+
     recorder = web.Application()
-    recorder.router.add_get("/healthz", lambda r: web.json_response(
-        {"feed_connected": True, "markets_recorded": 3, "writer": "committing"}))
+    recorder.router.add_get("/healthz", ingestd_health)
     runner = web.AppRunner(recorder)
     await runner.setup()
     ingest_port = free_port()
