@@ -88,6 +88,30 @@ def stop(procs: list[subprocess.Popen[str]]) -> None:
                 proc.wait()
 
 
+def spawn_envoy(root: Path, *, queryd_addr: str | None = None,
+                datasetd_addr: str | None = None) -> tuple[subprocess.Popen[str], int]:
+    """Envoy on a free port in front of the services a bench runs, and that port.
+
+    Every address it is not given points at one closed port, so a route the bench does not
+    serve fails at once instead of reaching a service someone else runs on a default port.
+    """
+    from ktape.envoy import envoy_binary, render_envoy_config
+    from ktape.runtime.pins import REPO_ROOT
+    from ktape.runtime.ports import free_port
+
+    closed = f"127.0.0.1:{free_port()}"
+    http_port = free_port()
+    config = root / "envoy.yaml"
+    config.write_text(render_envoy_config(
+        http_port=http_port, admin_port=free_port(), queryd_addr=queryd_addr or closed,
+        billingd_addr=closed, descriptor_path=REPO_ROOT / "build" / "api.pb",
+        queryd_metrics_addr=closed, billingd_metrics_addr=closed, ingestd_metrics_addr=closed,
+        console_addr=closed, datasetd_addr=datasetd_addr or closed))
+    proc = spawn([str(envoy_binary()), "-c", str(config), "--disable-hot-restart",
+                  "--log-level", "error"], dict(os.environ), root / "envoy.log")
+    return proc, http_port
+
+
 def wait_for_http(url: str, status: int, timeout: float = 60) -> None:
     """Until `url` answers `status` (a server a bench started is ready)."""
     import httpx

@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import hashlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,13 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import save, wait_for_http
+from bench.common import save, spawn_envoy, stop, wait_for_http
 from ktape.config import load_settings
 from ktape.datasets.manifest import DayManifest, FileEntry
 from ktape.datasets.names import FileName, manifest_name
 from ktape.datasets.signing import expiry, signed_path, signing_key
 from ktape.datasets.storage import LocalStorage
-from ktape.envoy import envoy_binary, render_envoy_config
 from ktape.runtime.pins import REPO_ROOT
 from ktape.runtime.ports import free_port
 
@@ -86,25 +86,18 @@ def main() -> int:
     data_dir = work / "data"
     publish(data_dir, args.mb << 20)
     datasetd_addr = f"127.0.0.1:{free_port()}"
-    http_port = free_port()
     closed = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTAPE_")}
     env.update(KTAPE_DATA_DIR=str(data_dir), KTAPE_DATASETD_ADDR=datasetd_addr,
                KTAPE_DATASETS_SIGNING_KEY=SECRET, KTAPE_QUESTDB_HTTP=closed,
                KTAPE_QUESTDB_PG=closed, KTAPE_LOG_LEVEL="ERROR")
-    config = work / "envoy.yaml"
-    config.write_text(render_envoy_config(
-        http_port=http_port, admin_port=free_port(), queryd_addr=closed, billingd_addr=closed,
-        descriptor_path=REPO_ROOT / "build" / "api.pb", access_log_path=str(work / "access.log"),
-        queryd_metrics_addr=closed, billingd_metrics_addr=closed, ingestd_metrics_addr=closed,
-        console_addr=closed, datasetd_addr=datasetd_addr))
-    procs = []
+    procs: list[subprocess.Popen[str]] = []
     try:
-        for argv in ([sys.executable, "-m", "datasetd"],
-                     [str(envoy_binary()), "-c", str(config), "--disable-hot-restart",
-                      "--log-level", "error"]):
-            procs.append(subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([sys.executable, "-m", "datasetd"], env=env, cwd=REPO_ROOT,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, text=True))
+        envoy, http_port = spawn_envoy(work, datasetd_addr=datasetd_addr)
+        procs.append(envoy)
         wait_for_http(f"http://{datasetd_addr}/livez", 200)
         wait_for_http(f"http://127.0.0.1:{http_port}/v1/files/{NAME}", 403)
         key = signing_key(load_settings({"KTAPE_DATA_DIR": str(data_dir),
@@ -116,10 +109,8 @@ def main() -> int:
             runs["datasetd"].append(read_url(f"http://{datasetd_addr}{path}"))
             runs["envoy"].append(read_url(f"http://127.0.0.1:{http_port}{path}"))
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(10)
+        stop(procs)
+        shutil.rmtree(work, ignore_errors=True)  # the published file is --mb large
     result = {"file_mb": args.mb, "repeats": args.repeats,
               **{f"{k}_mb_s": round(statistics.median(v), 1) for k, v in runs.items()},
               "runs_mb_s": {k: [round(x, 1) for x in v] for k, v in runs.items()}}

@@ -28,7 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import json_line, percentiles, save, spawn, stop, wait_for_http
+from bench.common import (
+    json_line,
+    percentiles,
+    save,
+    spawn,
+    spawn_envoy,
+    stop,
+    wait_for_http,
+)
 from bench.query.synthetic import (
     START,
     bench_questdb,
@@ -50,6 +58,20 @@ def _ts(value: dt.datetime):
     return out
 
 
+def random_instant(rng: random.Random, span_us: int) -> dt.datetime:
+    """An instant in the last nine tenths of the synthetic history (the first tenth may
+    precede a market's first checkpoint)."""
+    return START + dt.timedelta(microseconds=rng.randrange(span_us // 10, span_us))
+
+
+def pair_result(one_ms: list[float], event_ms: list[float], suffix: str = "") -> dict:
+    """Percentiles of one GetOrderbook and of the event call measured beside it, and
+    their p50 ratio (item 1's measure), under keys ending in `suffix`."""
+    one, event = percentiles(one_ms), percentiles(event_ms)
+    return {"get_orderbook" + suffix: one, "get_event_orderbook" + suffix: event,
+            "event_over_one_p50" + suffix: round(event["p50_ms"] / one["p50_ms"], 2)}
+
+
 async def run(env: dict, markets: int, span_days: int, samples: int, stretch_s: int) -> dict:
     from ktape.marketdata.v1 import analytics_pb2 as apb
     from ktape.marketdata.v1 import analytics_pb2_grpc as agrpc
@@ -62,15 +84,12 @@ async def run(env: dict, markets: int, span_days: int, samples: int, stretch_s: 
     async with queryd_channel(env) as channel:
         md, an = pb_grpc.MarketDataServiceStub(channel), agrpc.AnalyticsServiceStub(channel)
 
-        def instant() -> dt.datetime:
-            return START + dt.timedelta(microseconds=rng.randrange(span_us // 10, span_us))
-
         # Interleaved, so both see the same machine; at full depth (the default: every
         # level of 20 books, ~1,250) and at depth 10 (~400), which show what building
         # the answer's levels costs apart from reading the books.
         times: dict[tuple[str, int], list[float]] = {}
         for i in range(samples + 30):
-            at = _ts(instant())
+            at = _ts(random_instant(rng, span_us))
             ticker = f"KXBENCH-{rng.randrange(markets)}"
             for depth in DEPTHS:
                 began = time.perf_counter()
@@ -85,11 +104,8 @@ async def run(env: dict, markets: int, span_days: int, samples: int, stretch_s: 
                     times.setdefault(("one", depth), []).append((mid - began) * 1000)
                     times.setdefault(("event", depth), []).append((end - mid) * 1000)
         for depth in DEPTHS:
-            suffix = f"_depth{depth}" if depth else ""
-            one, event = percentiles(times["one", depth]), percentiles(times["event", depth])
-            out["get_orderbook" + suffix] = one
-            out["get_event_orderbook" + suffix] = event
-            out["event_over_one_p50" + suffix] = round(event["p50_ms"] / one["p50_ms"], 2)
+            out.update(pair_result(times["one", depth], times["event", depth],
+                                   f"_depth{depth}" if depth else ""))
 
         start = START + dt.timedelta(days=span_days // 2)
         end = start + dt.timedelta(seconds=stretch_s)
@@ -146,35 +162,23 @@ def rest(env: dict[str, str], root: Path, markets: int, span_days: int, samples:
     interleaved as over gRPC."""
     import httpx
 
-    from ktape.envoy import envoy_binary, render_envoy_config
-    from ktape.runtime.pins import REPO_ROOT
-    from ktape.runtime.ports import free_port
-
     rng = random.Random(11)
     span_us = span_days * 86_400 * 1_000_000
-    closed = f"127.0.0.1:{free_port()}"  # what this bench does not run
     procs: list[subprocess.Popen[str]] = []
     try:
         queryd = spawn([sys.executable, str(Path(__file__).with_name("queryd_unmetered.py")),
                         "--no-live"], {**os.environ, **env, "KTAPE_LOG_LEVEL": "ERROR"},
                        root / "queryd.log")
         procs.append(queryd)
-        port, http_port = json_line(queryd, '"port"')["port"], free_port()
-        config = root / "envoy.yaml"
-        config.write_text(render_envoy_config(
-            http_port=http_port, admin_port=free_port(), queryd_addr=f"127.0.0.1:{port}",
-            billingd_addr=closed, descriptor_path=REPO_ROOT / "build" / "api.pb",
-            queryd_metrics_addr=closed, billingd_metrics_addr=closed,
-            ingestd_metrics_addr=closed, console_addr=closed, datasetd_addr=closed))
-        procs.append(spawn([str(envoy_binary()), "-c", str(config), "--disable-hot-restart",
-                            "--log-level", "error"], dict(os.environ), root / "envoy.log"))
+        port = json_line(queryd, '"port"')["port"]
+        envoy, http_port = spawn_envoy(root, queryd_addr=f"127.0.0.1:{port}")
+        procs.append(envoy)
         base = f"http://127.0.0.1:{http_port}"
         wait_for_http(f"{base}/v1/markets/KXBENCH-0/orderbook", 200)
         times: dict[str, list[float]] = {"one": [], "event": []}
         with httpx.Client(base_url=base, timeout=10) as client:
             for i in range(samples + 30):
-                at = (START + dt.timedelta(microseconds=rng.randrange(span_us // 10, span_us))
-                      ).isoformat().replace("+00:00", "Z")
+                at = random_instant(rng, span_us).isoformat().replace("+00:00", "Z")
                 began = time.perf_counter()
                 client.get(f"/v1/markets/KXBENCH-{rng.randrange(markets)}/orderbook",
                            params={"at": at}).raise_for_status()
@@ -188,9 +192,7 @@ def rest(env: dict[str, str], root: Path, markets: int, span_days: int, samples:
                     times["event"].append((end - mid) * 1000)
     finally:
         stop(procs)
-    one, event = percentiles(times["one"]), percentiles(times["event"])
-    return {"get_orderbook": one, "get_event_orderbook": event,
-            "event_over_one_p50": round(event["p50_ms"] / one["p50_ms"], 2)}
+    return pair_result(times["one"], times["event"])
 
 
 def main() -> int:
