@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ktape.aio import all_of, cancel_and_wait
 from ktape.book.ladder import PRICE_SCALE, Book, format_price, format_quantity
+from ktape.book.reconstruct import Checkpoint
 from ktape.book.walk import NULL, BookWalk, Quote, Run
 from ktape.errors import InvalidArgument, NotFound, UnknownTicker, rpc_handler
 from ktape.log import get_logger
@@ -212,8 +213,8 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             if ticker not in replays:
                 books[ticker] = not_recorded(ticker, at, None)
                 continue
-            row, changes, parsed = replays[ticker]
-            books[ticker] = assemble(ticker, at, row, changes, gaps.get(ticker), parsed)
+            checkpoint, changes, parsed = replays[ticker]
+            books[ticker] = assemble(ticker, at, checkpoint, changes, gaps.get(ticker), parsed)
         out = pb.GetEventOrderbookResponse(event_ticker=event,
                                            mutually_exclusive=bool(meta and meta[0]))
         out.at.CopyFrom(timestamp(at))
@@ -247,8 +248,8 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
         return meta, tickers, await _fetchall(conn, query, params | listed)
 
     async def _replays(self, conn: AsyncConnection, checkpoints_query: Any, params: dict
-                       ) -> dict[str, tuple[tuple, list[tuple], Book]]:
-        """For each market the query finds a checkpoint of: that checkpoint's row, its
+                       ) -> dict[str, tuple[Checkpoint, list[tuple], Book]]:
+        """For each market the query finds a checkpoint of: that checkpoint, its
         changes after it up to `at` (rows as sql.CHANGES_BETWEEN gives them) and its
         parsed book — assemble's arguments, with the ladders parsed while QuestDB scans
         the changes."""
@@ -262,13 +263,14 @@ class AnalyticsService(pb_grpc.AnalyticsServiceServicer):
             binary=True))
         try:
             await asyncio.sleep(0)  # the scan's query leaves; the ladders parse meanwhile
-            parsed = {t: checkpoint_of(row).book() for t, row in checkpoints.items()}
+            made = {t: checkpoint_of(row) for t, row in checkpoints.items()}
+            parsed = {t: checkpoint.book() for t, checkpoint in made.items()}
             rows = await scan
         finally:
             await cancel_and_wait([scan])
         for row in rows:
             changes[row[0]].append(row[1:])  # ticker: a str from the driver already
-        return {t: (row, changes[t], parsed[t]) for t, row in checkpoints.items()}
+        return {t: (checkpoint, changes[t], parsed[t]) for t, checkpoint in made.items()}
 
     # -- SimulateOrder -------------------------------------------------------------------
 

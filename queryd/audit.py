@@ -43,7 +43,14 @@ from ktape.marketdata.v1 import analytics_pb2 as pb
 from ktape.sql_lists import any_of, ticker_list, with_tickers
 from queryd import sql
 from queryd.convert import continuity_message, duration_us, fill_ladder, timestamp
-from queryd.orderbook import CHECKPOINT_LOOKBACK, Continuity, GapSpan, OrderbookAt, assemble
+from queryd.orderbook import (
+    CHECKPOINT_LOOKBACK,
+    Continuity,
+    GapSpan,
+    OrderbookAt,
+    assemble,
+    checkpoint_of,
+)
 from queryd.timeutil import as_utc, from_us, to_us
 
 AGREES, DISAGREES, UNVERIFIED = "agrees", "disagrees", "unverified"
@@ -337,7 +344,7 @@ def _verdict(sample: Sample, checkpoint: tuple, rows: list[tuple],
     first = bisect.bisect_left(rows, cp_us, key=lambda r: r[0])
     split = bisect.bisect_right(rows, start_us, key=lambda r: r[0])
     last = bisect.bisect_right(rows, end_us, key=lambda r: r[0])
-    at_start = assemble(sample.ticker, from_us(start_us), checkpoint,
+    at_start = assemble(sample.ticker, from_us(start_us), checkpoint_of(checkpoint),
                         [r[1:] for r in rows[first:split]], None)
     window: list[Row] = [(r[0], str(r[5]), str(r[2]), int(r[3]), int(r[4]), int(r[6]), int(r[7]))
                          for r in rows[split:last]]

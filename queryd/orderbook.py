@@ -64,7 +64,7 @@ async def orderbook_at(conn: AsyncConnection, ticker: str, at: dt.datetime) -> O
         binary=True)  # see sql.CHANGES_BETWEEN
     changes = await cursor.fetchall()
     gap_row = await (await conn.execute(sql.GAP_AT, {"ticker": ticker, "at": at})).fetchone()
-    return assemble(ticker, at, row, changes, gap_row)
+    return assemble(ticker, at, checkpoint_of(row), changes, gap_row)
 
 
 def not_recorded(ticker: str, at: dt.datetime, first: dt.datetime | None) -> OrderbookAt:
@@ -83,13 +83,12 @@ def checkpoint_of(row: tuple) -> Checkpoint:
     )
 
 
-def assemble(ticker: str, at: dt.datetime, checkpoint_row: tuple, change_rows: list[tuple],
+def assemble(ticker: str, at: dt.datetime, checkpoint: Checkpoint, change_rows: list[tuple],
              gap_row: tuple | None, book: Book | None = None) -> OrderbookAt:
-    """The book at `at` from the rows the three lookups return (a checkpoint row as
-    sql.CHECKPOINT_AT selects it, changes as sql.CHANGES_BETWEEN, the gap as sql.GAP_AT):
-    one rule for GetOrderbook and for the event-wide batch of GetEventOrderbook. `book`
-    is the checkpoint's book when the caller parsed it already (apply_rows)."""
-    checkpoint = checkpoint_of(checkpoint_row)
+    """The book at `at` from what the three lookups return (the checkpoint, changes as
+    sql.CHANGES_BETWEEN gives them, the gap as sql.GAP_AT): one rule for GetOrderbook and
+    for the event-wide batch of GetEventOrderbook. `book` is the checkpoint's book when
+    the caller parsed it already (apply_rows)."""
     rebuilt = apply_rows(checkpoint, change_rows, book)  # rows as sql.CHANGES_BETWEEN gives them
     since_us = checkpoint.continuous_since_us
     for row in change_rows:  # a later exchange snapshot restarts the continuous run
