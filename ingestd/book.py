@@ -44,17 +44,26 @@ class MarketBook:
     open_gap: Gap | None = None  # the gap a snapshot will heal (its row has no end yet)
     crossed: Gap | None = None  # an open `crossed_book` anomaly (best bids sum >= $1)
     snapshot_requested_us: int | None = None  # when we last asked for a snapshot
+    # The best bid of each side (price_e4, 0 = none), kept as the ladders change: every
+    # book_changes row carries them, and the crossed-book check reads them.
+    best_yes_e4: int = 0
+    best_no_e4: int = 0
     # Text parts of this market's book_changes rows by (side, kind, ts_source)
     lines_by_shape: dict[tuple[str, str, str], BookChangeLines] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.best_yes_e4 = max(self.yes) if self.yes else 0
+        self.best_no_e4 = max(self.no) if self.no else 0
 
     def crosses(self, side: str | None = None, price_e4: int = 0) -> bool:
         """Whether best YES bid + best NO bid >= $1.00 (a crossed or locked book: Kalshi
         would have matched them, so a rebuilt one has lost an update). With `side` and
         `price_e4`, only whether that level does it (the cheap check after a delta)."""
         if side is not None:
-            other = self.no if side == "yes" else self.yes
-            return bool(other) and price_e4 + max(other) >= PRICE_SCALE
-        return bool(self.yes) and bool(self.no) and max(self.yes) + max(self.no) >= PRICE_SCALE
+            other = self.best_no_e4 if side == "yes" else self.best_yes_e4
+            return other > 0 and price_e4 + other >= PRICE_SCALE
+        return (self.best_yes_e4 > 0 and self.best_no_e4 > 0
+                and self.best_yes_e4 + self.best_no_e4 >= PRICE_SCALE)
 
     def change_lines(self, side: str, kind: str, ts_source: str) -> BookChangeLines:
         """The text parts for this market's rows of one shape, built on first use."""
@@ -81,16 +90,28 @@ class MarketBook:
         if after < 0:
             raise NegativeLevel(f"{self.ticker} {side} {price_e4}: {ladder.get(price_e4, 0)} "
                                 f"{delta_e2:+d} < 0")
+        yes = ladder is self.yes
+        best = self.best_yes_e4 if yes else self.best_no_e4
         if after == 0:
             ladder.pop(price_e4, None)
+            if price_e4 == best:  # the best level emptied: the next one down
+                best = max(ladder) if ladder else 0
         else:
             ladder[price_e4] = after
+            if price_e4 > best:
+                best = price_e4
+        if yes:
+            self.best_yes_e4 = best
+        else:
+            self.best_no_e4 = best
         return after
 
     def replace(self, yes: dict[int, int], no: dict[int, int]) -> bool:
         """Replace the whole book; True if it differed from what we held."""
         differed = (yes != self.yes or no != self.no)
         self.yes, self.no = yes, no
+        self.best_yes_e4 = max(yes) if yes else 0
+        self.best_no_e4 = max(no) if no else 0
         return differed
 
 

@@ -47,19 +47,22 @@ class BookChangeLines:
         self._json_symbols = orjson.dumps({"tb": TABLE, **self.symbols})[1:-1].decode()
 
     def ilp(self, price_e4: int, qty_after_e2: int, delta_e2: int, seq: int, sid: int,
-            recv_us: int, at_us: int) -> str:
+            recv_us: int, at_us: int, best_yes_e4: int, best_no_e4: int) -> str:
         """The ILP line; times in microseconds (the designated timestamp is written in
         nanoseconds, as the client does)."""
         return (f"{self._ilp_prefix} price_e4={price_e4}i,qty_after_e2={qty_after_e2}i,"
-                f"delta_e2={delta_e2}i,seq={seq}i,sid={sid}i,recv_ts={recv_us}t "
+                f"delta_e2={delta_e2}i,seq={seq}i,sid={sid}i,recv_ts={recv_us}t,"
+                f"best_yes_bid_e4={best_yes_e4}i,best_no_bid_e4={best_no_e4}i "
                 f"{at_us * 1000}\n")
 
     def ilp_moved(self, price_e4: int, qty_after_e2: int, delta_e2: int, seq: int, sid: int,
-                  recv_us: int, at_us: int, source_us: int) -> str:
+                  recv_us: int, at_us: int, best_yes_e4: int, best_no_e4: int,
+                  source_us: int) -> str:
         """The line of a row whose book time `at_us` had to be later than its own clock's
         reading `source_us` (the `source_ts` column). Rare, so `ilp` stays as it was."""
         return (f"{self._ilp_prefix} price_e4={price_e4}i,qty_after_e2={qty_after_e2}i,"
                 f"delta_e2={delta_e2}i,seq={seq}i,sid={sid}i,recv_ts={recv_us}t,"
+                f"best_yes_bid_e4={best_yes_e4}i,best_no_bid_e4={best_no_e4}i,"
                 f"source_ts={source_us}t {at_us * 1000}\n")
 
     def live_json(self, live_seq: int, price_e4: int, qty_after_e2: int, delta_e2: int,

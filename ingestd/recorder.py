@@ -92,18 +92,19 @@ class BookRecorder:
         book.covered_from_us = covered_from
         book.continuous_since_us = ts_us
         moved = s.clock_us if ts_us != s.clock_us else None
+        best_yes, best_no = book.best_yes_e4, book.best_no_e4  # after the whole snapshot
         for side, ladder in (("yes", yes), ("no", no)):
             if ladder:
                 lines = book.change_lines(side, "snapshot", s.source)
                 for price, qty in ladder.items():
                     self.sink.book_change(lines, price, qty, qty, s.seq, s.sid, s.recv_us,
-                                          ts_us, None, moved)
+                                          ts_us, best_yes, best_no, None, moved)
         if not yes and not no:
             # An empty book still replaces the book: one row at price 0 (no Kalshi price)
             # and size 0 says so to everyone who reads changes rather than checkpoints
             # (deltas pages, streams, candles' book closes).
             self.sink.book_change(book.change_lines("yes", "snapshot", s.source), 0, 0, 0,
-                                  s.seq, s.sid, s.recv_us, ts_us, None, moved)
+                                  s.seq, s.sid, s.recv_us, ts_us, 0, 0, None, moved)
         self._checkpoint(book, ts_us, s.recv_us, "snapshot", s.source)
         if book.crossed is not None and not book.crosses():
             self._uncrossed(book, ts_us, s.sid)
@@ -158,8 +159,8 @@ class BookRecorder:
         else:  # stamped before a row already written: keep seq order, record the span
             at_us, moved_from = self._moved_up(book, ts_us, d.seq, d.sid), ts_us
         self.sink.book_change(book.change_lines(d.side, "delta", d.source), d.price_e4, after,
-                              d.delta_e2, d.seq, d.sid, d.recv_us, at_us,
-                              ts_us // 1000 if d.source == "exchange" else None, moved_from)
+                              d.delta_e2, d.seq, d.sid, d.recv_us, at_us, book.best_yes_e4,
+                              book.best_no_e4, ts_us // 1000 if d.source == "exchange" else None, moved_from)
         book.last_seq, book.last_sid, book.last_book_us = d.seq, d.sid, at_us
         book.changes_since_checkpoint += 1
         if (book.changes_since_checkpoint >= self.checkpoint_every
@@ -178,7 +179,7 @@ class BookRecorder:
         book.crossed = Gap(book.ticker, "crossed_book", now_us(), at_us, got_seq=seq, sid=sid)
         self.write_gap(book.crossed)
         log.warning("book.crossed", ticker=book.ticker, sid=sid, seq=seq,
-                    best_yes_e4=max(book.yes), best_no_e4=max(book.no))
+                    best_yes_e4=book.best_yes_e4, best_no_e4=book.best_no_e4)
         return RequestSnapshots((book.ticker,))
 
     def _uncrossed(self, book: MarketBook, at_us: int, sid: int) -> None:

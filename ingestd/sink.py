@@ -30,20 +30,23 @@ class RowSink:
             self.live.publish(table, symbols, columns, at_us)
 
     def book_change(self, lines: BookChangeLines, price: int, after: int, delta: int,
-                    seq: int, sid: int, recv_us: int, at_us: int, exchange_ms: int | None,
-                    source_us: int | None = None) -> None:
+                    seq: int, sid: int, recv_us: int, at_us: int, best_yes: int, best_no: int,
+                    exchange_ms: int | None, source_us: int | None = None) -> None:
         """One book_changes row from the market's prebuilt text (the hot path: no dict).
-        `source_us`: the row's own clock reading when `at_us` had to be later than it."""
+        `best_yes`/`best_no`: the book's top once this row's message is applied (QuestDB
+        only; the fan-out's readers keep their own books). `source_us`: the row's own
+        clock reading when `at_us` had to be later than it."""
         if source_us is None:
             self.writer.add_line(BOOK_CHANGES, lines.ilp(price, after, delta, seq, sid,
-                                                         recv_us, at_us), exchange_ms)
+                                                         recv_us, at_us, best_yes, best_no),
+                                 exchange_ms)
             if self.live is not None:
                 self.live.publish_book_change(lines, price, after, delta, seq, sid, recv_us,
                                               at_us)
             return
         self.writer.add_line(BOOK_CHANGES, lines.ilp_moved(price, after, delta, seq, sid,
-                                                           recv_us, at_us, source_us),
-                             exchange_ms)
+                                                           recv_us, at_us, best_yes, best_no,
+                                                           source_us), exchange_ms)
         if self.live is not None:  # rare: the generic record, which carries source_ts too
             self.live.publish(BOOK_CHANGES, dict(lines.symbols), {
                 "price_e4": price, "qty_after_e2": after, "delta_e2": delta, "seq": seq,

@@ -1,8 +1,12 @@
 """ListCandles: OHLCV from trades with SAMPLE BY, plus the book's close per bucket.
 
-The yes bid/ask close of each bucket comes from one replay of the book over the window
-(checkpoint at the start + the changes in the window), sampled at bucket ends, rather
-than one book reconstruction per bucket (1,440 of them for a day of minutes).
+The yes bid/ask close of each bucket is the top ingestd wrote on the bucket's last
+change (sql.CANDLE_TOPS: QuestDB picks one row per bucket), carried over buckets without
+changes. That costs the same at any density of the day, where replaying the book read
+every change of the window (10,000 for a busy market's day at 100M changes a day). Where
+a bucket's rows cannot vouch for their last top (rows from before the tops were written,
+a re-subscription inside the bucket), the closes come from one replay of the book over
+the window instead (checkpoint at the start + the window's changes), as before.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import datetime as dt
 from psycopg import AsyncConnection
 
 from ktape.book.ladder import PRICE_SCALE, Book, format_price, format_quantity
+from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.open_interest import at_closes
 from queryd import sql
@@ -19,6 +24,8 @@ from queryd.convert import timestamp
 from queryd.orderbook import orderbook_at
 from queryd.reference import statistics_at
 from queryd.timeutil import as_utc, to_us
+
+log = get_logger(__name__)
 
 INTERVAL_US = {"1m": 60_000_000, "1h": 3_600_000_000, "1d": 86_400_000_000}
 MAX_BUCKETS = 10_000
@@ -36,8 +43,9 @@ async def candles(conn: AsyncConnection, ticker: str, start: dt.datetime, end: d
             return await kalshi_candles(conn, ticker, start, end, interval)
         return []
     bucket_us = INTERVAL_US[interval]
-    bucket_ends = [min(to_us(r[0]) + bucket_us, to_us(end)) for r in rows]
-    closes = await _book_closes(conn, ticker, start, end, bucket_ends)
+    bucket_starts = [to_us(r[0]) for r in rows]
+    closes = await book_closes(conn, ticker, start, end, interval, bucket_starts,
+                               [min(b + bucket_us, to_us(end)) for b in bucket_starts])
     interest = await _open_interest(conn, ticker, start, end, interval,
                                     [to_us(r[0]) for r in rows])
     out: list[pb.Candle] = []
@@ -93,15 +101,66 @@ async def kalshi_candles(conn: AsyncConnection, ticker: str, start: dt.datetime,
     return out
 
 
-async def _book_closes(conn: AsyncConnection, ticker: str, start: dt.datetime,
-                       end: dt.datetime, bucket_ends_us: list[int]
-                       ) -> list[tuple[int | None, int | None]]:
-    """Best YES bid and ask (1 - best NO bid) just before each bucket end."""
+Close = tuple[int | None, int | None]  # best YES bid and ask (1 - best NO bid), or None
+
+
+def _close(best_yes: int, best_no: int) -> Close:
+    """A stored top (0 = that side empty) as a candle's close."""
+    return (best_yes or None, PRICE_SCALE - best_no if best_no else None)
+
+
+async def book_closes(conn: AsyncConnection, ticker: str, start: dt.datetime,
+                      end: dt.datetime, interval: str, bucket_starts_us: list[int],
+                      bucket_ends_us: list[int]) -> list[Close]:
+    """The book's close of each bucket: the stored top of the last change before its end
+    (a bucket without changes keeps the one before it), or a replay (`replayed_closes`)
+    when the stored tops cannot vouch for themselves."""
+    tops = await stored_tops(conn, ticker, start, end, interval)
+    if tops is None:
+        return await replayed_closes(conn, ticker, start, end, bucket_ends_us)
+    out: list[Close] = []
+    i, count, current = 0, len(tops), None
+    for bucket_start in bucket_starts_us:
+        while i < count and tops[i][0] <= bucket_start:
+            current = tops[i][1]
+            i += 1
+        if current is None:  # no change in the window yet: the book at `start`
+            book = (await orderbook_at(conn, ticker, start)).book
+            current = (max(book.yes) if book.yes else 0, max(book.no) if book.no else 0)
+        out.append(_close(*current))
+    return out
+
+
+async def stored_tops(conn: AsyncConnection, ticker: str, start: dt.datetime,
+                      end: dt.datetime, interval: str
+                      ) -> list[tuple[int, tuple[int, int]]] | None:
+    """(bucket start µs, (best YES bid, best NO bid)) after each bucket's last change in
+    [start, end), buckets without changes left out; None when a bucket's last row cannot
+    be trusted to be its last message's (see sql.CANDLE_TOPS), with the reason logged."""
+    rows = await (await conn.execute(sql.CANDLE_TOPS[interval], {
+        "ticker": ticker, "start": start, "end": end})).fetchall()
+    out: list[tuple[int, tuple[int, int]]] = []
+    for ts, yes, no, count, with_yes, with_no, min_sid, max_sid, last_seq, max_seq in rows:
+        reason = ("rows_without_tops" if count != with_yes or count != with_no
+                  else "several_subscriptions" if min_sid != max_sid
+                  else "last_row_not_last_seq" if last_seq != max_seq else None)
+        if reason is not None:
+            log.info("candles.closes_replayed", ticker=ticker, bucket=as_utc(ts).isoformat(),
+                     reason=reason, rows=int(count))
+            return None
+        out.append((to_us(ts), (int(yes), int(no))))
+    return out
+
+
+async def replayed_closes(conn: AsyncConnection, ticker: str, start: dt.datetime,
+                          end: dt.datetime, bucket_ends_us: list[int]) -> list[Close]:
+    """Best YES bid and ask (1 - best NO bid) just before each bucket end, by replaying
+    the window's changes over the book at `start`."""
     initial = await orderbook_at(conn, ticker, start)
     book: Book = initial.book.copy()
     rows = await (await conn.execute(sql.CANDLE_CHANGES, {
         "ticker": ticker, "start": start, "end": end}, binary=True)).fetchall()
-    out: list[tuple[int | None, int | None]] = []
+    out: list[Close] = []
     i, count, start_us = 0, len(rows), to_us(start)
     yes, no = book.yes, book.no  # the ladders themselves: ~10,000 rows a busy day
     snapshot_key: str | None = None

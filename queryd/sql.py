@@ -184,6 +184,21 @@ SAMPLE BY {unit} ALIGN TO CALENDAR
 
 CANDLE_UNITS = {"1m": "1m", "1h": "1h", "1d": "1d"}
 
+# The book's top at each bucket's close, from the tops ingestd writes on every change
+# (migration 7): the last row of each bucket, with what says whether that row is the
+# bucket's last message — every row has its top (none written before migration 7), one
+# subscription throughout, and the last row in storage order holds the highest seq (rows
+# of several messages can share a book time). The caller replays the changes instead
+# when a bucket fails that. Same buckets as _CANDLES (SAMPLE BY … ALIGN TO CALENDAR).
+_CANDLE_TOPS = """
+SELECT ts, last(best_yes_bid_e4), last(best_no_bid_e4), count(), count(best_yes_bid_e4),
+       count(best_no_bid_e4), min(sid), max(sid), last(seq), max(seq)
+FROM book_changes
+WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
+SAMPLE BY {unit} ALIGN TO CALENDAR
+"""
+CANDLE_TOPS = {name: _CANDLE_TOPS.format(unit=unit) for name, unit in CANDLE_UNITS.items()}
+
 # Backfilled Kalshi candles; `ts` is the period's end, so [start, end) of bucket starts is
 # (start, end] shifted by one period — the caller passes the shifted bounds.
 KALSHI_CANDLES = """

@@ -86,7 +86,8 @@ def write_recent(conninfo: str, ticker: str, changes: int, span_minutes: int) ->
                    rnd_long(0, 500000, 0) AS qty_after_e2, rnd_long(-5000, 5000, 0) AS delta_e2,
                    cast('delta' AS SYMBOL) AS kind, x AS seq, 1L AS sid,
                    timestamp_sequence({first_us}, {step_us}) AS recv_ts,
-                   cast('exchange' AS SYMBOL) AS ts_source, cast(NULL AS TIMESTAMP) AS source_ts
+                   cast('exchange' AS SYMBOL) AS ts_source, cast(NULL AS TIMESTAMP) AS source_ts,
+                   cast(NULL AS INT) AS best_yes_bid_e4, cast(NULL AS INT) AS best_no_bid_e4
             FROM long_sequence({changes})""")
         conn.execute(f"""
             INSERT INTO book_checkpoints

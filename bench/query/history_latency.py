@@ -6,7 +6,11 @@ markets over 7 days: `--sizes` book changes plus a tenth as many trades), measur
 cores queryd runs for ListOrderbookDeltas (one 1,000-row page from a random hour of a
 random market; and the first page of a random market's whole day, which holds up to
 1,000 rows at any density, so its cost compares equal work) and ListCandles (1m candles
-over a random whole day of a random market), at each size. Saves bench/results/query_history_latency.json.
+over a random whole day of a random market), at each size. The candles' book closes
+are also timed on their own, both ways side by side on the same buckets: from the tops
+stored on each change (what ListCandles reads) and by replaying the day's changes (what
+it did before, and still does where the tops cannot vouch for themselves; the share of
+days read from stored tops is reported). Saves bench/results/query_history_latency.json.
 
 Run: .venv/bin/python bench/query/history_latency.py [--sizes 1000000,10000000]
 """
@@ -20,6 +24,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -34,41 +39,55 @@ from bench.query.synthetic import (
     generate,
     generate_trades,
 )
-from queryd.candles import candles
+from queryd.candles import INTERVAL_US, book_closes, candles, replayed_closes, stored_tops
 from queryd.history import deltas_page
 
 
 async def measure(conninfo: str, markets: int, span_days: int, samples: int, seed: int) -> dict:
     rng = random.Random(seed)
-    pages: list[float] = []
-    full_pages: list[float] = []
-    days: list[float] = []
-    rows = full_rows = buckets = 0
+    times: dict[str, list[float]] = {"page": [], "full": [], "day": [], "stored": [],
+                                     "replayed": []}
+    rows = full_rows = buckets = from_tops = 0
+    minute = INTERVAL_US["1m"]
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        async def timed(name: str, call: Any) -> Any:
+            began = time.perf_counter()
+            out = await call
+            if warm:
+                times[name].append((time.perf_counter() - began) * 1000)
+            return out
+
         for i in range(samples + 20):
+            warm = i >= 20  # warm-up excluded
             ticker = f"KXBENCH-{rng.randrange(markets)}"
             hour = START + dt.timedelta(hours=rng.randrange(1, span_days * 24 - 1))
-            began = time.perf_counter()
-            page = await deltas_page(conn, ticker, hour, hour + dt.timedelta(hours=1), None, 1000)
-            page_ms = (time.perf_counter() - began) * 1000
+            page = await timed("page", deltas_page(conn, ticker, hour,
+                                                   hour + dt.timedelta(hours=1), None, 1000))
             day = START + dt.timedelta(days=rng.randrange(0, span_days))
-            began = time.perf_counter()
-            full = await deltas_page(conn, ticker, day, day + dt.timedelta(days=1), None, 1000)
-            full_ms = (time.perf_counter() - began) * 1000
-            began = time.perf_counter()
-            day_candles = await candles(conn, ticker, day, day + dt.timedelta(days=1), "1m")
-            day_ms = (time.perf_counter() - began) * 1000
-            if i >= 20:  # warm-up excluded
-                pages.append(page_ms)
-                full_pages.append(full_ms)
-                days.append(day_ms)
+            end = day + dt.timedelta(days=1)
+            full = await timed("full", deltas_page(conn, ticker, day, end, None, 1000))
+            day_candles = await timed("day", candles(conn, ticker, day, end, "1m"))
+            starts = [c.start_time.ToMicroseconds() for c in day_candles]
+            ends = [s + minute for s in starts]
+            ways = [("stored", book_closes(conn, ticker, day, end, "1m", starts, ends)),
+                    ("replayed", replayed_closes(conn, ticker, day, end, ends))]
+            if i % 2:
+                ways.reverse()  # alternate which way reads the day first
+            for name, call in ways:  # synthetic tops are random prices: only cost compares
+                await timed(name, call)
+            if warm:
                 rows += len(page.items)
                 full_rows += len(full.items)
                 buckets += len(day_candles)
-    return {"deltas_page": {**percentiles(pages), "mean_rows": round(rows / samples)},
-            "deltas_day_first_page": {**percentiles(full_pages),
+                from_tops += await stored_tops(conn, ticker, day, end, "1m") is not None
+    return {"deltas_page": {**percentiles(times["page"]), "mean_rows": round(rows / samples)},
+            "deltas_day_first_page": {**percentiles(times["full"]),
                                       "mean_rows": round(full_rows / samples)},
-            "candles_1m_day": {**percentiles(days), "mean_candles": round(buckets / samples)}}
+            "candles_1m_day": {**percentiles(times["day"]),
+                               "mean_candles": round(buckets / samples)},
+            "candle_closes_stored": percentiles(times["stored"]),
+            "candle_closes_replayed": percentiles(times["replayed"]),
+            "candle_days_from_stored_tops": round(from_tops / samples, 3)}
 
 
 def main() -> int:

@@ -59,7 +59,12 @@ def generate(conn: psycopg.Connection, *, changes: int, markets: int, span_days:
              first: bool = True, checkpoint_every: int = CHECKPOINT_EVERY,
              checkpoint_interval_s: float | None = None) -> dict:
     """Append `changes` book changes over `span_days` for `markets` tickers + checkpoints
-    (spaced as `checkpoint_spacing` says)."""
+    (spaced as `checkpoint_spacing` says).
+
+    `seq` is the row's offset from the first row's time (one subscription, sid 1), so it
+    grows with `ts` across appended batches as a recorder's does; the tops ingestd writes
+    on each row are random prices here (as the checkpoints' ladders are fixed text: none
+    of it is a replayable book), which is all a read's cost depends on."""
     span_us = span_days * 86_400 * 1_000_000
     step_us = max(1, span_us // changes)
     checkpoint_every = checkpoint_spacing(step_us=step_us, markets=markets,
@@ -75,11 +80,13 @@ def generate(conn: psycopg.Connection, *, changes: int, markets: int, span_days:
                rnd_long(0, 500000, 0) AS qty_after_e2,
                rnd_long(-5000, 5000, 0) AS delta_e2,
                cast('delta' AS SYMBOL) AS kind,
-               x AS seq,
+               (x - 1) * {step_us} + 1 AS seq,
                1L AS sid,
                timestamp_sequence({START_US + 1000}, {step_us}) AS recv_ts,
                cast('exchange' AS SYMBOL) AS ts_source,
-               cast(NULL AS TIMESTAMP) AS source_ts
+               cast(NULL AS TIMESTAMP) AS source_ts,
+               100 * rnd_int(1, 49, 0) AS best_yes_bid_e4,
+               100 * rnd_int(1, 49, 0) AS best_no_bid_e4
         FROM long_sequence({changes})
         """
     )

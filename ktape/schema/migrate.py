@@ -52,6 +52,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "ticker channel", tables.V0004_TICKERS),
     Migration(5, "audit books", tables.V0005_AUDIT_BOOKS),
     Migration(6, "ticker indexes", tables.V0006_TICKER_INDEXES),
+    Migration(7, "book tops on changes", tables.V0007_BOOK_TOPS),
 )
 
 

@@ -279,3 +279,15 @@ INDEXED_TICKERS = ("book_changes", "trades")
 V0006_TICKER_INDEXES = [
     f"ALTER TABLE {table} ALTER COLUMN ticker ADD INDEX" for table in INDEXED_TICKERS
 ]
+
+# The book's top after each change, on the change's own row: the best YES and best NO bid
+# (price_e4, 0 = that side empty) once the whole message the row belongs to is applied
+# (every row of a snapshot carries the top after the snapshot). ingestd knows it for
+# free, and a reader wanting the top at many instants (candles' closes) takes the last
+# row before each instant instead of replaying every change of the day. On the row
+# itself, so a spill replay, a restart or a heal cannot make it disagree with the
+# change it follows. NULL on rows written before migration 7: readers then replay.
+V0007_BOOK_TOPS = [
+    "ALTER TABLE book_changes ADD COLUMN IF NOT EXISTS best_yes_bid_e4 INT",
+    "ALTER TABLE book_changes ADD COLUMN IF NOT EXISTS best_no_bid_e4 INT",
+]

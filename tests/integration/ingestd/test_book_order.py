@@ -165,7 +165,7 @@ async def lagged(questdb, tmp_path_factory) -> AsyncIterator[dict]:
         yield {"stub": pb_grpc.MarketDataServiceStub(channel), "journal": journal,
                "snapshots": [(str(t), int(s.replace(tzinfo=dt.UTC).timestamp() * 1_000_000))
                              for t, s, _sid, _seq in snapshots],
-               "moved": moved}
+               "moved": moved, "conninfo": questdb.conninfo}
     finally:
         await channel.close()
         await running.stop(0)
@@ -316,3 +316,43 @@ async def test_candle_book_closes_are_the_exchange_book_or_gap(lagged) -> None:
             checked += 1
     print(f"ListCandles: {checked} book closes equal the exchange")
     assert checked >= 10, checked
+
+
+async def test_each_change_row_carries_the_replayed_books_top(lagged) -> None:
+    """The top ingestd writes on every change (migration 7; candles' closes read it) is
+    the top of the book a replay of the stored rows gives after that row's message:
+    across this recording's dropped frame, reconnect, channel error and restart, with
+    deltas moved up behind lagged snapshots."""
+    with psycopg.connect(lagged["conninfo"], autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT ticker, cast(ts AS LONG), sid, seq, kind, side, price_e4, qty_after_e2, "
+            "best_yes_bid_e4, best_no_bid_e4 FROM book_changes "
+            "ORDER BY ticker, ts, sid, seq").fetchall()
+    books: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
+    snapshot_of: dict[str, tuple] = {}
+    messages: list[tuple[str, tuple, list[tuple]]] = []
+    for row in rows:  # grouped into messages: (ticker, book time, sid, seq)
+        key = (row[1], row[2], row[3])
+        if messages and messages[-1][0] == row[0] and messages[-1][1] == key:
+            messages[-1][2].append(row)
+        else:
+            messages.append((row[0], key, [row]))
+    checked = 0
+    for ticker, key, group in messages:
+        yes, no = books.setdefault(ticker, ({}, {}))
+        if group[0][4] == "snapshot" and snapshot_of.get(ticker) != key:
+            yes.clear()
+            no.clear()
+            snapshot_of[ticker] = key
+        for row in group:
+            ladder = yes if row[5] == "yes" else no
+            if row[7] > 0:
+                ladder[row[6]] = row[7]
+            else:
+                ladder.pop(row[6], None)
+        top = (max(yes) if yes else 0, max(no) if no else 0)
+        for row in group:
+            assert (row[8], row[9]) == top, (ticker, key, row)
+            checked += 1
+    print(f"book tops: {checked} rows of {len(messages)} messages equal the replay")
+    assert checked == len(rows) > 1000

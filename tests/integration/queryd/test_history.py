@@ -29,14 +29,16 @@ def stored(questdb):
             SELECT cast({T0_US} AS TIMESTAMP), cast('{TICKER}' AS SYMBOL),
                    CASE WHEN x % 2 = 0 THEN 'yes' ELSE 'no' END, x * 10, 100, 100,
                    cast('snapshot' AS SYMBOL), 1L, 1L, cast({T0_US} AS TIMESTAMP),
-                   cast('exchange' AS SYMBOL), cast(NULL AS TIMESTAMP)
+                   cast('exchange' AS SYMBOL), cast(NULL AS TIMESTAMP), cast(NULL AS INT),
+                   cast(NULL AS INT)
             FROM long_sequence(350)""")
         conn.execute(f"""
             INSERT INTO book_changes
             SELECT cast({T0_US + 1000} + (x / 3) * 1000 AS TIMESTAMP),
                    cast('{TICKER}' AS SYMBOL), 'yes', 100 * (1 + x % 90), x, 1,
                    cast('delta' AS SYMBOL), 1L + x, 1L, cast({T0_US + 1000} AS TIMESTAMP),
-                   cast('exchange' AS SYMBOL), cast(NULL AS TIMESTAMP)
+                   cast('exchange' AS SYMBOL), cast(NULL AS TIMESTAMP), cast(NULL AS INT),
+                   cast(NULL AS INT)
             FROM long_sequence(1500)""")
         wait_for_wal(conn, ["book_changes"])
         expected = [tuple(r) for r in conn.execute(

@@ -68,15 +68,17 @@ def test_ticker_indexes_cover_stored_rows_and_a_rerun_is_skipped(questdb):
         wait_for_wal(conn, ["book_changes"])
         before = conn.execute("SELECT seq FROM book_changes WHERE ticker = 'KXT-1'").fetchall()
         assert indexed_columns(conn, "book_changes") == []
-        assert apply_migrations(conn) == [6]
+        assert apply_migrations(conn, [m for m in MIGRATIONS if m.version <= 6]) == [6]
         wait_for_wal(conn)
         for table in INDEXED_TICKERS:
             assert indexed_columns(conn, table) == ["ticker"], table
         assert indexed_columns(conn, "book_checkpoints") == []  # measured: no gain
         after = conn.execute("SELECT seq FROM book_changes WHERE ticker = 'KXT-1'").fetchall()
         assert after == before and len(after) == 10
-        again = Migration(7, "ticker indexes again", next(m for m in MIGRATIONS if m.version == 6).statements)
-        assert apply_migrations(conn, [*MIGRATIONS, again]) == [7]
+        latest = MIGRATIONS[-1].version
+        again = Migration(latest + 1, "ticker indexes again",
+                          next(m for m in MIGRATIONS if m.version == 6).statements)
+        assert apply_migrations(conn, [*MIGRATIONS, again]) == [*range(7, latest + 2)]
         wait_for_wal(conn)
         assert conn.execute("SELECT name FROM wal_tables() WHERE suspended").fetchall() == []
 

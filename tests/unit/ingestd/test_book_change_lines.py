@@ -26,11 +26,12 @@ MICROS = st.integers(min_value=0, max_value=4_102_444_800_000_000)  # up to 2100
 
 
 def client_line(ticker: str, side: str, source: str, price: int, after: int, delta: int,
-                seq: int, sid: int, recv_us: int, at_us: int,
+                seq: int, sid: int, recv_us: int, at_us: int, best_yes: int, best_no: int,
                 source_us: int | None = None) -> bytes:
     buffer = Buffer(protocol_version=1)
     columns = {"price_e4": price, "qty_after_e2": after, "delta_e2": delta,
-               "seq": seq, "sid": sid, "recv_ts": TimestampMicros(recv_us)}
+               "seq": seq, "sid": sid, "recv_ts": TimestampMicros(recv_us),
+               "best_yes_bid_e4": best_yes, "best_no_bid_e4": best_no}
     if source_us is not None:
         columns["source_ts"] = TimestampMicros(source_us)
     buffer.row("book_changes",
@@ -43,16 +44,19 @@ def client_line(ticker: str, side: str, source: str, price: int, after: int, del
 @given(ticker=SYMBOL_TEXT, side=st.sampled_from(["yes", "no"]),
        source=st.sampled_from(["exchange", "receive"]), price=INT64, after=INT64,
        delta=INT64, seq=INT64, sid=INT64, recv_us=MICROS, at_us=MICROS,
+       best_yes=st.integers(0, 10_000), best_no=st.integers(0, 10_000),
        source_us=st.none() | MICROS)
 def test_line_equals_client_buffer(ticker: str, side: str, source: str, price: int,
                                    after: int, delta: int, seq: int, sid: int, recv_us: int,
-                                   at_us: int, source_us: int | None) -> None:
+                                   at_us: int, best_yes: int, best_no: int,
+                                   source_us: int | None) -> None:
     lines = BookChangeLines(ticker, side, "delta", source)
-    ours = (lines.ilp(price, after, delta, seq, sid, recv_us, at_us) if source_us is None
-            else lines.ilp_moved(price, after, delta, seq, sid, recv_us, at_us, source_us)
-            ).encode()
+    ours = (lines.ilp(price, after, delta, seq, sid, recv_us, at_us, best_yes, best_no)
+            if source_us is None else
+            lines.ilp_moved(price, after, delta, seq, sid, recv_us, at_us, best_yes, best_no,
+                            source_us)).encode()
     assert ours == client_line(ticker, side, source, price, after, delta, seq, sid, recv_us,
-                               at_us, source_us)
+                               at_us, best_yes, best_no, source_us)
 
     generic, fast = LiveFanout(), LiveFanout()
     generic.publish("book_changes", dict(lines.symbols),

@@ -19,11 +19,12 @@ class Rows:
     def row(self, table, *, symbols, columns, at_us, exchange_ms=None):
         self.rows.append((table, symbols, columns, at_us))
 
-    def book_change(self, lines, price, after, delta, seq, sid, recv_us, at_us,
-                    exchange_ms, source_us=None):
+    def book_change(self, lines, price, after, delta, seq, sid, recv_us, at_us, best_yes,
+                    best_no, exchange_ms, source_us=None):
         self.rows.append(("book_changes", dict(lines.symbols), {
             "price_e4": price, "qty_after_e2": after, "delta_e2": delta, "seq": seq,
-            "source_ts": source_us}, at_us))
+            "source_ts": source_us, "best_yes_bid_e4": best_yes, "best_no_bid_e4": best_no},
+            at_us))
 
     def table(self, name: str) -> list[tuple[str, dict[str, Any], dict[str, Any], int]]:
         return [r for r in self.rows if r[0] == name]
@@ -168,3 +169,18 @@ def test_a_snapshot_heals_a_crossed_book():
     crossed = [r for r in rows.table("gaps") if r[1]["reason"] == "crossed_book"]
     assert [("end_ts" in r[2]) for r in crossed] == [False, True]
     assert crossed[1][2]["end_ts"].value == T0 + 5000
+
+
+def test_each_change_row_carries_the_top_after_its_message():
+    """Every row of a snapshot carries the top after the whole snapshot (not after the
+    rows before it), each delta the top after itself; 0 is an empty side."""
+    recorder, rows = _recorder()
+    recorder.snapshot(BookSnapshot("KX-A", {4200: 100, 4100: 5}, {5000: 7}, 3, 1, T0,
+                                   "sending", T0))
+    recorder.delta(BookDelta("KX-A", "yes", 4200, -100, 3, 2, T0 + 10, "exchange", T0 + 10))
+    recorder.delta(BookDelta("KX-A", "no", 5000, -7, 3, 3, T0 + 20, "exchange", T0 + 20))
+    recorder.delta(BookDelta("KX-A", "yes", 4500, 9, 3, 4, T0 + 30, "exchange", T0 + 30))
+    recorder.snapshot(BookSnapshot("KX-A", {}, {}, 3, 5, T0 + 40, "sending", T0 + 40))
+    tops = [(r[2]["best_yes_bid_e4"], r[2]["best_no_bid_e4"])
+            for r in rows.table("book_changes")]
+    assert tops == [(4200, 5000)] * 3 + [(4100, 5000), (4100, 0), (4500, 0), (0, 0)]

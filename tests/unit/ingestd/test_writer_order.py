@@ -22,8 +22,8 @@ async def test_rows_and_lines_keep_write_order(tmp_path: Path) -> None:
             expected.append(f"gaps,ticker=KX-A,reason=seq_jump got_seq={i}i,recv_ts=5t "
                             f"{(1_000 + i) * 1000}")
         else:
-            writer.add_line("book_changes", lines.ilp(4000, i, 1, i, 3, 5, 1_000 + i), 1)
-            expected.append(lines.ilp(4000, i, 1, i, 3, 5, 1_000 + i).rstrip("\n"))
+            writer.add_line("book_changes", lines.ilp(4000, i, 1, i, 3, 5, 1_000 + i, 4000, 0), 1)
+            expected.append(lines.ilp(4000, i, 1, i, 3, 5, 1_000 + i, 4000, 0).rstrip("\n"))
     assert writer.rows == 12
     assert writer.table_rows == {"gaps": 3, "book_changes": 9}
     assert writer._payload().decode().splitlines() == expected
