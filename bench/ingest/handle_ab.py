@@ -38,17 +38,25 @@ except ImportError:  # before it: one Feed class given the writer
         return module.Feed("ws://x/trade-api/ws/v2", writer, MarketFilter(all=True))
 assert module.__file__.startswith(tree), module.__file__
 data = frames(300_000, 500)
-best = 0.0
-for _ in range(5):
-    sink = IlpWriter("127.0.0.1:9", SpillFile(Path(tempfile.mkdtemp()) / "a.spill", 1 << 34),
-                     flush_rows=10**12)
-    feed = make(sink)
-    began = time.perf_counter()
-    for i, frame in enumerate(data):
-        feed.handle(frame, END_TO_END_T0 * 1000 + i)
-        if i % 50_000 == 0:
-            sink._reset()
-    best = max(best, len(data) / (time.perf_counter() - began))
+
+
+async def rate():  # in a loop: a crossed book's snapshot request spawns a task
+    best = 0.0
+    for _ in range(5):
+        sink = IlpWriter("127.0.0.1:9", SpillFile(Path(tempfile.mkdtemp()) / "a.spill", 1 << 34),
+                         flush_rows=10**12)
+        feed = make(sink)
+        began = time.perf_counter()
+        for i, frame in enumerate(data):
+            feed.handle(frame, END_TO_END_T0 * 1000 + i)
+            if i % 50_000 == 0:
+                sink._reset()
+        best = max(best, len(data) / (time.perf_counter() - began))
+    return best
+
+
+import asyncio
+best = asyncio.run(rate())
 print(round(best))
 """
 
