@@ -140,13 +140,12 @@ async def stored_tops(conn: AsyncConnection, ticker: str, start: dt.datetime,
     rows = await (await conn.execute(sql.CANDLE_TOPS[interval], {
         "ticker": ticker, "start": start, "end": end})).fetchall()
     out: list[tuple[int, tuple[int, int]]] = []
-    for ts, yes, no, count, with_yes, with_no, min_sid, max_sid, last_seq, max_seq in rows:
-        reason = ("rows_without_tops" if count != with_yes or count != with_no
-                  else "several_subscriptions" if min_sid != max_sid
+    for ts, yes, no, last_seq, max_seq in rows:
+        reason = ("rows_without_tops" if yes is None or no is None
                   else "last_row_not_last_seq" if last_seq != max_seq else None)
         if reason is not None:
             log.info("candles.closes_replayed", ticker=ticker, bucket=as_utc(ts).isoformat(),
-                     reason=reason, rows=int(count))
+                     reason=reason)
             return None
         out.append((to_us(ts), (int(yes), int(no))))
     return out

@@ -2,9 +2,9 @@
 rows vouch for them, from a replay of the changes where they do not, and the same closes
 either way.
 
-Hand-made rows of one day, a market per case: tops on every row (the stored path); one
-row without tops (written before migration 7); two subscriptions inside one minute; two
-messages sharing a book time. Each case's closes are checked against the replay and
+Hand-made rows of one day, a market per case: tops on every row (the stored path); a
+minute whose last row has no top (written before migration 7); a re-subscription inside
+one minute; two messages sharing a book time. Each case's closes are checked against the replay and
 against the book worked out by hand.
 """
 
@@ -63,7 +63,7 @@ CASES = {
     # the second change as a row written before the tops were
     "KXC-OLD": [CHANGES[0], (*CHANGES[1][:7], None, None), CHANGES[2]],
     # a re-subscription inside minute 1: the old subscription's last change, then the new
-    # one's (its seq counter restarted)
+    # one's (its seq counter restarted, so the minute's last row is not its highest seq)
     "KXC-RESUB": [CHANGES[0], (*CHANGES[1][:5], 1, 8, *CHANGES[1][7:]), CHANGES[2]],
     # minute 3's change and a later one (seq 5, putting the NO side back at 52¢) share
     # one book time
