@@ -23,7 +23,7 @@ from queryd import sql
 from queryd.convert import timestamp
 from queryd.orderbook import orderbook_at
 from queryd.reference import statistics_at
-from queryd.timeutil import as_utc, to_us
+from queryd.timeutil import as_utc, from_us, to_us
 
 log = get_logger(__name__)
 
@@ -138,17 +138,14 @@ async def stored_tops(conn: AsyncConnection, ticker: str, start: dt.datetime,
     [start, end), buckets without changes left out; None when a bucket's last row cannot
     be trusted to be its last message's (see sql.CANDLE_TOPS), with the reason logged."""
     rows = await (await conn.execute(sql.CANDLE_TOPS[interval], {
-        "ticker": ticker, "start": start, "end": end})).fetchall()
-    out: list[tuple[int, tuple[int, int]]] = []
-    for ts, yes, no, last_seq, max_seq in rows:
-        reason = ("rows_without_tops" if yes is None or no is None
-                  else "last_row_not_last_seq" if last_seq != max_seq else None)
-        if reason is not None:
-            log.info("candles.closes_replayed", ticker=ticker, bucket=as_utc(ts).isoformat(),
-                     reason=reason)
+        "ticker": ticker, "start": start, "end": end}, binary=True)).fetchall()
+    for ts_us, yes, no, last_seq, max_seq in rows:
+        if yes is None or no is None or last_seq != max_seq:
+            log.info("candles.closes_replayed", ticker=ticker, bucket=from_us(ts_us).isoformat(),
+                     reason="rows_without_tops" if yes is None or no is None
+                     else "last_row_not_last_seq")
             return None
-        out.append((to_us(ts), (int(yes), int(no))))
-    return out
+    return [(ts_us, (yes, no)) for ts_us, yes, no, _, _ in rows]
 
 
 async def replayed_closes(conn: AsyncConnection, ticker: str, start: dt.datetime,
