@@ -20,7 +20,7 @@ from ktape.log import get_logger
 from ktape.marketdata.v1 import marketdata_pb2 as pb
 from ktape.open_interest import at_closes
 from queryd import sql
-from queryd.convert import timestamp
+from queryd.convert import set_us, timestamp
 from queryd.orderbook import orderbook_at
 from queryd.reference import statistics_at
 from queryd.timeutil import as_utc, from_us, to_us
@@ -35,32 +35,41 @@ KALSHI_PERIOD_MIN = {"1m": 1, "1h": 60, "1d": 1440}
 
 
 async def candles(conn: AsyncConnection, ticker: str, start: dt.datetime, end: dt.datetime,
-                  interval: str) -> list[pb.Candle]:
-    rows = await (await conn.execute(
-        sql.CANDLES[interval], {"ticker": ticker, "start": start, "end": end})).fetchall()
+                  interval: str) -> pb.ListCandlesResponse:
+    """ListCandles' answer: recorded candles, or Kalshi's own for a market never recorded.
+    Built in place in the response, field by field (a Candle made on its own is copied
+    into the response whole, and keyword construction parses every keyword)."""
+    params = {"ticker": ticker, "start": start, "end": end}
+    rows = await (await conn.execute(sql.CANDLES[interval], params, binary=True)).fetchall()
     if not rows:
         if not await (await conn.execute(sql.TICKER_RECORDED, {"ticker": ticker})).fetchone():
-            return await kalshi_candles(conn, ticker, start, end, interval)
-        return []
-    bucket_us = INTERVAL_US[interval]
-    bucket_starts = [to_us(r[0]) for r in rows]
+            return pb.ListCandlesResponse(
+                candles=await kalshi_candles(conn, ticker, start, end, interval))
+        return pb.ListCandlesResponse()
+    bucket_us, end_us = INTERVAL_US[interval], to_us(end)
+    bucket_starts = [row[0] for row in rows]
     closes = await book_closes(conn, ticker, start, end, interval, bucket_starts,
-                               [min(b + bucket_us, to_us(end)) for b in bucket_starts])
-    interest = await _open_interest(conn, ticker, start, end, interval,
-                                    [to_us(r[0]) for r in rows])
-    out: list[pb.Candle] = []
-    for (ts, open_, high, low, close, volume, count), (bid, ask), oi in zip(
+                               [min(b + bucket_us, end_us) for b in bucket_starts])
+    interest = await _open_interest(conn, ticker, start, end, interval, bucket_starts)
+    out = pb.ListCandlesResponse()
+    add = out.candles.add
+    for (ts_us, open_, high, low, close, volume, count), (bid, ask), oi in zip(
             rows, closes, interest, strict=True):
-        out.append(pb.Candle(
-            start_time=timestamp(as_utc(ts)), open=format_price(int(open_)),
-            high=format_price(int(high)), low=format_price(int(low)),
-            close=format_price(int(close)), volume=format_quantity(int(volume)),
-            trade_count=int(count),
-            yes_bid_close=format_price(bid) if bid is not None else "",
-            yes_ask_close=format_price(ask) if ask is not None else "",
-            source="trades",
-            open_interest=format_quantity(oi) if oi is not None else "",
-        ))
+        candle = add()
+        set_us(candle.start_time, ts_us)
+        candle.open = format_price(open_)
+        candle.high = format_price(high)
+        candle.low = format_price(low)
+        candle.close = format_price(close)
+        candle.volume = format_quantity(volume)
+        candle.trade_count = count
+        if bid is not None:
+            candle.yes_bid_close = format_price(bid)
+        if ask is not None:
+            candle.yes_ask_close = format_price(ask)
+        candle.source = "trades"
+        if oi is not None:
+            candle.open_interest = format_quantity(oi)
     return out
 
 
@@ -70,8 +79,8 @@ async def _open_interest(conn: AsyncConnection, ticker: str, start: dt.datetime,
     """Open interest at each bucket's close: the bucket's last ticker report, else the
     last one before it (carried from before `start` when the first buckets have none)."""
     rows = await (await conn.execute(sql.OPEN_INTEREST[interval], {
-        "ticker": ticker, "start": start, "end": end})).fetchall()
-    by_bucket = {to_us(ts): None if oi is None else int(oi) for ts, oi in rows}
+        "ticker": ticker, "start": start, "end": end}, binary=True)).fetchall()
+    by_bucket = dict(rows)  # bucket start µs: the bucket's last report (None: none)
     before = await statistics_at(conn, ticker, start - dt.timedelta(microseconds=1))
     return at_closes(bucket_starts_us, by_bucket, before[2] if before is not None else None)
 

@@ -244,8 +244,7 @@ class MarketDataService(pb_grpc.MarketDataServiceServicer):
             raise InvalidArgument.field("end_time", f"at most {MAX_BUCKETS} buckets per call")
         async with self.pool.connection() as conn:
             await self._require_ticker(conn, ticker)
-            result = await candles(conn, ticker, start, end, request.interval)
-        return pb.ListCandlesResponse(candles=result)
+            return await candles(conn, ticker, start, end, request.interval)
 
     # -- reference data ----------------------------------------------------------------
 

@@ -168,18 +168,22 @@ ORDER BY gap_start
 # OHLCV candles from trades. The inner ORDER BY fixes first()/last() to the documented
 # trade order (ts, seq, trade_id): several prints share a millisecond when a taker sweeps
 # levels, and without it QuestDB's first()/last() follow storage order. The SAMPLE BY
-# unit is one of CANDLE_UNITS (a constant chosen by the code, never request text).
+# unit is one of CANDLE_UNITS (a constant chosen by the code, never request text). Bucket
+# starts in µs, as CANDLE_TOPS and OPEN_INTEREST give them.
 _CANDLES = """
-SELECT ts, first(yes_price_e4) AS open_e4, max(yes_price_e4) AS high_e4,
-       min(yes_price_e4) AS low_e4, last(yes_price_e4) AS close_e4,
-       sum(count_e2) AS volume_e2, count() AS trade_count
+SELECT cast(ts AS LONG), open_e4, high_e4, low_e4, close_e4, volume_e2, trade_count
 FROM (
-    SELECT ts, coalesce(seq, -1) AS seq_order, trade_id, yes_price_e4, count_e2
-    FROM trades
-    WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
-    ORDER BY ts, seq_order, trade_id
-) timestamp(ts)
-SAMPLE BY {unit} ALIGN TO CALENDAR
+    SELECT ts, first(yes_price_e4) AS open_e4, max(yes_price_e4) AS high_e4,
+           min(yes_price_e4) AS low_e4, last(yes_price_e4) AS close_e4,
+           sum(count_e2) AS volume_e2, count() AS trade_count
+    FROM (
+        SELECT ts, coalesce(seq, -1) AS seq_order, trade_id, yes_price_e4, count_e2
+        FROM trades
+        WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
+        ORDER BY ts, seq_order, trade_id
+    ) timestamp(ts)
+    SAMPLE BY {unit} ALIGN TO CALENDAR
+)
 """
 
 CANDLE_UNITS = {"1m": "1m", "1h": "1h", "1d": "1d"}
@@ -352,9 +356,12 @@ LATEST ON ts PARTITION BY ticker
 # Open interest at each candle bucket's close: the last report in each bucket (a bucket
 # without one carries the one before). Same buckets as _CANDLES.
 _OPEN_INTEREST = """
-SELECT ts, last(open_interest_e2) AS open_interest_e2
-FROM tickers
-WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
-SAMPLE BY {unit} ALIGN TO CALENDAR
+SELECT cast(ts AS LONG), open_interest_e2
+FROM (
+    SELECT ts, last(open_interest_e2) AS open_interest_e2
+    FROM tickers
+    WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
+    SAMPLE BY {unit} ALIGN TO CALENDAR
+)
 """
 OPEN_INTEREST = {name: _OPEN_INTEREST.format(unit=unit) for name, unit in CANDLE_UNITS.items()}

@@ -66,7 +66,7 @@ async def measure(conninfo: str, markets: int, span_days: int, samples: int, see
             day = START + dt.timedelta(days=rng.randrange(0, span_days))
             end = day + dt.timedelta(days=1)
             full = await timed("full", deltas_page(conn, ticker, day, end, None, 1000))
-            day_candles = await timed("day", candles(conn, ticker, day, end, "1m"))
+            day_candles = (await timed("day", candles(conn, ticker, day, end, "1m"))).candles
             starts = [c.start_time.ToMicroseconds() for c in day_candles]
             ends = [s + minute for s in starts]
             ways = [("stored", book_closes(conn, ticker, day, end, "1m", starts, ends)),

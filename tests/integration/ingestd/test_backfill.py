@@ -90,8 +90,9 @@ async def test_candles_backfill_for_markets_never_recorded(clean_questdb, tmp_pa
     ticker = next(t for t, c in expected.items() if any(x["price"]["open_dollars"] for x in c))
     async with await psycopg.AsyncConnection.connect(clean_questdb.conninfo,
                                                      autocommit=True) as conn:
-        served = await list_candles(conn, ticker, dt.datetime.fromtimestamp(now_s - 3600, dt.UTC),
-                                    dt.datetime.fromtimestamp(now_s + 60, dt.UTC), "1m")
+        served = (await list_candles(
+            conn, ticker, dt.datetime.fromtimestamp(now_s - 3600, dt.UTC),
+            dt.datetime.fromtimestamp(now_s + 60, dt.UTC), "1m")).candles
     with_trades = [c for c in expected[ticker] if c["price"]["close_dollars"]]
     assert [(c.close, c.volume, c.source) for c in served] == [
         (x["price"]["close_dollars"], x["volume_fp"], "kalshi") for x in with_trades]

@@ -88,7 +88,7 @@ async def _closes(conninfo: str, ticker: str) -> tuple[list, list, list | None]:
         closes = await qc.book_closes(conn, ticker, DAY, NEXT, "1m", buckets, ends)
         replayed = await qc.replayed_closes(conn, ticker, DAY, NEXT, ends)
         tops = await qc.stored_tops(conn, ticker, DAY, NEXT, "1m")
-        served = await qc.candles(conn, ticker, DAY, NEXT, "1m")
+        served = (await qc.candles(conn, ticker, DAY, NEXT, "1m")).candles
     assert [(c.yes_bid_close, c.yes_ask_close) for c in served] == [
         (format_price(b) if b is not None else "", format_price(a) if a is not None else "")
         for b, a in closes]
