@@ -114,7 +114,8 @@ Close = tuple[int | None, int | None]  # best YES bid and ask (1 - best NO bid),
 
 
 def _close(best_yes: int, best_no: int) -> Close:
-    """A stored top (0 = that side empty) as a candle's close."""
+    """A top (best bids, 0 = that side empty, as stored on each change) as a candle's
+    close: both ways of finding the closes end here."""
     return (best_yes or None, PRICE_SCALE - best_no if best_no else None)
 
 
@@ -135,7 +136,7 @@ async def book_closes(conn: AsyncConnection, ticker: str, start: dt.datetime,
             i += 1
         if current is None:  # no change in the window yet: the book at `start`
             book = (await orderbook_at(conn, ticker, start)).book
-            current = (max(book.yes) if book.yes else 0, max(book.no) if book.no else 0)
+            current = (max(book.yes, default=0), max(book.no, default=0))
         out.append(_close(*current))
     return out
 
@@ -189,7 +190,5 @@ async def replayed_closes(conn: AsyncConnection, ticker: str, start: dt.datetime
                 ladder[packed >> 1] = qty
             else:
                 ladder.pop(packed >> 1, None)
-        best_no = max(no) if no else None
-        out.append((max(yes) if yes else None,
-                    PRICE_SCALE - best_no if best_no is not None else None))
+        out.append(_close(max(yes, default=0), max(no, default=0)))
     return out

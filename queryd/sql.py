@@ -196,10 +196,10 @@ CANDLE_UNITS = {"1m": "1m", "1h": "1h", "1d": "1d"}
 # which QuestDB does not promise to keep: the last row must hold the bucket's highest seq
 # (one subscription at any one book time: a new one's snapshot is strictly later). A
 # null top is a row from before migration 7. The caller replays the changes instead when
-# a bucket fails either; bucket starts in µs (a datetime each costs ~2 µs in Python).
-# (Counting rows, or comparing sids, costs as much again: each
-# LONG column read through the index here adds ~4 ms to a 10,000-row day.) Same
-# buckets as _CANDLES (SAMPLE BY … ALIGN TO CALENDAR).
+# a bucket fails either. Counting rows or comparing sids as well would cost as much
+# again: each LONG column read through the index here adds ~4 ms to a 10,000-row day.
+# Bucket starts in µs (a datetime each costs ~2 µs in Python); the same buckets as
+# _CANDLES (SAMPLE BY … ALIGN TO CALENDAR).
 _CANDLE_TOPS = """
 SELECT cast(ts AS LONG), best_yes, best_no, last_seq, max_seq
 FROM (

@@ -42,6 +42,8 @@ from bench.query.synthetic import (
 from queryd.candles import INTERVAL_US, book_closes, candles, replayed_closes, stored_tops
 from queryd.history import deltas_page
 
+WARM_UP = 20  # samples of each call timed and left out
+
 
 async def measure(conninfo: str, markets: int, span_days: int, samples: int, seed: int) -> dict:
     rng = random.Random(seed)
@@ -53,12 +55,10 @@ async def measure(conninfo: str, markets: int, span_days: int, samples: int, see
         async def timed(name: str, call: Any) -> Any:
             began = time.perf_counter()
             out = await call
-            if warm:
-                times[name].append((time.perf_counter() - began) * 1000)
+            times[name].append((time.perf_counter() - began) * 1000)
             return out
 
-        for i in range(samples + 20):
-            warm = i >= 20  # warm-up excluded
+        for i in range(samples + WARM_UP):
             ticker = f"KXBENCH-{rng.randrange(markets)}"
             hour = START + dt.timedelta(hours=rng.randrange(1, span_days * 24 - 1))
             page = await timed("page", deltas_page(conn, ticker, hour,
@@ -75,18 +75,17 @@ async def measure(conninfo: str, markets: int, span_days: int, samples: int, see
                 ways.reverse()  # alternate which way reads the day first
             for name, call in ways:  # synthetic tops are random prices: only cost compares
                 await timed(name, call)
-            if warm:
+            if i >= WARM_UP:
                 rows += len(page.items)
                 full_rows += len(full.items)
                 buckets += len(day_candles)
                 from_tops += await stored_tops(conn, ticker, day, end, "1m") is not None
-    return {"deltas_page": {**percentiles(times["page"]), "mean_rows": round(rows / samples)},
-            "deltas_day_first_page": {**percentiles(times["full"]),
-                                      "mean_rows": round(full_rows / samples)},
-            "candles_1m_day": {**percentiles(times["day"]),
-                               "mean_candles": round(buckets / samples)},
-            "candle_closes_stored": percentiles(times["stored"]),
-            "candle_closes_replayed": percentiles(times["replayed"]),
+    warm = {name: percentiles(ms[WARM_UP:]) for name, ms in times.items()}  # warm-up out
+    return {"deltas_page": {**warm["page"], "mean_rows": round(rows / samples)},
+            "deltas_day_first_page": {**warm["full"], "mean_rows": round(full_rows / samples)},
+            "candles_1m_day": {**warm["day"], "mean_candles": round(buckets / samples)},
+            "candle_closes_stored": warm["stored"],
+            "candle_closes_replayed": warm["replayed"],
             "candle_days_from_stored_tops": round(from_tops / samples, 3)}
 
 
