@@ -150,8 +150,15 @@ async def _journey(http, edge, recording, browser, context, page, shots,
 
     # -- the playground on a simulator market -----------------------------------------
     await page.get_by_role("link", name="Playground").click()
+    # The busiest book among the markets the page lists: the simulator closes events and
+    # opens new ones as the test runs, so a market ingestd holds may have fallen off the
+    # list's first 50 by the time the page asks (seen on a loaded CI machine).
+    listed_buttons = page.get_by_test_id("markets").get_by_role("button")
+    await listed_buttons.first.wait_for()
+    listed = set(await listed_buttons.all_inner_texts())
     books = recording.ingestd.feed.books
-    busiest = max(books, key=lambda t: len(books[t].yes) + len(books[t].no))
+    busiest = max((t for t in books if t in listed),
+                  key=lambda t: len(books[t].yes) + len(books[t].no))
     await page.get_by_test_id("markets").get_by_role("button", name=busiest).click()
     badge = page.get_by_test_id("continuity")
     await badge.wait_for()
