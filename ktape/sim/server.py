@@ -116,6 +116,10 @@ class SimConfig:
     seed: int = 42
     markets: int = 50
     rate: float = 200.0  # model events per second
+    # Share of model events that are random lifecycle transitions (close, determine,
+    # settle, pause, grid and metadata changes). 0 keeps every market trading: a test
+    # about something else (the console's pages) must not see its market close under it.
+    lifecycle_rate: float = 0.002
     faults: FaultConfig = field(default_factory=FaultConfig)
     journal_path: Path | None = None
     public_key_path: Path | None = None
@@ -227,7 +231,8 @@ class SimServer:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed ^ 0x5EED)
-        self.model = MarketModel(seed=config.seed, markets=config.markets, start_ms=_now_ms())
+        self.model = MarketModel(seed=config.seed, markets=config.markets, start_ms=_now_ms(),
+                                 lifecycle_rate=config.lifecycle_rate)
         self.journal = Journal(config.journal_path)
         self.verifier = (SignatureVerifier.from_pem(config.public_key_path)
                          if config.public_key_path else None)
