@@ -64,10 +64,11 @@ WHERE ticker = %(ticker)s AND ts >= %(start)s AND ts < %(end)s
 WARM_UP = 20
 
 
-def wait_refreshed(conn: psycopg.Connection, pid: int) -> dict:
+def wait_refreshed(conn: psycopg.Connection, pid: int, timeout_secs: float = 1800.0) -> dict:
     """Seconds and QuestDB CPU seconds until the view has caught up with the base table's
-    last applied transaction (checked every 0.2 s)."""
+    last applied transaction (checked every 0.2 s; a view that never does ends the run)."""
     began, cpu0 = time.perf_counter(), cpu_secs(pid)
+    deadline = time.monotonic() + timeout_secs
     while True:
         refreshed, base, status = conn.execute(
             "SELECT refresh_base_table_txn, base_table_txn, view_status FROM "
@@ -80,6 +81,9 @@ def wait_refreshed(conn: psycopg.Connection, pid: int) -> dict:
         if refreshed == base == writer == sequencer:
             return {"secs": round(time.perf_counter() - began, 2),
                     "questdb_cpu_secs": round(cpu_secs(pid) - cpu0, 2)}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{VIEW} not refreshed after {timeout_secs} s: "
+                               f"view at base txn {refreshed}, base at {writer}/{sequencer}")
         time.sleep(0.2)
 
 
@@ -96,8 +100,7 @@ def view_storage(conn: psycopg.Connection) -> dict:
 
 def measure(conn: psycopg.Connection, markets: int, samples: int, seed: int) -> dict:
     rng = random.Random(seed)
-    day = dt.datetime.fromtimestamp(START.timestamp(), dt.UTC)
-    params = {"start": day, "end": day + dt.timedelta(days=1)}
+    params = {"start": START, "end": START + dt.timedelta(days=1)}
     ways = {"base": sql.CANDLE_TOPS["1m"], "view": FROM_VIEW}
     times: dict[str, list[float]] = {name: [] for name in ways}
     rows = mismatched = 0
